@@ -1,0 +1,46 @@
+"""The probe registry: check kind name → how to probe it and which options it takes.
+
+Every probe has the same shape (``async def probe(target, *, timeout) -> Observation``)
+and reports failure as a returned :class:`~agent.model.Observation`, never as an
+exception. A probe knows nothing of scheduling, state or delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.checks import tcp
+from agent.model import Observation, Target
+from agent.tables import Table
+
+
+class ProbeFn(Protocol):
+    """The one signature every probe has."""
+
+    async def __call__(self, target: Target, *, timeout: float) -> Observation: ...
+
+
+def no_options(table: Table) -> Mapping[str, object]:
+    """Options reader for kinds that take no settings of their own."""
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind:
+    """A registered kind of check.
+
+    Attributes:
+        probe: the probe function.
+        read_options: reads and validates the kind's own keys from a check's table
+            (it must mark every key it reads; the config loader rejects the rest).
+    """
+
+    probe: ProbeFn
+    read_options: Callable[[Table], Mapping[str, object]] = no_options
+
+
+PROBES: dict[str, ProbeKind] = {
+    "tcp": ProbeKind(tcp.probe),
+}

@@ -1,0 +1,87 @@
+"""The long-running agent: loads the config, runs the scheduler, handles signals.
+
+SIGTERM and SIGINT stop it (cancellation closes every socket at once); SIGHUP
+reloads the config: a valid new config replaces the old one without losing the
+status of unchanged checks, an invalid one is logged as one line and the running
+config stays.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from agent import __version__, config
+from agent.errors import ConfigError
+from agent.logs import get_logger, log_result
+from agent.model import Result, StateChange
+from agent.scheduler import Scheduler
+
+log = get_logger("daemon")
+
+
+class Daemon:
+    """One agent process's worth of work.
+
+    Args:
+        config_path: the main config file (drop-ins are found beside it).
+        wall_clock: seconds since the epoch, for timestamps.
+    """
+
+    def __init__(self, config_path: Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.config_path = config_path
+        self.config = config.load(config_path)
+        self.scheduler = Scheduler(
+            self.config.checks,
+            max_concurrent=self.config.agent.max_concurrent_checks,
+            on_result=self._on_result,
+            wall_clock=wall_clock,
+        )
+        self._results_log = get_logger("checks")
+
+    def _on_result(self, result: Result, change: StateChange | None) -> None:
+        log_result(self._results_log, result, change)
+
+    def reload(self) -> bool:
+        """Re-reads the config; keeps the running one when the new one is invalid.
+
+        Returns:
+            Whether the new config was applied.
+        """
+        try:
+            new_config = config.load(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            return False
+        self.scheduler.reload(
+            new_config.checks, max_concurrent=new_config.agent.max_concurrent_checks
+        )
+        self.config = new_config
+        log.info("reloaded %s: %d checks", self.config_path, len(new_config.checks))
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs until SIGTERM or SIGINT; reloads on SIGHUP."""
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.scheduler.run)
+                log.info(
+                    "heartwire %s running as agent %r with %d checks from %s",
+                    __version__,
+                    self.config.agent.id,
+                    len(self.config.checks),
+                    ", ".join(self.config.files),
+                )
+                task_status.started()
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        self.reload()
+                        continue
+                    log.info("received %s, stopping", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
+        log.info("stopped")

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import trio
 
+from agent import dns
 from agent.model import Observation, Outcome, Reason, Target
 
 # RFC 8305 section 5 recommends 250 ms between connection attempts.
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
-_FAMILY = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 _UNREACHABLE_ERRNOS = {
     errno.ENETUNREACH,
@@ -114,7 +114,11 @@ async def probe(target: Target, *, timeout: float) -> Observation:
 async def _resolve(
     target: Target, deadline: float
 ) -> tuple[list[tuple[int, SockAddr]], float | None] | Observation:
-    """The addresses to try and the resolution time (None for an IP literal)."""
+    """The addresses to try and the resolution time (None for an IP literal).
+
+    Names go through the shared caching resolver (:mod:`agent.dns`), so ``dns_ms``
+    is what this check spent resolving: close to zero when the answer was cached.
+    """
     try:
         ipaddress.ip_address(target.host)
         is_literal = True
@@ -124,21 +128,18 @@ async def _resolve(
     started = trio.current_time()
     with trio.move_on_at(deadline):
         try:
-            infos = await trio.socket.getaddrinfo(
-                target.host, target.port, _FAMILY[target.family], socket.SOCK_STREAM
+            addresses = await dns.default_resolver().resolve(
+                target.host, target.port, target.family
             )
-        except socket.gaierror as exc:
+        except dns.ResolutionFailed as exc:
             return Observation(
                 Outcome.FAILED,
                 Reason.DNS,
                 dns_ms=_ms(trio.current_time() - started),
-                detail=f"{target.host}: {exc.strerror or exc}",
+                detail=str(exc),
             )
-        except UnicodeError as exc:  # a name IDNA cannot encode
-            return Observation(Outcome.FAILED, Reason.DNS, detail=f"{target.host}: {exc}")
         dns_ms = None if is_literal else _ms(trio.current_time() - started)
-        addresses = [(family, sockaddr) for family, _, _, _, sockaddr in infos]
-        return interleave_families(addresses), dns_ms  # type: ignore[arg-type]
+        return interleave_families(addresses), dns_ms
     return Observation(
         Outcome.FAILED,
         Reason.DNS,

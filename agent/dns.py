@@ -1,0 +1,343 @@
+"""Name resolution for the probes, with a cache that honours DNS TTLs.
+
+``getaddrinfo`` reports no TTL, so a cache in front of it would have to invent one.
+Instead a name is answered, in the order glibc's default ``hosts: files dns`` uses:
+
+1. the hosts file (``/etc/hosts``): its addresses, re-read when the file changes;
+2. DNS, asked directly with dnspython (servers and search list from
+   ``/etc/resolv.conf``): A and/or AAAA records, cached for the smallest TTL of
+   the answer (CNAME chain included), at most :data:`MAX_TTL_S`.
+
+Failures are never cached and never hidden:
+
+* a failed lookup (NXDOMAIN, no address records, SERVFAIL, no server answering)
+  raises :class:`ResolutionFailed` every time it happens, and drops whatever the
+  cache held for that name;
+* an expired entry is not served while it is refreshed ("serve-stale", RFC 8767,
+  is deliberately not done): the check that finds it expired waits for a fresh
+  answer, so a DNS outage shows as ``dns`` failures at once.
+
+Lookups of the same name that overlap share one query, so a thousand checks of one
+host cost one DNS round trip when its TTL expires. Without a usable
+``/etc/resolv.conf`` every lookup goes to ``getaddrinfo`` and nothing is cached.
+
+Expiry runs on trio's clock (``trio.current_time()``), so tests drive it with
+:class:`trio.testing.MockClock`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import trio
+
+DEFAULT_HOSTS_PATH = Path("/etc/hosts")
+# Answers are kept at most this long whatever their TTL says: a record published
+# with a week-long TTL by mistake should not pin a moved service for a week.
+MAX_TTL_S = 3600.0
+# The hosts file is checked for changes at most this often (a stat per check costs
+# more than the cache lookup itself at thousands of checks per second).
+HOSTS_RECHECK_S = 1.0
+# Cached names beyond this are dropped, expired ones first, then the oldest.
+MAX_ENTRIES = 100_000
+
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+Address = tuple[int, SockAddr]
+
+_FAMILY = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+# AAAA first: RFC 6724 prefers IPv6, and happy eyeballs falls back to IPv4 quickly.
+_RECORD_TYPES = {
+    "any": (dns.rdatatype.AAAA, dns.rdatatype.A),
+    "ipv4": (dns.rdatatype.A,),
+    "ipv6": (dns.rdatatype.AAAA,),
+}
+
+
+class ResolutionFailed(Exception):
+    """A name could not be resolved; the probe turns it into a ``dns`` observation.
+
+    It never leaves a probe, so it is not a :class:`~agent.errors.HeartwireError`.
+    """
+
+
+def sockaddr_for(address: str, port: int) -> Address:
+    """The (family, sockaddr) pair ``socket.connect`` takes for an IP address."""
+    if ":" in address:
+        return socket.AF_INET6, (address, port, 0, 0)
+    return socket.AF_INET, (address, port)
+
+
+def parse_hosts(text: str) -> dict[str, list[str]]:
+    """Hosts-file text → lower-case name → its addresses in file order.
+
+    Lines that do not start with a valid IP address are skipped, as glibc does.
+    """
+    names: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        try:
+            address = str(ipaddress.ip_address(fields[0]))
+        except ValueError:
+            continue
+        for name in fields[1:]:
+            known = names.setdefault(name.lower().rstrip("."), [])
+            if address not in known:
+                known.append(address)
+    return names
+
+
+@dataclass
+class _Entry:
+    addresses: list[Address]
+    expires_at: float
+
+
+@dataclass
+class _Pending:
+    """A lookup in progress that later callers wait for instead of asking again."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    addresses: list[Address] | None = None
+    failure: str | None = None
+
+
+@dataclass
+class CacheStats:
+    """Counters since start (never reset).
+
+    Attributes:
+        hits: lookups answered from the cache.
+        queries: lookups that asked DNS (or getaddrinfo).
+        failures: lookups that failed.
+        shared: lookups that waited for another caller's query.
+    """
+
+    hits: int = 0
+    queries: int = 0
+    failures: int = 0
+    shared: int = 0
+
+
+class Resolver:
+    """Resolves names to connectable addresses, caching DNS answers for their TTL.
+
+    Args:
+        nameservers: (address, port) pairs to ask; None: those of ``/etc/resolv.conf``.
+        search: search domains for short names (used only with ``nameservers``).
+        hosts_path: the hosts file consulted before DNS.
+        timeout_s: the longest one DNS lookup may take (the caller's deadline
+            usually ends it sooner).
+    """
+
+    def __init__(
+        self,
+        *,
+        nameservers: Sequence[tuple[str, int]] | None = None,
+        search: Sequence[str] = (),
+        hosts_path: Path = DEFAULT_HOSTS_PATH,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self._dns = _make_dns_resolver(nameservers, search)
+        self._timeout_s = timeout_s
+        self._hosts_path = hosts_path
+        self._hosts: dict[str, list[str]] = {}
+        self._hosts_mtime: float | None = None
+        self._hosts_checked_at = -float("inf")
+        self._cache: dict[tuple[str, str], _Entry] = {}
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self.stats = CacheStats()
+
+    async def resolve(self, host: str, port: int, family: str = "any") -> list[Address]:
+        """The addresses of ``host`` to try, in preference order.
+
+        Args:
+            host: a name or an IP literal.
+            port: the port to put in each address.
+            family: "any", "ipv4" or "ipv6".
+
+        Returns:
+            (family, sockaddr) pairs; never empty.
+
+        Raises:
+            ResolutionFailed: the name has no usable address, or the lookup failed.
+        """
+        try:
+            return [sockaddr_for(str(ipaddress.ip_address(host)), port)]
+        except ValueError:
+            pass
+        name = host.lower().rstrip(".")
+        from_hosts = self._hosts_addresses(name, family)
+        if from_hosts:
+            return [sockaddr_for(address, port) for address in from_hosts]
+        key = (name, family)
+        entry = self._cache.get(key)
+        if entry is not None and trio.current_time() < entry.expires_at:
+            self.stats.hits += 1
+            addresses = entry.addresses
+        else:
+            addresses = await self._lookup_shared(key)
+        return [sockaddr_for(sockaddr[0], port) for _, sockaddr in addresses]
+
+    def _hosts_addresses(self, name: str, family: str) -> list[str]:
+        now = trio.current_time()
+        if now - self._hosts_checked_at >= HOSTS_RECHECK_S:
+            self._hosts_checked_at = now
+            self._reload_hosts()
+        addresses = self._hosts.get(name, [])
+        if family == "ipv4":
+            return [address for address in addresses if ":" not in address]
+        if family == "ipv6":
+            return [address for address in addresses if ":" in address]
+        return addresses
+
+    def _reload_hosts(self) -> None:
+        try:
+            mtime = os.stat(self._hosts_path).st_mtime
+        except OSError:
+            self._hosts, self._hosts_mtime = {}, None
+            return
+        if mtime == self._hosts_mtime:
+            return
+        try:
+            text = self._hosts_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        self._hosts, self._hosts_mtime = parse_hosts(text), mtime
+
+    async def _lookup_shared(self, key: tuple[str, str]) -> list[Address]:
+        # A caller whose own deadline cancelled the shared query leaves no result;
+        # the callers that waited for it then ask themselves (bounded by their
+        # own deadlines, which the probe sets around this call).
+        while (pending := self._pending.get(key)) is not None:
+            self.stats.shared += 1
+            await pending.done.wait()
+            if pending.failure is not None:
+                raise ResolutionFailed(pending.failure)
+            if pending.addresses is not None:
+                return pending.addresses
+        pending = _Pending()
+        self._pending[key] = pending
+        try:
+            pending.addresses = await self._lookup(key)
+        except ResolutionFailed as exc:
+            pending.failure = str(exc)
+            raise
+        finally:
+            del self._pending[key]
+            pending.done.set()
+        return pending.addresses
+
+    async def _lookup(self, key: tuple[str, str]) -> list[Address]:
+        name, family = key
+        self.stats.queries += 1
+        # Whatever happens next, the old answer is not served again.
+        self._cache.pop(key, None)
+        try:
+            if self._dns is None:
+                return await _system_lookup(name, family)
+            addresses, ttl_s = await self._dns_lookup(name, family)
+        except ResolutionFailed:
+            self.stats.failures += 1
+            raise
+        if ttl_s > 0:
+            self._store(key, _Entry(addresses, trio.current_time() + min(ttl_s, MAX_TTL_S)))
+        return addresses
+
+    async def _dns_lookup(self, name: str, family: str) -> tuple[list[Address], float]:
+        assert self._dns is not None
+        answers: dict[dns.rdatatype.RdataType, dns.resolver.Answer] = {}
+        try:
+            async with trio.open_nursery() as nursery:
+                for rdtype in _RECORD_TYPES[family]:
+                    nursery.start_soon(self._query, name, rdtype, answers)
+        except* (dns.exception.DNSException, OSError) as group:
+            raise ResolutionFailed(_describe(name, group.exceptions[0])) from None
+        addresses: list[Address] = []
+        ttls: list[float] = []
+        for rdtype in _RECORD_TYPES[family]:
+            answer = answers[rdtype]
+            if answer.rrset is None:
+                continue
+            ttls.append(answer.chaining_result.minimum_ttl)
+            addresses += [sockaddr_for(str(rdata), 0) for rdata in answer.rrset]
+        if not addresses:
+            raise ResolutionFailed(f"{name}: the name has no address records")
+        return addresses, min(ttls)
+
+    async def _query(
+        self,
+        name: str,
+        rdtype: dns.rdatatype.RdataType,
+        answers: dict[dns.rdatatype.RdataType, dns.resolver.Answer],
+    ) -> None:
+        assert self._dns is not None
+        answers[rdtype] = await self._dns.resolve(
+            name, rdtype, raise_on_no_answer=False, lifetime=self._timeout_s, search=True
+        )
+
+    def _store(self, key: tuple[str, str], entry: _Entry) -> None:
+        if len(self._cache) >= MAX_ENTRIES:
+            now = trio.current_time()
+            for stale in [k for k, e in self._cache.items() if e.expires_at <= now]:
+                del self._cache[stale]
+            while len(self._cache) >= MAX_ENTRIES:
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = entry
+
+
+def _make_dns_resolver(
+    nameservers: Sequence[tuple[str, int]] | None, search: Sequence[str]
+) -> dns.asyncresolver.Resolver | None:
+    if nameservers is None:
+        try:
+            return dns.asyncresolver.Resolver()
+        except dns.exception.DNSException:  # no (usable) /etc/resolv.conf
+            return None
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [address for address, _ in nameservers]
+    resolver.nameserver_ports = dict(nameservers)
+    resolver.search = [dns.name.from_text(domain) for domain in search]
+    return resolver
+
+
+def _describe(name: str, exc: BaseException) -> str:
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        return f"{name}: no such name (NXDOMAIN)"
+    if isinstance(exc, dns.resolver.LifetimeTimeout):
+        return f"{name}: no DNS server answered in time"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        return f"{name}: every DNS server failed (SERVFAIL or refused)"
+    return f"{name}: {exc}"
+
+
+async def _system_lookup(name: str, family: str) -> list[Address]:
+    try:
+        infos = await trio.socket.getaddrinfo(name, 0, _FAMILY[family], socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ResolutionFailed(f"{name}: {exc.strerror or exc}") from None
+    except UnicodeError as exc:  # a name IDNA cannot encode
+        raise ResolutionFailed(f"{name}: {exc}") from None
+    return [sockaddr_for(str(sockaddr[0]), 0) for _, _, _, _, sockaddr in infos]
+
+
+_default: Resolver | None = None
+
+
+def default_resolver() -> Resolver:
+    """The process-wide resolver the probes share (made on first use)."""
+    global _default
+    if _default is None:
+        _default = Resolver()
+    return _default

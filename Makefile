@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= agent.example.toml
 
 .PHONY: run test lint check validate clean
+.PHONY: faults bench
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,15 @@ check: $(BIN)/heartwire
 
 validate: $(BIN)/heartwire
 	$(BIN)/heartwire validate --config $(CONFIG)
+
+## faults: the slow fault-injection scenarios too (10,000 targets timing out, ...)
+faults: $(BIN)/heartwire
+	$(BIN)/python -m pytest tests/faults --run-slow
+
+## bench: benchmarks beside their baselines and peers; writes bench/RESULTS.md (root;
+## installs iproute2, prometheus-blackbox-exporter and monitoring-plugins-basic if missing)
+bench: $(BIN)/heartwire
+	$(BIN)/python -m bench --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

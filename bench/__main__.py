@@ -1,0 +1,162 @@
+"""``make bench``: every benchmark beside its baseline, in one run, as ratios.
+
+Absolute numbers drift on a shared machine; ratios measured minutes apart in the
+same run drift much less. Runs as root: it creates a network namespace (and
+installs the peers' Debian packages when they are missing).
+
+    python -m bench [--quick] [--write bench/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, open_listeners, open_netns, run_worker
+
+APT_PACKAGES = {
+    "ip": "iproute2",
+    "/usr/bin/prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
+    "/usr/lib/nagios/plugins/check_tcp": "monitoring-plugins-basic",
+}
+OFFERED_LOADS = [4_000, 6_000, 8_000, 10_000, 12_000]
+
+
+def _ensure_packages() -> None:
+    missing = [package for tool, package in APT_PACKAGES.items()
+               if not (shutil.which(tool) or Path(tool).exists())]
+    if missing:
+        print(f"installing {' '.join(missing)} ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       check=True, env=env)
+
+
+def _rate(run: dict[str, Any]) -> float:
+    return float(run["completed"]) / float(run["wall_s"])
+
+
+def _cpu_per_1000(run: dict[str, Any]) -> float:
+    return float(run["cpu_s"]) / max(1, int(run["completed"])) * 1000
+
+
+def _sustained(netns: str, targets: list[Any], seconds: float, lines: list[str]) -> dict[str, Any]:
+    """The highest offered load the agent keeps up with (no skips, ≥ 98 % done)."""
+    best: dict[str, Any] = {"completed": 0, "wall_s": 1.0, "cpu_s": 0.0, "offered": 0}
+    for offered in OFFERED_LOADS:
+        run = run_worker(netns, "bench.throughput", {
+            "mode": "agent", "targets": targets, "checks": offered, "concurrency": 256,
+            "warmup_s": 2.0, "seconds": seconds,
+        })
+        kept_up = run["skipped"] == 0 and _rate(run) >= 0.98 * offered
+        lines.append(
+            f"| {targets[0][0].split('.')[0]}… | {offered:,} | {_rate(run):,.0f} | "
+            f"{run['cpu_s'] / run['wall_s']:.0%} | {_cpu_per_1000(run):.3f} | {run['skipped']:,} | "
+            f"{run['lag_p99_ms']:.1f} | {'yes' if kept_up else 'no'} |"
+        )
+        print(lines[-1], flush=True)
+        if kept_up:
+            best = {**run, "offered": offered}
+        else:
+            break
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
+    parser.add_argument("--write", metavar="PATH", help="also write the report (Markdown)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench: needs root (it creates a network namespace)", file=sys.stderr)
+        return 3
+    _ensure_packages()
+    seconds = 2.0 if args.quick else 4.0
+    out: list[str] = []
+
+    def say(line: str = "") -> None:
+        out.append(line)
+        print(line, flush=True)
+
+    started = datetime.datetime.now(datetime.UTC)
+    load = os.getloadavg()
+    with open_netns(f"hwbench{os.getpid()}") as netns, open_listeners(netns, dns=True) as numeric:
+        names = [[f"t{index}.bench.test", port] for index, (_, port) in enumerate(numeric)]
+
+        say("## Throughput (one process, 16 loopback listeners, concurrency 256)")
+        say()
+        raw = run_worker(netns, "bench.throughput", {
+            "mode": "raw", "targets": numeric, "concurrency": 256, "seconds": seconds})
+        say(f"Raw bound (non-blocking `selectors` connect + close): **{_rate(raw):,.0f} checks/s**"
+            f" at {raw['cpu_s'] / raw['wall_s']:.0%} CPU, {_cpu_per_1000(raw):.3f} CPU-s per 1,000.")
+        say()
+        say("| targets | offered/s | done/s | CPU | CPU-s/1k | skipped | lag p99 ms | kept up |")
+        say("|---|---|---|---|---|---|---|---|")
+        numeric_best = _sustained(netns, numeric, seconds, out)
+        host_best = _sustained(netns, names, seconds, out)
+        say()
+        say(f"- sustained, numeric targets: **{_rate(numeric_best):,.0f} checks/s** = "
+            f"**{_rate(numeric_best) / _rate(raw):.0%} of the raw bound**")
+        say(f"- sustained, hostname targets (DNS with TTL 30 s, cached): "
+            f"**{_rate(host_best):,.0f} checks/s** = "
+            f"**{_rate(host_best) / max(1.0, _rate(numeric_best)):.0%} of numeric**; CPU per "
+            f"check {_cpu_per_1000(host_best) / max(1e-9, _cpu_per_1000(numeric_best)):.2f}x numeric")
+        say()
+
+        say("## Peers (same targets, same run)")
+        say()
+        say("| tool | checks/s | CPU-s per 1,000 checks | vs heartwire (CPU) |")
+        say("|---|---|---|---|")
+        ours = _cpu_per_1000(numeric_best)
+        say(f"| heartwire (sustained run above) | {_rate(numeric_best):,.0f} | {ours:.3f} | 1.0x |")
+        for peer, concurrency in (("blackbox", 64), ("check_tcp", 2)):
+            run = run_worker(netns, "bench.peers", {
+                "peer": peer, "targets": numeric, "concurrency": concurrency, "seconds": seconds})
+            label = ("blackbox_exporter /probe tcp_connect (64 scrapes in flight)"
+                     if peer == "blackbox" else "check_tcp, fork+exec per check (2 at a time)")
+            say(f"| {label} | {_rate(run):,.0f} | {_cpu_per_1000(run):.3f} | "
+                f"{_cpu_per_1000(run) / ours:.1f}x |")
+        say()
+
+        say("## Footprint (1,000 checks every 10 s, measured over 60 s)")
+        say()
+        foot = run_worker(netns, "bench.footprint", {
+            "targets": numeric, "checks": 1000, "interval_s": 10.0,
+            "warmup_s": 10.0 if not args.quick else 2.0,
+            "seconds": 60.0 if not args.quick else 10.0})
+        share = foot["cpu_s"] / foot["wall_s"]
+        say(f"- runs in the window: {foot['completed']:,} ({foot['ok']:,} open)")
+        say(f"- CPU: {_cpu_per_1000(foot):.3f} s per 1,000 checks; **{share:.1%} of one core** "
+            f"(aim ≤ 3%)")
+        say(f"- peak RSS: **{foot['peak_rss_mib']:.1f} MiB** (aim ≤ 40); the interpreter with "
+            f"the agent imported, before any check: {foot['baseline_rss_mib']:.1f} MiB")
+        say(f"- scheduling lag: p50 {foot['lag_p50_ms']:.2f} ms, **p99 {foot['lag_p99_ms']:.2f} "
+            f"ms**, max {foot['lag_max_ms']:.2f} ms (aim p99 ≤ 5 ms)")
+        say()
+
+    header = [
+        "# Benchmark results",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC; command: `make bench` (`python -m bench"
+        f"{' --quick' if args.quick else ''}`)",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; load average at start {load[0]:.2f}",
+        "- caveat: a shared machine (other jobs ran meanwhile); compare ratios within one run, "
+        "not absolute figures across runs",
+        "",
+    ]
+    if args.write:
+        Path(REPO / args.write).write_text("\n".join(header + out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""What the benchmarks share: a private network namespace, listeners, CPU clocks.
+
+Every benchmark runs inside a network namespace it creates, so hammering loopback
+(tens of thousands of TIME_WAIT sockets, the ephemeral port range) never touches
+the host's own network stack, which other programs share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+# Listener addresses: several destinations multiply the ephemeral ports available
+# (the kernel picks ports per destination), and TIME_WAIT reuse does the rest.
+LISTEN_ADDRESSES = [f"127.0.1.{index}" for index in range(1, 17)]
+DNS_ADDRESS = "127.0.0.53"
+
+
+def run(args: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Runs a command, failing loudly with its output when it fails."""
+    return subprocess.run(list(args), check=True, text=True, capture_output=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+@contextlib.contextmanager
+def open_netns(name: str) -> Iterator[str]:
+    """A fresh network namespace with loopback up and a resolv.conf of its own."""
+    run(["ip", "netns", "add", name])
+    etc = Path("/etc/netns") / name
+    try:
+        etc.mkdir(parents=True, exist_ok=True)
+        # `ip netns exec` bind-mounts these over /etc/resolv.conf and /etc/hosts.
+        (etc / "resolv.conf").write_text(f"nameserver {DNS_ADDRESS}\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+        in_ns = ["ip", "netns", "exec", name]
+        run([*in_ns, "ip", "link", "set", "lo", "up"])
+        run([*in_ns, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"])
+        run([*in_ns, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"])
+        run([*in_ns, "sysctl", "-q", "-w", "net.core.somaxconn=8192"])
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+def in_netns(name: str, args: Sequence[str]) -> list[str]:
+    """``args`` run inside the namespace."""
+    return ["ip", "netns", "exec", name, *args]
+
+
+@contextlib.contextmanager
+def open_listeners(netns: str, *, dns: bool = False) -> Iterator[list[tuple[str, int]]]:
+    """Accept-and-close listeners (and the bench DNS zone) in their own process."""
+    args = [PYTHON, "-m", "bench.listeners"]
+    for address in LISTEN_ADDRESSES:
+        args += ["--address", address]
+    if dns:
+        args += ["--dns", DNS_ADDRESS]
+    process = subprocess.Popen(
+        in_netns(netns, args), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        bound = json.loads(process.stdout.readline())
+        yield [(host, port) for host, port in bound]
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_worker(netns: str, module: str, options: dict[str, object]) -> dict[str, object]:
+    """Runs ``python -m module --json OPTIONS`` in the namespace; returns its JSON line."""
+    args = [PYTHON, "-m", module, "--options", json.dumps(options)]
+    completed = subprocess.run(
+        in_netns(netns, args), cwd=REPO, text=True, capture_output=True, timeout=900
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{module} failed:\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of the children this process has waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class Measure:
+    """One measured figure with its unit, for the printed table."""
+
+    name: str
+    value: float
+    unit: str
+
+    def text(self) -> str:
+        return f"{self.value:,.3g} {self.unit}" if self.value < 100 else f"{self.value:,.0f} {self.unit}"

@@ -1,0 +1,83 @@
+"""Footprint worker: 1,000 checks every 10 s, measured over 60 s.
+
+``--options`` JSON keys: ``targets``, ``checks``, ``interval_s``, ``warmup_s``,
+``seconds``. Prints one JSON line: CPU seconds and completed runs of the window,
+peak RSS, the RSS before the scheduler started (the interpreter with the agent
+imported: the baseline), and scheduling lag percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+from typing import Any
+
+import trio
+
+from agent.config import CheckConfig
+from agent.model import Outcome, Result, StateChange
+from agent.scheduler import Scheduler
+from bench.common import cpu_seconds, percentile
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def footprint(options: dict[str, Any]) -> dict[str, Any]:
+    targets = options["targets"]
+    configs = [
+        CheckConfig(
+            name=f"c{index}",
+            host=targets[index % len(targets)][0],
+            port=targets[index % len(targets)][1],
+            interval_s=options["interval_s"],
+            timeout_s=2.0,
+        )
+        for index in range(options["checks"])
+    ]
+    baseline_rss_kib = _rss_kib()
+    counts = {"completed": 0, "ok": 0}
+    lags: list[float] = []
+
+    def on_result(result: Result, change: StateChange | None) -> None:
+        counts["completed"] += 1
+        counts["ok"] += result.observation.outcome is Outcome.OK
+
+    scheduler = Scheduler(configs, max_concurrent=256, on_result=on_result, on_lag=lags.append)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        await trio.sleep(options["warmup_s"])
+        lags.clear()
+        start = dict(counts)
+        cpu_start = cpu_seconds()
+        await trio.sleep(options["seconds"])
+        cpu = cpu_seconds() - cpu_start
+        end = dict(counts)
+        nursery.cancel_scope.cancel()
+    return {
+        "completed": end["completed"] - start["completed"],
+        "ok": end["ok"] - start["ok"],
+        "cpu_s": cpu,
+        "wall_s": options["seconds"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "baseline_rss_mib": baseline_rss_kib / 1024,
+        "lag_p50_ms": percentile(lags, 0.5) * 1000,
+        "lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "lag_max_ms": max(lags, default=0.0) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--options", required=True)
+    print(json.dumps(trio.run(footprint, json.loads(parser.parse_args().options))))
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ test: $(BIN)/heartwire
 
 ## lint: ruff and mypy (strict)
 lint: $(BIN)/heartwire
-	$(BIN)/ruff check agent tests
+	$(BIN)/ruff check agent tests bench
 	$(BIN)/mypy
 
 ## check / validate: one-shot run and config check of $(CONFIG)

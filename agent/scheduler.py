@@ -31,6 +31,8 @@ from agent.wakeups import WakeupQueue
 
 # Upper bound of the random offset before a check's first run.
 MAX_INITIAL_OFFSET_S = 10.0
+# First runs start on multiples of this after start (see _start).
+START_GRID_S = 0.05
 # How long past its own timeout a probe may run before the scheduler stops it;
 # probes honour their timeout, this only guards against a probe that does not.
 PROBE_OVERRUN_GRACE_S = 1.0
@@ -176,9 +178,10 @@ class Scheduler:
         assert self._nursery is not None
         task = _CheckTask(check, tracker)
         self._tasks[check.name] = task
-        first_due = trio.current_time() + self._rng.uniform(
-            0.0, min(check.interval_s, MAX_INITIAL_OFFSET_S)
-        )
+        # Offsets fall on a grid so that checks share wakeups of the event loop: at a
+        # thousand checks every 10 s, one wakeup per check costs more than the checks.
+        offset = self._rng.uniform(0.0, min(check.interval_s, MAX_INITIAL_OFFSET_S))
+        first_due = trio.current_time() + math.floor(offset / START_GRID_S) * START_GRID_S
         self._nursery.start_soon(self._run_schedule, task, first_due)
 
     async def _run_schedule(self, task: _CheckTask, due: float) -> None:

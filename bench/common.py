@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,15 +117,3 @@ def percentile(values: Sequence[float], fraction: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-@dataclass
-class Measure:
-    """One measured figure with its unit, for the printed table."""
-
-    name: str
-    value: float
-    unit: str
-
-    def text(self) -> str:
-        return f"{self.value:,.3g} {self.unit}" if self.value < 100 else f"{self.value:,.0f} {self.unit}"

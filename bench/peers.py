@@ -31,7 +31,7 @@ async def blackbox(options: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         config = Path(directory) / "blackbox.yml"
         config.write_text(BLACKBOX_CONFIG)
-        process = subprocess.Popen(
+        process = await trio.lowlevel.open_process(
             [BLACKBOX, f"--config.file={config}", f"--web.listen-address={BLACKBOX_ADDRESS}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -66,7 +66,7 @@ async def blackbox(options: dict[str, Any]) -> dict[str, Any]:
                 cpu = process_cpu_seconds(process.pid) - cpu_start
         finally:
             process.terminate()
-            process.wait()
+            await process.wait()
     return {**counts, "wall_s": wall, "cpu_s": cpu}
 
 

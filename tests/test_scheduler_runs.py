@@ -23,7 +23,7 @@ def _scheduler(
 ) -> tuple[Scheduler, list[float]]:
     lags: list[float] = []
 
-    async def probe(target: Target, *, timeout: float) -> Observation:  # noqa: ASYNC109
+    async def probe(target: Target, *, timeout: float) -> Observation:
         starts.append(trio.current_time())
         await trio.sleep(probe_s)
         return Observation(Outcome.OK, Reason.OPEN, latency_ms=1.0)

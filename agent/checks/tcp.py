@@ -12,8 +12,6 @@ message in ``detail``).
 from __future__ import annotations
 
 import errno
-import functools
-import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -120,14 +118,18 @@ async def _resolve(
     Names go through the shared caching resolver (:mod:`agent.dns`), so ``dns_ms``
     is what this check spent resolving: close to zero when the answer was cached.
     """
-    literal = _literal_address(target.host)
+    literal = dns.literal_address(target.host)
     if literal is not None:
         return [dns.sockaddr_for(literal, target.port)], None
 
     started = trio.current_time()
+    resolver = dns.default_resolver()
+    cached = resolver.resolve_known(target.host, target.port, target.family)
+    if cached is not None:
+        return interleave_families(cached), _ms(trio.current_time() - started)
     with trio.move_on_at(deadline):
         try:
-            addresses = await dns.default_resolver().resolve(
+            addresses = await resolver.resolve(
                 target.host, target.port, target.family
             )
         except dns.ResolutionFailed as exc:
@@ -166,15 +168,6 @@ async def _connect_socket(sock: socket.socket, sockaddr: SockAddr) -> None:
         await trio.lowlevel.checkpoint()
     if code != 0:
         raise OSError(code, os.strerror(code))
-
-
-@functools.lru_cache(maxsize=65536)
-def _literal_address(host: str) -> str | None:
-    """``host`` as a normalised IP address, or None for a name (cached: hot path)."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
 
 
 @dataclass

@@ -8,6 +8,7 @@ jump, go back in time): order by arrival, never by ``at``.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import trio
@@ -27,7 +28,7 @@ async def test_schedule_ignores_wall_clock_jumps(autojump_clock: trio.testing.Mo
     starts: list[float] = []
     results: list[Result] = []
 
-    async def probe(target: Target, *, timeout: float) -> Observation:  # noqa: ASYNC109
+    async def probe(target: Target, *, timeout: float) -> Observation:
         starts.append(trio.current_time())
         return Observation(Outcome.OK, Reason.OPEN, latency_ms=1.0)
 
@@ -58,5 +59,5 @@ async def test_schedule_ignores_wall_clock_jumps(autojump_clock: trio.testing.Mo
 
     assert [start - begin for start in starts] == [1, 11, 21, 31, 41, 51, 61]
     assert scheduler.stats.skipped == 0
-    gaps = [later.at - earlier.at for earlier, later in zip(results, results[1:], strict=False)]
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(results)]
     assert gaps == [10, 10, 10 + HOUR_S, 10, 10 - 2 * HOUR_S, 10]

@@ -89,10 +89,13 @@ async def _scenario(
         for index in range(targets)
     ]
     rounds: list[list[Result]] = [[], []]
+    round_done = [trio.Event(), trio.Event()]
     current = 0
 
     def on_result(result: Result, change: StateChange | None) -> None:
         rounds[current].append(result)
+        if len(rounds[current]) == targets:
+            round_done[current].set()
 
     baseline_fds = open_fd_count()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -113,8 +116,7 @@ async def _scenario(
             current = 1
             nursery.start_soon(_accept_all, listeners)
             with trio.move_on_after(interval_s * 1.5):
-                while len(rounds[1]) < targets:
-                    await trio.sleep(0.05)
+                await round_done[1].wait()
             nursery.cancel_scope.cancel()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from agent.config import CheckConfig
+from agent.dns import default_resolver
 from agent.model import Outcome, Result, StateChange
 from agent.scheduler import Scheduler
 from bench.common import cpu_seconds, percentile
@@ -111,6 +112,8 @@ async def agent_run(
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,
         "failures": dict(sorted(failures.items(), key=lambda item: -item[1])[:3]),
+        "dns": vars(default_resolver().stats),
+        "lag_max_ms": max(lags, default=0.0) * 1000,
     }
 
 

@@ -51,16 +51,52 @@ def open_netns(name: str) -> Iterator[str]:
         shutil.rmtree(etc, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def open_delayed_path(name: str, delay_ms: float) -> Iterator[tuple[str, str, str]]:
+    """A client and a server namespace joined through a user-space delay line.
+
+    Yields:
+        (client netns, server netns, the server's address as the client sees it).
+    """
+    client, server = f"{name}c", f"{name}s"
+    links = [(client, "hwc0", "10.77.0.1/24", "10.77.1.0/24"),
+             (server, "hws0", "10.77.1.1/24", "10.77.0.0/24")]
+    with open_netns(client), open_netns(server):
+        for netns, device, address, _ in links:
+            run(in_netns(netns, ["ip", "tuntap", "add", "dev", device, "mode", "tun"]))
+            run(in_netns(netns, ["ip", "addr", "add", address, "dev", device]))
+            # A thousand SYNs at once must not overflow the device queue (500).
+            run(in_netns(netns, ["ip", "link", "set", device, "txqueuelen", "10000", "up"]))
+        line = subprocess.Popen(
+            [PYTHON, "-m", "bench.delayline", "--client", client, "hwc0",
+             "--server", server, "hws0", "--delay-ms", str(delay_ms)],
+            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            assert line.stdout is not None
+            if line.stdout.readline().strip() != "ready":
+                raise RuntimeError("the delay line did not start")
+            for netns, device, _, peer in links:
+                run(in_netns(netns, ["ip", "route", "add", peer, "dev", device]))
+            yield client, server, "10.77.1.1"
+        finally:
+            assert line.stdin is not None
+            line.stdin.close()
+            line.wait(timeout=5)
+
+
 def in_netns(name: str, args: Sequence[str]) -> list[str]:
     """``args`` run inside the namespace."""
     return ["ip", "netns", "exec", name, *args]
 
 
 @contextlib.contextmanager
-def open_listeners(netns: str, *, dns: bool = False) -> Iterator[list[tuple[str, int]]]:
+def open_listeners(
+    netns: str, *, dns: bool = False, addresses: Sequence[str] = tuple(LISTEN_ADDRESSES)
+) -> Iterator[list[tuple[str, int]]]:
     """Accept-and-close listeners (and the bench DNS zone) in their own process."""
     args = [PYTHON, "-m", "bench.listeners"]
-    for address in LISTEN_ADDRESSES:
+    for address in addresses:
         args += ["--address", address]
     if dns:
         args += ["--dns", DNS_ADDRESS]

@@ -44,3 +44,17 @@ async def test_a_hosts_file_name_reports_dns_time_and_connects() -> None:
         )
     assert seen.reason == Reason.OPEN and seen.address == "127.0.0.1"
     assert seen.dns_ms is not None and seen.dns_ms >= 0
+
+
+def test_handshake_time_comes_from_the_kernel_when_it_has_it() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    client = socket.create_connection(listener.getsockname())
+    with listener, client:
+        kernel_s = tcp.kernel_handshake_s(client, 10.0)
+        assert 0 < kernel_s < 10.0  # the kernel's sample, not the fallback
+        assert tcp.kernel_handshake_s(client, 1e-9) == 1e-9  # never above the loop's own
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with udp:
+        assert tcp.kernel_handshake_s(udp, 0.5) == 0.5  # no TCP_INFO: the fallback

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from dataclasses import dataclass, field
 
 import trio
@@ -185,6 +186,38 @@ async def _connect_socket(sock: socket.socket, sockaddr: SockAddr, deadline: flo
     return True
 
 
+# struct tcp_info (linux/tcp.h): tcpi_rtt (µs) at byte 68, tcpi_total_retrans at 100.
+_TCP_INFO_SIZE = 104
+_TCPI_RTT = struct.Struct("=I")
+_TCPI_RTT_OFFSET = 68
+_TCPI_TOTAL_RETRANS_OFFSET = 100
+
+
+def kernel_handshake_s(sock: socket.socket, measured_s: float) -> float:
+    """The handshake time the kernel measured, else ``measured_s``.
+
+    Right after connect, Linux's smoothed RTT holds exactly one sample: SYN sent to
+    SYN-ACK received, timestamped by the kernel. Unlike the event loop's clock it
+    does not grow while the loop is busy with a thousand other checks. When a SYN
+    was retransmitted the kernel's sample covers only the last SYN, so the loop's
+    own measurement (which includes the wait) is kept.
+    """
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if tcp_info is None:
+        return measured_s
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, _TCP_INFO_SIZE)
+    except OSError:
+        return measured_s
+    if len(info) < _TCP_INFO_SIZE:
+        return measured_s
+    (retransmits,) = _TCPI_RTT.unpack_from(info, _TCPI_TOTAL_RETRANS_OFFSET)
+    (rtt_us,) = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)
+    if retransmits or rtt_us == 0:
+        return measured_s
+    return min(measured_s, rtt_us / 1_000_000)
+
+
 @dataclass
 class _Race:
     """Connection attempts started one after another, the first handshake wins."""
@@ -244,7 +277,8 @@ class _Race:
                 return False
             if not connected:
                 return False  # left in `unanswered`: reported as a timeout
-            self.latency_s = trio.current_time() - started
+            measured_s = trio.current_time() - started
+            self.latency_s = kernel_handshake_s(sock, measured_s)
             self.unanswered.remove(sockaddr)
             self.winner = sockaddr
             return True

@@ -215,7 +215,7 @@ def kernel_handshake_s(sock: socket.socket, measured_s: float) -> float:
     (rtt_us,) = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)
     if retransmits or rtt_us == 0:
         return measured_s
-    return min(measured_s, rtt_us / 1_000_000)
+    return min(measured_s, float(rtt_us) / 1_000_000)
 
 
 @dataclass

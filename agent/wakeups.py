@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
 
 import trio
 
 
-@dataclass(order=True)
 class _Sleeper:
-    deadline: float
-    sequence: int
-    task: trio.lowlevel.Task = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    """A parked task; ``cancelled`` once it left (it stays in the heap until due)."""
+
+    __slots__ = ("cancelled", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.cancelled = False
 
 
 class WakeupQueue:
     """One timer for many sleepers; :meth:`run` must be running for anyone to wake."""
 
     def __init__(self) -> None:
-        self._heap: list[_Sleeper] = []
+        # (deadline, sequence, sleeper): plain tuples compare fastest.
+        self._heap: list[tuple[float, int, _Sleeper]] = []
         self._sequence = 0
         self._timer = trio.CancelScope()
 
@@ -40,12 +42,12 @@ class WakeupQueue:
         task_status.started()
         while True:
             now = trio.current_time()
-            while self._heap and self._heap[0].deadline <= now:
-                sleeper = heapq.heappop(self._heap)
+            while self._heap and self._heap[0][0] <= now:
+                sleeper = heapq.heappop(self._heap)[2]
                 if not sleeper.cancelled:
                     trio.lowlevel.reschedule(sleeper.task)
             self._timer = trio.CancelScope(
-                deadline=self._heap[0].deadline if self._heap else math.inf
+                deadline=self._heap[0][0] if self._heap else math.inf
             )
             with self._timer:
                 await trio.sleep_forever()
@@ -56,8 +58,8 @@ class WakeupQueue:
             await trio.lowlevel.checkpoint()
             return
         self._sequence += 1
-        sleeper = _Sleeper(deadline, self._sequence, trio.lowlevel.current_task())
-        heapq.heappush(self._heap, sleeper)
+        sleeper = _Sleeper(trio.lowlevel.current_task())
+        heapq.heappush(self._heap, (deadline, self._sequence, sleeper))
         if deadline < self._timer.deadline:
             # The timer task sleeps until a later deadline: wake it sooner.
             self._timer.deadline = deadline

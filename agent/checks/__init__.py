@@ -35,12 +35,16 @@ class ProbeKind:
         probe: the probe function.
         read_options: reads and validates the kind's own keys from a check's table
             (it must mark every key it reads; the config loader rejects the rest).
+        bounds_own_timeout: the probe provably ends by its timeout (every wait is
+            under its deadline, and tests/faults runs it against hostile servers),
+            so the scheduler need not arm a second timer around it.
     """
 
     probe: ProbeFn
     read_options: Callable[[Table], Mapping[str, object]] = no_options
+    bounds_own_timeout: bool = False
 
 
 PROBES: dict[str, ProbeKind] = {
-    "tcp": ProbeKind(tcp.probe),
+    "tcp": ProbeKind(tcp.probe, bounds_own_timeout=True),
 }

@@ -150,7 +150,7 @@ async def _resolve(
 
 
 async def _connect_socket(sock: socket.socket, sockaddr: SockAddr, deadline: float) -> bool:
-    """A non-blocking connect on a plain socket, waiting for it with trio until ``deadline``.
+    """Connects a non-blocking socket, waiting for it with trio until ``deadline``.
 
     The same steps as ``trio.socket``'s ``connect`` without its wrapper object and
     address re-resolution, which cost a quarter of a check at high rates (the
@@ -163,7 +163,6 @@ async def _connect_socket(sock: socket.socket, sockaddr: SockAddr, deadline: flo
     Raises:
         OSError: the connection failed (errno says why).
     """
-    sock.setblocking(False)
     code = sock.connect_ex(sockaddr)
     if code == errno.EINPROGRESS:
         # On loopback and other local paths the handshake has usually completed by
@@ -177,8 +176,9 @@ async def _connect_socket(sock: socket.socket, sockaddr: SockAddr, deadline: flo
         if code == errno.EALREADY:
             return False
     else:
-        # Completed (or failed) at once; still a checkpoint, as every await must be.
-        await trio.lowlevel.checkpoint()
+        # Completed (or failed) at once. Only a cancellation point, not a full
+        # yield: the caller's next wait yields anyway, and a yield per check costs.
+        await trio.lowlevel.checkpoint_if_cancelled()
     if code == errno.EISCONN:
         code = 0
     if code != 0:
@@ -188,7 +188,7 @@ async def _connect_socket(sock: socket.socket, sockaddr: SockAddr, deadline: flo
 
 # struct tcp_info (linux/tcp.h): tcpi_rtt (µs) at byte 68, tcpi_total_retrans at 100.
 _TCP_INFO_SIZE = 104
-_TCPI_RTT = struct.Struct("=I")
+_U32 = struct.Struct("=I")
 _TCPI_RTT_OFFSET = 68
 _TCPI_TOTAL_RETRANS_OFFSET = 100
 
@@ -211,8 +211,8 @@ def kernel_handshake_s(sock: socket.socket, measured_s: float) -> float:
         return measured_s
     if len(info) < _TCP_INFO_SIZE:
         return measured_s
-    (retransmits,) = _TCPI_RTT.unpack_from(info, _TCPI_TOTAL_RETRANS_OFFSET)
-    (rtt_us,) = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)
+    (retransmits,) = _U32.unpack_from(info, _TCPI_TOTAL_RETRANS_OFFSET)
+    (rtt_us,) = _U32.unpack_from(info, _TCPI_RTT_OFFSET)
     if retransmits or rtt_us == 0:
         return measured_s
     return min(measured_s, float(rtt_us) / 1_000_000)
@@ -260,7 +260,7 @@ class _Race:
         """One connection attempt; records its failure or makes it the winner."""
         self.unanswered.append(sockaddr)
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
             self.unanswered.remove(sockaddr)
             self.failures.append((sockaddr, classify_os_error(exc), os_message(exc)))

@@ -25,6 +25,7 @@ test: $(BIN)/heartwire
 lint: $(BIN)/heartwire
 	$(BIN)/ruff check agent tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy bench
 
 ## check / validate: one-shot run and config check of $(CONFIG)
 check: $(BIN)/heartwire

@@ -49,25 +49,36 @@ def _cpu_per_1000(run: dict[str, Any]) -> float:
 
 
 def _sustained(netns: str, targets: list[Any], seconds: float, lines: list[str]) -> dict[str, Any]:
-    """The highest offered load the agent keeps up with (no skips, ≥ 98 % done)."""
+    """The highest offered load the agent keeps up with (no skips, ≥ 98 % done).
+
+    A level that fails is tried once more before the sweep stops: on a shared
+    machine a neighbour's burst can fail one run.
+    """
     best: dict[str, Any] = {"completed": 0, "wall_s": 1.0, "cpu_s": 0.0, "offered": 0}
     for offered in OFFERED_LOADS:
-        run = run_worker(netns, "bench.throughput", {
-            "mode": "agent", "targets": targets, "checks": offered, "concurrency": 256,
-            "warmup_s": 2.0, "seconds": seconds,
-        })
-        kept_up = run["skipped"] == 0 and _rate(run) >= 0.98 * offered
-        lines.append(
-            f"| {targets[0][0].split('.')[0]}… | {offered:,} | {_rate(run):,.0f} | "
-            f"{run['cpu_s'] / run['wall_s']:.0%} | {_cpu_per_1000(run):.3f} | {run['skipped']:,} | "
-            f"{run['lag_p99_ms']:.1f} | {'yes' if kept_up else 'no'} |"
-        )
-        print(lines[-1], flush=True)
-        if kept_up:
-            best = {**run, "offered": offered}
-        else:
+        for _ in range(2):
+            run = run_worker(netns, "bench.throughput", {
+                "mode": "agent", "targets": targets, "checks": offered, "concurrency": 256,
+                "warmup_s": 2.0, "seconds": seconds,
+            })
+            kept_up = run["skipped"] == 0 and _rate(run) >= 0.98 * offered
+            lines.append(
+                f"| {targets[0][0].split('.')[0]}… | {offered:,} | {_rate(run):,.0f} | "
+                f"{run['cpu_s'] / run['wall_s']:.0%} | {_cpu_per_1000(run):.3f} | "
+                f"{run['skipped']:,} | {run['lag_p99_ms']:.1f} | {'yes' if kept_up else 'no'} |"
+            )
+            print(lines[-1], flush=True)
+            if kept_up:
+                break
+        if not kept_up:
             break
+        best = {**run, "offered": offered}
     return best
+
+
+def _raw(netns: str, targets: list[Any], seconds: float) -> dict[str, Any]:
+    return run_worker(netns, "bench.throughput", {
+        "mode": "raw", "targets": targets, "concurrency": 256, "seconds": seconds})
 
 
 def main() -> int:
@@ -93,24 +104,29 @@ def main() -> int:
 
         say("## Throughput (one process, 16 loopback listeners, concurrency 256)")
         say()
-        raw = run_worker(netns, "bench.throughput", {
-            "mode": "raw", "targets": numeric, "concurrency": 256, "seconds": seconds})
-        say(f"Raw bound (non-blocking `selectors` connect + close): "
-            f"**{_rate(raw):,.0f} checks/s** at {raw['cpu_s'] / raw['wall_s']:.0%} CPU, "
-            f"{_cpu_per_1000(raw):.3f} CPU-s per 1,000.")
-        say()
+        raw_before = _raw(netns, numeric, seconds)
         say("| targets | offered/s | done/s | CPU | CPU-s/1k | skipped | lag p99 ms | kept up |")
         say("|---|---|---|---|---|---|---|---|")
         numeric_best = _sustained(netns, numeric, seconds, out)
         host_best = _sustained(netns, names, seconds, out)
+        raw_after = _raw(netns, numeric, seconds)
+        raw = max(raw_before, raw_after, key=_rate)
         say()
+        for label, run in (("before", raw_before), ("after", raw_after)):
+            say(f"- raw bound, non-blocking `selectors` connect + close ({label} the sweep): "
+                f"{_rate(run):,.0f} checks/s at {run['cpu_s'] / run['wall_s']:.0%} CPU, "
+                f"{_cpu_per_1000(run):.3f} CPU-s per 1,000")
         say(f"- sustained, numeric targets: **{_rate(numeric_best):,.0f} checks/s** = "
-            f"**{_rate(numeric_best) / _rate(raw):.0%} of the raw bound**")
+            f"**{_rate(numeric_best) / _rate(raw):.0%} of the raw bound** (the better raw run)")
+        cpu_ratio = _cpu_per_1000(raw) / max(1e-9, _cpu_per_1000(numeric_best))
+        say(f"- per CPU-second (what one whole core would do; less sensitive to neighbours): "
+            f"heartwire {1000 / _cpu_per_1000(numeric_best):,.0f} checks, raw "
+            f"{1000 / _cpu_per_1000(raw):,.0f}: **{cpu_ratio:.0%} of the raw bound**")
         host_cpu_ratio = _cpu_per_1000(host_best) / max(1e-9, _cpu_per_1000(numeric_best))
         say(f"- sustained, hostname targets (DNS with TTL 30 s, cached): "
             f"**{_rate(host_best):,.0f} checks/s** = "
             f"**{_rate(host_best) / max(1.0, _rate(numeric_best)):.0%} of numeric**; CPU per "
-            f"check {host_cpu_ratio:.2f}x numeric")
+            f"check **{host_cpu_ratio:.2f}x numeric**")
         say()
 
         say("## Peers (same targets, same run)")

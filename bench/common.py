@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -117,7 +118,7 @@ def open_listeners(
             process.wait()
 
 
-def run_worker(netns: str, module: str, options: dict[str, object]) -> dict[str, object]:
+def run_worker(netns: str, module: str, options: dict[str, Any]) -> dict[str, Any]:
     """Runs ``python -m module --json OPTIONS`` in the namespace; returns its JSON line."""
     args = [PYTHON, "-m", module, "--options", json.dumps(options)]
     completed = subprocess.run(

@@ -45,12 +45,12 @@ def raw_round(target: tuple[str, int], concurrency: int) -> list[float]:
     while selector.get_map():
         for key, _ in selector.select(timeout=5):
             ended = time.monotonic()
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            selector.unregister(sock)
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            done = key.fileobj
+            assert isinstance(done, socket.socket)
+            selector.unregister(done)
+            if done.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                 latencies.append((ended - key.data) * 1000)
-            sock.close()
+            done.close()
     return latencies
 
 

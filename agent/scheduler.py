@@ -3,7 +3,7 @@
 * Each check runs in its own task, first after a small random offset (so hundreds of
   checks with the same interval do not all fire in the same millisecond), then every
   ``interval`` measured start-to-start: a slow run does not push the schedule.
-* A :class:`trio.CapacityLimiter` bounds how many probes (and so sockets) are open.
+* A :class:`~agent.slots.Slots` limit bounds how many probes (and so sockets) are open.
 * When a run is still in progress at its next due time, that run is skipped and
   counted, never stacked.
 * :meth:`Scheduler.reload` swaps the set of checks; unchanged checks keep their
@@ -26,6 +26,7 @@ import trio
 from agent.checks import PROBES, ProbeKind
 from agent.config import CheckConfig
 from agent.model import Observation, Outcome, Reason, Result, StateChange
+from agent.slots import Slots
 from agent.tracker import CheckTracker
 from agent.wakeups import WakeupQueue
 
@@ -131,7 +132,7 @@ class Scheduler:
         on_lag: Callable[[float], None] | None = None,
     ) -> None:
         self._checks = list(checks)
-        self._limiter = trio.CapacityLimiter(max_concurrent)
+        self._limiter = Slots(max_concurrent)
         self._on_result = on_result
         self._probes = probes
         self._rng = rng or random.Random()
@@ -168,7 +169,7 @@ class Scheduler:
         if self._nursery is None:
             raise RuntimeError("reload() before run() started")
         if max_concurrent is not None:
-            self._limiter.total_tokens = max_concurrent
+            self._limiter.total = max_concurrent
         new_checks = {check.name: check for check in checks}
         for name, task in list(self._tasks.items()):
             if new_checks.get(name) != task.check:

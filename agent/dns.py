@@ -91,6 +91,12 @@ def literal_address(host: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=65536)
+def normalise_name(host: str) -> str:
+    """The form names are compared in: lower case, no final dot."""
+    return host.lower().rstrip(".")
+
+
 def parse_hosts(text: str) -> dict[str, list[str]]:
     """Hosts-file text → lower-case name → its addresses in file order.
 
@@ -106,7 +112,7 @@ def parse_hosts(text: str) -> dict[str, list[str]]:
         except ValueError:
             continue
         for name in fields[1:]:
-            known = names.setdefault(name.lower().rstrip("."), [])
+            known = names.setdefault(normalise_name(name), [])
             if address not in known:
                 known.append(address)
     return names
@@ -191,7 +197,7 @@ class Resolver:
         if known is not None:
             await trio.lowlevel.checkpoint()
             return known
-        addresses = await self._lookup_shared((host.lower().rstrip("."), family))
+        addresses = await self._lookup_shared((normalise_name(host), family))
         return [sockaddr_for(sockaddr[0], port) for _, sockaddr in addresses]
 
     def resolve_known(self, host: str, port: int, family: str = "any") -> list[Address] | None:
@@ -203,7 +209,7 @@ class Resolver:
         literal = literal_address(host)
         if literal is not None:
             return [sockaddr_for(literal, port)]
-        name = host.lower().rstrip(".")
+        name = normalise_name(host)
         from_hosts = self._hosts_addresses(name, family)
         if from_hosts:
             return [sockaddr_for(address, port) for address in from_hosts]

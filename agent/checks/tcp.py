@@ -77,6 +77,8 @@ def interleave_families(
 
     Duplicates (getaddrinfo repeats an address per socket type on some systems) go.
     """
+    if len(addrinfos) < 2:
+        return addrinfos
     unique: list[tuple[int, SockAddr]] = []
     for item in addrinfos:
         if item not in unique:

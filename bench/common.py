@@ -118,15 +118,26 @@ def open_listeners(
             process.wait()
 
 
-def run_worker(netns: str, module: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Runs ``python -m module --json OPTIONS`` in the namespace; returns its JSON line."""
+def start_worker(netns: str, module: str, options: dict[str, Any]) -> subprocess.Popen[str]:
+    """Starts ``python -m module --options JSON`` in the namespace."""
     args = [PYTHON, "-m", module, "--options", json.dumps(options)]
-    completed = subprocess.run(
-        in_netns(netns, args), cwd=REPO, text=True, capture_output=True, timeout=900
+    return subprocess.Popen(
+        in_netns(netns, args), cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"{module} failed:\n{completed.stderr}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def finish_worker(process: subprocess.Popen[str], module: str) -> dict[str, Any]:
+    """Waits for a worker and returns the JSON line it printed last."""
+    stdout, stderr = process.communicate(timeout=900)
+    if process.returncode != 0:
+        raise RuntimeError(f"{module} failed:\n{stderr}")
+    return json.loads(stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def run_worker(netns: str, module: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Runs a worker (see :func:`start_worker`) to the end; returns its JSON line."""
+    return finish_worker(start_worker(netns, module, options), module)
 
 
 def cpu_seconds() -> float:

@@ -1,9 +1,10 @@
 """Footprint worker: 1,000 checks every 10 s, measured over 60 s.
 
 ``--options`` JSON keys: ``targets``, ``checks``, ``interval_s``, ``warmup_s``,
-``seconds``. Prints one JSON line: CPU seconds and completed runs of the window,
-peak RSS, the RSS before the scheduler started (the interpreter with the agent
-imported: the baseline), and scheduling lag percentiles.
+``seconds`` (and ``mode``: "timer" for the baseline below). Prints one JSON line:
+CPU seconds and completed runs of the window, peak RSS, the RSS before the
+scheduler started (the interpreter with the agent imported: the baseline), and
+scheduling lag percentiles.
 """
 
 from __future__ import annotations
@@ -73,10 +74,32 @@ async def footprint(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def timer_baseline(options: dict[str, Any]) -> dict[str, Any]:
+    """The machine's own wakeup noise: a bare trio task waking every 10 ms.
+
+    Run beside the agent, it sees the same neighbours; its lag is the floor the
+    agent's scheduling lag is compared with.
+    """
+    lags: list[float] = []
+    planned = trio.current_time() + options["warmup_s"]
+    end = planned + options["seconds"]
+    while planned < end:
+        await trio.sleep_until(planned)
+        lags.append(trio.current_time() - planned)
+        planned += 0.01
+    return {
+        "lag_p50_ms": percentile(lags, 0.5) * 1000,
+        "lag_p99_ms": percentile(lags, 0.99) * 1000,
+        "lag_max_ms": max(lags, default=0.0) * 1000,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--options", required=True)
-    print(json.dumps(trio.run(footprint, json.loads(parser.parse_args().options))))
+    options = json.loads(parser.parse_args().options)
+    run = timer_baseline if options.get("mode") == "timer" else footprint
+    print(json.dumps(trio.run(run, options)))
 
 
 if __name__ == "__main__":

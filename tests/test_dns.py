@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,25 +20,36 @@ from agent.dns import MAX_TTL_S, ResolutionFailed, Resolver, parse_hosts
 from tests.support.dns_server import SERVFAIL, Zone, serve_dns
 
 
+@dataclass
+class Served:
+    """A DNS server on loopback, its zone, and a resolver asking only it."""
+
+    zone: Zone
+    address: tuple[str, int]
+    hosts_path: Path
+    resolver: Resolver
+
+    def with_hosts(self, text: str) -> Resolver:
+        """A fresh resolver whose hosts file holds ``text``."""
+        self.hosts_path.write_text(text)
+        return Resolver(nameservers=[self.address], hosts_path=self.hosts_path, timeout_s=2.0)
+
+
 @pytest.fixture
-async def zone(nursery: trio.Nursery) -> AsyncIterator[tuple[Zone, tuple[str, int]]]:
+async def served(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Served]:
     zone = Zone(records={"db.test": {"A": ["192.0.2.10"], "AAAA": ["2001:db8::10"]}})
     address = await nursery.start(serve_dns, zone)
-    yield zone, address
-
-
-def make_resolver(address: tuple[str, int], tmp_path: Path, hosts: str = "") -> Resolver:
     hosts_path = tmp_path / "hosts"
-    hosts_path.write_text(hosts)
-    return Resolver(nameservers=[address], hosts_path=hosts_path, timeout_s=2.0)
+    hosts_path.write_text("")
+    resolver = Resolver(nameservers=[address], hosts_path=hosts_path, timeout_s=2.0)
+    yield Served(zone, address, hosts_path, resolver)
 
 
 async def test_answer_is_cached_for_its_ttl_then_asked_again(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
+    records, resolver = served.zone, served.resolver
     records.ttl_s = 30
-    resolver = make_resolver(address, tmp_path)
 
     first = await resolver.resolve("db.test", 5432, "ipv4")
     assert first == [(socket.AF_INET, ("192.0.2.10", 5432))]
@@ -55,10 +67,9 @@ async def test_answer_is_cached_for_its_ttl_then_asked_again(
 
 
 async def test_any_family_asks_both_types_ipv6_first(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
-    resolver = make_resolver(address, tmp_path)
+    records, resolver = served.zone, served.resolver
     assert await resolver.resolve("DB.test.", 80) == [
         (socket.AF_INET6, ("2001:db8::10", 80, 0, 0)),
         (socket.AF_INET, ("192.0.2.10", 80)),
@@ -67,10 +78,9 @@ async def test_any_family_asks_both_types_ipv6_first(
 
 
 async def test_a_failure_after_expiry_is_reported_not_the_stale_answer(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
-    resolver = make_resolver(address, tmp_path)
+    records, resolver = served.zone, served.resolver
     await resolver.resolve("db.test", 80, "ipv4")
 
     del records.records["db.test"]
@@ -85,12 +95,11 @@ async def test_a_failure_after_expiry_is_reported_not_the_stale_answer(
 
 
 async def test_servfail_and_names_without_addresses_fail(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
+    records, resolver = served.zone, served.resolver
     records.records["broken.test"] = SERVFAIL
     records.records["v6only.test"] = {"AAAA": ["2001:db8::1"]}
-    resolver = make_resolver(address, tmp_path)
     with pytest.raises(ResolutionFailed, match=r"broken\.test: every DNS server failed"):
         await resolver.resolve("broken.test", 80)
     with pytest.raises(ResolutionFailed, match=r"v6only\.test: the name has no address records"):
@@ -102,10 +111,9 @@ async def test_servfail_and_names_without_addresses_fail(
 
 
 async def test_ttl_zero_is_never_cached_and_huge_ttls_are_capped(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
-    resolver = make_resolver(address, tmp_path)
+    records, resolver = served.zone, served.resolver
     records.ttl_s = 0
     for _ in range(3):
         await resolver.resolve("db.test", 80, "ipv4")
@@ -122,10 +130,9 @@ async def test_ttl_zero_is_never_cached_and_huge_ttls_are_capped(
 
 
 async def test_overlapping_lookups_share_one_query(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
-    resolver = make_resolver(address, tmp_path)
+    records, resolver = served.zone, served.resolver
     answers: list[object] = []
 
     async def lookup() -> None:
@@ -140,17 +147,17 @@ async def test_overlapping_lookups_share_one_query(
 
 
 async def test_hosts_file_wins_over_dns_and_changes_are_seen(
-    zone: tuple[Zone, tuple[str, int]], tmp_path: Path, mock_clock: trio.testing.MockClock
+    served: Served, mock_clock: trio.testing.MockClock
 ) -> None:
-    records, address = zone
-    resolver = make_resolver(address, tmp_path, "192.0.2.99 db.test db # the primary\n")
+    records = served.zone
+    resolver = served.with_hosts("192.0.2.99 db.test db # the primary\n")
     assert await resolver.resolve("db.test", 80) == [(socket.AF_INET, ("192.0.2.99", 80))]
     assert await resolver.resolve("db", 80) == [(socket.AF_INET, ("192.0.2.99", 80))]
     assert sum(records.queries.values()) == 0
 
-    (tmp_path / "hosts").write_text("::1 other\n")
+    hosts_path = served.hosts_path
+    hosts_path.write_text("::1 other\n")
     # Make sure the new mtime differs even on coarse-timestamp file systems.
-    hosts_path = tmp_path / "hosts"
     stat = hosts_path.stat()
     os.utime(hosts_path, (stat.st_atime, stat.st_mtime + 5))
     mock_clock.jump(1.5)

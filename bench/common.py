@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,26 @@ def open_netns(name: str) -> Iterator[str]:
         shutil.rmtree(etc, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def open_delayed_path(name: str, delay_ms: float) -> Iterator[tuple[str, str, str]]:
-    """A client and a server namespace joined through a user-space delay line.
+@dataclass
+class DelayedPath:
+    """Two namespaces joined through the delay line (see :func:`open_delayed_path`)."""
 
-    Yields:
-        (client netns, server netns, the server's address as the client sees it).
-    """
+    client: str
+    server: str
+    server_address: str
+    line: subprocess.Popen[str]
+
+    def lateness(self) -> dict[str, float]:
+        """How late the delay line released SYNs since the last call (its own error)."""
+        assert self.line.stdin is not None and self.line.stdout is not None
+        self.line.stdin.write("stats\n")
+        self.line.stdin.flush()
+        return json.loads(self.line.stdout.readline())  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def open_delayed_path(name: str, delay_ms: float) -> Iterator[DelayedPath]:
+    """A client and a server namespace joined through a user-space delay line."""
     client, server = f"{name}c", f"{name}s"
     links = [(client, "hwc0", "10.77.0.1/24", "10.77.1.0/24"),
              (server, "hws0", "10.77.1.1/24", "10.77.0.0/24")]
@@ -79,7 +93,7 @@ def open_delayed_path(name: str, delay_ms: float) -> Iterator[tuple[str, str, st
                 raise RuntimeError("the delay line did not start")
             for netns, device, _, peer in links:
                 run(in_netns(netns, ["ip", "route", "add", peer, "dev", device]))
-            yield client, server, "10.77.1.1"
+            yield DelayedPath(client, server, "10.77.1.1", line)
         finally:
             assert line.stdin is not None
             line.stdin.close()

@@ -1,10 +1,15 @@
 """A one-way delay line between two network namespaces, through TUN devices.
 
 The kernel this runs on may lack ``sch_netem``, so the delay is made in user space:
-every packet from the client's TUN device is written to the server's TUN device
-``--delay-ms`` later; packets back pass at once. The last two milliseconds before
+every SYN from the client's TUN device is written to the server's TUN device
+``--delay-ms`` later; everything else passes at once. The SYN is the handshake's
+only client-to-server leg, so the handshake time is what a netem delay on the
+client's link would make it, while the delay line has less work per connection
+(its own queueing would otherwise show in the result). The last two milliseconds before
 a release are spun rather than slept, because epoll sleeps in whole milliseconds.
-Serves until stdin closes.
+Each line read from stdin asks how late the SYNs released since the last such line
+were (the delay line's own error, printed as one JSON line); it serves until stdin
+closes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import ctypes
 import fcntl
 import heapq
+import json
 import os
 import selectors
 import struct
@@ -44,6 +50,14 @@ def _open_tun(netns: str, device: str) -> int:
     return fd
 
 
+def _is_syn(packet: bytes) -> bool:
+    """An IPv4 TCP segment with SYN set (the handshake's only client-to-server leg)."""
+    if len(packet) < 20 or packet[0] >> 4 != 4 or packet[9] != 6:
+        return False
+    flags_at = (packet[0] & 0x0F) * 4 + 13
+    return len(packet) > flags_at and bool(packet[flags_at] & 0x02)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--client", nargs=2, metavar=("NETNS", "DEVICE"), required=True)
@@ -56,29 +70,46 @@ def main() -> None:
     selector = selectors.DefaultSelector()
     selector.register(client, selectors.EVENT_READ)
     selector.register(server, selectors.EVENT_READ)
-    selector.register(sys.stdin, selectors.EVENT_READ)
+    selector.register(sys.stdin, selectors.EVENT_READ, "stdin")
     held: list[tuple[float, int, bytes]] = []
     sequence = 0
     print("ready", flush=True)
-    while True:
+    lateness: list[float] = []
+
+    def release_due() -> None:
         now = time.monotonic()
         while held and held[0][0] <= now:
-            os.write(server, heapq.heappop(held)[2])
-        timeout = None if not held else max(0.0, held[0][0] - now - _SPIN_S)
+            due, _, packet = heapq.heappop(held)
+            os.write(server, packet)
+            lateness.append(time.monotonic() - due)
+
+    while True:
+        release_due()
+        timeout = None if not held else max(0.0, held[0][0] - time.monotonic() - _SPIN_S)
         for key, _ in selector.select(timeout):
-            if key.fileobj is sys.stdin:
-                return
+            if key.data == "stdin":
+                if not sys.stdin.readline():
+                    return
+                lateness.sort()
+                print(json.dumps({
+                    "syns": len(lateness),
+                    "late_p50_ms": lateness[len(lateness) // 2] * 1000 if lateness else 0.0,
+                    "late_p99_ms": lateness[int(len(lateness) * 0.99)] * 1000 if lateness else 0.0,
+                }), flush=True)
+                lateness.clear()
+                continue
             source = key.fd
-            for _ in range(512):
+            for _ in range(64):
                 try:
                     packet = os.read(source, 65535)
                 except BlockingIOError:
                     break
-                if source == client:
+                if source == client and _is_syn(packet):
                     sequence += 1
                     heapq.heappush(held, (time.monotonic() + delay_s, sequence, packet))
                 else:
-                    os.write(client, packet)
+                    os.write(server if source == client else client, packet)
+            release_due()  # what fell due while reading, before reading on
 
 
 if __name__ == "__main__":

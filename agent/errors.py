@@ -5,7 +5,10 @@ catches that base class once and prints its message as one line::
 
     HeartwireError
     ├── ConfigError      a config file is unreadable or invalid (file, key path, message)
-    └── UsageError       the command line asks for something that cannot be done
+    ├── UsageError       the command line asks for something that cannot be done
+    ├── SigningKeyError  a signing key, public key or shared secret is malformed
+    ├── SecretFileError  a key/secret file is unreadable or readable by group/others
+    └── SignatureError   a received message's signature does not verify
 
 Anything else that escapes is a bug and is allowed to show its traceback.
 """
@@ -36,3 +39,20 @@ class ConfigError(HeartwireError):
 
 class UsageError(HeartwireError):
     """The command line asks for something that cannot be done."""
+
+
+class SigningKeyError(HeartwireError):
+    """A signing key (``whsk_``), public key (``whpk_``) or secret (``whsec_``) is malformed."""
+
+
+class SecretFileError(HeartwireError):
+    """A key or secret file cannot be used: missing, unreadable, or open to group/others."""
+
+
+class SignatureError(HeartwireError):
+    """A message's Standard Webhooks signature does not verify.
+
+    Raised by :func:`agent.signing.verify` for a missing or malformed header, a
+    timestamp outside the tolerance window, or no signature matching a trusted key.
+    A receiver answers it with 401 and must not process the message.
+    """

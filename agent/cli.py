@@ -59,6 +59,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("run", parents=[common], help="run the checks on their schedules")
     commands.add_parser("validate", parents=[common], help="check the config and exit")
+
+    from agent.central.cli import add_parser as add_central_parser
+
+    add_central_parser(commands)
     return parser
 
 
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         logs.configure(debug=args.debug)
+        if args.command == "central":
+            from agent.central.cli import main as central_main
+
+            return central_main(args)
         path = config.config_path(args.config)
         if args.command == "validate":
             return _validate(path)

@@ -1,0 +1,61 @@
+"""Slack incoming webhooks: ``POST {"text": ...}`` to the hook URL.
+
+Slack answers ``200 ok``, or a 4xx with a word such as ``invalid_payload`` or
+``channel_not_found`` (permanent), or 429 / 5xx (retried). The hook URL is a
+secret (anyone holding it can post), so it is read from a private file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from agent.central.channels.base import TRIGGER, alert_text, post_json
+from agent.central.secrets import read_private_text
+from agent.central.storage import Notification
+from agent.errors import HeartwireError
+from agent.tables import Table
+
+KIND = "slack"
+
+
+@dataclass(frozen=True, slots=True)
+class SlackSettings:
+    """``[channels.<name>] kind = "slack"``."""
+
+    name: str
+    url: str
+    kind: str = KIND
+
+    def open(self, client: httpx.AsyncClient) -> SlackChannel:
+        """The channel, sending through ``client``."""
+        return SlackChannel(self, client)
+
+
+def read_settings(table: Table, name: str) -> SlackSettings:
+    """Reads the table (``url_file``: a private file holding the hook URL)."""
+    path = table.nonempty_string("url_file")
+    try:
+        url = read_private_text(Path(path))
+    except HeartwireError as exc:
+        raise table.error("url_file", str(exc)) from None
+    if not url.startswith(("https://", "http://")):
+        raise table.error("url_file", f"{path} does not hold an http(s):// URL")
+    return SlackSettings(name, url)
+
+
+class SlackChannel:
+    """Posts one message per incident event."""
+
+    def __init__(self, settings: SlackSettings, client: httpx.AsyncClient) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.client = client
+
+    async def send(self, notification: Notification) -> None:
+        """Delivers one notification."""
+        mark = ":red_circle:" if notification.event == TRIGGER else ":large_green_circle:"
+        text = f"{mark} {alert_text(notification.incident, notification.event)}"
+        await post_json(self.client, self.settings.url, {"text": text}, f"slack {self.name}")

@@ -83,7 +83,10 @@ def main(args: argparse.Namespace) -> int:
         if args.agents_command == "list":
             return _list_agents(path)
         return _add_agent(path, args.agent_id, args.public_key, args.secret_file, args.grace)
-    from agent.central.server import Central
+    try:
+        from agent.central.server import Central
+    except ImportError as exc:  # hypercorn is an optional dependency of the agent
+        raise UsageError(f"the receiver needs {exc.name}: pip install 'heartwire[central]'") from None
 
     loaded = central_config.load(path)
     # Flags override the file only when given.

@@ -60,6 +60,12 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", parents=[common], help="run the checks on their schedules")
     commands.add_parser("validate", parents=[common], help="check the config and exit")
 
+    keygen = commands.add_parser(
+        "keygen", help="write a new Ed25519 signing key (mode 0600) and print its public key")
+    keygen.add_argument("--out", required=True, metavar="PATH", help="the private key file")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.add_argument("--debug", action="store_true", help="tracebacks on errors")
+
     from agent.central.cli import add_parser as add_central_parser
 
     add_central_parser(commands)
@@ -73,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         logs.configure(debug=args.debug)
+        if args.command == "keygen":
+            return _keygen(Path(args.out), overwrite=args.force)
         if args.command == "central":
             from agent.central.cli import main as central_main
 
@@ -94,8 +102,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _validate(path: Path) -> int:
     loaded = config.load(path)
+    from agent.destinations import check_secrets
+
+    check_secrets(loaded.destinations)
     files = len(loaded.files)
     print(f"{path}: OK, {len(loaded.checks)} checks from {files} file{'s' * (files != 1)}")
+    return EXIT_OK
+
+
+def _keygen(out: Path, *, overwrite: bool) -> int:
+    from agent.keyfiles import write_private_file
+    from agent.signing import Ed25519SigningKey
+
+    key = Ed25519SigningKey.generate()
+    write_private_file(out, key.to_text(), overwrite=overwrite)
+    print(f"wrote the private key to {out} (mode 0600); give the central this public key:",
+          file=sys.stderr)
+    print(key.public_key().to_text())
     return EXIT_OK
 
 

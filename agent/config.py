@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.checks import PROBES
+from agent.destinations import (
+    CentralSettings,
+    DestinationConfig,
+    read_central,
+    read_destinations,
+)
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
 from agent.tables import Table, format_duration
@@ -108,12 +114,16 @@ class Config:
         defaults: the ``[defaults]`` every check inherited from.
         checks: every check, main file first, then drop-ins in lexical order.
         files: the files read, in order.
+        central: the ``[central]`` reporting settings.
+        destinations: where reports go (``[destinations.*]``), in file order.
     """
 
     agent: AgentSettings
     defaults: CheckDefaults
     checks: tuple[CheckConfig, ...]
     files: tuple[str, ...]
+    central: CentralSettings = field(default_factory=CentralSettings)
+    destinations: tuple[DestinationConfig, ...] = ()
 
     def check_names(self) -> list[str]:
         """The names of all checks, in config order."""
@@ -178,6 +188,8 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
     agent = _read_agent(main.table("agent"))
     defaults = _read_defaults(main.table("defaults"))
     check_tables = _collect_keyed(main, "checks", documents[1:])
+    central = read_central(main.table("central"))
+    destinations = read_destinations(main.table("destinations"))
     main.finish()
 
     checks = tuple(_read_check(table, defaults) for table in check_tables)
@@ -186,6 +198,8 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
         defaults=defaults,
         checks=checks,
         files=tuple(file for file, _ in documents),
+        central=central,
+        destinations=destinations,
     )
 
 

@@ -19,8 +19,8 @@ import trio
 
 from agent import logs
 from agent.central import config as central_config
-from agent.central.secrets import read_private_text
 from agent.errors import ConfigError, HeartwireError, UsageError
+from agent.keyfiles import read_private_file
 from agent.signing import PUBLIC_KEY_PREFIX, read_verify_key
 from agent.tables import parse_duration
 
@@ -119,7 +119,7 @@ def _add_agent(
         read_verify_key(public_key)
     if secret_file is not None:
         secret_file = str(Path(secret_file).resolve())
-        read_verify_key(read_private_text(Path(secret_file)))
+        read_verify_key(read_private_file(Path(secret_file)))
     if grace is not None:
         try:
             parse_duration(grace)

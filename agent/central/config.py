@@ -19,8 +19,8 @@ from types import MappingProxyType
 from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
-from agent.central.secrets import read_private_text
 from agent.errors import ConfigError, HeartwireError
+from agent.keyfiles import read_private_file
 from agent.signing import VerifyKey, read_verify_key
 from agent.tables import Table
 
@@ -164,7 +164,7 @@ def _read_keys(table: Table) -> tuple[VerifyKey, ...]:
             raise table.error(f"keys[{index}]", str(exc)) from None
     for index, name in enumerate(table.string_list("key_files")):
         try:
-            keys.append(read_verify_key(read_private_text(Path(name))))
+            keys.append(read_verify_key(read_private_file(Path(name))))
         except HeartwireError as exc:
             raise table.error(f"key_files[{index}]", str(exc)) from None
     if not keys:

@@ -8,7 +8,7 @@ from pathlib import Path
 from agent.errors import SecretFileError
 
 
-def read_private_text(path: Path) -> str:
+def read_private_file(path: Path) -> str:
     """The stripped text of a file that only its owner may read or write.
 
     Raises:

@@ -19,9 +19,9 @@ import httpx
 import trio
 
 from agent.central.channels.base import ChannelError, alert_text, dedup_key
-from agent.central.secrets import read_private_text
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
+from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "email"
@@ -64,7 +64,7 @@ def read_settings(table: Table, name: str) -> EmailSettings:
     password_file = table.optional_string("password_file")
     if password_file:
         try:
-            password = read_private_text(Path(password_file))
+            password = read_private_file(Path(password_file))
         except HeartwireError as exc:
             raise table.error("password_file", str(exc)) from None
     if (username is None) != (password is None):

@@ -23,9 +23,9 @@ from agent.central.channels.base import (
     post_json,
     rfc3339,
 )
-from agent.central.secrets import read_private_text
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
+from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "pagerduty"
@@ -52,7 +52,7 @@ def read_settings(table: Table, name: str) -> PagerDutySettings:
     """Reads the table (``routing_key_file``, optional ``url`` and ``severity``)."""
     path = table.nonempty_string("routing_key_file")
     try:
-        routing_key = read_private_text(Path(path))
+        routing_key = read_private_file(Path(path))
     except HeartwireError as exc:
         raise table.error("routing_key_file", str(exc)) from None
     return PagerDutySettings(

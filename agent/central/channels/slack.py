@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 
 from agent.central.channels.base import TRIGGER, alert_text, post_json
-from agent.central.secrets import read_private_text
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
+from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "slack"
@@ -38,7 +38,7 @@ def read_settings(table: Table, name: str) -> SlackSettings:
     """Reads the table (``url_file``: a private file holding the hook URL)."""
     path = table.nonempty_string("url_file")
     try:
-        url = read_private_text(Path(path))
+        url = read_private_file(Path(path))
     except HeartwireError as exc:
         raise table.error("url_file", str(exc)) from None
     if not url.startswith(("https://", "http://")):

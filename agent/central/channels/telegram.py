@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 
 from agent.central.channels.base import ChannelError, alert_text
-from agent.central.secrets import read_private_text
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
+from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "telegram"
@@ -41,7 +41,7 @@ def read_settings(table: Table, name: str) -> TelegramSettings:
     """Reads the table (``token_file``, ``chat_id``, optional ``api_url``)."""
     path = table.nonempty_string("token_file")
     try:
-        token = read_private_text(Path(path))
+        token = read_private_file(Path(path))
     except HeartwireError as exc:
         raise table.error("token_file", str(exc)) from None
     chat_id = table.nonempty_string("chat_id")

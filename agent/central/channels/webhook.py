@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 
 from agent.central.channels.base import alert_text, incident_json, post_json
-from agent.central.secrets import read_private_text
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
+from agent.keyfiles import read_private_file
 from agent.signing import ID_HEADER, SigningKey, WebhookAuth, read_signing_key
 from agent.tables import Table
 
@@ -54,7 +54,7 @@ def read_settings(table: Table, name: str) -> WebhookSettings:
     key_file = table.optional_string("signing_key_file")
     if key_file:
         try:
-            keys = (read_signing_key(read_private_text(Path(key_file))),)
+            keys = (read_signing_key(read_private_file(Path(key_file))),)
         except HeartwireError as exc:
             raise table.error("signing_key_file", str(exc)) from None
     return WebhookSettings(name, url, keys)

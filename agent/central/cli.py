@@ -86,7 +86,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         from agent.central.server import Central
     except ImportError as exc:  # hypercorn is an optional dependency of the agent
-        raise UsageError(f"the receiver needs {exc.name}: pip install 'heartwire[central]'") from None
+        raise UsageError(
+            f"the receiver needs {exc.name}: pip install 'heartwire[central]'"
+        ) from None
 
     loaded = central_config.load(path)
     # Flags override the file only when given.

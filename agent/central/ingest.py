@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -290,11 +291,10 @@ class Ingest:
         self.incidents.check_status(agent, report.name, report.status, report.reason, now)
 
 
+_AGENT_FIELD: Final = re.compile(rb'"agent"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')
+
+
 def _agent_hint(body: bytes) -> str:
-    """The ``agent`` field of a body, for log lines about a rejected message."""
-    try:
-        envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return "-"
-    agent = envelope.get("agent") if isinstance(envelope, dict) else None
-    return agent[:64] if isinstance(agent, str) else "-"
+    """The ``agent`` field of a (possibly truncated or broken) body, for log lines."""
+    match = _AGENT_FIELD.search(body)
+    return match.group(1).decode() if match else "-"

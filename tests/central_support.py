@@ -1,0 +1,172 @@
+"""Shared pieces of the receiver's tests: configs, signed messages, a running receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import trio
+
+from agent.central.config import AgentSettings, CentralConfig
+from agent.central.server import Central
+from agent.signing import Ed25519SigningKey, HmacSecret, SigningKey, sign_headers
+
+BASE_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+AGENT_KEY = Ed25519SigningKey.from_text("whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
+HMAC_AGENT_SECRET = HmacSecret.from_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> CentralConfig:
+    """A receiver config with agent ``dc1`` (Ed25519) and ``hmac-agent`` (HMAC)."""
+    agents = {
+        "dc1": AgentSettings("dc1", (AGENT_KEY.public_key(),)),
+        "hmac-agent": AgentSettings("hmac-agent", (HMAC_AGENT_SECRET,)),
+    }
+    config = CentralConfig(
+        listen=("127.0.0.1:0",), state_dir=tmp_path / "state",
+        agents=MappingProxyType(agents), grace_s=10.0,
+    )
+    return replace(config, **overrides)
+
+
+class Messages:
+    """Builds protocol messages for one agent with increasing ``seq`` and fresh ids."""
+
+    def __init__(self, agent: str = "dc1") -> None:
+        self.agent = agent
+        self.seq = 0
+        self.count = 0
+
+    def envelope(self, kind: str, data: dict[str, Any], *, seq: int | None = None,
+                 timestamp: str = "2026-01-01T00:00:00.000Z") -> dict[str, Any]:
+        self.count += 1
+        self.seq = self.seq + 1 if seq is None else seq
+        return {"type": kind, "id": f"msg_{uuid.uuid4().hex}", "seq": self.seq,
+                "agent": self.agent, "timestamp": timestamp, "data": data}
+
+    def heartbeat(self, checks: list[dict[str, Any]] | None = None, *,
+                  interval_s: float = 30.0, **kwargs: Any) -> dict[str, Any]:
+        return self.envelope("heartbeat", {
+            "version": "0.1.0", "started_at": "2026-01-01T00:00:00.000Z",
+            "interval_s": interval_s, "checks": checks or [], "runs": 0, "skipped": 0,
+            "outbox": {"depth": 0, "bytes": 0},
+            "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0}, "rejected": 0,
+        }, **kwargs)
+
+    def state_change(self, check: str, previous: str, current: str, *,
+                     at: str = "2026-01-01T00:00:01.000Z") -> dict[str, Any]:
+        return self.envelope("state_change", {
+            "check": check, "previous": previous, "current": current,
+            "observation": {
+                "check": check, "status": current, "reason": "refused" if current == "down"
+                else "open", "latency_ms": None if current == "down" else 0.5, "dns_ms": None,
+                "address": "127.0.0.1", "detail": None, "consecutive_failures": 0, "at": at,
+            },
+        })
+
+
+def check_item(name: str, status: str, *, at: str = "2026-01-01T00:00:00.000Z",
+               latency_ms: float | None = 0.4, **extra: Any) -> dict[str, Any]:
+    """One entry of a heartbeat's ``checks``."""
+    return {"name": name, "status": status, "reason": "open" if status == "up" else "refused",
+            "latency_ms": latency_ms, "at": at, **extra}
+
+
+def signed(message: dict[str, Any], key: SigningKey = AGENT_KEY, *,
+           timestamp: float = BASE_TIME) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a signed ingest request."""
+    body = json.dumps(message).encode()
+    headers = sign_headers(message["id"], int(timestamp), body, [key])
+    headers["content-type"] = "application/json"
+    return headers, body
+
+
+@asynccontextmanager
+async def running_central(
+    config: CentralConfig,
+    *,
+    wall_clock: Callable[[], float] = lambda: BASE_TIME,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[tuple[Central, httpx.AsyncClient]]:
+    """A receiver served by Hypercorn on a loopback port, and a client pointed at it."""
+    central = Central(config, wall_clock=wall_clock, transport=transport)
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(lambda task_status: central.serve(
+            shutdown=stop, task_status=task_status))
+        async with httpx.AsyncClient(base_url=binds[0], timeout=10) as client:
+            yield central, client
+        stop.set()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request a recording server received."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RecordingServer:
+    """A real HTTP server on loopback that records requests and answers a planned status."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.statuses = list(statuses or [])
+        self.requests: list[Recorded] = []
+        self.lock = threading.Lock()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                with recorder.lock:
+                    recorder.requests.append(Recorded(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    status = recorder.statuses.pop(0) if recorder.statuses else 200
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def snapshot(self) -> list[Recorded]:
+        with self.lock:
+            return list(self.requests)
+
+
+@contextmanager
+def recording_server(statuses: list[int] | None = None) -> Iterator[RecordingServer]:
+    """Starts a recording server and stops it afterwards."""
+    recorder = RecordingServer(statuses)
+    recorder.thread.start()
+    try:
+        yield recorder
+    finally:
+        recorder.server.shutdown()
+        recorder.server.server_close()
+        recorder.thread.join(timeout=5)

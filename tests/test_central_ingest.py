@@ -36,7 +36,7 @@ async def test_a_signed_heartbeat_is_stored_and_shown(tmp_path: Path) -> None:
     messages = Messages()
     heartbeat = messages.heartbeat([check_item("db", "up", group="Databases", host="10.0.0.5",
                                                port=5432)])
-    async with running_central(make_config(tmp_path)) as (central, client):
+    async with running_central(make_config(tmp_path)) as (_, client):
         headers, body = signed(heartbeat)
         response = await client.post(INGEST, content=body, headers=headers)
         assert response.status_code == 200

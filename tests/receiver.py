@@ -51,7 +51,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # keep test output clean
 
             def _handle(self) -> None:
@@ -89,7 +89,7 @@ class Receiver:
                 except OSError:
                     self.close_connection = True  # the client gave up (timeout)
 
-            do_GET = do_POST = do_HEAD = _handle  # noqa: N815
+            do_GET = do_POST = do_HEAD = _handle
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

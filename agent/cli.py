@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,11 +41,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
-        help=f"main config file (default: ${config.CONFIG_ENV_VAR} or {config.DEFAULT_CONFIG_PATH})",
+        help=f"main config file "
+        f"(default: ${config.CONFIG_ENV_VAR} or {config.DEFAULT_CONFIG_PATH})",
     )
     common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
 
@@ -57,7 +59,11 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     check.add_argument("names", nargs="*", metavar="NAME", help="checks to run (default: all)")
 
-    commands.add_parser("run", parents=[common], help="run the checks on their schedules")
+    run = commands.add_parser("run", parents=[common], help="run the checks on their schedules")
+    run.add_argument(
+        "--state-dir", metavar="DIR",
+        help="where the outbox lives, instead of [agent] state_dir "
+        "(default: $HEARTWIRE_STATE_DIR, then the config)")
     commands.add_parser("validate", parents=[common], help="check the config and exit")
 
     keygen = commands.add_parser(
@@ -82,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(path)
         if args.command == "check":
             return _check(path, args.names, as_json=args.json)
-        return _run(path)
+        return _run(path, state_dir=args.state_dir)
     except HeartwireError as exc:
         if debug:
             raise
@@ -114,10 +120,12 @@ def _keygen(out: Path, *, overwrite: bool) -> int:
     return EXIT_OK
 
 
-def _run(path: Path) -> int:
+def _run(path: Path, *, state_dir: str | None = None) -> int:
     from agent.daemon import Daemon
+    from agent.reporting import STATE_DIR_ENV_VAR
 
-    daemon = Daemon(path)
+    state_dir = state_dir or os.environ.get(STATE_DIR_ENV_VAR)
+    daemon = Daemon(path, state_dir=Path(state_dir) if state_dir else None)
     trio.run(daemon.run)
     return EXIT_OK
 

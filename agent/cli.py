@@ -66,6 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "(default: $HEARTWIRE_STATE_DIR, then the config)")
     commands.add_parser("validate", parents=[common], help="check the config and exit")
 
+    commands.add_parser("send-test", parents=[common],
+                        help="send one signed heartbeat to each destination, step by step")
+
     keygen = commands.add_parser(
         "keygen", help="write a new Ed25519 signing key (mode 0600) and print its public key")
     keygen.add_argument("--out", required=True, metavar="PATH", help="the private key file")
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keygen":
             return _keygen(Path(args.out), overwrite=args.force)
         path = config.config_path(args.config)
+        if args.command == "send-test":
+            return _send_test(path)
         if args.command == "validate":
             return _validate(path)
         if args.command == "check":
@@ -106,6 +111,17 @@ def _validate(path: Path) -> int:
     files = len(loaded.files)
     print(f"{path}: OK, {len(loaded.checks)} checks from {files} file{'s' * (files != 1)}")
     return EXIT_OK
+
+
+def _send_test(path: Path) -> int:
+    from agent.sendtest import render, send_test
+
+    loaded = config.load(path)
+    if not loaded.destinations:
+        raise UsageError(f"no [destinations.*] are configured in {path}")
+    reports = trio.run(send_test, loaded)
+    print(render(reports))
+    return EXIT_OK if all(report.ok for report in reports) else EXIT_DOWN
 
 
 def _keygen(out: Path, *, overwrite: bool) -> int:

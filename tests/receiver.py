@@ -18,6 +18,7 @@ deduplication by message id leaves every message exactly once.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -41,7 +42,7 @@ class Receiver:
     """The recording server; use :func:`running_receiver`."""
 
     def __init__(self, plan: list[str] | None = None, *, ok_body: bytes = b"OK",
-                 port: int = 0) -> None:
+                 port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.plan = list(plan or [])
         self.ok_body = ok_body
         self.requests: list[Recorded] = []
@@ -98,8 +99,10 @@ class Receiver:
                 pass  # resets and client timeouts are the point of these tests
 
         self.server = Server(("127.0.0.1", port), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -111,9 +114,9 @@ class Receiver:
 
 @contextmanager
 def running_receiver(plan: list[str] | None = None, *, ok_body: bytes = b"OK",
-                     port: int = 0) -> Iterator[Receiver]:
-    """Starts a receiver, yields it, and stops it."""
-    receiver = Receiver(plan, ok_body=ok_body, port=port)
+                     port: int = 0, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """Starts a receiver (HTTPS with ``tls``), yields it, and stops it."""
+    receiver = Receiver(plan, ok_body=ok_body, port=port, tls=tls)
     receiver.thread.start()
     try:
         yield receiver

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,11 +41,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
-        help=f"main config file (default: ${config.CONFIG_ENV_VAR} or {config.DEFAULT_CONFIG_PATH})",
+        help=f"main config file "
+        f"(default: ${config.CONFIG_ENV_VAR} or {config.DEFAULT_CONFIG_PATH})",
     )
     common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
 
@@ -57,8 +59,15 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     check.add_argument("names", nargs="*", metavar="NAME", help="checks to run (default: all)")
 
-    commands.add_parser("run", parents=[common], help="run the checks on their schedules")
+    run = commands.add_parser("run", parents=[common], help="run the checks on their schedules")
+    run.add_argument(
+        "--state-dir", metavar="DIR",
+        help="where the outbox lives, instead of [agent] state_dir "
+        "(default: $HEARTWIRE_STATE_DIR, then the config)")
     commands.add_parser("validate", parents=[common], help="check the config and exit")
+
+    commands.add_parser("send-test", parents=[common],
+                        help="send one signed heartbeat to each destination, step by step")
 
     keygen = commands.add_parser(
         "keygen", help="write a new Ed25519 signing key (mode 0600) and print its public key")
@@ -86,11 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return central_main(args)
         path = config.config_path(args.config)
+        if args.command == "send-test":
+            return _send_test(path)
         if args.command == "validate":
             return _validate(path)
         if args.command == "check":
             return _check(path, args.names, as_json=args.json)
-        return _run(path)
+        return _run(path, state_dir=args.state_dir)
     except HeartwireError as exc:
         if debug:
             raise
@@ -110,6 +121,17 @@ def _validate(path: Path) -> int:
     return EXIT_OK
 
 
+def _send_test(path: Path) -> int:
+    from agent.sendtest import render, send_test
+
+    loaded = config.load(path)
+    if not loaded.destinations:
+        raise UsageError(f"no [destinations.*] are configured in {path}")
+    reports = trio.run(send_test, loaded)
+    print(render(reports))
+    return EXIT_OK if all(report.ok for report in reports) else EXIT_DOWN
+
+
 def _keygen(out: Path, *, overwrite: bool) -> int:
     from agent.keyfiles import write_private_file
     from agent.signing import Ed25519SigningKey
@@ -122,10 +144,12 @@ def _keygen(out: Path, *, overwrite: bool) -> int:
     return EXIT_OK
 
 
-def _run(path: Path) -> int:
+def _run(path: Path, *, state_dir: str | None = None) -> int:
     from agent.daemon import Daemon
+    from agent.reporting import STATE_DIR_ENV_VAR
 
-    daemon = Daemon(path)
+    state_dir = state_dir or os.environ.get(STATE_DIR_ENV_VAR)
+    daemon = Daemon(path, state_dir=Path(state_dir) if state_dir else None)
     trio.run(daemon.run)
     return EXIT_OK
 

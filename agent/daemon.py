@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -19,6 +20,7 @@ from agent import __version__, config
 from agent.errors import ConfigError
 from agent.logs import get_logger, log_result
 from agent.model import Result, StateChange
+from agent.reporting import open_reporting
 from agent.scheduler import Scheduler
 
 log = get_logger("daemon")
@@ -30,11 +32,19 @@ class Daemon:
     Args:
         config_path: the main config file (drop-ins are found beside it).
         wall_clock: seconds since the epoch, for timestamps.
+        state_dir: overrides ``[agent] state_dir`` (``--state-dir``), or None.
     """
 
-    def __init__(self, config_path: Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
+    ) -> None:
         self.config_path = config_path
-        self.config = config.load(config_path)
+        self.state_dir = state_dir
+        self.config = self._with_state_dir(config.load(config_path))
         self.scheduler = Scheduler(
             self.config.checks,
             max_concurrent=self.config.agent.max_concurrent_checks,
@@ -42,9 +52,18 @@ class Daemon:
             wall_clock=wall_clock,
         )
         self._results_log = get_logger("checks")
+        self.reporting = open_reporting(
+            self.config, self.scheduler, state_dir=self.state_dir, wall_clock=wall_clock)
+
+    def _with_state_dir(self, loaded: config.Config) -> config.Config:
+        if self.state_dir is None:
+            return loaded
+        return replace(loaded, agent=replace(loaded.agent, state_dir=self.state_dir))
 
     def _on_result(self, result: Result, change: StateChange | None) -> None:
         log_result(self._results_log, result, change)
+        if self.reporting is not None:
+            self.reporting.on_result(result, change)
 
     def reload(self) -> bool:
         """Re-reads the config; keeps the running one when the new one is invalid.
@@ -53,7 +72,7 @@ class Daemon:
             Whether the new config was applied.
         """
         try:
-            new_config = config.load(self.config_path)
+            new_config = self._with_state_dir(config.load(self.config_path))
         except ConfigError as exc:
             log.error("reload failed, keeping the running config: %s", exc)
             return False
@@ -69,6 +88,8 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.scheduler.run)
+                if self.reporting is not None:
+                    await nursery.start(self.reporting.run)
                 log.info(
                     "heartwire %s running as agent %r with %d checks from %s",
                     __version__,

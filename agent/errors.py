@@ -8,7 +8,10 @@ catches that base class once and prints its message as one line::
     ├── UsageError       the command line asks for something that cannot be done
     ├── SigningKeyError  a signing key, public key or shared secret is malformed
     ├── SecretFileError  a key/secret file is unreadable or readable by group/others
-    └── SignatureError   a received message's signature does not verify
+    ├── SignatureError   a received message's signature does not verify
+    └── DeliveryError    a message did not reach a destination
+        ├── RetryableDeliveryError   try again later (network, 5xx, 408, 429, ...)
+        └── PermanentDeliveryError   refused for good (other 4xx): skip and count it
 
 Anything else that escapes is a bug and is allowed to show its traceback.
 """
@@ -56,3 +59,23 @@ class SignatureError(HeartwireError):
     timestamp outside the tolerance window, or no signature matching a trusted key.
     A receiver answers it with 401 and must not process the message.
     """
+
+
+class DeliveryError(HeartwireError):
+    """A message could not be delivered to a destination."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Not delivered this time (network, 5xx, 408, 429, a 2xx that did not record it).
+
+    Attributes:
+        retry_after_s: the delay the destination asked for (``Retry-After``), or None.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The destination refused the message for good (a 4xx other than 408 and 429)."""

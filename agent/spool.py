@@ -359,10 +359,14 @@ class AsyncOutbox:
 
     Args:
         outbox: the synchronous outbox it wraps (and now owns).
+        offload: run calls in a worker thread (the default). Tests under a
+            ``MockClock`` with autojump pass False: the clock would otherwise jump
+            to the next deadline while a call waits on its thread.
     """
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, *, offload: bool = True) -> None:
         self.sync = outbox
+        self._offload = offload
         self._limiter = trio.CapacityLimiter(1)
         self._changed = trio.Event()
 
@@ -370,11 +374,19 @@ class AsyncOutbox:
         def call() -> R:
             return fn(*args, **kwargs)
 
+        if not self._offload:
+            await trio.lowlevel.checkpoint()
+            return call()
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+    @property
+    def changed(self) -> trio.Event:
+        """An event set when the next message is stored (take it before reading)."""
+        return self._changed
 
     async def wait_changed(self) -> None:
         """Returns after the next message is stored."""

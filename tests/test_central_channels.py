@@ -4,8 +4,6 @@ SMTP server (aiosmtpd) with STARTTLS, implicit TLS and AUTH."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import socket
 import ssl
@@ -19,10 +17,6 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent.central.channels import ChannelError
 from agent.central.channels.base import RESOLVE, TRIGGER, dedup_key
@@ -33,7 +27,7 @@ from agent.central.channels.telegram import TelegramSettings
 from agent.central.channels.webhook import WebhookSettings
 from agent.central.storage import Incident, Notification
 from agent.signing import Ed25519SigningKey, verify
-from tests.central_support import BASE_TIME, recording_server
+from tests.central_support import BASE_TIME, recording_server, self_signed_certificate
 
 OPEN = Incident(7, "check_down", "dc1", "db", "down", "dc1: check db is down (refused)",
                 BASE_TIME, None, True)
@@ -228,26 +222,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key."""
-    directory = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "heartwire test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 UNUSED_CLIENT = httpx.AsyncClient()  # email does not speak HTTP; open() takes one anyway

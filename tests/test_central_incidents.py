@@ -230,3 +230,15 @@ async def test_queued_alerts_survive_a_receiver_restart(
     async with watching(config, up):
         await trio.sleep(700)  # the stored next attempt comes due
     assert up.events() == [("incident.trigger", "check_down")]
+
+
+async def test_an_agent_removed_from_the_config_is_no_longer_watched(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    config = _config(tmp_path)
+    async with watching(config, hook) as central:
+        send(central, Messages().heartbeat(interval_s=30))
+        central.apply_config(replace(config, agents=MappingProxyType({})))
+        await trio.sleep(600)
+    assert hook.received == []

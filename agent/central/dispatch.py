@@ -71,7 +71,6 @@ class Dispatcher:
 
     async def _deliver(self, notification: Notification) -> None:
         channel = self.channels.get(notification.channel)
-        now = self.wall_clock
         if channel is None:
             # The channel was removed from the config: keep the row, say so once.
             self.storage.mark_failed(notification.id, "channel no longer configured")
@@ -84,7 +83,7 @@ class Dispatcher:
         except ChannelError as exc:
             if exc.retryable:
                 delay = self.retry_delay(notification.attempts + 1, exc.retry_after_s)
-                self.storage.mark_retry(notification.id, now() + delay, str(exc))
+                self.storage.mark_retry(notification.id, self.wall_clock() + delay, str(exc))
                 log.warning("%s (attempt %d), retrying in %.0fs", exc,
                             notification.attempts + 1, delay)
             else:
@@ -94,10 +93,10 @@ class Dispatcher:
             return
         except trio.TooSlowError:
             delay = self.retry_delay(notification.attempts + 1)
-            self.storage.mark_retry(notification.id, now() + delay, "timed out")
+            self.storage.mark_retry(notification.id, self.wall_clock() + delay, "timed out")
             log.warning("channel %s timed out, retrying in %.0fs", notification.channel, delay)
             return
-        self.storage.mark_sent(notification.id, now())
+        self.storage.mark_sent(notification.id, self.wall_clock())
         log.info("sent %s of incident %d to %s", notification.event, notification.incident.id,
                  notification.channel)
 

@@ -134,8 +134,9 @@ class Incidents:
         next_due: float | None = None
         with self.storage.transaction():
             for row in self.storage.agents():
-                if row.last_heartbeat_at is None:
-                    continue  # an agent is watched from its first heartbeat on
+                if row.last_heartbeat_at is None or row.id not in self.config.agents:
+                    # Watched from its first heartbeat on, while it is registered.
+                    continue
                 due = self.deadline(row.id, row.last_heartbeat_at, row.interval_s)
                 if now >= due:
                     silent_for = now - row.last_heartbeat_at

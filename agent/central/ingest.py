@@ -75,9 +75,8 @@ def _need(mapping: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], 
     if key not in mapping:
         raise InvalidMessage(f"{where}.{key} is required")
     value = mapping[key]
-    if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise InvalidMessage(f"{where}.{key} has the wrong type")
-    if not isinstance(value, kinds):
+    # JSON true/false are not numbers here, though Python's bool is an int.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
         raise InvalidMessage(f"{where}.{key} has the wrong type")
     return value
 
@@ -191,15 +190,11 @@ class Ingest:
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answers one ingest request (headers with lower-case names, the raw body)."""
-        agent = "-"
         try:
-            envelope = self._verified_envelope(headers, body)
-            agent = envelope["agent"]
-            return self._apply(envelope)
+            return self._apply(self._verified_envelope(headers, body))
         except Rejected as exc:
-            if isinstance(agent, str) and agent == "-":
-                agent = _agent_hint(body)
-            log.warning("rejected message from agent %s: %s: %s", agent, exc.code, exc.reason)
+            log.warning("rejected message from agent %s: %s: %s", _agent_hint(body), exc.code,
+                        exc.reason)
             return Answer(exc.status, {"error": exc.code, "message": exc.reason})
 
     def too_large(self, body_prefix: bytes) -> Answer:

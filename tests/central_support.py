@@ -5,12 +5,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -113,69 +111,6 @@ async def running_central(
         async with httpx.AsyncClient(base_url=binds[0], timeout=10) as client:
             yield central, client
         stop.set()
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One request a recording server received."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class RecordingServer:
-    """A real HTTP server on loopback that records requests and answers a planned status."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.statuses = list(statuses or [])
-        self.requests: list[Recorded] = []
-        self.lock = threading.Lock()
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length)
-                with recorder.lock:
-                    recorder.requests.append(Recorded(
-                        self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    status = recorder.statuses.pop(0) if recorder.statuses else 200
-                self.send_response(status)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def snapshot(self) -> list[Recorded]:
-        with self.lock:
-            return list(self.requests)
-
-
-@contextmanager
-def recording_server(statuses: list[int] | None = None) -> Iterator[RecordingServer]:
-    """Starts a recording server and stops it afterwards."""
-    recorder = RecordingServer(statuses)
-    recorder.thread.start()
-    try:
-        yield recorder
-    finally:
-        recorder.server.shutdown()
-        recorder.server.server_close()
-        recorder.thread.join(timeout=5)
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:

@@ -27,7 +27,8 @@ from agent.central.channels.telegram import TelegramSettings
 from agent.central.channels.webhook import WebhookSettings
 from agent.central.storage import Incident, Notification
 from agent.signing import Ed25519SigningKey, verify
-from tests.central_support import BASE_TIME, recording_server, self_signed_certificate
+from tests.central_support import BASE_TIME, self_signed_certificate
+from tests.receiver import running_receiver
 
 OPEN = Incident(7, "check_down", "dc1", "db", "down", "dc1: check db is down (refused)",
                 BASE_TIME, None, True)
@@ -190,7 +191,7 @@ async def test_network_failures_are_retryable() -> None:
 
 async def test_the_webhook_is_signed_like_agent_messages_and_keeps_its_id_on_retry() -> None:
     key = Ed25519SigningKey.generate()
-    with recording_server([503, 200]) as server:
+    with running_receiver(["503", "ok"]) as server:
         async with httpx.AsyncClient() as client:
             channel = WebhookSettings("hook", server.url, (key,)).open(client)
             with pytest.raises(ChannelError) as caught:
@@ -201,7 +202,7 @@ async def test_the_webhook_is_signed_like_agent_messages_and_keeps_its_id_on_ret
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     verified = verify(second.headers, second.body, [key.public_key()], now=time.time())
     assert verified.msg_id.startswith("msg_")
-    assert second.json() == {
+    assert json.loads(second.body) == {
         "type": "incident.trigger",
         "text": "ALERT: dc1: check db is down (refused)",
         "incident": {"id": 7, "kind": "check_down", "agent": "dc1", "check": "db",

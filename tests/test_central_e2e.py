@@ -9,6 +9,7 @@ started again (the alert must resolve).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 
 from agent.signing import Ed25519SigningKey
-from tests.central_support import RecordingServer, recording_server
+from tests.receiver import Receiver, running_receiver
 
 HEARTBEAT_INTERVAL_S = 2.0
 GRACE_S = 2.0
@@ -94,12 +95,12 @@ def wait_until(condition: Callable[[], Any], what: str, timeout_s: float) -> Any
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def events(hook: RecordingServer) -> list[tuple[str, str]]:
+def events(hook: Receiver) -> list[tuple[str, str]]:
     return [(body["type"], body["incident"]["kind"])
-            for body in (request.json() for request in hook.snapshot())]
+            for body in (json.loads(request.body) for request in hook.snapshot())]
 
 
-def arrived(hook: RecordingServer, event: str, kind: str) -> int:
+def arrived(hook: Receiver, event: str, kind: str) -> int:
     return events(hook).count((event, kind))
 
 
@@ -140,8 +141,9 @@ def test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve(
 ) -> None:
     service = listen()
     service_port = service.getsockname()[1]
-    with recording_server() as hook:
-        central_toml, agent_toml, agent_text = write_configs(tmp_path, hook.url, service_port)
+    with running_receiver() as hook:
+        central_toml, agent_toml, agent_text = write_configs(tmp_path, f"{hook.url}/hook",
+                                                             service_port)
         with running("central", "--config", str(central_toml), "--listen", "127.0.0.1:0") \
                 as central:
             base = central.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)").group(1)

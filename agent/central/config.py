@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ from types import MappingProxyType
 from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
-from agent.errors import ConfigError, HeartwireError
+from agent.config import read_toml
+from agent.errors import HeartwireError
 from agent.keyfiles import read_private_file
 from agent.signing import VerifyKey, read_verify_key
 from agent.tables import Table
@@ -115,20 +115,6 @@ class CentralConfig:
         return self.grace_s
 
 
-def _read_toml(path: Path) -> dict[str, object]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(str(path), None, "no such file") from None
-    except PermissionError:
-        raise ConfigError(str(path), None, "permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), None, "is a directory, expected a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
-
-
 def _listen(table: Table) -> tuple[str, ...]:
     addresses = table.string_list("listen", (DEFAULT_LISTEN,))
     if not addresses:
@@ -207,7 +193,7 @@ def load(path: Path) -> CentralConfig:
         ConfigError: a file is unreadable or invalid; the message names file and key.
     """
     file = str(path)
-    top = Table(_read_toml(path), file)
+    top = Table(read_toml(path), file)
 
     server = top.table("server")
     listen = _listen(server)
@@ -259,7 +245,7 @@ def load(path: Path) -> CentralConfig:
     dropins = path.parent / AGENTS_DIR
     if dropins.is_dir():
         for dropin in sorted(dropins.glob("*.toml")):
-            extra = Table(_read_toml(dropin), str(dropin))
+            extra = Table(read_toml(dropin), str(dropin))
             _read_agents(extra, agents)
             extra.finish()
             files.append(str(dropin))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Final, Protocol
 
 import httpx
 
 from agent.central.storage import Incident, Notification
+from agent.errors import HeartwireError
+from agent.keyfiles import read_private_file
+from agent.tables import Table
 
 TRIGGER: Final = "trigger"
 RESOLVE: Final = "resolve"
@@ -45,6 +49,19 @@ class ChannelSettings(Protocol):
     def kind(self) -> str: ...  # pragma: no cover
 
     def open(self, client: httpx.AsyncClient) -> Channel: ...  # pragma: no cover
+
+
+def read_secret_file(table: Table, key: str) -> str:
+    """The content of the private file a channel key names (a token, a hook URL).
+
+    Raises:
+        ConfigError: naming the key, when the file is missing, empty or not private.
+    """
+    path = table.nonempty_string(key)
+    try:
+        return read_private_file(Path(path))
+    except HeartwireError as exc:
+        raise table.error(key, str(exc)) from None
 
 
 def rfc3339(seconds: float) -> str:

@@ -18,10 +18,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from agent.central.channels.base import ChannelError, alert_text, dedup_key
+from agent.central.channels.base import ChannelError, alert_text, dedup_key, read_secret_file
 from agent.central.storage import Notification
-from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "email"
@@ -60,13 +58,8 @@ def read_settings(table: Table, name: str) -> EmailSettings:
     if not recipients:
         raise table.error("to", "must name at least one address")
     username = table.optional_string("username")
-    password = None
-    password_file = table.optional_string("password_file")
-    if password_file:
-        try:
-            password = read_private_file(Path(password_file))
-        except HeartwireError as exc:
-            raise table.error("password_file", str(exc)) from None
+    password = read_secret_file(table, "password_file") if table.has("password_file") else None
+    table.mark_read("password_file")
     if (username is None) != (password is None):
         raise table.error("password_file" if username else "username",
                           "username and password_file go together")

@@ -11,7 +11,6 @@ same ``dedup_key`` so PagerDuty closes the alert it opened. PagerDuty answers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
@@ -21,11 +20,10 @@ from agent.central.channels.base import (
     dedup_key,
     incident_json,
     post_json,
+    read_secret_file,
     rfc3339,
 )
 from agent.central.storage import Notification
-from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "pagerduty"
@@ -50,14 +48,9 @@ class PagerDutySettings:
 
 def read_settings(table: Table, name: str) -> PagerDutySettings:
     """Reads the table (``routing_key_file``, optional ``url`` and ``severity``)."""
-    path = table.nonempty_string("routing_key_file")
-    try:
-        routing_key = read_private_file(Path(path))
-    except HeartwireError as exc:
-        raise table.error("routing_key_file", str(exc)) from None
     return PagerDutySettings(
         name,
-        routing_key,
+        read_secret_file(table, "routing_key_file"),
         url=table.string("url", DEFAULT_URL),
         severity=table.choice("severity", SEVERITIES, "critical"),
     )

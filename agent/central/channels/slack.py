@@ -8,14 +8,11 @@ secret (anyone holding it can post), so it is read from a private file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from agent.central.channels.base import TRIGGER, alert_text, post_json
+from agent.central.channels.base import TRIGGER, alert_text, post_json, read_secret_file
 from agent.central.storage import Notification
-from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "slack"
@@ -36,13 +33,9 @@ class SlackSettings:
 
 def read_settings(table: Table, name: str) -> SlackSettings:
     """Reads the table (``url_file``: a private file holding the hook URL)."""
-    path = table.nonempty_string("url_file")
-    try:
-        url = read_private_file(Path(path))
-    except HeartwireError as exc:
-        raise table.error("url_file", str(exc)) from None
+    url = read_secret_file(table, "url_file")
     if not url.startswith(("https://", "http://")):
-        raise table.error("url_file", f"{path} does not hold an http(s):// URL")
+        raise table.error("url_file", "the file does not hold an http(s):// URL")
     return SlackSettings(name, url)
 
 

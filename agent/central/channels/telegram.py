@@ -8,14 +8,11 @@ Telegram answers ``{"ok": true, "result": {...}}``; a refusal is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from agent.central.channels.base import ChannelError, alert_text
+from agent.central.channels.base import ChannelError, alert_text, read_secret_file
 from agent.central.storage import Notification
-from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
 from agent.tables import Table
 
 KIND = "telegram"
@@ -39,11 +36,7 @@ class TelegramSettings:
 
 def read_settings(table: Table, name: str) -> TelegramSettings:
     """Reads the table (``token_file``, ``chat_id``, optional ``api_url``)."""
-    path = table.nonempty_string("token_file")
-    try:
-        token = read_private_file(Path(path))
-    except HeartwireError as exc:
-        raise table.error("token_file", str(exc)) from None
+    token = read_secret_file(table, "token_file")
     chat_id = table.nonempty_string("chat_id")
     api_url = table.string("api_url", DEFAULT_API_URL).rstrip("/")
     return TelegramSettings(name, token, chat_id, api_url)

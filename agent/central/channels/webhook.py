@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-from agent.central.channels.base import alert_text, incident_json, post_json
+from agent.central.channels.base import (
+    alert_text,
+    incident_json,
+    post_json,
+    read_secret_file,
+)
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
 from agent.signing import ID_HEADER, SigningKey, WebhookAuth, read_signing_key
 from agent.tables import Table
 
@@ -51,10 +54,10 @@ def read_settings(table: Table, name: str) -> WebhookSettings:
     if not url.startswith(("https://", "http://")):
         raise table.error("url", f"expected an http(s):// URL, got {url!r}")
     keys: tuple[SigningKey, ...] = ()
-    key_file = table.optional_string("signing_key_file")
-    if key_file:
+    if table.has("signing_key_file"):
+        text = read_secret_file(table, "signing_key_file")
         try:
-            keys = (read_signing_key(read_private_file(Path(key_file))),)
+            keys = (read_signing_key(text),)
         except HeartwireError as exc:
             raise table.error("signing_key_file", str(exc)) from None
     return WebhookSettings(name, url, keys)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -49,6 +49,18 @@ class ChannelSettings(Protocol):
     def kind(self) -> str: ...  # pragma: no cover
 
     def open(self, client: httpx.AsyncClient) -> Channel: ...  # pragma: no cover
+
+
+SettingsT = TypeVar("SettingsT", bound=ChannelSettings)
+
+
+class HttpChannel(Generic[SettingsT]):
+    """What every HTTP channel holds: its settings and the shared client."""
+
+    def __init__(self, settings: SettingsT, client: httpx.AsyncClient) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.client = client
 
 
 def read_secret_file(table: Table, key: str) -> str:

@@ -16,6 +16,7 @@ import httpx
 
 from agent.central.channels.base import (
     TRIGGER,
+    HttpChannel,
     alert_text,
     dedup_key,
     incident_json,
@@ -56,13 +57,8 @@ def read_settings(table: Table, name: str) -> PagerDutySettings:
     )
 
 
-class PagerDutyChannel:
+class PagerDutyChannel(HttpChannel[PagerDutySettings]):
     """Triggers and resolves one PagerDuty alert per incident."""
-
-    def __init__(self, settings: PagerDutySettings, client: httpx.AsyncClient) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.client = client
 
     async def send(self, notification: Notification) -> None:
         """Delivers one notification."""

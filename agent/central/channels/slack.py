@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.central.channels.base import TRIGGER, alert_text, post_json, read_secret_file
+from agent.central.channels.base import (
+    TRIGGER,
+    HttpChannel,
+    alert_text,
+    post_json,
+    read_secret_file,
+)
 from agent.central.storage import Notification
 from agent.tables import Table
 
@@ -39,13 +45,8 @@ def read_settings(table: Table, name: str) -> SlackSettings:
     return SlackSettings(name, url)
 
 
-class SlackChannel:
+class SlackChannel(HttpChannel[SlackSettings]):
     """Posts one message per incident event."""
-
-    def __init__(self, settings: SlackSettings, client: httpx.AsyncClient) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.client = client
 
     async def send(self, notification: Notification) -> None:
         """Delivers one notification."""

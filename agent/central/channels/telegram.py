@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.central.channels.base import ChannelError, alert_text, read_secret_file
+from agent.central.channels.base import ChannelError, HttpChannel, alert_text, read_secret_file
 from agent.central.storage import Notification
 from agent.tables import Table
 
@@ -42,13 +42,8 @@ def read_settings(table: Table, name: str) -> TelegramSettings:
     return TelegramSettings(name, token, chat_id, api_url)
 
 
-class TelegramChannel:
+class TelegramChannel(HttpChannel[TelegramSettings]):
     """Sends one message per incident event to one chat."""
-
-    def __init__(self, settings: TelegramSettings, client: httpx.AsyncClient) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.client = client
 
     async def send(self, notification: Notification) -> None:
         """Delivers one notification."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 
 from agent.central.channels.base import (
+    HttpChannel,
     alert_text,
     incident_json,
     post_json,
@@ -63,13 +64,11 @@ def read_settings(table: Table, name: str) -> WebhookSettings:
     return WebhookSettings(name, url, keys)
 
 
-class WebhookChannel:
+class WebhookChannel(HttpChannel[WebhookSettings]):
     """POSTs each incident event to one URL."""
 
     def __init__(self, settings: WebhookSettings, client: httpx.AsyncClient) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.client = client
+        super().__init__(settings, client)
         self.auth = WebhookAuth(settings.signing_keys) if settings.signing_keys else None
 
     async def send(self, notification: Notification) -> None:

@@ -242,3 +242,18 @@ async def test_an_agent_removed_from_the_config_is_no_longer_watched(
         central.apply_config(replace(config, agents=MappingProxyType({})))
         await trio.sleep(600)
     assert hook.received == []
+
+
+async def test_a_receiver_restart_does_not_count_its_own_downtime_as_silence(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    config = _config(tmp_path)  # grace 10 s
+    async with watching(config, hook) as central:
+        send(central, Messages().heartbeat(interval_s=30))
+    await trio.sleep(3600)  # the receiver is down for an hour
+    async with watching(config, hook):
+        await trio.sleep(39)
+        assert hook.received == []  # 30 s + 10 s from the restart, not from the heartbeat
+        await trio.sleep(2)
+        assert hook.events() == [("incident.trigger", "agent_silent")]

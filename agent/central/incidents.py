@@ -4,7 +4,10 @@ Three kinds of incident, at most one open per subject:
 
 * ``agent_silent`` (the dead man's switch): an agent's last heartbeat is older than
   its ``interval_s`` (from the heartbeat itself) plus its grace (per agent, default
-  from ``[alerts] grace``). Its next heartbeat resolves it.
+  from ``[alerts] grace``). Its next heartbeat resolves it. After a receiver
+  restart the count starts at the restart, so the receiver's own downtime does not
+  page for every agent. Agents are watched from their first heartbeat on, while
+  they are registered.
 * ``check_down``: a check reports ``down`` (or ``degraded`` with
   ``alert_on_degraded``); it resolves when the check reports ``up`` (or
   ``degraded`` when that does not alert). ``unknown`` changes nothing.
@@ -45,6 +48,8 @@ class Incidents:
         config: the receiver config (grace, flapping rule, alert_on_degraded).
         channels: the names of the channels every notification goes to.
         on_queued: called after notifications were queued (wakes the dispatcher).
+        watching_since: when this receiver started (wall time); silence before it
+            is not held against an agent.
     """
 
     def __init__(
@@ -53,11 +58,13 @@ class Incidents:
         config: CentralConfig,
         channels: Sequence[str],
         on_queued: Callable[[], None] = lambda: None,
+        watching_since: float = 0.0,
     ) -> None:
         self.storage = storage
         self.config = config
         self.channels = list(channels)
         self.on_queued = on_queued
+        self.watching_since = watching_since
 
     def _notify(self, incident: Incident, event: str, now: float) -> None:
         level = logging.WARNING if event == TRIGGER else logging.INFO
@@ -123,7 +130,10 @@ class Incidents:
     def deadline(self, agent: str, last_heartbeat_at: float, interval_s: float | None) -> float:
         """When an agent that last sent a heartbeat at ``last_heartbeat_at`` turns silent."""
         interval = interval_s or self.config.default_interval_s
-        return last_heartbeat_at + interval + self.config.grace_for(agent)
+        # Heartbeats sent while this receiver was down are still on their way:
+        # the clock starts no earlier than when the receiver started watching.
+        since = max(last_heartbeat_at, self.watching_since)
+        return since + interval + self.config.grace_for(agent)
 
     def sweep(self, now: float) -> float | None:
         """Opens dead man's switch incidents and ends flapping periods that are over.

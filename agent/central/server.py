@@ -70,7 +70,8 @@ class Central:
             self.storage, channels, wall_clock=wall_clock,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
         )
-        self.incidents = Incidents(self.storage, config, list(channels), self.dispatcher.wake)
+        self.incidents = Incidents(self.storage, config, list(channels), self.dispatcher.wake,
+                                   watching_since=wall_clock())
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
         self.views = Views(config, self.storage, self.incidents, wall_clock)
         self.app = App(self.ingest, self.views, config.max_body_bytes)

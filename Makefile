@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= agent.example.toml
+# make run keeps its outbox here instead of /var/lib/heartwire (not writable for a
+# normal user); an installed agent uses [agent] state_dir.
+STATE_DIR ?= .state
 
 .PHONY: run test lint check validate clean
 
@@ -14,7 +17,7 @@ $(BIN)/heartwire: pyproject.toml
 
 ## run: the agent in the foreground with the example config (Ctrl-C stops it)
 run: $(BIN)/heartwire
-	$(BIN)/heartwire run --config $(CONFIG)
+	$(BIN)/heartwire run --config $(CONFIG) --state-dir $(STATE_DIR)
 
 ## test: the whole test suite
 test: $(BIN)/heartwire

@@ -144,3 +144,29 @@ signing_key_file = "{key_file}"
     for request in receiver.snapshot():
         verify(request.headers, request.body, [KEY.public_key()])
     assert (tmp_path / "state" / "outbox.sqlite3").exists()
+
+
+def _schema() -> dict[str, Any]:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    block = text[text.index("### JSON Schema"):]
+    block = block[block.index("```json") + 7:]
+    schema: dict[str, Any] = json.loads(block[:block.index("```")])
+    return schema
+
+
+def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
+    from agent.model import Result, StateChange, Status
+    from agent.reporting import CheckSnapshot, heartbeat_data, state_change_data
+    from agent.spool import OutboxDepth
+
+    schema = _schema()["$defs"]
+    result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
+    beat = heartbeat_data(started_at=1e9, interval_s=30, checks=[
+        CheckSnapshot("db", Status.DOWN, result)], runs=1, skipped=0, counts={},
+        depth=OutboxDepth(0, 0))
+    assert set(beat) == set(schema["heartbeat"]["required"])
+    assert set(beat["checks"][0]) == set(
+        schema["heartbeat"]["properties"]["checks"]["items"]["required"])
+    change = state_change_data(StateChange("db", Status.UP, Status.DOWN, result))
+    assert set(change) == set(schema["state_change"]["required"])
+    assert set(change["observation"]) == set(schema["observation"]["required"])

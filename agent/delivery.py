@@ -37,7 +37,12 @@ import httpx
 import trio
 
 from agent.destinations import DestinationConfig
-from agent.errors import PermanentDeliveryError, RetryableDeliveryError
+from agent.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SecretFileError,
+)
 from agent.keyfiles import check_private
 from agent.logs import get_logger
 from agent.sinks import Sink
@@ -102,13 +107,21 @@ def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
     """Verification always on: the destination's CA file or the certifi bundle; mTLS.
 
     Raises:
-        SecretFileError: the client key file is open to group or others.
+        ConfigError: the CA file or client certificate cannot be used, or the client
+            key file is open to group or others.
     """
-    context = ssl.create_default_context(
-        cafile=str(destination.ca_file) if destination.ca_file else certifi.where())
-    if destination.client_cert is not None:
-        check_private(destination.client_key or destination.client_cert)
-        context.load_cert_chain(destination.client_cert, destination.client_key)
+    key = f"destinations.{destination.name}.ca_file"
+    try:
+        context = ssl.create_default_context(
+            cafile=str(destination.ca_file) if destination.ca_file else certifi.where())
+        if destination.client_cert is not None:
+            key = f"destinations.{destination.name}.client_cert"
+            check_private(destination.client_key or destination.client_cert)
+            context.load_cert_chain(destination.client_cert, destination.client_key)
+    except SecretFileError as exc:
+        raise ConfigError(destination.config_file, key, str(exc)) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(destination.config_file, key, f"cannot load: {exc}") from None
     return context
 
 

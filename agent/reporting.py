@@ -124,6 +124,8 @@ class Reporting:
         delivery: a deliverer per destination.
         scheduler: where the check statuses and run counts come from.
         wall_clock: seconds since the epoch, for timestamps.
+        pending_results_limit: how many observations may wait for the next
+            ``results`` message; beyond it the oldest are dropped (and counted).
     """
 
     def __init__(
@@ -134,8 +136,10 @@ class Reporting:
         scheduler: Scheduler,
         *,
         wall_clock: Callable[[], float] = time.time,
+        pending_results_limit: int = PENDING_LIMIT,
     ) -> None:
         self.central = config.central
+        self.pending_results_limit = pending_results_limit
         self.outbox = outbox
         self.delivery = delivery
         self.scheduler = scheduler
@@ -153,7 +157,7 @@ class Reporting:
         if change is not None:
             self._put(STATE_CHANGE, state_change_data(change))
         if self.wants_results:
-            if len(self._results) >= PENDING_LIMIT:
+            if len(self._results) >= self.pending_results_limit:
                 self._results.pop(0)
                 self.results_lost += 1
             self._results.append(observation_data(result))
@@ -170,8 +174,11 @@ class Reporting:
         checks = self._snapshot()  # read on the trio thread, not in the worker
         runs, skipped = self.scheduler.stats.runs, self.scheduler.stats.skipped
         started_at, interval_s = self.started_at, self.central.heartbeat_interval_s
+        # Results that never reached the outbox (a stalled disk) count as dropped too.
+        lost, self.results_lost = self.results_lost, 0
 
         def build(counts: dict[str, int], depth: OutboxDepth) -> dict[str, Any]:
+            counts = {**counts, "dropped.results": counts.get("dropped.results", 0) + lost}
             return heartbeat_data(started_at=started_at, interval_s=interval_s, checks=checks,
                                   runs=runs, skipped=skipped, counts=counts, depth=depth)
 

@@ -132,3 +132,31 @@ def test_destinations_are_not_allowed_in_dropins(tmp_path: Path) -> None:
     (tmp_path / "conf.d" / "x.toml").write_text('[destinations.x]\nkind = "native"\n')
     text = _error(tmp_path, "")
     assert "only [checks.*] tables may appear in a drop-in file" in text
+
+
+def test_unusable_tls_files_are_config_errors_naming_the_key(tmp_path: Path) -> None:
+    from agent.delivery import ssl_context
+
+    loaded = _load(tmp_path, f"""
+[destinations.main]
+kind = "native"
+url = "https://central.example.net/v1/ingest"
+signing_key_env = "K"
+ca_file = "{tmp_path / 'missing-ca.pem'}"
+""")
+    with pytest.raises(ConfigError, match=r"destinations\.main\.ca_file: cannot load: "):
+        ssl_context(loaded.destinations[0])
+    cert = tmp_path / "client.pem"
+    cert.write_text("not a certificate")
+    cert.chmod(0o644)
+    loaded = _load(tmp_path, f"""
+[destinations.main]
+kind = "native"
+url = "https://central.example.net/v1/ingest"
+signing_key_env = "K"
+client_cert = "{cert}"
+""")
+    with pytest.raises(ConfigError) as caught:
+        ssl_context(loaded.destinations[0])
+    assert str(caught.value).endswith(f"destinations.main.client_cert: {cert} is readable by "
+                                      f"group or others (mode 0644); run: chmod 600 {cert}")

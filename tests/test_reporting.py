@@ -170,3 +170,23 @@ def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     change = state_change_data(StateChange("db", Status.UP, Status.DOWN, result))
     assert set(change) == set(schema["state_change"]["required"])
     assert set(change["observation"]) == set(schema["observation"]["required"])
+
+
+async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path: Path) -> None:
+    from agent.model import Result, Status
+
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=1000, max_bytes=10**7))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler, pending_results_limit=3)
+    for n in range(5):
+        reporting.on_result(Result("db", Status.UP, Observation(Outcome.OK, Reason.OPEN),
+                                   0, float(n)), None)
+    await reporting.flush_results()
+    await reporting.send_heartbeat()
+    batch, beat = outbox.sync.pending("main")
+    assert [r["at"] for r in json.loads(batch.body)["data"]["results"]] == [
+        "1970-01-01T00:00:02.000Z", "1970-01-01T00:00:03.000Z", "1970-01-01T00:00:04.000Z"]
+    assert json.loads(beat.body)["data"]["dropped"]["results"] == 2
+    await outbox.aclose()

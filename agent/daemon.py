@@ -8,6 +8,7 @@ config stays.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from agent import __version__, config
 from agent.errors import ConfigError
 from agent.logs import get_logger, log_result
 from agent.model import Result, StateChange
+from agent.pidfile import hold_pid_file, pid_file_path
 from agent.scheduler import Scheduler
 
 log = get_logger("daemon")
@@ -85,3 +87,23 @@ class Daemon:
                     break
                 nursery.cancel_scope.cancel()
         log.info("stopped")
+
+    async def run_with_pid_file(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """:meth:`run`, holding the pid file ``heartwire checks --reload`` signals.
+
+        The pid file is ``$RUNTIME_DIRECTORY/heartwire.pid`` under systemd, else
+        ``<state_dir>/heartwire.pid``; it is removed on the way out. A daemon that
+        cannot create it still runs (reload then needs SIGHUP or systemctl).
+
+        Raises:
+            AlreadyRunning: when another daemon holds the same pid file.
+        """
+        path = pid_file_path(self.config.agent.state_dir)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(hold_pid_file(path))
+            except OSError as exc:
+                log.warning("cannot write pid file %s (%s); running without one", path, exc)
+            await self.run(task_status=task_status)

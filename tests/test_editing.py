@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from config_dirs import closed_port, open_listener, snapshot, write_main
 
 from agent import cli, config, editing
 from agent.atomic_files import locked_directory
 from agent.errors import EditError
-from config_dirs import closed_port, open_listener, snapshot, write_main
 
 
 class Heartwire:

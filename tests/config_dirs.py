@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 # A hand-edited main file: its comments and layout must survive every command.
@@ -66,20 +63,3 @@ def run_heartwire(*arguments: str, timeout_s: float = 60.0) -> subprocess.Comple
         check=False,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
-
-
-@contextlib.contextmanager
-def open_listener() -> Iterator[int]:
-    """A real TCP listener on 127.0.0.1 (the kernel completes handshakes); yields its port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port

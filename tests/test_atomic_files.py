@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from config_dirs import heartwire_command, run_heartwire, snapshot, write_main
 
 from agent import config
 from agent.atomic_files import (
@@ -20,6 +19,7 @@ from agent.atomic_files import (
     sweep_temporaries,
     write_atomically,
 )
+from tests.config_dirs import heartwire_command, run_heartwire, snapshot, write_main
 
 
 def python(script: str, *arguments: str) -> list[str]:

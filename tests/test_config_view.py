@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from config_dirs import write_main
 
 from agent import cli, config
 from agent.config_view import REDACTED, effective_toml, is_secret_key, redact_text, to_plain
+from tests.config_dirs import write_main
 
 
 @pytest.mark.parametrize(

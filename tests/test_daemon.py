@@ -11,9 +11,9 @@ from tests.netutil import open_port, refused_port
 from tests.procutil import AgentProcess
 
 
-def config_text(checks: dict[str, int]) -> str:
+def config_text(checks: dict[str, int], state_dir: Path) -> str:
     text = (
-        '[agent]\nid = "daemon-test"\n'
+        f'[agent]\nid = "daemon-test"\nstate_dir = "{state_dir}"\n'
         '[defaults]\ninterval = "1s"\ntimeout = "500ms"\nfailures_before_down = 1\n'
     )
     for name, port in checks.items():
@@ -32,7 +32,7 @@ def test_run_logs_state_changes_reloads_and_stops_cleanly(
 ) -> None:
     up, down = ports
     path = tmp_path / "agent.toml"
-    path.write_text(config_text({"db": up, "cache": down}))
+    path.write_text(config_text({"db": up, "cache": down}, tmp_path / "state"))
     agent = AgentProcess("run", "--config", str(path))
     try:
         agent.wait_for_line(r"running as agent 'daemon-test' with 2 checks")
@@ -42,7 +42,7 @@ def test_run_logs_state_changes_reloads_and_stops_cleanly(
         )
 
         # An invalid config is refused and the running one keeps going.
-        path.write_text(config_text({"db": up}) + "bogus = 1\n")
+        path.write_text(config_text({"db": up}, tmp_path / "state") + "bogus = 1\n")
         agent.proc.send_signal(signal.SIGHUP)
         agent.wait_for_line(
             rf"reload failed, keeping the running config: {path}: checks.db.bogus: unknown key"
@@ -50,7 +50,7 @@ def test_run_logs_state_changes_reloads_and_stops_cleanly(
         assert agent.proc.poll() is None
 
         # A valid one adds a check and drops another.
-        path.write_text(config_text({"db": up, "db2": up}))
+        path.write_text(config_text({"db": up, "db2": up}, tmp_path / "state"))
         agent.proc.send_signal(signal.SIGHUP)
         agent.wait_for_line(r"reloaded .*: 2 checks")
         agent.wait_for_line(r"db2: unknown -> up")
@@ -71,7 +71,7 @@ def test_run_logs_state_changes_reloads_and_stops_cleanly(
 
 def test_sigint_stops_too(tmp_path: Path, ports: tuple[int, int]) -> None:
     path = tmp_path / "agent.toml"
-    path.write_text(config_text({"db": ports[0]}))
+    path.write_text(config_text({"db": ports[0]}, tmp_path / "state"))
     agent = AgentProcess("run", "--config", str(path))
     try:
         agent.wait_for_line(r"db: unknown -> up")

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from config_dirs import closed_port, open_listener, snapshot, write_main
 
 from agent import cli, config, editing
 from agent.atomic_files import locked_directory
 from agent.errors import EditError
+from tests.config_dirs import snapshot, write_main
+from tests.netutil import open_port, refused_port
 
 
 class Heartwire:
@@ -38,7 +39,7 @@ class Heartwire:
 
 @pytest.fixture
 def db_port() -> Iterator[int]:
-    with open_listener() as port:
+    with open_port() as port:
         yield port
 
 
@@ -65,7 +66,7 @@ def statuses(heartwire: Heartwire) -> dict[str, tuple[str, str]]:
 def test_round_trip_add_list_set_remove(heartwire: Heartwire, main: Path) -> None:
     original = main.read_bytes()
     web = dropin(main, "web")
-    with open_listener() as web_port:
+    with open_port() as web_port:
         assert heartwire("checks", "add", "web", "--host", "127.0.0.1", "--port", str(web_port),
                          "--interval", "10s", "--tag", "http", "--group", "Web") == 0
         assert heartwire.stdout == f"added check 'web': {web}\n"
@@ -83,11 +84,11 @@ def test_round_trip_add_list_set_remove(heartwire: Heartwire, main: Path) -> Non
              "file": str(web), "line": 2, "main_file": False, "managed": True},
         ]
 
-    # The listener is gone; point the check at a port nothing listens on.
-    refused = closed_port()
-    assert heartwire("checks", "set", "web", f"port={refused}", "timeout=1s") == 0
-    assert heartwire.stdout == f"updated check 'web': {web}\n"
-    assert statuses(heartwire) == {"db": ("up", "open"), "web": ("down", "refused")}
+    # Point the check at a port nothing listens on.
+    with refused_port() as refused:
+        assert heartwire("checks", "set", "web", f"port={refused}", "timeout=1s") == 0
+        assert heartwire.stdout == f"updated check 'web': {web}\n"
+        assert statuses(heartwire) == {"db": ("up", "open"), "web": ("down", "refused")}
     [web_row] = [row for row in heartwire.json("checks", "list") if row["name"] == "web"]  # type: ignore[union-attr]
     assert (web_row["port"], web_row["timeout_s"]) == (refused, 1.0)
 

@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from config_dirs import heartwire_command, open_listener, run_heartwire, write_main
 
 from agent.errors import AlreadyRunning, ReloadError
 from agent.pidfile import hold_pid_file, pid_file_path, running_daemon_pid
 from agent.reload import Reloader
+from tests.config_dirs import heartwire_command, run_heartwire, write_main
+from tests.netutil import open_port
 
 
 def wait_until(condition: Callable[[], bool], *, timeout_s: float = 20.0) -> None:
@@ -125,7 +126,7 @@ def environ(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def daemon(tmp_path: Path, environ: dict[str, str]) -> Iterator[tuple[RunningDaemon, Path]]:
-    with open_listener() as port:
+    with open_port() as port:
         main = write_main(tmp_path, port=port)
         running = RunningDaemon(main, tmp_path / "daemon.log", environ)
         try:

@@ -21,7 +21,7 @@ from typing import NoReturn
 import trio
 
 from agent import __version__, config, logs
-from agent.errors import HeartwireError, ReloadError, UsageError
+from agent.errors import HeartwireError, UsageError
 from agent.model import Result, Status
 
 EXIT_OK = 0
@@ -272,6 +272,7 @@ def _added_settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _reload_daemon(written: Path, state_dir: Path) -> str:
+    from agent.errors import ReloadError
     from agent.pidfile import PID_FILE_NAME, pid_file_path
     from agent.reload import Reloader
 

@@ -234,13 +234,14 @@ def remove_check(
         location = _find_or_fail(main_file, documents, name)
         _refuse_main_file(main_file, location, "remove")
         document = documents[location.file]
-        others = {key: table for key, table in _check_tables(document).items() if key != name}
-        if not others and document.keys() == {SECTION}:
+        section = document.get(SECTION)
+        if document.keys() == {SECTION} and isinstance(section, dict) and section.keys() == {name}:
             remaining = {file: doc for file, doc in documents.items() if file != location.file}
             validated = _validate(main_file, remaining)
             remove_durably(location.file)
             return EditResult("removed", location.file, validated)
         location = _rewritable(main_file, documents, name, "remove")
+        others = {key: table for key, table in _check_tables(document).items() if key != name}
         content = render_dropin(others)
         validated = _validate(main_file, {**documents, location.file: _reread(content)})
         write_atomically(location.file, content, FileOwnership.of(location.file))

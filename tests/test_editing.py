@@ -333,3 +333,15 @@ def test_an_edit_gives_up_when_another_editor_holds_the_lock(main: Path) -> None
 )
 def test_command_line_values_are_toml_or_plain_text(text: str, value: object) -> None:
     assert editing.parse_value(text) == value
+
+
+def test_a_dropin_with_anything_beside_the_check_is_not_deleted(heartwire: Heartwire,
+                                                                 main: Path) -> None:
+    conf_d = main.parent / "conf.d"
+    conf_d.mkdir()
+    mixed = conf_d / "30-mixed.toml"
+    mixed.write_text('[checks]\nweb = { host = "127.0.0.1", port = 80 }\nstray = 1\n')
+    before = snapshot(main.parent)
+    assert heartwire("checks", "remove", "web") == 3
+    assert heartwire.stderr.startswith(f"heartwire: {mixed}:2: check 'web' is in a drop-in")
+    assert snapshot(main.parent) == before

@@ -112,7 +112,9 @@ def test_notifier_reaches_an_abstract_socket() -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(b"\0" + name.encode())
         sock.settimeout(5)
-        notifier = systemd.Notifier.from_environ({"NOTIFY_SOCKET": "@" + name}, prefer_library=False)
+        notifier = systemd.Notifier.from_environ(
+            {"NOTIFY_SOCKET": "@" + name}, prefer_library=False
+        )
         notifier.ready()
         assert receive(sock) == "READY=1"
 
@@ -145,7 +147,7 @@ def test_journal_encoding_uses_the_sized_form_for_multiline_values() -> None:
 
 
 def _down_result() -> tuple[Result, StateChange]:
-    observation = Observation(Outcome.FAILED, Reason.REFUSED, latency_ms=None, detail="ECONNREFUSED")
+    observation = Observation(Outcome.FAILED, Reason.REFUSED, detail="ECONNREFUSED")
     result = Result("db", Status.DOWN, observation, consecutive_failures=2, at=1_700_000_000.0)
     return result, StateChange("db", Status.UP, Status.DOWN, result)
 

@@ -40,11 +40,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config",
         metavar="PATH",
-        help=f"main config file (default: ${config.CONFIG_ENV_VAR} or {config.DEFAULT_CONFIG_PATH})",
+        help=f"main config file (default: ${config.CONFIG_ENV_VAR}, "
+        f"else {config.DEFAULT_CONFIG_PATH})",
     )
     common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
 

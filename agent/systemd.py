@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import importlib
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
@@ -69,11 +71,22 @@ def send_notification(address: str | bytes, message: str) -> None:
         sock.sendall(message.encode())
 
 
+def _import_library(module: str) -> Any:
+    """A systemd-python module (``daemon``, ``journal``), or None when not installed.
+
+    Imported by name: the source tree's ``systemd/`` directory (unit files) would
+    otherwise pass for the package as far as type checkers are concerned.
+    """
+    try:
+        return importlib.import_module(f"systemd.{module}")
+    except ImportError:
+        return None
+
+
 def _library_notify() -> NotifySender | None:
     """systemd-python's ``notify``, or None when it is not installed."""
-    try:
-        from systemd import daemon  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    daemon = _import_library("daemon")
+    if daemon is None:
         return None
 
     def notify(message: str) -> None:
@@ -275,9 +288,8 @@ def _seal(fd: int) -> None:
 
 def _library_journal() -> JournalSender | None:
     """systemd-python's ``sendv``, or None when it is not installed."""
-    try:
-        from systemd import journal  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    journal = _import_library("journal")
+    if journal is None:
         return None
 
     def send(fields: Mapping[str, str]) -> None:

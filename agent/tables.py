@@ -117,7 +117,7 @@ class Table:
             raise self.error(key, f"expected {what}, got {_type_name(value)} {value!r}")
         return value
 
-    def string(self, key: str, default: str | None | _Required = REQUIRED) -> str:
+    def string(self, key: str, default: str | _Required | None = REQUIRED) -> str:
         """A string value; leading and trailing space is an error, not trimmed."""
         value = self._typed(key, default, str, "a string")
         return value
@@ -160,7 +160,7 @@ class Table:
         return value
 
     def duration(
-        self, key: str, default: float | None | _Required = REQUIRED, *, positive: bool = True
+        self, key: str, default: float | _Required | None = REQUIRED, *, positive: bool = True
     ) -> float:
         """A duration in seconds, written "250ms", "5s", "2m", "1h", "1d" or as a number."""
         value = self._take(key, default)

@@ -31,11 +31,11 @@ class RecordingNotifier(Notifier):
         return [at for at, sent in self.sent if sent == message]
 
 
-async def _open_probe(target: Target, *, timeout: float) -> Observation:  # noqa: ASYNC109
+async def _open_probe(target: Target, *, timeout: float) -> Observation:
     return Observation(Outcome.OK, Reason.OPEN, latency_ms=1.0)
 
 
-async def _wedged_probe(target: Target, *, timeout: float) -> Observation:  # noqa: ASYNC109
+async def _wedged_probe(target: Target, *, timeout: float) -> Observation:
     # Ignores even the scheduler's overrun guard: a run that never completes.
     with trio.CancelScope(shield=True):
         await trio.sleep(10_000)

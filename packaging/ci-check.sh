@@ -53,6 +53,9 @@ getent passwd heartwire >/dev/null || fail "postinst did not create the heartwir
 [ "$(stat -c %a /etc/heartwire/credentials)" = 700 ] || fail "/etc/heartwire/credentials is not 0700"
 dpkg-query -W -f='${Status}\n' heartwire | grep -qx 'install ok installed' || fail "not installed"
 
+step "systemd-analyze verify: the installed units load, their commands exist"
+systemd-analyze verify /lib/systemd/system/heartwire.service /lib/systemd/system/heartwire-central.service
+
 step "the installed heartwire validates the shipped config (as root and as heartwire)"
 heartwire validate --config /etc/heartwire/agent.toml
 runuser -u heartwire -- heartwire validate --config /etc/heartwire/agent.toml

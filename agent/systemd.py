@@ -90,8 +90,9 @@ def _library_notify() -> NotifySender | None:
         return None
 
     def notify(message: str) -> None:
-        # The library reads $NOTIFY_SOCKET itself and returns False when unset.
-        daemon.notify(message)
+        # The library reads $NOTIFY_SOCKET itself and reports failure as False.
+        if not daemon.notify(message):
+            raise OSError(f"sd_notify({message.split(chr(10))[0]!r}) failed")
 
     return notify
 

@@ -23,7 +23,8 @@ mkdir -p "$tree" dist
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree"
 else
-    tar --exclude=./.venv --exclude=./build --exclude=./dist --exclude=.git -cf - . | tar -xf - -C "$tree"
+    tar --exclude=./.venv --exclude=./build --exclude=./dist --exclude=.git \
+        --exclude=__pycache__ --exclude='.*_cache' -cf - . | tar -xf - -C "$tree"
 fi
 
 case $kind in

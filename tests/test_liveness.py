@@ -140,3 +140,32 @@ async def test_without_checks_nothing_is_due_and_the_watchdog_keeps_going(
     await _supervise_scheduler(_wedged_probe, [], notifier, 60.0)
     assert len(notifier.times("WATCHDOG=1")) == 30
     assert notifier.sent[1] == (pytest.approx(notifier.sent[0][0]), "STATUS=0 checks")
+
+
+async def test_the_watchdog_resumes_when_runs_complete_again(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def wedged_once(target: Target, *, timeout: float) -> Observation:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            with trio.CancelScope(shield=True):  # stuck for 30 s, then recovers
+                await trio.sleep(30.0)
+        return await _open_probe(target, timeout=timeout)
+
+    notifier = RecordingNotifier(watchdog_interval_s=2.0)
+    start = trio.current_time()
+    with caplog.at_level(logging.WARNING, logger="heartwire.liveness"):
+        await _supervise_scheduler(wedged_once, [_check("db")], notifier, 60.0)
+
+    pings = [at - start for at in notifier.times("WATCHDOG=1")]
+    assert pings[:7] == pytest.approx([2.0 * n for n in range(7)])
+    assert not [at for at in pings if 13.0 < at < 30.0]  # withheld while stuck
+    assert pings[7] < 36.0  # and back soon after the run completed
+    assert [record.getMessage() for record in caplog.records] == [
+        "no progress, withholding the watchdog: "
+        "scheduler runs has not advanced for 14s (expected within 13s)",
+        "progress resumed",
+    ]

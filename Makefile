@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= agent.example.toml
 
 .PHONY: run test lint check validate clean
+.PHONY: deb rpm package-check
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,17 @@ check: $(BIN)/heartwire
 
 validate: $(BIN)/heartwire
 	$(BIN)/heartwire validate --config $(CONFIG)
+
+## deb / rpm: the Debian / RPM package in dist/ (see packaging/build.sh for the tools)
+deb:
+	packaging/build.sh deb
+
+rpm:
+	packaging/build.sh rpm
+
+## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
+package-check:
+	packaging/ci-check.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

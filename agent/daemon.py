@@ -4,6 +4,10 @@ SIGTERM and SIGINT stop it (cancellation closes every socket at once); SIGHUP
 reloads the config: a valid new config replaces the old one without losing the
 status of unchanged checks, an invalid one is logged as one line and the running
 config stays.
+
+Under systemd (``Type=notify``) it reports READY=1 once every task has started,
+RELOADING=1/READY=1 around a reload, STOPPING=1 on the way out, a one-line STATUS=,
+and WATCHDOG=1 while its progress sources advance (see :mod:`agent.liveness`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from agent import __version__, config
+from agent import __version__, config, liveness, systemd
 from agent.errors import ConfigError
 from agent.logs import get_logger, log_result
 from agent.model import Result, StateChange
@@ -32,9 +36,16 @@ class Daemon:
     Args:
         config_path: the main config file (drop-ins are found beside it).
         wall_clock: seconds since the epoch, for timestamps.
+        notifier: where sd_notify messages go (default: from ``$NOTIFY_SOCKET``).
     """
 
-    def __init__(self, config_path: Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        notifier: systemd.Notifier | None = None,
+    ) -> None:
         self.config_path = config_path
         self.config = config.load(config_path)
         self.scheduler = Scheduler(
@@ -44,6 +55,20 @@ class Daemon:
             wall_clock=wall_clock,
         )
         self._results_log = get_logger("checks")
+        self.notifier = notifier if notifier is not None else systemd.Notifier.from_environ()
+        # Every source must advance while it has work, or WATCHDOG=1 is withheld and
+        # systemd restarts the daemon; other parts append their own.
+        self.progress_sources: list[liveness.ProgressSource] = [
+            liveness.scheduler_progress(self.scheduler, lambda: self.config.checks),
+        ]
+        # Fragments of the STATUS= line, in order; other parts append their own.
+        self.status_parts: list[liveness.StatusPart] = [
+            lambda: liveness.checks_summary(self.scheduler.trackers.values()),
+        ]
+
+    def status_line(self) -> str:
+        """The one-line summary systemd shows (``systemctl status heartwire``)."""
+        return liveness.status_line(self.status_parts)
 
     def _on_result(self, result: Result, change: StateChange | None) -> None:
         log_result(self._results_log, result, change)
@@ -78,13 +103,22 @@ class Daemon:
                     len(self.config.checks),
                     ", ".join(self.config.files),
                 )
+                nursery.start_soon(
+                    liveness.supervise, self.notifier, self.progress_sources, self.status_parts
+                )
+                self.notifier.ready(self.status_line())
                 task_status.started()
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        self.notifier.reloading(f"reloading {self.config_path}")
                         self.reload()
+                        for source in self.progress_sources:
+                            source.restart(trio.current_time())
+                        self.notifier.ready(self.status_line())
                         continue
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     break
+                self.notifier.stopping("stopping")
                 nursery.cancel_scope.cancel()
         log.info("stopped")
 

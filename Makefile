@@ -8,6 +8,7 @@ CONFIG ?= agent.example.toml
 STATE_DIR ?= .state
 
 .PHONY: run test lint check validate clean
+.PHONY: deb rpm package-check
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,17 @@ check: $(BIN)/heartwire
 
 validate: $(BIN)/heartwire
 	$(BIN)/heartwire validate --config $(CONFIG)
+
+## deb / rpm: the Debian / RPM package in dist/ (see packaging/build.sh for the tools)
+deb:
+	packaging/build.sh deb
+
+rpm:
+	packaging/build.sh rpm
+
+## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
+package-check:
+	packaging/ci-check.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -104,7 +104,7 @@ def judge(response: httpx.Response, sink: Sink, *, now: float) -> None:
 
 
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
-    """Verification always on: the destination's CA file or the certifi bundle; mTLS.
+    """Verification always on: the destination's CA file or the system's CAs; mTLS.
 
     Raises:
         ConfigError: the CA file or client certificate cannot be used, or the client
@@ -112,8 +112,14 @@ def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
     """
     key = f"destinations.{destination.name}.ca_file"
     try:
-        context = ssl.create_default_context(
-            cafile=str(destination.ca_file) if destination.ca_file else certifi.where())
+        if destination.ca_file is not None:
+            context = ssl.create_default_context(cafile=str(destination.ca_file))
+        else:
+            # The system's trust store, where operators add their internal CAs; the
+            # certifi bundle only on a system that has none.
+            context = ssl.create_default_context()
+            if not context.cert_store_stats()["x509_ca"]:
+                context.load_verify_locations(cafile=certifi.where())
         if destination.client_cert is not None:
             key = f"destinations.{destination.name}.client_cert"
             check_private(destination.client_key or destination.client_cert)
@@ -150,6 +156,7 @@ class DeliveryStats:
         rejected: messages it refused for good.
         failures: attempts that failed and will be retried.
         last_error: the latest failure, as one line, or None.
+        failing: whether the latest attempt failed (and will be retried).
         iterations: times the loop went round (a liveness signal).
         last_progress: trio time of the latest iteration or idle tick.
     """
@@ -158,6 +165,7 @@ class DeliveryStats:
     rejected: int = 0
     failures: int = 0
     last_error: str | None = None
+    failing: bool = False
     iterations: int = 0
     last_progress: float = 0.0
 
@@ -261,6 +269,7 @@ class Deliverer:
         except RetryableDeliveryError as exc:
             self._attempt += 1
             self.stats.failures += 1
+            self.stats.failing = True
             self.stats.last_error = str(exc)
             delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
                                   base_s=self.base_backoff_s)
@@ -277,6 +286,7 @@ class Deliverer:
         if self._attempt:
             log.info("%s: delivering again after %d failed attempts", self.name, self._attempt)
         self._attempt = 0
+        self.stats.failing = False
         await self.outbox.acknowledge(self.name, message.seq)
         self.stats.delivered += 1
         return True

@@ -28,9 +28,10 @@ import trio
 
 from agent import __version__
 from agent.config import Config
-from agent.delivery import Deliverer, Delivery, open_client
+from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
 from agent.destinations import load_secret, load_signing_keys
 from agent.errors import ConfigError
+from agent.liveness import CounterProgress
 from agent.logs import get_logger
 from agent.model import Result, StateChange, Status
 from agent.scheduler import Scheduler
@@ -232,6 +233,26 @@ class Reporting:
     def last_progress(self) -> float:
         """The trio time the slowest delivery loop last showed life (for a watchdog)."""
         return self.delivery.last_progress()
+
+    def progress_source(self) -> CounterProgress:
+        """The watchdog's view of delivery: the loops' iteration count must advance.
+
+        Every loop ticks at least every ``PROGRESS_TICK_S``, also while idle or backing
+        off, so a count that stands still for three ticks means a loop is stuck (a
+        dead central is not a stuck loop: it keeps ticking between retries).
+        """
+        return CounterProgress(
+            "delivery loop iterations",
+            lambda: sum(d.stats.iterations for d in self.delivery.deliverers),
+            lambda: 3 * PROGRESS_TICK_S if self.delivery.deliverers else None,
+        )
+
+    def status(self) -> str:
+        """The STATUS= fragment: ``outbox 3 waiting, central failing``."""
+        depth = self.outbox.sync.depth()
+        failing = [d.name for d in self.delivery.deliverers if d.stats.failing]
+        return f"outbox {depth.messages} waiting" + "".join(
+            f", {name} failing" for name in failing)
 
 
 def open_reporting(

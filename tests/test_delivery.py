@@ -142,7 +142,7 @@ async def test_a_2xx_that_did_not_record_the_ping_is_not_delivered(
     with running_receiver(["body:OK (not found)", "body:Created"]) as receiver:
         destination = DestinationConfig(
             name="hc", kind="healthchecks", url=receiver.url, timeout_s=1,
-            check="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
+            monitor_token="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
         deliverer = _deliverer(destination, outbox)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(delivery.Delivery([deliverer]).run)

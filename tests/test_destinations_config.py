@@ -160,3 +160,22 @@ client_cert = "{cert}"
         ssl_context(loaded.destinations[0])
     assert str(caught.value).endswith(f"destinations.main.client_cert: {cert} is readable by "
                                       f"group or others (mode 0644); run: chmod 600 {cert}")
+
+
+def test_config_show_does_not_print_push_tokens(tmp_path: Path) -> None:
+    import json
+
+    from agent.config_view import effective_json, effective_toml
+
+    loaded = _load(tmp_path, """
+[destinations.kuma]
+kind = "uptime-kuma"
+url = "https://kuma.example.net"
+push_token = "AgentPushToken"
+
+[destinations.kuma.push_tokens]
+db = "DbPushToken"
+""")
+    for text in (json.dumps(effective_json(loaded)), effective_toml(loaded)):
+        assert "https://kuma.example.net" in text
+        assert "PushToken" not in text

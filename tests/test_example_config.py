@@ -30,5 +30,7 @@ def test_the_commented_destinations_are_valid_when_uncommented() -> None:
     kinds = {d.name: d.kind for d in loaded.destinations}
     assert kinds == {"central": "native", "healthchecks": "healthchecks", "kuma": "uptime-kuma"}
     by_name = {d.name: d for d in loaded.destinations}
-    assert dict(by_name["healthchecks"].check_names) == {"postgres-primary": "postgres-primary"}
-    assert by_name["central"].signing_keys[0].name == "/etc/heartwire/agent.key"
+    assert dict(by_name["healthchecks"].check_monitor_tokens) == {
+        "postgres-primary": "postgres-primary"}
+    assert [(s.kind, s.name) for s in by_name["central"].signing_keys] == [
+        ("credential", "heartwire_agent.key")]

@@ -94,7 +94,7 @@ class PingSink:
     """Services that take one status per request (Healthchecks, Uptime Kuma, ...).
 
     The agent's heartbeat pings its own monitor (``check`` in the config), and every
-    check mapped in ``check_names`` pings its own monitor on each heartbeat (so the
+    check mapped in ``check_monitor_tokens`` pings its own monitor on each heartbeat (so the
     service's own timeout applies) and at once on a state change. Subclasses say
     how one ping looks.
     """
@@ -104,8 +104,8 @@ class PingSink:
     def __init__(self, destination: DestinationConfig, secret: str | None) -> None:
         self.url = destination.url
         self.secret = secret
-        self.agent_monitor = destination.check
-        self.check_names = dict(destination.check_names)
+        self.agent_monitor = destination.monitor_token
+        self.check_monitor_tokens = dict(destination.check_monitor_tokens)
 
     def agent_ping(self, monitor: str, summary: str) -> httpx.Request:
         """The request that says "the agent is alive" (``summary``: its checks)."""
@@ -121,8 +121,8 @@ class PingSink:
         pings = []
         if envelope["type"] == HEARTBEAT and self.agent_monitor is not None:
             pings.append(self.agent_ping(self.agent_monitor, agent_summary(envelope)))
-        pings += [self.check_ping(self.check_names[status.name], status)
-                  for status in statuses(envelope) if status.name in self.check_names]
+        pings += [self.check_ping(self.check_monitor_tokens[status.name], status)
+                  for status in statuses(envelope) if status.name in self.check_monitor_tokens]
         return pings
 
     def not_recorded(self, response: httpx.Response) -> str | None:

@@ -55,6 +55,7 @@ BASE_BACKOFF_S = 1.0
 # not silence an agent for a day).
 MAX_RETRY_AFTER_S = 3600.0
 PROGRESS_TICK_S = 5.0
+DEFAULT_REQUEST_DEADLINE_S = 60.0
 BATCH = 50
 RETRYABLE_4XX = frozenset({408, 429})
 # How much of a refusing response body goes into the log.
@@ -187,6 +188,9 @@ class Deliverer:
         rng: the jitter source (tests pass a seeded one).
         wall_clock: seconds since the epoch (for HTTP-date Retry-After).
         base_backoff_s: the first retry's delay ceiling.
+        request_deadline_s: the most one request may take in all. httpx's timeouts
+            bound each connect, read and write; a server that trickles its answer a
+            byte at a time would pass them all and hold the loop for ever.
     """
 
     def __init__(
@@ -200,8 +204,10 @@ class Deliverer:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         base_backoff_s: float = BASE_BACKOFF_S,
+        request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
     ) -> None:
         self.name = name
+        self.request_deadline_s = request_deadline_s
         self.sink = sink
         self.client = client
         self.outbox = outbox
@@ -232,11 +238,16 @@ class Deliverer:
         """
         for request in self.sink.requests(message):
             try:
-                response = await self.client.send(request)
+                with trio.fail_after(self.request_deadline_s):
+                    response = await self.client.send(request)
             except httpx.TransportError as exc:
                 # Translate at the boundary: the loop only knows our hierarchy.
                 raise RetryableDeliveryError(
                     f"{type(exc).__name__} to {request.url.host}: {exc or 'no detail'}") from exc
+            except trio.TooSlowError:
+                raise RetryableDeliveryError(
+                    f"no complete answer from {request.url.host} within "
+                    f"{self.request_deadline_s:g}s") from None
             judge(response, self.sink, now=self.wall_clock())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -288,7 +288,8 @@ def open_reporting(
         auth = WebhookAuth(keys, wall_clock=wall_clock) if keys else None
         deliverers.append(Deliverer(
             destination.name, make_sink(destination, secret), open_client(destination, auth),
-            outbox, max_backoff_s=config.central.max_backoff_s, wall_clock=wall_clock))
+            outbox, max_backoff_s=config.central.max_backoff_s, wall_clock=wall_clock,
+            request_deadline_s=destination.connect_timeout_s + destination.timeout_s))
     log.info("reporting to %s; outbox %s", ", ".join(f"{d.name} ({d.kind})"
                                                     for d in config.destinations),
              outbox.sync.path)

@@ -136,9 +136,10 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
         for request in requests:
             start = time.perf_counter()
             try:
-                response = await client.send(request)
-            except httpx.HTTPError as exc:
-                report.step("http", False, f"{type(exc).__name__}: {exc}")
+                with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
+                    response = await client.send(request)
+            except (httpx.HTTPError, trio.TooSlowError) as exc:
+                report.step("http", False, f"{type(exc).__name__}: {exc or 'timed out'}")
                 continue
             try:
                 judge(response, sink, now=time.time())

@@ -119,6 +119,24 @@ async def test_a_permanent_4xx_is_logged_with_its_body_counted_and_skipped(
     await outbox.aclose()
 
 
+async def test_an_answer_trickling_in_is_cut_off_by_the_request_deadline(
+    tmp_path: Path,
+) -> None:
+    outbox = _outbox(tmp_path)
+    with running_receiver(["trickle"]) as receiver:
+        deliverer = _deliverer(_native("main", receiver.url + "/in"), outbox)
+        deliverer.request_deadline_s = 1.0  # each byte comes well within the read timeout
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    assert deliverer.stats.failures == 1
+    assert deliverer.stats.last_error == "no complete answer from 127.0.0.1 within 1s"
+    assert len(receiver.snapshot()) == 2
+    await outbox.aclose()
+
+
 async def test_a_dead_destination_never_blocks_another(tmp_path: Path) -> None:
     outbox = _outbox(tmp_path, ("dead", "live"))
     with running_receiver() as receiver:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 # waiting observations are the ones to lose (state changes are never dropped here).
 PENDING_LIMIT = 10_000
 WRITE_BATCH = 500
+# How long a stopping agent may spend writing what is still in memory.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def observation_data(result: Result) -> dict[str, Any]:
@@ -150,7 +153,7 @@ class Reporting:
         self.heartbeats = 0
         self._send, self._receive = trio.open_memory_channel[tuple[str, dict[str, Any]]](
             math.inf)
-        self._results: list[dict[str, Any]] = []
+        self._results: deque[dict[str, Any]] = deque()
         self.results_lost = 0
 
     def on_result(self, result: Result, change: StateChange | None) -> None:
@@ -159,7 +162,7 @@ class Reporting:
             self._put(STATE_CHANGE, state_change_data(change))
         if self.wants_results:
             if len(self._results) >= self.pending_results_limit:
-                self._results.pop(0)
+                self._results.popleft()
                 self.results_lost += 1
             self._results.append(observation_data(result))
 
@@ -186,15 +189,34 @@ class Reporting:
         await self.outbox.enqueue_heartbeat(build)
         self.heartbeats += 1
 
+    def _take_waiting(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        while len(batch) < WRITE_BATCH:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                return
+
+    async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        # Shielded: a batch taken off the channel is written even when shutdown
+        # cancels us mid-way (a write takes milliseconds).
+        with trio.CancelScope(shield=True):
+            await self.outbox.enqueue_many([(t, d, None) for t, d in batch])
+
     async def _write_pending(self) -> None:
         async for first in self._receive:
             batch = [first]
-            while len(batch) < WRITE_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self.outbox.enqueue_many([(t, d, None) for t, d in batch])
+            self._take_waiting(batch)
+            await self._write(batch)
+
+    async def _write_before_close(self) -> None:
+        """On the way out: what is still in memory goes to the outbox, not away."""
+        batch: list[tuple[str, dict[str, Any]]] = []
+        self._take_waiting(batch)
+        while batch:
+            await self._write(batch)
+            batch = []
+            self._take_waiting(batch)
+        await self.flush_results()
 
     async def _beat(self) -> None:
         due = trio.current_time()
@@ -208,7 +230,7 @@ class Reporting:
     async def flush_results(self) -> None:
         """Queues the observations gathered so far as one ``results`` message."""
         if self._results:
-            batch, self._results = self._results, []
+            batch, self._results = list(self._results), deque()
             await self.outbox.enqueue_many([(RESULTS, {"results": batch}, None)])
 
     async def _batch_results(self) -> None:
@@ -227,6 +249,8 @@ class Reporting:
                     nursery.start_soon(self._batch_results)
                 task_status.started()
         finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._write_before_close()
             with trio.CancelScope(shield=True):
                 await self.outbox.aclose()
 

@@ -229,3 +229,25 @@ async def test_watchdog_progress_and_status_of_delivery(
         assert "delivery loop iterations has not advanced" in (verdicts[-1] or "")
         nursery.cancel_scope.cancel()
     await outbox.aclose()
+
+
+async def test_a_stopping_agent_writes_what_is_still_in_memory(tmp_path: Path) -> None:
+    from agent.model import Result, StateChange, Status
+
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=1000, max_bytes=10**7))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reporting.run)
+        result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 1, 1e9)
+        # No checkpoint between these and the cancel: the writer never sees them.
+        reporting.on_result(result, StateChange("db", Status.UP, Status.DOWN, result))
+        reporting.on_result(result, None)
+        nursery.cancel_scope.cancel()
+    reopened = open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                           max_messages=1000, max_bytes=10**7)
+    types = [m.type for m in reopened.pending("main")]
+    assert types.count("state_change") == 1 and types.count("results") == 1
+    reopened.close()

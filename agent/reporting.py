@@ -309,6 +309,9 @@ def open_reporting(
             f"cannot open the outbox in {directory}: {exc}; give a writable directory "
             f"(--state-dir or ${STATE_DIR_ENV_VAR})") from None
     for destination, keys, secret in secrets:
+        if destination.url.startswith("http://"):
+            log.warning("%s: %s is plain http: messages are signed but not encrypted",
+                        destination.name, destination.url)
         auth = WebhookAuth(keys, wall_clock=wall_clock) if keys else None
         deliverers.append(Deliverer(
             destination.name, make_sink(destination, secret), open_client(destination, auth),

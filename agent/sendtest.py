@@ -42,9 +42,12 @@ class Report:
     lines: list[str] = field(default_factory=list)
     ok: bool = True
 
-    def step(self, name: str, ok: bool | None, text: str) -> None:
-        """Adds a line; ``ok`` None means skipped."""
-        mark = "skip" if ok is None else ("ok" if ok else "FAIL")
+    def step(self, name: str, ok: bool | None | str, text: str) -> None:
+        """Adds a line; ``ok`` None means skipped, a string is shown as the mark."""
+        if isinstance(ok, str):
+            mark = ok
+        else:
+            mark = "skip" if ok is None else ("ok" if ok else "FAIL")
         self.lines.append(f"  {name:<8} {mark:<5} {text}")
         if ok is False:
             self.ok = False
@@ -149,7 +152,7 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
             report.step("http", verdict, f"{request.method} {request.url.path} -> "
                         f"{response.status_code} {response.reason_phrase} ({_ms(start)})")
             body = response.text.strip()
-            report.step("body", None if verdict else False,
+            report.step("body", "" if verdict else False,
                         repr(body[:300]) if body else "(empty)")
     return report
 

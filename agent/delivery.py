@@ -24,6 +24,7 @@ even while idle or backing off; a watchdog can read :meth:`Delivery.last_progres
 from __future__ import annotations
 
 import email.utils
+import inspect
 import logging
 import math
 import random
@@ -31,6 +32,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import certifi
 import httpx
@@ -132,6 +134,15 @@ def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
     return context
 
 
+def _proxy_argument(proxy: str | None) -> dict[str, Any]:
+    """``proxy=`` for httpx 0.26 and later, ``proxies=`` before (Debian 12 has 0.23)."""
+    if proxy is None:
+        return {}
+    if "proxy" in inspect.signature(httpx.AsyncClient.__init__).parameters:
+        return {"proxy": proxy}
+    return {"proxies": proxy}
+
+
 def open_client(destination: DestinationConfig, auth: httpx.Auth | None) -> httpx.AsyncClient:
     """An HTTP client for one destination: TLS, client cert, proxy, timeouts.
 
@@ -140,7 +151,7 @@ def open_client(destination: DestinationConfig, auth: httpx.Auth | None) -> http
     """
     return httpx.AsyncClient(
         verify=ssl_context(destination),
-        proxy=destination.proxy,
+        **_proxy_argument(destination.proxy),
         trust_env=True,
         timeout=httpx.Timeout(destination.timeout_s, connect=destination.connect_timeout_s),
         follow_redirects=False,

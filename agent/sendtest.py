@@ -42,7 +42,7 @@ class Report:
     lines: list[str] = field(default_factory=list)
     ok: bool = True
 
-    def step(self, name: str, ok: bool | None | str, text: str) -> None:
+    def step(self, name: str, ok: bool | str | None, text: str) -> None:
         """Adds a line; ``ok`` None means skipped, a string is shown as the mark."""
         if isinstance(ok, str):
             mark = ok

@@ -115,7 +115,8 @@ class Ed25519SigningKey:
 
     def public_key(self) -> Ed25519VerifyKey:
         """The matching public key, to give to the receiver."""
-        return Ed25519VerifyKey(self.private_key.public_key())
+        return Ed25519VerifyKey(
+            self.private_key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
 
     def sign(self, content: bytes) -> str:
         """``v1a,<base64 signature>`` of ``content``."""
@@ -124,11 +125,20 @@ class Ed25519SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class Ed25519VerifyKey:
-    """An Ed25519 public key (``whpk_``) that verifies ``v1a`` signatures."""
+    """An Ed25519 public key (``whpk_``) that verifies ``v1a`` signatures.
 
-    public_key: Ed25519PublicKey
+    Held as its 32 raw bytes, so two keys compare equal by value (older
+    ``cryptography`` key objects do not).
+    """
+
+    raw: bytes
 
     scheme = ED25519_SCHEME
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The key as a ``cryptography`` object."""
+        return Ed25519PublicKey.from_public_bytes(self.raw)
 
     @classmethod
     def from_text(cls, text: str) -> Ed25519VerifyKey:
@@ -137,14 +147,12 @@ class Ed25519VerifyKey:
         Raises:
             SigningKeyError: the text is not such a key.
         """
-        raw = _decode_key(text, PUBLIC_KEY_PREFIX, "an Ed25519 public key",
-                          size=_ED25519_KEY_BYTES)
-        return cls(Ed25519PublicKey.from_public_bytes(raw))
+        return cls(_decode_key(text, PUBLIC_KEY_PREFIX, "an Ed25519 public key",
+                               size=_ED25519_KEY_BYTES))
 
     def to_text(self) -> str:
         """``whpk_<base64 public key>``."""
-        raw = self.public_key.public_bytes(_RAW, serialization.PublicFormat.Raw)
-        return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode()
+        return PUBLIC_KEY_PREFIX + base64.b64encode(self.raw).decode()
 
     def matches(self, signature: bytes, content: bytes) -> bool:
         """Whether ``signature`` is this key's signature of ``content``."""

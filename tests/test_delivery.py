@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import random
@@ -284,3 +285,31 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40) == 60
     assert parse_retry_after("soon", now=0) is None
     assert parse_retry_after(None, now=0) is None
+
+
+@pytest.mark.parametrize("source", ["config", "environment"])
+async def test_requests_go_through_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """The loopback receiver plays the proxy: it sees the absolute-form request."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    outbox = _outbox(tmp_path)
+    with running_receiver() as proxy:
+        destination = _native("main", "http://central.invalid/v1/ingest")
+        if source == "config":
+            destination = dataclasses.replace(destination, proxy=proxy.url)
+        else:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        deliverer = Deliverer("main", make_sink(destination, None),
+                              delivery.open_client(destination, WebhookAuth([KEY])), outbox,
+                              max_backoff_s=0.05, base_backoff_s=0.01)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    (request,) = proxy.snapshot()
+    assert request.path == "http://central.invalid/v1/ingest"
+    _independently_verified(request)
+    await outbox.aclose()

@@ -106,6 +106,8 @@ class Daemon:
             new_config.checks, max_concurrent=new_config.agent.max_concurrent_checks
         )
         self.config = new_config
+        if self.reporting is not None:
+            self.reporting.note_reload(new_config)
         log.info("reloaded %s: %d checks", self.config_path, len(new_config.checks))
         return True
 

@@ -143,6 +143,7 @@ class Reporting:
         pending_results_limit: int = PENDING_LIMIT,
     ) -> None:
         self.central = config.central
+        self.destinations = config.destinations
         self.pending_results_limit = pending_results_limit
         self.outbox = outbox
         self.delivery = delivery
@@ -253,6 +254,11 @@ class Reporting:
                 await self._write_before_close()
             with trio.CancelScope(shield=True):
                 await self.outbox.aclose()
+
+    def note_reload(self, new_config: Config) -> None:
+        """Destinations and ``[central]`` are read at start: say so when a reload changes them."""
+        if new_config.destinations != self.destinations or new_config.central != self.central:
+            log.warning("[central] and [destinations] changes take effect at the next restart")
 
     def last_progress(self) -> float:
         """The trio time the slowest delivery loop last showed life (for a watchdog)."""

@@ -251,3 +251,18 @@ async def test_a_stopping_agent_writes_what_is_still_in_memory(tmp_path: Path) -
     types = [m.type for m in reopened.pending("main")]
     assert types.count("state_change") == 1 and types.count("results") == 1
     reopened.close()
+
+
+async def test_a_reload_that_changes_destinations_says_they_apply_at_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=100, max_bytes=10**6))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    reporting.note_reload(loaded)
+    assert "next restart" not in caplog.text
+    reporting.note_reload(_config(heartbeat_interval="10s"))
+    assert "take effect at the next restart" in caplog.text
+    await outbox.aclose()

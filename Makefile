@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= agent.example.toml
+# make run keeps its outbox here instead of /var/lib/heartwire (not writable for a
+# normal user); an installed agent uses [agent] state_dir.
+STATE_DIR ?= .state
 
 .PHONY: run test lint check validate clean
+.PHONY: deb rpm package-check
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +18,7 @@ $(BIN)/heartwire: pyproject.toml
 
 ## run: the agent in the foreground with the example config (Ctrl-C stops it)
 run: $(BIN)/heartwire
-	$(BIN)/heartwire run --config $(CONFIG)
+	$(BIN)/heartwire run --config $(CONFIG) --state-dir $(STATE_DIR)
 
 ## test: the whole test suite
 test: $(BIN)/heartwire
@@ -31,6 +35,17 @@ check: $(BIN)/heartwire
 
 validate: $(BIN)/heartwire
 	$(BIN)/heartwire validate --config $(CONFIG)
+
+## deb / rpm: the Debian / RPM package in dist/ (see packaging/build.sh for the tools)
+deb:
+	packaging/build.sh deb
+
+rpm:
+	packaging/build.sh rpm
+
+## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
+package-check:
+	packaging/ci-check.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

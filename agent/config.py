@@ -323,3 +323,44 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         options=options,
         source=table.file,
     )
+
+
+def definition_line(file: str | Path, section: str, name: str) -> int | None:
+    """The 1-based line where ``[section.name]`` is defined in ``file``, for messages.
+
+    Recognises a ``[section.name]`` (or ``[section.name.sub]``) header, a ``name = ...``
+    or ``name.key = ...`` line inside ``[section]``, and a top-level dotted
+    ``section.name.key = ...`` line, with bare or quoted names. It reads text, not
+    TOML, so it only serves to point an operator at a line; None when not found.
+    """
+    try:
+        lines = Path(file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    word = f"(?:{re.escape(name)}|\"{re.escape(name)}\"|'{re.escape(name)}')"
+    sect = re.escape(section)
+    header = re.compile(rf"^\s*\[\s*{sect}\s*\.\s*{word}\s*(?:\]|\.)")
+    in_section = re.compile(rf"^\s*{word}\s*(?:=|\.)")
+    top_level = re.compile(rf"^\s*{sect}\s*\.\s*{word}\s*(?:=|\.)")
+    any_header = re.compile(r"^\s*\[")
+    section_header = re.compile(rf"^\s*\[\s*{sect}\s*\]")
+    current: str | None = None  # None: top level; "section": inside [section]; "": elsewhere
+    for number, text in enumerate(lines, start=1):
+        if header.match(text):
+            return number
+        if any_header.match(text):
+            current = section if section_header.match(text) else ""
+            continue
+        if current is None and top_level.match(text):
+            return number
+        if current == section and in_section.match(text):
+            return number
+    return None
+
+
+NAME_RULE = _NAME_RULE
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` is a valid check or agent name (also safe as a file name part)."""
+    return bool(_NAME.match(name))

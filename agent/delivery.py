@@ -24,6 +24,7 @@ even while idle or backing off; a watchdog can read :meth:`Delivery.last_progres
 from __future__ import annotations
 
 import email.utils
+import inspect
 import logging
 import math
 import random
@@ -31,13 +32,19 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import certifi
 import httpx
 import trio
 
 from agent.destinations import DestinationConfig
-from agent.errors import PermanentDeliveryError, RetryableDeliveryError
+from agent.errors import (
+    ConfigError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SecretFileError,
+)
 from agent.keyfiles import check_private
 from agent.logs import get_logger
 from agent.sinks import Sink
@@ -50,6 +57,7 @@ BASE_BACKOFF_S = 1.0
 # not silence an agent for a day).
 MAX_RETRY_AFTER_S = 3600.0
 PROGRESS_TICK_S = 5.0
+DEFAULT_REQUEST_DEADLINE_S = 60.0
 BATCH = 50
 RETRYABLE_4XX = frozenset({408, 429})
 # How much of a refusing response body goes into the log.
@@ -99,17 +107,40 @@ def judge(response: httpx.Response, sink: Sink, *, now: float) -> None:
 
 
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
-    """Verification always on: the destination's CA file or the certifi bundle; mTLS.
+    """Verification always on: the destination's CA file or the system's CAs; mTLS.
 
     Raises:
-        SecretFileError: the client key file is open to group or others.
+        ConfigError: the CA file or client certificate cannot be used, or the client
+            key file is open to group or others.
     """
-    context = ssl.create_default_context(
-        cafile=str(destination.ca_file) if destination.ca_file else certifi.where())
-    if destination.client_cert is not None:
-        check_private(destination.client_key or destination.client_cert)
-        context.load_cert_chain(destination.client_cert, destination.client_key)
+    key = f"destinations.{destination.name}.ca_file"
+    try:
+        if destination.ca_file is not None:
+            context = ssl.create_default_context(cafile=str(destination.ca_file))
+        else:
+            # The system's trust store, where operators add their internal CAs; the
+            # certifi bundle only on a system that has none.
+            context = ssl.create_default_context()
+            if not context.cert_store_stats()["x509_ca"]:
+                context.load_verify_locations(cafile=certifi.where())
+        if destination.client_cert is not None:
+            key = f"destinations.{destination.name}.client_cert"
+            check_private(destination.client_key or destination.client_cert)
+            context.load_cert_chain(destination.client_cert, destination.client_key)
+    except SecretFileError as exc:
+        raise ConfigError(destination.config_file, key, str(exc)) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(destination.config_file, key, f"cannot load: {exc}") from None
     return context
+
+
+def _proxy_argument(proxy: str | None) -> dict[str, Any]:
+    """``proxy=`` for httpx 0.26 and later, ``proxies=`` before (Debian 12 has 0.23)."""
+    if proxy is None:
+        return {}
+    if "proxy" in inspect.signature(httpx.AsyncClient.__init__).parameters:
+        return {"proxy": proxy}
+    return {"proxies": proxy}
 
 
 def open_client(destination: DestinationConfig, auth: httpx.Auth | None) -> httpx.AsyncClient:
@@ -120,7 +151,7 @@ def open_client(destination: DestinationConfig, auth: httpx.Auth | None) -> http
     """
     return httpx.AsyncClient(
         verify=ssl_context(destination),
-        proxy=destination.proxy,
+        **_proxy_argument(destination.proxy),
         trust_env=True,
         timeout=httpx.Timeout(destination.timeout_s, connect=destination.connect_timeout_s),
         follow_redirects=False,
@@ -137,6 +168,7 @@ class DeliveryStats:
         rejected: messages it refused for good.
         failures: attempts that failed and will be retried.
         last_error: the latest failure, as one line, or None.
+        failing: whether the latest attempt failed (and will be retried).
         iterations: times the loop went round (a liveness signal).
         last_progress: trio time of the latest iteration or idle tick.
     """
@@ -145,6 +177,7 @@ class DeliveryStats:
     rejected: int = 0
     failures: int = 0
     last_error: str | None = None
+    failing: bool = False
     iterations: int = 0
     last_progress: float = 0.0
 
@@ -166,6 +199,9 @@ class Deliverer:
         rng: the jitter source (tests pass a seeded one).
         wall_clock: seconds since the epoch (for HTTP-date Retry-After).
         base_backoff_s: the first retry's delay ceiling.
+        request_deadline_s: the most one request may take in all. httpx's timeouts
+            bound each connect, read and write; a server that trickles its answer a
+            byte at a time would pass them all and hold the loop for ever.
     """
 
     def __init__(
@@ -179,8 +215,10 @@ class Deliverer:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         base_backoff_s: float = BASE_BACKOFF_S,
+        request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
     ) -> None:
         self.name = name
+        self.request_deadline_s = request_deadline_s
         self.sink = sink
         self.client = client
         self.outbox = outbox
@@ -211,11 +249,16 @@ class Deliverer:
         """
         for request in self.sink.requests(message):
             try:
-                response = await self.client.send(request)
+                with trio.fail_after(self.request_deadline_s):
+                    response = await self.client.send(request)
             except httpx.TransportError as exc:
                 # Translate at the boundary: the loop only knows our hierarchy.
                 raise RetryableDeliveryError(
                     f"{type(exc).__name__} to {request.url.host}: {exc or 'no detail'}") from exc
+            except trio.TooSlowError:
+                raise RetryableDeliveryError(
+                    f"no complete answer from {request.url.host} within "
+                    f"{self.request_deadline_s:g}s") from None
             judge(response, self.sink, now=self.wall_clock())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -248,6 +291,7 @@ class Deliverer:
         except RetryableDeliveryError as exc:
             self._attempt += 1
             self.stats.failures += 1
+            self.stats.failing = True
             self.stats.last_error = str(exc)
             delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
                                   base_s=self.base_backoff_s)
@@ -264,6 +308,7 @@ class Deliverer:
         if self._attempt:
             log.info("%s: delivering again after %d failed attempts", self.name, self._attempt)
         self._attempt = 0
+        self.stats.failing = False
         await self.outbox.acknowledge(self.name, message.seq)
         self.stats.delivered += 1
         return True

@@ -77,10 +77,12 @@ class DestinationConfig:
         proxy: an HTTP(S) proxy URL; None uses the standard proxy variables.
         signing_keys: where the ``whsk_``/``whsec_`` keys are (native only).
         token: a bearer token (gatus) or ping key (healthchecks), or None.
-        check: the agent's own check: healthchecks UUID or slug, uptime-kuma push
-            token, gatus endpoint key; None when the agent itself is not reported.
-        check_names: per heartwire check, its name at the destination (healthchecks
-            slug, uptime-kuma push token, gatus key, betterstack heartbeat URL).
+        monitor_token: the agent's own monitor: Healthchecks UUID or slug, Uptime
+            Kuma push token, Gatus endpoint key; None when the agent itself is not
+            reported. Named a token because most of them are: whoever knows one can
+            ping that monitor (``heartwire config show`` redacts it).
+        check_monitor_tokens: per heartwire check, its monitor at the destination
+            (Healthchecks UUID or slug, Kuma push token, Gatus key, Better Stack URL).
         create: healthchecks only: ``?create=1`` on slug pings.
         config_file: the file the table is in, for messages.
     """
@@ -97,8 +99,8 @@ class DestinationConfig:
     proxy: str | None = None
     signing_keys: tuple[SecretSource, ...] = ()
     token: SecretSource | None = None
-    check: str | None = None
-    check_names: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
+    monitor_token: str | None = None
+    check_monitor_tokens: Mapping[str, str] = field(default_factory=lambda: _NO_NAMES)
     create: bool = False
     config_file: str = ""
 
@@ -192,8 +194,8 @@ def read_destination(table: Table) -> DestinationConfig:
     elif kind == "healthchecks":
         token = _single_source(table, "ping_key", required=False)
         check = table.optional_string("check")
-        check_names = _names(table, "checks")
-        for key, slug in [("check", check), *((f"checks.{k}", v) for k, v in check_names.items())]:
+        per_check = _names(table, "checks")
+        for key, slug in [("check", check), *((f"checks.{k}", v) for k, v in per_check.items())]:
             if slug is None or _UUID.match(slug):
                 continue  # a UUID needs no ping key
             if not _SLUG.match(slug):
@@ -202,21 +204,22 @@ def read_destination(table: Table) -> DestinationConfig:
                 raise table.error(key, f"slug {slug!r} needs ping_key_file, ping_key_env or "
                                   "ping_key_credential")
         destination = replace(
-            base, url=_url(table, "url", DEFAULT_HEALTHCHECKS_URL), token=token, check=check,
-            check_names=check_names, create=table.boolean("create", False))
+            base, url=_url(table, "url", DEFAULT_HEALTHCHECKS_URL), token=token,
+            monitor_token=check, check_monitor_tokens=per_check,
+            create=table.boolean("create", False))
     elif kind == "uptime-kuma":
         destination = replace(
-            base, url=_url(table, "url"), check=table.optional_string("push_token"),
-            check_names=_names(table, "push_tokens"))
+            base, url=_url(table, "url"), monitor_token=table.optional_string("push_token"),
+            check_monitor_tokens=_names(table, "push_tokens"))
     elif kind == "gatus":
         destination = replace(
             base, url=_url(table, "url"), token=_single_source(table, "token", required=True),
-            check=table.optional_string("key"), check_names=_names(table, "keys"))
+            monitor_token=table.optional_string("key"), check_monitor_tokens=_names(table, "keys"))
     else:  # betterstack
         urls_table = table.table("check_urls")
         urls = MappingProxyType({check: _url(urls_table, check) for check in urls_table})
         urls_table.finish()
-        destination = replace(base, url=_url(table, "url"), check_names=urls)
+        destination = replace(base, url=_url(table, "url"), check_monitor_tokens=urls)
     table.finish()
     return destination
 

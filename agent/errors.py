@@ -6,6 +6,9 @@ catches that base class once and prints its message as one line::
     HeartwireError
     ├── ConfigError      a config file is unreadable or invalid (file, key path, message)
     ├── UsageError       the command line asks for something that cannot be done
+    ├── EditError        a command-line config edit that cannot be done safely (file, line)
+    ├── ReloadError      the config was written but the running daemon could not be told
+    ├── AlreadyRunning   another daemon holds the pid file of this state directory
     ├── SigningKeyError  a signing key, public key or shared secret is malformed
     ├── SecretFileError  a key/secret file is unreadable or readable by group/others
     ├── SignatureError   a received message's signature does not verify
@@ -42,6 +45,28 @@ class ConfigError(HeartwireError):
 
 class UsageError(HeartwireError):
     """The command line asks for something that cannot be done."""
+
+
+class EditError(HeartwireError):
+    """A command-line config edit that cannot be done without risking hand-written text.
+
+    Attributes:
+        file: the file the operator should edit instead (or that is busy).
+        line: the 1-based line to look at, or None.
+        message: what is wrong and what to do.
+    """
+
+    def __init__(self, file: str, line: int | None, message: str) -> None:
+        self.file, self.line, self.message = file, line, message
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+
+
+class ReloadError(HeartwireError):
+    """The config change was written, but the running daemon could not be told."""
+
+
+class AlreadyRunning(HeartwireError):
+    """Another daemon already runs with the same pid file (the same state directory)."""
 
 
 class SigningKeyError(HeartwireError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,10 @@ import trio
 
 from agent import __version__
 from agent.config import Config
-from agent.delivery import Deliverer, Delivery, open_client
+from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
 from agent.destinations import load_secret, load_signing_keys
 from agent.errors import ConfigError
+from agent.liveness import CounterProgress
 from agent.logs import get_logger
 from agent.model import Result, StateChange, Status
 from agent.scheduler import Scheduler
@@ -49,6 +51,8 @@ STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 # waiting observations are the ones to lose (state changes are never dropped here).
 PENDING_LIMIT = 10_000
 WRITE_BATCH = 500
+# How long a stopping agent may spend writing what is still in memory.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def observation_data(result: Result) -> dict[str, Any]:
@@ -124,6 +128,8 @@ class Reporting:
         delivery: a deliverer per destination.
         scheduler: where the check statuses and run counts come from.
         wall_clock: seconds since the epoch, for timestamps.
+        pending_results_limit: how many observations may wait for the next
+            ``results`` message; beyond it the oldest are dropped (and counted).
     """
 
     def __init__(
@@ -134,8 +140,11 @@ class Reporting:
         scheduler: Scheduler,
         *,
         wall_clock: Callable[[], float] = time.time,
+        pending_results_limit: int = PENDING_LIMIT,
     ) -> None:
         self.central = config.central
+        self.destinations = config.destinations
+        self.pending_results_limit = pending_results_limit
         self.outbox = outbox
         self.delivery = delivery
         self.scheduler = scheduler
@@ -145,7 +154,7 @@ class Reporting:
         self.heartbeats = 0
         self._send, self._receive = trio.open_memory_channel[tuple[str, dict[str, Any]]](
             math.inf)
-        self._results: list[dict[str, Any]] = []
+        self._results: deque[dict[str, Any]] = deque()
         self.results_lost = 0
 
     def on_result(self, result: Result, change: StateChange | None) -> None:
@@ -153,8 +162,8 @@ class Reporting:
         if change is not None:
             self._put(STATE_CHANGE, state_change_data(change))
         if self.wants_results:
-            if len(self._results) >= PENDING_LIMIT:
-                self._results.pop(0)
+            if len(self._results) >= self.pending_results_limit:
+                self._results.popleft()
                 self.results_lost += 1
             self._results.append(observation_data(result))
 
@@ -170,23 +179,45 @@ class Reporting:
         checks = self._snapshot()  # read on the trio thread, not in the worker
         runs, skipped = self.scheduler.stats.runs, self.scheduler.stats.skipped
         started_at, interval_s = self.started_at, self.central.heartbeat_interval_s
+        # Results that never reached the outbox (a stalled disk) count as dropped too.
+        lost, self.results_lost = self.results_lost, 0
 
         def build(counts: dict[str, int], depth: OutboxDepth) -> dict[str, Any]:
+            counts = {**counts, "dropped.results": counts.get("dropped.results", 0) + lost}
             return heartbeat_data(started_at=started_at, interval_s=interval_s, checks=checks,
                                   runs=runs, skipped=skipped, counts=counts, depth=depth)
 
         await self.outbox.enqueue_heartbeat(build)
         self.heartbeats += 1
 
+    def _take_waiting(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        while len(batch) < WRITE_BATCH:
+            try:
+                batch.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                return
+
+    async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        # Shielded: a batch taken off the channel is written even when shutdown
+        # cancels us mid-way (a write takes milliseconds).
+        with trio.CancelScope(shield=True):
+            await self.outbox.enqueue_many([(t, d, None) for t, d in batch])
+
     async def _write_pending(self) -> None:
         async for first in self._receive:
             batch = [first]
-            while len(batch) < WRITE_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self.outbox.enqueue_many([(t, d, None) for t, d in batch])
+            self._take_waiting(batch)
+            await self._write(batch)
+
+    async def _write_before_close(self) -> None:
+        """On the way out: what is still in memory goes to the outbox, not away."""
+        batch: list[tuple[str, dict[str, Any]]] = []
+        self._take_waiting(batch)
+        while batch:
+            await self._write(batch)
+            batch = []
+            self._take_waiting(batch)
+        await self.flush_results()
 
     async def _beat(self) -> None:
         due = trio.current_time()
@@ -200,7 +231,7 @@ class Reporting:
     async def flush_results(self) -> None:
         """Queues the observations gathered so far as one ``results`` message."""
         if self._results:
-            batch, self._results = self._results, []
+            batch, self._results = list(self._results), deque()
             await self.outbox.enqueue_many([(RESULTS, {"results": batch}, None)])
 
     async def _batch_results(self) -> None:
@@ -219,12 +250,39 @@ class Reporting:
                     nursery.start_soon(self._batch_results)
                 task_status.started()
         finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await self._write_before_close()
             with trio.CancelScope(shield=True):
                 await self.outbox.aclose()
+
+    def note_reload(self, new_config: Config) -> None:
+        """Destinations and ``[central]`` are read at start: say so when a reload changes them."""
+        if new_config.destinations != self.destinations or new_config.central != self.central:
+            log.warning("[central] and [destinations] changes take effect at the next restart")
 
     def last_progress(self) -> float:
         """The trio time the slowest delivery loop last showed life (for a watchdog)."""
         return self.delivery.last_progress()
+
+    def progress_source(self) -> CounterProgress:
+        """The watchdog's view of delivery: the loops' iteration count must advance.
+
+        Every loop ticks at least every ``PROGRESS_TICK_S``, also while idle or backing
+        off, so a count that stands still for three ticks means a loop is stuck (a
+        dead central is not a stuck loop: it keeps ticking between retries).
+        """
+        return CounterProgress(
+            "delivery loop iterations",
+            lambda: sum(d.stats.iterations for d in self.delivery.deliverers),
+            lambda: 3 * PROGRESS_TICK_S if self.delivery.deliverers else None,
+        )
+
+    def status(self) -> str:
+        """The STATUS= fragment: ``outbox 3 waiting, central failing``."""
+        depth = self.outbox.sync.depth()
+        failing = [d.name for d in self.delivery.deliverers if d.stats.failing]
+        return f"outbox {depth.messages} waiting" + "".join(
+            f", {name} failing" for name in failing)
 
 
 def open_reporting(
@@ -257,10 +315,14 @@ def open_reporting(
             f"cannot open the outbox in {directory}: {exc}; give a writable directory "
             f"(--state-dir or ${STATE_DIR_ENV_VAR})") from None
     for destination, keys, secret in secrets:
+        if destination.url.startswith("http://"):
+            log.warning("%s: %s is plain http: messages are signed but not encrypted",
+                        destination.name, destination.url)
         auth = WebhookAuth(keys, wall_clock=wall_clock) if keys else None
         deliverers.append(Deliverer(
             destination.name, make_sink(destination, secret), open_client(destination, auth),
-            outbox, max_backoff_s=config.central.max_backoff_s, wall_clock=wall_clock))
+            outbox, max_backoff_s=config.central.max_backoff_s, wall_clock=wall_clock,
+            request_deadline_s=destination.connect_timeout_s + destination.timeout_s))
     log.info("reporting to %s; outbox %s", ", ".join(f"{d.name} ({d.kind})"
                                                     for d in config.destinations),
              outbox.sync.path)

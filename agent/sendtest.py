@@ -42,9 +42,12 @@ class Report:
     lines: list[str] = field(default_factory=list)
     ok: bool = True
 
-    def step(self, name: str, ok: bool | None, text: str) -> None:
-        """Adds a line; ``ok`` None means skipped."""
-        mark = "skip" if ok is None else ("ok" if ok else "FAIL")
+    def step(self, name: str, ok: bool | str | None, text: str) -> None:
+        """Adds a line; ``ok`` None means skipped, a string is shown as the mark."""
+        if isinstance(ok, str):
+            mark = ok
+        else:
+            mark = "skip" if ok is None else ("ok" if ok else "FAIL")
         self.lines.append(f"  {name:<8} {mark:<5} {text}")
         if ok is False:
             self.ok = False
@@ -136,9 +139,10 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
         for request in requests:
             start = time.perf_counter()
             try:
-                response = await client.send(request)
-            except httpx.HTTPError as exc:
-                report.step("http", False, f"{type(exc).__name__}: {exc}")
+                with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
+                    response = await client.send(request)
+            except (httpx.HTTPError, trio.TooSlowError) as exc:
+                report.step("http", False, f"{type(exc).__name__}: {exc or 'timed out'}")
                 continue
             try:
                 judge(response, sink, now=time.time())
@@ -148,7 +152,7 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
             report.step("http", verdict, f"{request.method} {request.url.path} -> "
                         f"{response.status_code} {response.reason_phrase} ({_ms(start)})")
             body = response.text.strip()
-            report.step("body", None if verdict else False,
+            report.step("body", "" if verdict else False,
                         repr(body[:300]) if body else "(empty)")
     return report
 

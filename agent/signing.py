@@ -59,11 +59,22 @@ _ED25519_KEY_BYTES: Final = 32
 _RAW: Final = serialization.Encoding.Raw
 
 
-def _b64decode(text: str, what: str) -> bytes:
+def _decode_key(text: str, prefix: str, what: str, *, size: int | None = None) -> bytes:
+    """The bytes of ``<prefix><base64>``, checked for the prefix and (if given) the size.
+
+    Raises:
+        SigningKeyError: naming what was expected.
+    """
+    text = text.strip()
+    if not text.startswith(prefix):
+        raise SigningKeyError(f"{what} starts with {prefix!r}")
     try:
-        return base64.b64decode(text.strip(), validate=True)
+        raw = base64.b64decode(text[len(prefix):], validate=True)
     except (binascii.Error, ValueError):
         raise SigningKeyError(f"{what} is not valid base64") from None
+    if size is not None and len(raw) != size:
+        raise SigningKeyError(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
 
 
 def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
@@ -91,12 +102,8 @@ class Ed25519SigningKey:
         Raises:
             SigningKeyError: the text is not such a key.
         """
-        text = text.strip()
-        if not text.startswith(SECRET_KEY_PREFIX):
-            raise SigningKeyError(f"an Ed25519 signing key starts with {SECRET_KEY_PREFIX!r}")
-        seed = _b64decode(text[len(SECRET_KEY_PREFIX):], "the signing key")
-        if len(seed) != _ED25519_KEY_BYTES:
-            raise SigningKeyError(f"the signing key must be 32 bytes, got {len(seed)}")
+        seed = _decode_key(text, SECRET_KEY_PREFIX, "an Ed25519 signing key",
+                           size=_ED25519_KEY_BYTES)
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     def to_text(self) -> str:
@@ -108,7 +115,8 @@ class Ed25519SigningKey:
 
     def public_key(self) -> Ed25519VerifyKey:
         """The matching public key, to give to the receiver."""
-        return Ed25519VerifyKey(self.private_key.public_key())
+        return Ed25519VerifyKey(
+            self.private_key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
 
     def sign(self, content: bytes) -> str:
         """``v1a,<base64 signature>`` of ``content``."""
@@ -117,11 +125,20 @@ class Ed25519SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class Ed25519VerifyKey:
-    """An Ed25519 public key (``whpk_``) that verifies ``v1a`` signatures."""
+    """An Ed25519 public key (``whpk_``) that verifies ``v1a`` signatures.
 
-    public_key: Ed25519PublicKey
+    Held as its 32 raw bytes, so two keys compare equal by value (older
+    ``cryptography`` key objects do not).
+    """
+
+    raw: bytes
 
     scheme = ED25519_SCHEME
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The key as a ``cryptography`` object."""
+        return Ed25519PublicKey.from_public_bytes(self.raw)
 
     @classmethod
     def from_text(cls, text: str) -> Ed25519VerifyKey:
@@ -130,18 +147,12 @@ class Ed25519VerifyKey:
         Raises:
             SigningKeyError: the text is not such a key.
         """
-        text = text.strip()
-        if not text.startswith(PUBLIC_KEY_PREFIX):
-            raise SigningKeyError(f"an Ed25519 public key starts with {PUBLIC_KEY_PREFIX!r}")
-        raw = _b64decode(text[len(PUBLIC_KEY_PREFIX):], "the public key")
-        if len(raw) != _ED25519_KEY_BYTES:
-            raise SigningKeyError(f"the public key must be 32 bytes, got {len(raw)}")
-        return cls(Ed25519PublicKey.from_public_bytes(raw))
+        return cls(_decode_key(text, PUBLIC_KEY_PREFIX, "an Ed25519 public key",
+                               size=_ED25519_KEY_BYTES))
 
     def to_text(self) -> str:
         """``whpk_<base64 public key>``."""
-        raw = self.public_key.public_bytes(_RAW, serialization.PublicFormat.Raw)
-        return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode()
+        return PUBLIC_KEY_PREFIX + base64.b64encode(self.raw).decode()
 
     def matches(self, signature: bytes, content: bytes) -> bool:
         """Whether ``signature`` is this key's signature of ``content``."""
@@ -167,10 +178,7 @@ class HmacSecret:
         Raises:
             SigningKeyError: the text is not such a secret.
         """
-        text = text.strip()
-        if not text.startswith(SHARED_SECRET_PREFIX):
-            raise SigningKeyError(f"a shared secret starts with {SHARED_SECRET_PREFIX!r}")
-        secret = _b64decode(text[len(SHARED_SECRET_PREFIX):], "the shared secret")
+        secret = _decode_key(text, SHARED_SECRET_PREFIX, "a shared secret")
         if len(secret) < MIN_SHARED_SECRET_BYTES:
             raise SigningKeyError(
                 f"the shared secret must be at least {MIN_SHARED_SECRET_BYTES} bytes, "

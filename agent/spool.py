@@ -136,6 +136,10 @@ class Outbox:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Messages name internal hosts: only the agent's user may read them. SQLite
+        # gives the -wal and -shm files the database file's mode, so set it first.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
         self.path = path
         self.agent_id = agent_id
         self.max_messages = max_messages
@@ -434,7 +438,5 @@ def open_outbox(
     wall_clock: Callable[[], float] = time.time,
 ) -> Outbox:
     """Opens (or creates) ``state_dir/outbox.sqlite3``."""
-    outbox = Outbox(state_dir / OUTBOX_FILE, agent_id=agent_id, destinations=destinations,
-                    max_messages=max_messages, max_bytes=max_bytes, wall_clock=wall_clock)
-    os.chmod(outbox.path, 0o600)  # messages name internal hosts: not for other users
-    return outbox
+    return Outbox(state_dir / OUTBOX_FILE, agent_id=agent_id, destinations=destinations,
+                  max_messages=max_messages, max_bytes=max_bytes, wall_clock=wall_clock)

@@ -8,7 +8,8 @@ ephemeral port. Each request takes the next step of a fault plan:
 * ``"429:2"``: record, answer 429 with ``Retry-After: 2``;
 * ``"slow:0.5"``: record, wait 0.5 s, then answer 200 (the client may give up first);
 * ``"reset"``: record, then reset the connection without answering;
-* ``"body:OK (not found)"``: record, answer 200 with that body.
+* ``"body:OK (not found)"``: record, answer 200 with that body;
+* ``"trickle"``: record, answer 200 but send the body one byte every 0.2 s.
 
 Recording happens before the fault, as in a real server that stored the message
 and then failed to answer: the client retries, and the test checks that
@@ -70,6 +71,9 @@ class Receiver:
                     self.connection.close()
                     self.close_connection = True
                     return
+                if step == "trickle":
+                    self._trickle()
+                    return
                 status, headers, payload = 200, {}, receiver.ok_body
                 if step.startswith("slow:"):
                     time.sleep(float(step.split(":")[1]))
@@ -89,6 +93,20 @@ class Receiver:
                     self.wfile.write(payload)
                 except OSError:
                     self.close_connection = True  # the client gave up (timeout)
+
+            def _trickle(self) -> None:
+                """A 200 whose body comes one byte every 0.2 s: no single read times out."""
+                try:
+                    self.send_response(200)
+                    self.send_header("content-length", "100")
+                    self.end_headers()
+                    for _ in range(100):
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass  # the client gave up, as it should
+                self.close_connection = True
 
             do_GET = do_POST = do_HEAD = _handle
 

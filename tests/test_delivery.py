@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import itertools
 import json
 import random
@@ -119,6 +120,24 @@ async def test_a_permanent_4xx_is_logged_with_its_body_counted_and_skipped(
     await outbox.aclose()
 
 
+async def test_an_answer_trickling_in_is_cut_off_by_the_request_deadline(
+    tmp_path: Path,
+) -> None:
+    outbox = _outbox(tmp_path)
+    with running_receiver(["trickle"]) as receiver:
+        deliverer = _deliverer(_native("main", receiver.url + "/in"), outbox)
+        deliverer.request_deadline_s = 1.0  # each byte comes well within the read timeout
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    assert deliverer.stats.failures == 1
+    assert deliverer.stats.last_error == "no complete answer from 127.0.0.1 within 1s"
+    assert len(receiver.snapshot()) == 2
+    await outbox.aclose()
+
+
 async def test_a_dead_destination_never_blocks_another(tmp_path: Path) -> None:
     outbox = _outbox(tmp_path, ("dead", "live"))
     with running_receiver() as receiver:
@@ -142,7 +161,7 @@ async def test_a_2xx_that_did_not_record_the_ping_is_not_delivered(
     with running_receiver(["body:OK (not found)", "body:Created"]) as receiver:
         destination = DestinationConfig(
             name="hc", kind="healthchecks", url=receiver.url, timeout_s=1,
-            check="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
+            monitor_token="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
         deliverer = _deliverer(destination, outbox)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(delivery.Delivery([deliverer]).run)
@@ -266,3 +285,31 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40) == 60
     assert parse_retry_after("soon", now=0) is None
     assert parse_retry_after(None, now=0) is None
+
+
+@pytest.mark.parametrize("source", ["config", "environment"])
+async def test_requests_go_through_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """The loopback receiver plays the proxy: it sees the absolute-form request."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    outbox = _outbox(tmp_path)
+    with running_receiver() as proxy:
+        destination = _native("main", "http://central.invalid/v1/ingest")
+        if source == "config":
+            destination = dataclasses.replace(destination, proxy=proxy.url)
+        else:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        deliverer = Deliverer("main", make_sink(destination, None),
+                              delivery.open_client(destination, WebhookAuth([KEY])), outbox,
+                              max_backoff_s=0.05, base_backoff_s=0.01)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    (request,) = proxy.snapshot()
+    assert request.path == "http://central.invalid/v1/ingest"
+    _independently_verified(request)
+    await outbox.aclose()

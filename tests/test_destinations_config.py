@@ -24,6 +24,16 @@ def _load(tmp_path: Path, extra: str) -> config.Config:
     return config.load(path)
 
 
+def _native(tmp_path: Path, keys: str) -> config.Config:
+    """A config with one native destination ``main``; ``keys``: its extra lines."""
+    return _load(tmp_path, f"""
+[destinations.main]
+kind = "native"
+url = "https://central.example.net/v1/ingest"
+{keys}
+""")
+
+
 def _error(tmp_path: Path, extra: str) -> str:
     with pytest.raises(ConfigError) as caught:
         _load(tmp_path, extra)
@@ -65,12 +75,7 @@ def test_world_readable_key_is_a_one_line_error_naming_config_key_and_fix(
     key = tmp_path / "agent.key"
     key.write_text(KEY)
     key.chmod(0o644)
-    loaded = _load(tmp_path, f"""
-[destinations.main]
-kind = "native"
-url = "https://central.example.net/v1/ingest"
-signing_key_file = "{key}"
-""")
+    loaded = _native(tmp_path, f'signing_key_file = "{key}"')
     with pytest.raises(ConfigError) as caught:
         load_signing_keys(loaded.destinations[0])
     assert str(caught.value) == (
@@ -132,3 +137,38 @@ def test_destinations_are_not_allowed_in_dropins(tmp_path: Path) -> None:
     (tmp_path / "conf.d" / "x.toml").write_text('[destinations.x]\nkind = "native"\n')
     text = _error(tmp_path, "")
     assert "only [checks.*] tables may appear in a drop-in file" in text
+
+
+def test_unusable_tls_files_are_config_errors_naming_the_key(tmp_path: Path) -> None:
+    from agent.delivery import ssl_context
+
+    loaded = _native(tmp_path, f'signing_key_env = "K"\nca_file = "{tmp_path / "missing.pem"}"')
+    with pytest.raises(ConfigError, match=r"destinations\.main\.ca_file: cannot load: "):
+        ssl_context(loaded.destinations[0])
+    cert = tmp_path / "client.pem"
+    cert.write_text("not a certificate")
+    cert.chmod(0o644)
+    loaded = _native(tmp_path, f'signing_key_env = "K"\nclient_cert = "{cert}"')
+    with pytest.raises(ConfigError) as caught:
+        ssl_context(loaded.destinations[0])
+    assert str(caught.value).endswith(f"destinations.main.client_cert: {cert} is readable by "
+                                      f"group or others (mode 0644); run: chmod 600 {cert}")
+
+
+def test_config_show_does_not_print_push_tokens(tmp_path: Path) -> None:
+    import json
+
+    from agent.config_view import effective_json, effective_toml
+
+    loaded = _load(tmp_path, """
+[destinations.kuma]
+kind = "uptime-kuma"
+url = "https://kuma.example.net"
+push_token = "AgentPushToken"
+
+[destinations.kuma.push_tokens]
+db = "DbPushToken"
+""")
+    for text in (json.dumps(effective_json(loaded)), effective_toml(loaded)):
+        assert "https://kuma.example.net" in text
+        assert "PushToken" not in text

@@ -144,3 +144,125 @@ signing_key_file = "{key_file}"
     for request in receiver.snapshot():
         verify(request.headers, request.body, [KEY.public_key()])
     assert (tmp_path / "state" / "outbox.sqlite3").exists()
+
+
+def _schema() -> dict[str, Any]:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    block = text[text.index("### JSON Schema"):]
+    block = block[block.index("```json") + 7:]
+    schema: dict[str, Any] = json.loads(block[:block.index("```")])
+    return schema
+
+
+def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
+    from agent.model import Result, StateChange, Status
+    from agent.reporting import CheckSnapshot, heartbeat_data, state_change_data
+    from agent.spool import OutboxDepth
+
+    schema = _schema()["$defs"]
+    result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
+    beat = heartbeat_data(started_at=1e9, interval_s=30, checks=[
+        CheckSnapshot("db", Status.DOWN, result)], runs=1, skipped=0, counts={},
+        depth=OutboxDepth(0, 0))
+    assert set(beat) == set(schema["heartbeat"]["required"])
+    assert set(beat["checks"][0]) == set(
+        schema["heartbeat"]["properties"]["checks"]["items"]["required"])
+    change = state_change_data(StateChange("db", Status.UP, Status.DOWN, result))
+    assert set(change) == set(schema["state_change"]["required"])
+    assert set(change["observation"]) == set(schema["observation"]["required"])
+
+
+async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path: Path) -> None:
+    from agent.model import Result, Status
+
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=1000, max_bytes=10**7))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler, pending_results_limit=3)
+    for n in range(5):
+        reporting.on_result(Result("db", Status.UP, Observation(Outcome.OK, Reason.OPEN),
+                                   0, float(n)), None)
+    await reporting.flush_results()
+    await reporting.send_heartbeat()
+    batch, beat = outbox.sync.pending("main")
+    assert [r["at"] for r in json.loads(batch.body)["data"]["results"]] == [
+        "1970-01-01T00:00:02.000Z", "1970-01-01T00:00:03.000Z", "1970-01-01T00:00:04.000Z"]
+    assert json.loads(beat.body)["data"]["dropped"]["results"] == 2
+    await outbox.aclose()
+
+
+async def test_watchdog_progress_and_status_of_delivery(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A dead central keeps the progress count moving; a hung request stops it."""
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=100, max_bytes=10**6), offload=False)
+    hang = trio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if hang.is_set():
+            await trio.sleep_forever()  # a request stuck below every timeout
+        return httpx.Response(503)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    deliverer = Deliverer("main", make_sink(loaded.destinations[0], None), client, outbox,
+                          max_backoff_s=60, rng=random.Random(0))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([deliverer]), scheduler)
+    progress = reporting.progress_source()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reporting.delivery.run)
+        await reporting.send_heartbeat()
+        progress.restart(trio.current_time())
+        for _ in range(20):  # 200 s of a central answering 503
+            await trio.sleep(10)
+            assert progress.stalled(trio.current_time()) is None
+        assert reporting.status() == "outbox 1 waiting, main failing"
+        hang.set()
+        verdicts = []
+        for _ in range(20):  # looked at every 10 s, as the supervisor does
+            await trio.sleep(10)
+            verdicts.append(progress.stalled(trio.current_time()))
+        assert verdicts[0] is None  # the backoff pause still ticks
+        assert "delivery loop iterations has not advanced" in (verdicts[-1] or "")
+        nursery.cancel_scope.cancel()
+    await outbox.aclose()
+
+
+async def test_a_stopping_agent_writes_what_is_still_in_memory(tmp_path: Path) -> None:
+    from agent.model import Result, StateChange, Status
+
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=1000, max_bytes=10**7))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reporting.run)
+        result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 1, 1e9)
+        # No checkpoint between these and the cancel: the writer never sees them.
+        reporting.on_result(result, StateChange("db", Status.UP, Status.DOWN, result))
+        reporting.on_result(result, None)
+        nursery.cancel_scope.cancel()
+    reopened = open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                           max_messages=1000, max_bytes=10**7)
+    types = [m.type for m in reopened.pending("main")]
+    assert types.count("state_change") == 1 and types.count("results") == 1
+    reopened.close()
+
+
+async def test_a_reload_that_changes_destinations_says_they_apply_at_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=100, max_bytes=10**6))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    reporting.note_reload(loaded)
+    assert "next restart" not in caplog.text
+    reporting.note_reload(_config(heartbeat_interval="10s"))
+    assert "take effect at the next restart" in caplog.text
+    await outbox.aclose()

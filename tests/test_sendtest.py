@@ -60,7 +60,7 @@ def test_send_test_reports_each_step_and_sends_a_signed_heartbeat(
     assert f"connect  ok    127.0.0.1:{receiver.port}" in out
     assert "tls      skip  plain http" in out
     assert "http     ok    POST /v1/ingest -> 200 OK" in out
-    assert "body     skip  'stored'" in out
+    assert "body           'stored'" in out
     (request,) = receiver.snapshot()
     verify(request.headers, request.body, [KEY.public_key()])
     body = json.loads(request.body)

@@ -38,8 +38,8 @@ async def _deliver(tmp_path: Path, destination: DestinationConfig, secret: str |
                                      max_messages=100, max_bytes=10**6))
     with running_receiver(ok_body=ok_body) as receiver:
         destination = DestinationConfig(**{**_fields(destination), "url": _rebase(
-            destination.url, receiver.url)}, check_names={
-                k: _rebase(v, receiver.url) for k, v in destination.check_names.items()})
+            destination.url, receiver.url)}, check_monitor_tokens={
+                k: _rebase(v, receiver.url) for k, v in destination.check_monitor_tokens.items()})
         deliverer = Deliverer("d", make_sink(destination, secret),
                               httpx.AsyncClient(trust_env=False), outbox, max_backoff_s=0.05,
                               rng=random.Random(0), base_backoff_s=0.01)
@@ -58,7 +58,7 @@ async def _deliver(tmp_path: Path, destination: DestinationConfig, secret: str |
 
 def _fields(destination: DestinationConfig) -> dict[str, object]:
     return {name: getattr(destination, name) for name in destination.__slots__
-            if name not in ("url", "check_names")}
+            if name not in ("url", "check_monitor_tokens")}
 
 
 def _rebase(url: str, base: str) -> str:
@@ -73,8 +73,8 @@ def _calls(requests: list[Recorded]) -> list[tuple[str, str, dict[str, list[str]
 
 async def test_healthchecks_slug_pings_with_create_and_fail(tmp_path: Path) -> None:
     destination = DestinationConfig(
-        name="d", kind="healthchecks", url="https://svc.test", check="agent-1",
-        check_names={"db": "db-primary", "cache": "cache"}, create=True,
+        name="d", kind="healthchecks", url="https://svc.test", monitor_token="agent-1",
+        check_monitor_tokens={"db": "db-primary", "cache": "cache"}, create=True,
         token=SecretSource("env", "PING_KEY"))
     requests = await _deliver(tmp_path, destination, "pk-123", b"OK")
     assert [r.path for r in requests] == [
@@ -94,8 +94,8 @@ async def test_healthchecks_slug_pings_with_create_and_fail(tmp_path: Path) -> N
 async def test_healthchecks_uuid_pings_need_no_key_and_take_created(tmp_path: Path) -> None:
     uuid = "5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e"
     destination = DestinationConfig(name="d", kind="healthchecks", url="https://svc.test",
-                                    check=uuid, check_names={"db": uuid.replace("5b", "6c")},
-                                    create=True)
+                                    monitor_token=uuid, create=True,
+                                    check_monitor_tokens={"db": uuid.replace("5b", "6c")})
     requests = await _deliver(tmp_path, destination, None, b"Created")
     assert [r.path for r in requests] == [
         f"/{uuid}", f"/{uuid.replace('5b', '6c')}", f"/{uuid.replace('5b', '6c')}/fail"]
@@ -103,7 +103,8 @@ async def test_healthchecks_uuid_pings_need_no_key_and_take_created(tmp_path: Pa
 
 async def test_uptime_kuma_push_urls(tmp_path: Path) -> None:
     destination = DestinationConfig(name="d", kind="uptime-kuma", url="https://svc.test",
-                                    check="AgentTok1", check_names={"db": "DbTok22"})
+                                    monitor_token="AgentTok1",
+                                    check_monitor_tokens={"db": "DbTok22"})
     requests = await _deliver(tmp_path, destination, None, b'{"ok":true}')
     assert _calls(requests) == [
         ("GET", "/api/push/AgentTok1",
@@ -127,7 +128,8 @@ async def test_uptime_kuma_not_ok_answer_is_not_delivered() -> None:
 
 async def test_gatus_external_endpoint_with_bearer_token(tmp_path: Path) -> None:
     destination = DestinationConfig(name="d", kind="gatus", url="https://svc.test",
-                                    check="agents_agent-1", check_names={"db": "core_db"},
+                                    monitor_token="agents_agent-1",
+                                    check_monitor_tokens={"db": "core_db"},
                                     token=SecretSource("env", "T"))
     requests = await _deliver(tmp_path, destination, "s3cret", b"")
     assert _calls(requests) == [
@@ -143,7 +145,7 @@ async def test_gatus_external_endpoint_with_bearer_token(tmp_path: Path) -> None
 async def test_betterstack_heartbeat_and_fail_urls(tmp_path: Path) -> None:
     destination = DestinationConfig(
         name="d", kind="betterstack", url="https://svc.test/api/v1/heartbeat/AGENT",
-        check_names={"db": "https://svc.test/api/v1/heartbeat/DB"})
+        check_monitor_tokens={"db": "https://svc.test/api/v1/heartbeat/DB"})
     requests = await _deliver(tmp_path, destination, None, b"")
     assert [(r.method, r.path) for r in requests] == [
         ("POST", "/api/v1/heartbeat/AGENT"),

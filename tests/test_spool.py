@@ -43,7 +43,9 @@ def test_envelope_has_id_seq_agent_and_type(tmp_path: Path) -> None:
     assert envelope == {"type": "state_change", "id": stored.id, "seq": 1, "agent": "agent-1",
                         "timestamp": "2001-09-09T01:46:40.000Z", "data": {"check": "db"}}
     assert stored.id.startswith("msg_")
-    assert (tmp_path / "outbox.sqlite3").stat().st_mode & 0o777 == 0o600
+    # The database and its WAL files are private, whatever the umask.
+    for name in ("outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
 
 
 def test_sequence_numbers_and_pending_messages_survive_reopen(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import httpx
 
 from agent import __version__
+from agent.destinations import DestinationConfig
 from agent.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
 
 USER_AGENT = f"heartwire/{__version__}"
@@ -87,3 +88,43 @@ def agent_summary(envelope: Mapping[str, Any]) -> str:
     parts = [f"{count} {status}" for status, count in sorted(counts.items())]
     total = len(envelope["data"]["checks"])
     return f"{envelope['agent']}: {total} checks" + (", " + ", ".join(parts) if parts else "")
+
+
+class PingSink:
+    """Services that take one status per request (Healthchecks, Uptime Kuma, ...).
+
+    The agent's heartbeat pings its own monitor (``check`` in the config), and every
+    check mapped in ``check_monitor_tokens`` pings its own monitor on each heartbeat (so the
+    service's own timeout applies) and at once on a state change. Subclasses say
+    how one ping looks.
+    """
+
+    types = (HEARTBEAT, STATE_CHANGE)
+
+    def __init__(self, destination: DestinationConfig, secret: str | None) -> None:
+        self.url = destination.url
+        self.secret = secret
+        self.agent_monitor = destination.monitor_token
+        self.check_monitor_tokens = dict(destination.check_monitor_tokens)
+
+    def agent_ping(self, monitor: str, summary: str) -> httpx.Request:
+        """The request that says "the agent is alive" (``summary``: its checks)."""
+        raise NotImplementedError
+
+    def check_ping(self, monitor: str, status: CheckStatus) -> httpx.Request:
+        """The request that reports one check's status."""
+        raise NotImplementedError
+
+    def requests(self, message: OutboxMessage) -> list[httpx.Request]:
+        """The agent's ping (heartbeats only), then one ping per mapped check."""
+        envelope = message.envelope()
+        pings = []
+        if envelope["type"] == HEARTBEAT and self.agent_monitor is not None:
+            pings.append(self.agent_ping(self.agent_monitor, agent_summary(envelope)))
+        pings += [self.check_ping(self.check_monitor_tokens[status.name], status)
+                  for status in statuses(envelope) if status.name in self.check_monitor_tokens]
+        return pings
+
+    def not_recorded(self, response: httpx.Response) -> str | None:
+        """Any 2xx records the ping unless a subclass knows better."""
+        return None

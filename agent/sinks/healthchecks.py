@@ -20,59 +20,38 @@ import re
 import httpx
 
 from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, CheckStatus, agent_summary, statuses
-from agent.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
+from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 RECORDED_BODIES = ("OK", "Created")
 
 
-class HealthchecksSink:
-    """Pings for the agent and for each mapped check."""
-
-    types = (HEARTBEAT, STATE_CHANGE)
+class HealthchecksSink(PingSink):
+    """Pings for the agent and for each mapped check (``secret``: the ping key)."""
 
     def __init__(self, destination: DestinationConfig, ping_key: str | None) -> None:
-        self.base = destination.url
-        self.ping_key = ping_key
-        self.agent_check = destination.check
-        self.check_names = dict(destination.check_names)
+        super().__init__(destination, ping_key)
         self.create = destination.create
 
     def ping_url(self, check: str, *, fail: bool = False) -> str:
         """The ping URL of a Healthchecks check named by UUID or slug."""
         if _UUID.match(check):
-            url = f"{self.base}/{check}"
-        else:
-            url = f"{self.base}/{self.ping_key}/{check}"
-        if fail:
-            url += "/fail"
-        if self.create and not _UUID.match(check):
-            url += "?create=1"
-        return url
+            return f"{self.url}/{check}" + ("/fail" if fail else "")
+        url = f"{self.url}/{self.secret}/{check}" + ("/fail" if fail else "")
+        return url + ("?create=1" if self.create else "")
 
     def _ping(self, check: str, body: str, *, fail: bool = False) -> httpx.Request:
         return httpx.Request(
             "POST", self.ping_url(check, fail=fail), content=body.encode(),
             headers={"content-type": "text/plain; charset=utf-8", "user-agent": USER_AGENT})
 
-    def _check_ping(self, status: CheckStatus) -> httpx.Request | None:
-        slug = self.check_names.get(status.name)
-        if slug is None:
-            return None
-        return self._ping(slug, f"{status.name} {status.summary()}", fail=status.failing)
+    def agent_ping(self, monitor: str, summary: str) -> httpx.Request:
+        """A success ping with the agent's summary as its body."""
+        return self._ping(monitor, summary)
 
-    def requests(self, message: OutboxMessage) -> list[httpx.Request]:
-        """The agent's ping (heartbeats) and one ping per mapped check."""
-        envelope = message.envelope()
-        pings = []
-        if envelope["type"] == HEARTBEAT and self.agent_check:
-            pings.append(self._ping(self.agent_check, agent_summary(envelope)))
-        for status in statuses(envelope):
-            request = self._check_ping(status)
-            if request is not None:
-                pings.append(request)
-        return pings
+    def check_ping(self, monitor: str, status: CheckStatus) -> httpx.Request:
+        """Success ping, or ``/fail`` when down, with the reason in the body."""
+        return self._ping(monitor, f"{status.name} {status.summary()}", fail=status.failing)
 
     def not_recorded(self, response: httpx.Response) -> str | None:
         """Healthchecks says ``OK`` or ``Created`` when it recorded the ping."""

@@ -19,58 +19,28 @@ from urllib.parse import quote
 import httpx
 
 from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, CheckStatus, agent_summary, statuses
-from agent.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
+from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
 
 _HEADERS = {"user-agent": USER_AGENT}
 
 
-class _PingSink:
-    """Shared mapping: agent heartbeat → own monitor; mapped checks → theirs."""
-
-    types = (HEARTBEAT, STATE_CHANGE)
-
-    def __init__(self, destination: DestinationConfig, secret: str | None) -> None:
-        self.url = destination.url
-        self.secret = secret
-        self.agent_monitor = destination.check
-        self.check_names = dict(destination.check_names)
-
-    def _request(self, monitor: str, status: CheckStatus) -> httpx.Request:
-        raise NotImplementedError
-
-    def _agent_request(self, summary: str) -> httpx.Request | None:
-        if self.agent_monitor is None:
-            return None
-        return self._request(self.agent_monitor, CheckStatus("agent", "up", summary, None))
-
-    def requests(self, message: OutboxMessage) -> list[httpx.Request]:
-        """The agent's beat (heartbeats) and one beat per mapped check."""
-        envelope = message.envelope()
-        found: list[httpx.Request | None] = []
-        if envelope["type"] == HEARTBEAT:
-            found.append(self._agent_request(agent_summary(envelope)))
-        found += [self._request(self.check_names[status.name], status)
-                  for status in statuses(envelope) if status.name in self.check_names]
-        return [request for request in found if request is not None]
-
-    def not_recorded(self, response: httpx.Response) -> str | None:
-        """Any 2xx records the beat unless a subclass knows better."""
-        return None
-
-
-class UptimeKumaSink(_PingSink):
+class UptimeKumaSink(PingSink):
     """Uptime Kuma push monitors (``push_token`` for the agent, ``push_tokens`` per check)."""
 
-    def _request(self, monitor: str, status: CheckStatus) -> httpx.Request:
-        params: dict[str, str] = {
-            "status": "down" if status.failing else "up",
-            "msg": status.reason if status.name == "agent" and status.reason
-            else status.summary(),
-            "ping": "" if status.latency_ms is None else f"{status.latency_ms:.3f}",
-        }
-        return httpx.Request("GET", f"{self.url}/api/push/{quote(monitor, safe='')}",
+    def _push(self, token: str, status: str, msg: str, latency_ms: float | None) -> httpx.Request:
+        params = {"status": status, "msg": msg,
+                  "ping": "" if latency_ms is None else f"{latency_ms:.3f}"}
+        return httpx.Request("GET", f"{self.url}/api/push/{quote(token, safe='')}",
                              params=params, headers=_HEADERS)
+
+    def agent_ping(self, monitor: str, summary: str) -> httpx.Request:
+        """``status=up`` with the agent's summary as the message."""
+        return self._push(monitor, "up", summary, None)
+
+    def check_ping(self, monitor: str, status: CheckStatus) -> httpx.Request:
+        """``status=up|down``, the reason as the message, the latency as ``ping``."""
+        return self._push(monitor, "down" if status.failing else "up", status.summary(),
+                          status.latency_ms)
 
     def not_recorded(self, response: httpx.Response) -> str | None:
         """Kuma answers ``{"ok":true}`` when it stored the beat."""
@@ -83,28 +53,43 @@ class UptimeKumaSink(_PingSink):
         return f"Uptime Kuma answered {response.status_code} {response.text[:200]!r}"
 
 
-class GatusSink(_PingSink):
+class GatusSink(PingSink):
     """Gatus external endpoints (``key`` for the agent, ``keys`` per check)."""
 
-    def _request(self, monitor: str, status: CheckStatus) -> httpx.Request:
+    def _result(self, key: str, params: dict[str, str]) -> httpx.Request:
+        return httpx.Request(
+            "POST", f"{self.url}/api/v1/endpoints/{quote(key, safe='')}/external",
+            params=params, headers={**_HEADERS, "authorization": f"Bearer {self.secret}"})
+
+    def agent_ping(self, monitor: str, summary: str) -> httpx.Request:
+        """``success=true`` for the agent's endpoint."""
+        return self._result(monitor, {"success": "true"})
+
+    def check_ping(self, monitor: str, status: CheckStatus) -> httpx.Request:
+        """``success``, the reason as ``error`` when down, the latency as ``duration``."""
         params = {"success": "false" if status.failing else "true"}
         if status.failing:
             params["error"] = status.summary()
         if status.latency_ms is not None:
             params["duration"] = f"{max(1, round(status.latency_ms))}ms"
-        return httpx.Request(
-            "POST", f"{self.url}/api/v1/endpoints/{quote(monitor, safe='')}/external",
-            params=params, headers={**_HEADERS, "authorization": f"Bearer {self.secret}"})
+        return self._result(monitor, params)
 
 
-class BetterStackSink(_PingSink):
+class BetterStackSink(PingSink):
     """Better Stack heartbeats (``url`` for the agent, ``check_urls`` per check)."""
 
     def __init__(self, destination: DestinationConfig, secret: str | None) -> None:
         super().__init__(destination, secret)
         self.agent_monitor = destination.url  # the agent's heartbeat URL
 
-    def _request(self, monitor: str, status: CheckStatus) -> httpx.Request:
-        url = f"{monitor}/fail" if status.failing else monitor
-        return httpx.Request("POST", url, content=status.summary().encode(),
+    def _beat(self, url: str, body: str) -> httpx.Request:
+        return httpx.Request("POST", url, content=body.encode(),
                              headers={**_HEADERS, "content-type": "text/plain; charset=utf-8"})
+
+    def agent_ping(self, monitor: str, summary: str) -> httpx.Request:
+        """A POST to the agent's heartbeat URL."""
+        return self._beat(monitor, summary)
+
+    def check_ping(self, monitor: str, status: CheckStatus) -> httpx.Request:
+        """A POST to the check's heartbeat URL, ``/fail`` when down."""
+        return self._beat(f"{monitor}/fail" if status.failing else monitor, status.summary())

@@ -60,7 +60,7 @@ def test_agents_add_with_a_secret_file(
     secret.chmod(0o600)
     assert main(argv) == EXIT_OK
     table = tomllib.loads((config_file.parent / "agents.d" / "dc2.toml").read_text())
-    assert table["agents"]["dc2"] == {"key_files": [str(secret)]}
+    assert table["agents"]["dc2"] == {"secret_file": [str(secret)]}
     # The secret itself never lands in the drop-in.
     assert SECRET not in (config_file.parent / "agents.d" / "dc2.toml").read_text()
 
@@ -68,7 +68,7 @@ def test_agents_add_with_a_secret_file(
 @pytest.mark.parametrize(("argv", "error"), [
     (["bad/id", "--public-key", "whpk_x"], "agent id 'bad/id' must be"),
     (["dc1", "--public-key", SECRET], "--public-key expects a whpk_... key"),
-    (["dc1", "--public-key", "whpk_AAAA"], "the public key must be 32 bytes"),
+    (["dc1", "--public-key", "whpk_AAAA"], "an Ed25519 public key must be 32 bytes"),
     (["dc1", "--public-key", "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=",
       "--grace", "soon"], "--grace: expected a duration"),
     (["dc1"], "one of the arguments --public-key --secret-file is required"),

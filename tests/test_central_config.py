@@ -43,11 +43,16 @@ def test_defaults_when_almost_empty(tmp_path: Path) -> None:
      "storage.dedup_retention: must be at least [server] timestamp_tolerance"),
     ('[alerts]\nretry_initial = "1m"\nretry_max = "10s"\n',
      "alerts.retry_max: must not be less than retry_initial"),
-    ("[agents.dc1]\n", "agents.dc1: needs at least one of keys or key_files"),
+    ("[agents.dc1]\n", "agents.dc1: needs keys, secret_file, secret_env or secret_credential"),
     (f'[agents.dc1]\nkeys = ["{SECRET}"]\n',
-     "agents.dc1.keys[0]: only whpk_ public keys go inline; put whsec_ secrets in key_files"),
+     "agents.dc1.keys[0]: only whpk_ public keys go inline; give whsec_ secrets with "
+     "secret_file, secret_env or secret_credential"),
+    ('[channels.x]\nkind = "slack"\nurl_file = "{secret}"\nurl_env = "X"\n',
+     "channels.x.url_file: give one of url_file, url_env or url_credential"),
+    ('[channels.x]\nkind = "telegram"\nchat_id = "1"\n',
+     "channels.x: needs token_file, token_env or token_credential"),
     ('[agents.dc1]\nkeys = ["whpk_AAAA"]\n',
-     "agents.dc1.keys[0]: the public key must be 32 bytes, got 3"),
+     "agents.dc1.keys[0]: an Ed25519 public key must be 32 bytes, got 3"),
     (f'[agents."bad id"]\nkeys = ["{PUBLIC}"]\n',
      "agents.bad id: agent id 'bad id' must be 1-64 letters, digits, '.', '_' or '-', "
      "starting with a letter or digit"),
@@ -76,10 +81,10 @@ def test_secret_files_must_be_private(tmp_path: Path) -> None:
     secret.write_text(SECRET + "\n")
     secret.chmod(0o640)
     path = tmp_path / "central.toml"
-    path.write_text(f'[agents.dc1]\nkey_files = ["{secret}"]\n')
+    path.write_text(f'[agents.dc1]\nsecret_file = "{secret}"\n')
     with pytest.raises(ConfigError) as caught:
         central_config.load(path)
-    assert str(caught.value).startswith(f"{path}: agents.dc1.key_files[0]: {secret} is readable")
+    assert str(caught.value).startswith(f"{path}: agents.dc1.secret_file: {secret} is readable")
     secret.chmod(0o600)
     loaded = central_config.load(path)
     assert [key.scheme for key in loaded.agents["dc1"].keys] == ["v1"]
@@ -102,3 +107,31 @@ def test_agents_drop_ins_are_read_and_may_not_redefine(tmp_path: Path) -> None:
         f"{dropins / 'dc3.toml'}: agents.dc1: agent 'dc1' is already defined in {path}"
     )
     os.remove(dropins / "dc3.toml")
+
+
+def test_secrets_from_systemd_credentials_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name, text in (("central_dc1", SECRET), ("central_tg", "123:token")):
+        (credentials / name).write_text(text + "\n")
+        (credentials / name).chmod(0o600)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    monkeypatch.setenv("SLACK_HOOK", "https://hooks.slack.com/services/T0/B0/X")
+    path = tmp_path / "central.toml"
+    path.write_text(
+        '[agents.dc1]\nsecret_credential = "central_dc1"\n'
+        '[channels.tg]\nkind = "telegram"\ntoken_credential = "central_tg"\nchat_id = "1"\n'
+        '[channels.slack]\nkind = "slack"\nurl_env = "SLACK_HOOK"\n'
+    )
+    loaded = central_config.load(path)
+    assert [key.scheme for key in loaded.agents["dc1"].keys] == ["v1"]
+    assert loaded.channels["tg"].token == "123:token"  # type: ignore[attr-defined]
+    assert loaded.channels["slack"].url.startswith("https://hooks.slack.com/")  # type: ignore[attr-defined]
+    monkeypatch.delenv("SLACK_HOOK")
+    with pytest.raises(ConfigError) as caught:
+        central_config.load(path)
+    assert str(caught.value) == (
+        f"{path}: channels.slack.url_env: environment variable SLACK_HOOK is not set"
+    )

@@ -148,10 +148,11 @@ def _add_agent(
             keys.append(public_key)
         table["keys"] = keys
     if secret_file is not None:
-        files = list(table.get("key_files", []))  # type: ignore[call-overload]
+        files = table.get("secret_file", [])
+        files = [files] if isinstance(files, str) else list(files)  # type: ignore[call-overload]
         if secret_file not in files:
             files.append(secret_file)
-        table["key_files"] = files
+        table["secret_file"] = files
     if grace is not None:
         table["grace"] = grace
 

@@ -19,8 +19,8 @@ from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.config import read_toml
-from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
+from agent.errors import ConfigError, HeartwireError
+from agent.keyfiles import read_secret, read_sources
 from agent.signing import VerifyKey, read_verify_key
 from agent.tables import Table
 
@@ -51,7 +51,9 @@ class AgentSettings:
 
     Attributes:
         id: the agent's ``[agent] id``.
-        keys: the keys its messages may be signed with (several during a rotation).
+        keys: the keys its messages may be signed with (several during a rotation):
+            ``keys`` (whpk_ public keys) and whsec_ secrets from ``secret_file``,
+            ``secret_env`` or ``secret_credential`` (each a string or an array).
         grace_s: how long after ``interval_s`` a missing heartbeat alerts; None: the default.
         source: the file the agent is defined in.
     """
@@ -142,19 +144,20 @@ def _read_keys(table: Table) -> tuple[VerifyKey, ...]:
             # A shared secret inline would sit in a config that is often world-readable.
             raise table.error(
                 f"keys[{index}]",
-                "only whpk_ public keys go inline; put whsec_ secrets in key_files",
+                "only whpk_ public keys go inline; give whsec_ secrets with secret_file, "
+                "secret_env or secret_credential",
             )
         try:
             keys.append(read_verify_key(text))
         except HeartwireError as exc:
             raise table.error(f"keys[{index}]", str(exc)) from None
-    for index, name in enumerate(table.string_list("key_files")):
+    for source in read_sources(table, "secret"):
         try:
-            keys.append(read_verify_key(read_private_file(Path(name))))
+            keys.append(read_verify_key(read_secret(source)))
         except HeartwireError as exc:
-            raise table.error(f"key_files[{index}]", str(exc)) from None
+            raise ConfigError(table.file, source.key, str(exc)) from None
     if not keys:
-        raise table.error(None, "needs at least one of keys or key_files")
+        raise table.error(None, "needs keys, secret_file, secret_env or secret_credential")
     return tuple(keys)
 
 

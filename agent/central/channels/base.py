@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from typing import Final, Generic, Protocol, TypeVar
 
 import httpx
 
 from agent.central.storage import Incident, Notification
-from agent.errors import HeartwireError
-from agent.keyfiles import read_private_file
+from agent.errors import ConfigError, HeartwireError
+from agent.keyfiles import read_secret, read_sources
 from agent.tables import Table
 
 TRIGGER: Final = "trigger"
@@ -63,17 +62,33 @@ class HttpChannel(Generic[SettingsT]):
         self.client = client
 
 
-def read_secret_file(table: Table, key: str) -> str:
-    """The content of the private file a channel key names (a token, a hook URL).
+def optional_channel_secret(table: Table, prefix: str) -> str | None:
+    """A channel's secret (token, hook URL, password) from ``<prefix>_file``,
+    ``<prefix>_env`` or ``<prefix>_credential`` (a systemd credential); None when
+    none of them is given.
 
     Raises:
-        ConfigError: naming the key, when the file is missing, empty or not private.
+        ConfigError: naming the key, when several are given, or the secret is missing,
+            empty or in a file that is not private.
     """
-    path = table.nonempty_string(key)
+    sources = read_sources(table, prefix)
+    if not sources:
+        return None
+    if len(sources) > 1:
+        raise table.error(f"{prefix}_file", f"give one of {prefix}_file, {prefix}_env or "
+                          f"{prefix}_credential")
     try:
-        return read_private_file(Path(path))
+        return read_secret(sources[0])
     except HeartwireError as exc:
-        raise table.error(key, str(exc)) from None
+        raise ConfigError(table.file, sources[0].key, str(exc)) from None
+
+
+def read_channel_secret(table: Table, prefix: str) -> str:
+    """Like :func:`optional_channel_secret`, but one of the three keys is required."""
+    secret = optional_channel_secret(table, prefix)
+    if secret is None:
+        raise table.error(None, f"needs {prefix}_file, {prefix}_env or {prefix}_credential")
+    return secret
 
 
 def rfc3339(seconds: float) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from agent.central.channels.base import ChannelError, alert_text, dedup_key, read_secret_file
+from agent.central.channels.base import ChannelError, alert_text, dedup_key, optional_channel_secret
 from agent.central.storage import Notification
 from agent.tables import Table
 
@@ -58,11 +58,11 @@ def read_settings(table: Table, name: str) -> EmailSettings:
     if not recipients:
         raise table.error("to", "must name at least one address")
     username = table.optional_string("username")
-    password = read_secret_file(table, "password_file") if table.has("password_file") else None
-    table.mark_read("password_file")
+    password = optional_channel_secret(table, "password")
     if (username is None) != (password is None):
         raise table.error("password_file" if username else "username",
-                          "username and password_file go together")
+                          "username and a password (password_file, _env or _credential) "
+                          "go together")
     if username and security == "none":
         # AUTH over plain text would send the password in the clear.
         raise table.error("security", 'AUTH needs "starttls" or "tls"')

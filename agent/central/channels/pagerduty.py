@@ -21,7 +21,7 @@ from agent.central.channels.base import (
     dedup_key,
     incident_json,
     post_json,
-    read_secret_file,
+    read_channel_secret,
     rfc3339,
 )
 from agent.central.storage import Notification
@@ -51,7 +51,7 @@ def read_settings(table: Table, name: str) -> PagerDutySettings:
     """Reads the table (``routing_key_file``, optional ``url`` and ``severity``)."""
     return PagerDutySettings(
         name,
-        read_secret_file(table, "routing_key_file"),
+        read_channel_secret(table, "routing_key"),
         url=table.string("url", DEFAULT_URL),
         severity=table.choice("severity", SEVERITIES, "critical"),
     )

@@ -16,7 +16,7 @@ from agent.central.channels.base import (
     HttpChannel,
     alert_text,
     post_json,
-    read_secret_file,
+    read_channel_secret,
 )
 from agent.central.storage import Notification
 from agent.tables import Table
@@ -39,7 +39,7 @@ class SlackSettings:
 
 def read_settings(table: Table, name: str) -> SlackSettings:
     """Reads the table (``url_file``: a private file holding the hook URL)."""
-    url = read_secret_file(table, "url_file")
+    url = read_channel_secret(table, "url")
     if not url.startswith(("https://", "http://")):
         raise table.error("url_file", "the file does not hold an http(s):// URL")
     return SlackSettings(name, url)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.central.channels.base import ChannelError, HttpChannel, alert_text, read_secret_file
+from agent.central.channels.base import ChannelError, HttpChannel, alert_text, read_channel_secret
 from agent.central.storage import Notification
 from agent.tables import Table
 
@@ -36,7 +36,7 @@ class TelegramSettings:
 
 def read_settings(table: Table, name: str) -> TelegramSettings:
     """Reads the table (``token_file``, ``chat_id``, optional ``api_url``)."""
-    token = read_secret_file(table, "token_file")
+    token = read_channel_secret(table, "token")
     chat_id = table.nonempty_string("chat_id")
     api_url = table.string("api_url", DEFAULT_API_URL).rstrip("/")
     return TelegramSettings(name, token, chat_id, api_url)

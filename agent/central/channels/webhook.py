@@ -18,8 +18,8 @@ from agent.central.channels.base import (
     HttpChannel,
     alert_text,
     incident_json,
+    optional_channel_secret,
     post_json,
-    read_secret_file,
 )
 from agent.central.storage import Notification
 from agent.errors import HeartwireError
@@ -55,8 +55,8 @@ def read_settings(table: Table, name: str) -> WebhookSettings:
     if not url.startswith(("https://", "http://")):
         raise table.error("url", f"expected an http(s):// URL, got {url!r}")
     keys: tuple[SigningKey, ...] = ()
-    if table.has("signing_key_file"):
-        text = read_secret_file(table, "signing_key_file")
+    text = optional_channel_secret(table, "signing_key")
+    if text is not None:
         try:
             keys = (read_signing_key(text),)
         except HeartwireError as exc:

@@ -8,6 +8,7 @@ CONFIG ?= agent.example.toml
 STATE_DIR ?= .state
 
 .PHONY: run test lint check validate clean
+.PHONY: run-agent
 .PHONY: deb rpm package-check
 
 $(BIN)/heartwire: pyproject.toml
@@ -16,8 +17,13 @@ $(BIN)/heartwire: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
-## run: the agent in the foreground with the example config (Ctrl-C stops it)
+## run: the receiver and an agent wired to it on loopback, from agent.example.toml and
+## central.example.toml; a demo check goes down and up every 20 s (Ctrl-C stops both)
 run: $(BIN)/heartwire
+	$(BIN)/python -m agent.central.demo --state-dir $(STATE_DIR)/demo
+
+## run-agent: the agent alone in the foreground with the example config (Ctrl-C stops it)
+run-agent: $(BIN)/heartwire
 	$(BIN)/heartwire run --config $(CONFIG) --state-dir $(STATE_DIR)
 
 ## test: the whole test suite

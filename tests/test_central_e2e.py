@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from agent.central.demo import Service
 from agent.signing import Ed25519SigningKey
 from tests.receiver import Receiver, running_receiver
 
@@ -128,19 +128,12 @@ def write_configs(tmp_path: Path, hook_url: str, service_port: int) -> tuple[Pat
     return central, agent, agent.read_text()
 
 
-def listen(port: int = 0) -> socket.socket:
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
-    server.listen(16)
-    return server
-
-
 def test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve(
     tmp_path: Path,
 ) -> None:
-    service = listen()
-    service_port = service.getsockname()[1]
+    service = Service()
+    service.open()
+    service_port = service.port
     with running_receiver() as hook:
         central_toml, agent_toml, agent_text = write_configs(tmp_path, f"{hook.url}/hook",
                                                              service_port)
@@ -167,7 +160,7 @@ def test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve(
                 service.close()
                 wait_until(lambda: arrived(hook, "incident.trigger", "check_down"),
                            "the check_down alert", 20)
-                service = listen(service_port)
+                service.open()
                 wait_until(lambda: arrived(hook, "incident.resolve", "check_down"),
                            "the check_down resolve", 20)
                 assert check_status() == "up"

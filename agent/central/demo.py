@@ -71,24 +71,42 @@ def alert_printer() -> Iterator[str]:
 
 
 class Service:
-    """The demo's TCP service: a listening socket it opens and closes."""
+    """The demo's TCP service: a listener it opens and closes, accepting in a thread.
+
+    Connections are accepted and closed at once: a listener that never accepts
+    fills its backlog, and then connects time out although it is "up".
+    """
 
     def __init__(self) -> None:
         self.socket: socket.socket | None = None
         self.port = 0
 
     def open(self) -> None:
+        """Starts listening (on the same port as before, once there was one)."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
-        listener.listen(8)
+        listener.listen(64)
+        listener.settimeout(0.2)
         self.port = listener.getsockname()[1]
         self.socket = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self.socket is listener:
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            connection.close()
 
     def close(self) -> None:
+        """Stops listening: connects are refused from now on."""
         if self.socket is not None:
-            self.socket.close()
-            self.socket = None
+            listener, self.socket = self.socket, None
+            listener.close()
 
 
 def write_configs(state: Path, receiver_url: str, alert_url: str, service_port: int,

@@ -268,13 +268,17 @@ class Reporting:
         """The watchdog's view of delivery: the loops' iteration count must advance.
 
         Every loop ticks at least every ``PROGRESS_TICK_S``, also while idle or backing
-        off, so a count that stands still for three ticks means a loop is stuck (a
-        dead central is not a stuck loop: it keeps ticking between retries).
+        off, and between ticks it waits at most one request (bounded by its deadline).
+        A count that stands still longer means a loop is stuck; a dead central is not
+        a stuck loop: it keeps ticking between retries.
         """
+        deliverers = self.delivery.deliverers
+        allowed_s = max((d.request_deadline_s for d in deliverers), default=0.0)
+        allowed_s += 2 * PROGRESS_TICK_S
         return CounterProgress(
             "delivery loop iterations",
-            lambda: sum(d.stats.iterations for d in self.delivery.deliverers),
-            lambda: 3 * PROGRESS_TICK_S if self.delivery.deliverers else None,
+            lambda: sum(d.stats.iterations for d in deliverers),
+            lambda: allowed_s if deliverers else None,
         )
 
     def status(self) -> str:

@@ -195,20 +195,24 @@ async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path:
 async def test_watchdog_progress_and_status_of_delivery(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A dead central keeps the progress count moving; a hung request stops it."""
+    """A dead central keeps the progress count moving; a wedged outbox stops it."""
+
+    class WedgingOutbox(AsyncOutbox):
+        """An outbox whose reads can hang, like SQLite on a dead network disk."""
+
+        wedged = False
+
+        async def pending(self, *args: Any, **kwargs: Any) -> Any:
+            if self.wedged:
+                await trio.sleep_forever()
+            return await super().pending(*args, **kwargs)
+
     loaded = _config()
-    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
-                                     max_messages=100, max_bytes=10**6), offload=False)
-    hang = trio.Event()
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if hang.is_set():
-            await trio.sleep_forever()  # a request stuck below every timeout
-        return httpx.Response(503)
-
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    outbox = WedgingOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                       max_messages=100, max_bytes=10**6), offload=False)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
     deliverer = Deliverer("main", make_sink(loaded.destinations[0], None), client, outbox,
-                          max_backoff_s=60, rng=random.Random(0))
+                          max_backoff_s=60, rng=random.Random(0), request_deadline_s=20)
     scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
     reporting = Reporting(loaded, outbox, Delivery([deliverer]), scheduler)
     progress = reporting.progress_source()
@@ -216,16 +220,17 @@ async def test_watchdog_progress_and_status_of_delivery(
         await nursery.start(reporting.delivery.run)
         await reporting.send_heartbeat()
         progress.restart(trio.current_time())
-        for _ in range(20):  # 200 s of a central answering 503
+        for _ in range(30):  # 300 s of a central answering 503
             await trio.sleep(10)
             assert progress.stalled(trio.current_time()) is None
         assert reporting.status() == "outbox 1 waiting, main failing"
-        hang.set()
+        outbox.wedged = True
         verdicts = []
         for _ in range(20):  # looked at every 10 s, as the supervisor does
             await trio.sleep(10)
             verdicts.append(progress.stalled(trio.current_time()))
-        assert verdicts[0] is None  # the backoff pause still ticks
+        # Allowed: one request deadline (20 s) and two ticks (10 s).
+        assert verdicts[:2] == [None, None]
         assert "delivery loop iterations has not advanced" in (verdicts[-1] or "")
         nursery.cancel_scope.cancel()
     await outbox.aclose()

@@ -9,6 +9,10 @@ once; receivers deduplicate on the message id).
 * Network errors, timeouts, 5xx, 3xx, 408, 429 and a 2xx that did not record the
   message are retried with exponential backoff and full jitter (a random delay
   between 0 and ``min(cap, base * 2**attempt)``), honouring ``Retry-After``.
+* 401 and 403 are retried too: they refuse *who sent* the message (a key the
+  destination does not know yet, an agent not registered yet, a clock outside its
+  tolerance window), not the message itself, so every message would be refused
+  alike and dropping them would empty the outbox until the operator fixes it.
 * Any other 4xx is permanent for that message: logged with the response body,
   counted (reported in the next heartbeat as ``rejected``), and skipped.
 * After a failure the loop re-reads the outbox, so a heartbeat superseded while
@@ -60,6 +64,8 @@ PROGRESS_TICK_S = 5.0
 DEFAULT_REQUEST_DEADLINE_S = 60.0
 BATCH = 50
 RETRYABLE_4XX = frozenset({408, 429})
+# The destination refuses the sender's credentials, not the message (see above).
+CREDENTIAL_4XX = frozenset({401, 403})
 # How much of a refusing response body goes into the log.
 LOGGED_BODY_CHARS = 500
 
@@ -89,7 +95,8 @@ def judge(response: httpx.Response, sink: Sink, *, now: float) -> None:
     """Raises unless ``response`` means the destination recorded the request.
 
     Raises:
-        RetryableDeliveryError: 3xx, 5xx, 408, 429, or a 2xx that did not record it.
+        RetryableDeliveryError: 3xx, 5xx, 401, 403, 408, 429, or a 2xx that did not
+            record it.
         PermanentDeliveryError: any other 4xx.
     """
     status = response.status_code
@@ -100,7 +107,10 @@ def judge(response: httpx.Response, sink: Sink, *, now: float) -> None:
         return
     body = response.text[:LOGGED_BODY_CHARS]
     message = f"HTTP {status} from {response.request.url.host}: {body!r}"
-    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+    if status in CREDENTIAL_4XX:
+        message += " (the destination refuses this agent: check its key, its registration"
+        message += " and this machine's clock)"
+    elif 400 <= status < 500 and status not in RETRYABLE_4XX:
         raise PermanentDeliveryError(message)
     retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
     raise RetryableDeliveryError(message, retry_after_s=retry_after)

@@ -120,6 +120,24 @@ async def test_a_permanent_4xx_is_logged_with_its_body_counted_and_skipped(
     await outbox.aclose()
 
 
+async def test_refused_credentials_keep_the_messages_and_retry(tmp_path: Path) -> None:
+    # 401 (unknown key, stale timestamp from a skewed clock) and 403 (agent not
+    # registered yet) refuse the sender, not the message: nothing may be dropped.
+    outbox = _outbox(tmp_path)
+    with running_receiver(["401", "403", "401"]) as receiver:
+        deliverer = _deliverer(_native("main", receiver.url + "/in"), outbox)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(3)])
+            await _wait_until(lambda: deliverer.stats.delivered == 3)
+            nursery.cancel_scope.cancel()
+    assert deliverer.stats.rejected == 0 and deliverer.stats.failures == 3
+    assert "check its key, its registration and this machine's clock" in (
+        deliverer.stats.last_error or "")
+    assert _first_seen_seqs(receiver.snapshot()) == [1, 2, 3]
+    await outbox.aclose()
+
+
 async def test_an_answer_trickling_in_is_cut_off_by_the_request_deadline(
     tmp_path: Path,
 ) -> None:

@@ -84,12 +84,19 @@ class CheckSnapshot:
     name: str
     status: Status
     last: Result | None
+    # Where the check points and how it is shown, so a receiver can group its page.
+    group: str | None = None
+    host: str | None = None
+    port: int | None = None
 
     def data(self) -> dict[str, Any]:
         """The heartbeat's entry for this check."""
         last = self.last
         return {
             "name": self.name,
+            "group": self.group,
+            "host": self.host,
+            "port": self.port,
             "status": self.status.value,
             "reason": last.observation.reason if last else None,
             "latency_ms": last.observation.latency_ms if last else None,
@@ -171,8 +178,11 @@ class Reporting:
         self._send.send_nowait((msg_type, data))
 
     def _snapshot(self) -> list[CheckSnapshot]:
-        return [CheckSnapshot(name, tracker.status, tracker.last_result)
-                for name, tracker in self.scheduler.trackers.items()]
+        return [
+            CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
+                          host=tracker.check.host, port=tracker.check.port)
+            for name, tracker in self.scheduler.trackers.items()
+        ]
 
     async def send_heartbeat(self) -> None:
         """Queues one heartbeat now (its counts are taken inside the transaction)."""

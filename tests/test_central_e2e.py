@@ -164,6 +164,9 @@ def test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve(
                 wait_until(lambda: arrived(hook, "incident.resolve", "check_down"),
                            "the check_down resolve", 20)
                 assert check_status() == "up"
+                # The heartbeat told the receiver how to show the check.
+                (check,) = api.get("/api/v1/checks").json()["checks"]
+                assert check["group"] == "E2E" and check["host"] == "127.0.0.1"
 
                 # The agent stops: silence is noticed within interval + grace + bound.
                 agent.stop()

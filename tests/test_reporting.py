@@ -94,7 +94,8 @@ async def test_heartbeats_on_interval_state_changes_at_once_results_batched(
     seqs = [m["seq"] for _, m in received]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     last = heartbeats[-1][1]["data"]
-    assert last["checks"] == [{"name": "db", "status": "down", "reason": "refused",
+    assert last["checks"] == [{"name": "db", "group": None, "host": "127.0.0.1", "port": 5432,
+                               "status": "down", "reason": "refused",
                                "latency_ms": None, "at": last["checks"][0]["at"]}]
     assert last["runs"] >= 9 and last["dropped"] == {"results": 0, "heartbeats": 0,
                                                      "state_changes": 0}
@@ -162,11 +163,13 @@ def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     schema = _schema()["$defs"]
     result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
     beat = heartbeat_data(started_at=1e9, interval_s=30, checks=[
-        CheckSnapshot("db", Status.DOWN, result)], runs=1, skipped=0, counts={},
-        depth=OutboxDepth(0, 0))
+        CheckSnapshot("db", Status.DOWN, result, group="Databases", host="db1", port=5432)],
+        runs=1, skipped=0, counts={}, depth=OutboxDepth(0, 0))
     assert set(beat) == set(schema["heartbeat"]["required"])
+    # Every documented field, the optional group/host/port included.
     assert set(beat["checks"][0]) == set(
-        schema["heartbeat"]["properties"]["checks"]["items"]["required"])
+        schema["heartbeat"]["properties"]["checks"]["items"]["properties"])
+    assert (beat["checks"][0]["group"], beat["checks"][0]["port"]) == ("Databases", 5432)
     change = state_change_data(StateChange("db", Status.UP, Status.DOWN, result))
     assert set(change) == set(schema["state_change"]["required"])
     assert set(change["observation"]) == set(schema["observation"]["required"])

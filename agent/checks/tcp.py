@@ -92,6 +92,25 @@ def interleave_families(
     return ordered
 
 
+@dataclass
+class Connection:
+    """A connected stream and the timing facts of how it was made.
+
+    Attributes:
+        stream: the connected stream; the caller closes it.
+        latency_ms: the TCP handshake time of the connection that won.
+        dns_ms: the name resolution time, or None for an IP literal.
+        address: the IP address connected to.
+        deadline: the end of the check's total time budget, on trio's clock.
+    """
+
+    stream: trio.SocketStream
+    latency_ms: float
+    dns_ms: float | None
+    address: str
+    deadline: float
+
+
 async def probe(target: Target, *, timeout: float) -> Observation:
     """Connects to ``target`` within ``timeout`` seconds (DNS included) and closes.
 
@@ -99,6 +118,35 @@ async def probe(target: Target, *, timeout: float) -> Observation:
         An Observation; failure is a value here, never an exception.
     """
     deadline = trio.current_time() + timeout
+    connected = await open_connection(target, deadline, timeout=timeout)
+    if isinstance(connected, Observation):
+        return connected
+    connected.stream.socket.close()
+    return Observation(
+        Outcome.OK,
+        Reason.OPEN,
+        latency_ms=connected.latency_ms,
+        dns_ms=connected.dns_ms,
+        address=connected.address,
+    )
+
+
+async def open_connection(
+    target: Target, deadline: float, *, timeout: float
+) -> Connection | Observation:
+    """Resolves and connects to ``target`` before ``deadline`` (happy eyeballs).
+
+    Protocol probes start here so that every kind reports DNS, latency and address
+    the same way as the plain TCP check.
+
+    Args:
+        target: where to connect.
+        deadline: when the whole check must be over, on trio's clock.
+        timeout: the check's timeout, for the messages only.
+
+    Returns:
+        The open connection (the caller closes it), or the failed Observation.
+    """
     resolved = await _resolve(target, deadline)
     if isinstance(resolved, Observation):
         return resolved
@@ -108,7 +156,15 @@ async def probe(target: Target, *, timeout: float) -> Observation:
                            detail=f"{target.host}: the name has no usable address")
     race = _Race(addresses, deadline)
     await race.run()
-    return race.observation(dns_ms, timeout)
+    if race.winner is None or race.winner_socket is None:
+        return race.observation(dns_ms, timeout)
+    return Connection(
+        trio.SocketStream(race.winner_socket),
+        latency_ms=_ms(race.latency_s),
+        dns_ms=dns_ms,
+        address=race.winner[0],
+        deadline=deadline,
+    )
 
 
 async def _resolve(
@@ -154,6 +210,7 @@ class _Race:
     addresses: list[tuple[int, SockAddr]]
     deadline: float
     winner: SockAddr | None = None
+    winner_socket: trio.socket.SocketType | None = None
     latency_s: float = 0.0
     failures: list[tuple[SockAddr, Reason, str]] = field(default_factory=list)
     unanswered: list[SockAddr] = field(default_factory=list)
@@ -184,9 +241,10 @@ class _Race:
             self.failures.append((sockaddr, classify_os_error(exc), os_message(exc)))
             attempt_failed.set()
             return
-        # The socket is closed on every path out, cancellation included: a check
-        # must never leak a file descriptor.
-        with sock:
+        # The socket is closed on every path out but a win, cancellation included:
+        # a check must never leak a file descriptor.
+        won = False
+        try:
             started = trio.current_time()
             try:
                 await sock.connect(sockaddr)
@@ -195,10 +253,17 @@ class _Race:
                 self.failures.append((sockaddr, classify_os_error(exc), os_message(exc)))
                 attempt_failed.set()
                 return
-            self.latency_s = trio.current_time() - started
             self.unanswered.remove(sockaddr)
-            self.winner = sockaddr
+            # Two handshakes can complete in the same tick: the first one wins.
+            if self.winner_socket is None:
+                self.latency_s = trio.current_time() - started
+                self.winner = sockaddr
+                self.winner_socket = sock
+                won = True
             nursery.cancel_scope.cancel()
+        finally:
+            if not won:
+                sock.close()
 
     def observation(self, dns_ms: float | None, timeout: float) -> Observation:
         if self.winner is not None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.checks import tcp
+from agent.checks import expect, redis, smtp, ssh, tcp, tls
 from agent.model import Observation, Target
 from agent.tables import Table
 
@@ -43,4 +43,9 @@ class ProbeKind:
 
 PROBES: dict[str, ProbeKind] = {
     "tcp": ProbeKind(tcp.probe),
+    "tls": ProbeKind(tls.probe, tls.read_options),
+    "ssh": ProbeKind(ssh.probe),
+    "smtp": ProbeKind(smtp.probe, smtp.read_options),
+    "redis": ProbeKind(redis.probe, redis.read_options),
+    "expect": ProbeKind(expect.probe, expect.read_options),
 }

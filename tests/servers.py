@@ -1,0 +1,142 @@
+"""Starting and stopping private instances of real servers for the probe tests.
+
+Each server runs as our own child process, on a port of its own on 127.0.0.1 and
+with its data in a temporary directory, so tests never touch a system service or
+another test's server. ``stop`` ends only the process we started, by its id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+from agent.model import Target
+from agent.tables import Table
+
+# Servers on a shared two-core machine can take a while to come up.
+READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(port: int) -> bool:
+    """Whether a TCP connect to 127.0.0.1:port succeeds."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require(*programs: str) -> None:
+    """Fails (not skips) when a server program is missing: .ci/run installs them."""
+    for program in programs:
+        if shutil.which(program) is None and not Path(program).exists():
+            pytest.fail(f"{program} is not installed; .ci/run installs it")
+
+
+def target(
+    port: int,
+    kind_options: Mapping[str, object] | None = None,
+    read: Callable[[Table], Mapping[str, object]] | None = None,
+) -> Target:
+    """A Target on 127.0.0.1:port whose options went through the kind's reader."""
+    options: Mapping[str, object] = {}
+    if read is not None:
+        table = Table(dict(kind_options or {}), "test.toml", "checks.t")
+        options = read(table)
+        table.finish()
+    return Target("127.0.0.1", port, options=options)
+
+
+def demote(path: Path, user: str) -> None:
+    """Gives ``path`` (recursively) to ``user``: servers that refuse to run as root."""
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, d) for d in dirs),
+                     *(os.path.join(root, f) for f in files)]:
+            os.chown(name, entry.pw_uid, entry.pw_gid)
+
+
+class Server:
+    """A server process we started, and the port it listens on."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    def stop(self) -> None:
+        """Stops the process we started (by its id), politely first."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start(
+    argv: Sequence[str],
+    port: int,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+) -> Server:
+    """Starts ``argv`` and waits until it accepts connections on ``port``.
+
+    Raises:
+        RuntimeError: the server exited or did not listen in time (its log attached).
+    """
+    with log.open("ab") as sink:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv from the tests
+            list(argv), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None, user=user,
+        )
+    server = Server(process, port, log)
+    give_up = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            break
+        if port_answers(port):
+            return server
+        time.sleep(0.1)
+    server.stop()
+    tail = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{argv[0]} did not listen on {port}:\n{tail}")
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """Stops ``server`` when the block ends, however it ends."""
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def serve_loopback(
+    nursery: trio.Nursery, handler: Callable[[trio.SocketStream], Awaitable[None]]
+) -> int:
+    """Serves ``handler`` on an ephemeral 127.0.0.1 port until ``nursery`` is cancelled."""
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0,
+                                                      host="127.0.0.1"))
+    return int(listeners[0].socket.getsockname()[1])

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 import trustme
+
+
+@pytest.fixture
+async def nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery for loopback servers, cancelled when the test ends."""
+    async with trio.open_nursery() as nursery:
+        yield nursery
+        nursery.cancel_scope.cancel()
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +41,12 @@ def issue(ca: trustme.CA, *, days_valid: float, days_ago: float = 1.0) -> trustm
         "localhost", "127.0.0.1",
         not_before=not_before, not_after=not_before + datetime.timedelta(days=days_valid),
     )
+
+
+def write_pem(cert: trustme.LeafCert, directory: Path) -> tuple[Path, Path]:
+    """The certificate chain and key as PEM files, for servers that read files."""
+    chain, key = directory / "cert.pem", directory / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    key.chmod(0o600)
+    return chain, key

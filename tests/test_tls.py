@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -46,13 +45,6 @@ async def serve_tls(
 
     port = await nursery.start(serve)
     return port, scope
-
-
-@pytest.fixture
-async def nursery() -> AsyncIterator[trio.Nursery]:
-    async with trio.open_nursery() as nursery:
-        yield nursery
-        nursery.cancel_scope.cancel()
 
 
 async def test_handshake_with_custom_ca_reports_version_and_expiry(

@@ -119,6 +119,10 @@ class Exchange:
             Outcome.FAILED, CLOSED, f"the service {how.lower()} before {self.waiting_for}{received}"
         )
 
+    def take_all(self) -> bytes:
+        """Everything received and not yet consumed."""
+        return self._take(len(self._buffer))
+
     def _take(self, count: int) -> bytes:
         data = bytes(self._buffer[:count])
         del self._buffer[:count]
@@ -155,7 +159,7 @@ class Exchange:
                 if not self._buffer:
                     raise
                 break
-        return self._take(len(self._buffer))
+        return self.take_all()
 
     def replace_stream(self, stream: trio.abc.Stream) -> None:
         """Continues on ``stream`` (a TLS layer over the old one)."""

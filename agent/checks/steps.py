@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from agent.checks.exchange import (
     ANSWERED,
+    CLOSED,
     UNEXPECTED_REPLY,
     Exchange,
     ProbeFailure,
@@ -106,7 +107,14 @@ async def _receive_reply(exchange: Exchange, step: Expect) -> bytes:
         )
     reply = b""
     while True:
-        line = await exchange.receive_line(step.limit - len(reply), step.what)
+        try:
+            line = await exchange.receive_line(step.limit - len(reply), step.what)
+        except ProbeFailure as failure:
+            # A service that says something and hangs up is judged by what it said.
+            reply += exchange.take_all()
+            if failure.reason != CLOSED or not reply:
+                raise
+            return reply
         reply += line
         if step.end.search(line.rstrip(b"\r\n")):
             return reply

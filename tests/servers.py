@@ -12,6 +12,7 @@ import functools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -81,11 +82,12 @@ class Server:
         self.process = process
         self.port = port
         self.log = log
+        self.stop_signal = signal.SIGTERM
 
     def stop(self) -> None:
         """Stops the process we started (by its id), politely first."""
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(self.stop_signal)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,144 @@
+"""The PostgreSQL probe against a private cluster (initdb + postgres in a temp dir)."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.checks import postgres
+from agent.model import Outcome, Reason
+from tests.servers import Server, demote, free_port, start, target
+
+# Debian keeps the server programs out of PATH, under their major version.
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Path]:
+    """An initialised data directory owned by the postgres user (initdb refuses root)."""
+    if not PG_BIN:
+        pytest.fail("PostgreSQL is not installed; .ci/run installs it")
+    base = Path(tempfile.mkdtemp(prefix="heartwire-pg-"))
+    try:
+        demote(base, "postgres")
+        subprocess.run(
+            [f"{PG_BIN[-1]}/initdb", "-D", str(base / "data"), "-A", "trust", "-U", "postgres",
+             "--no-sync"],
+            check=True, user="postgres", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+StartPostgres = Callable[..., Server]
+
+
+@pytest.fixture
+def start_postgres(cluster: Path) -> Iterator[StartPostgres]:
+    servers: list[Server] = []
+
+    def start_postgres(*settings: str) -> Server:
+        port = free_port()
+        argv = [f"{PG_BIN[-1]}/postgres", "-D", str(cluster / "data"), "-p", str(port),
+                "-k", str(cluster), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                *settings]
+        server = start(argv, port, cluster / "postgres.log", user="postgres")
+        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for sessions to end.
+        server.stop_signal = signal.SIGINT
+        servers.append(server)
+        return server
+
+    try:
+        yield start_postgres
+    finally:
+        for server in servers:
+            server.stop()
+
+
+
+async def test_asks_for_a_password_and_never_sends_one(
+    start_postgres: StartPostgres, cluster: Path
+) -> None:
+    hba = cluster / "hba_scram.conf"
+    hba.write_text("host all all 127.0.0.1/32 scram-sha-256\n")
+    demote(hba, "postgres")
+    server = start_postgres("-c", f"hba_file={hba}")
+    observation = await postgres.probe(target(server.port, {}, postgres.read_options), timeout=5)
+    assert (observation.outcome, observation.reason) == (Outcome.OK, "answered"), observation
+    assert observation.facts["pg_auth"] == "sasl"
+
+
+async def test_unknown_role_is_auth_required(start_postgres: StartPostgres) -> None:
+    server = start_postgres()
+    observation = await postgres.probe(target(server.port, {}, postgres.read_options), timeout=5)
+    # trust authentication lets any existing role in; ours does not exist.
+    assert (observation.outcome, observation.reason) == (Outcome.OK, "auth_required"), observation
+    assert observation.facts["pg_ssl"] is False
+    assert observation.facts["pg_sqlstate"] == "28000"
+    assert 'role "heartwire" does not exist' in (observation.detail or "")
+
+
+async def test_known_role_on_trust_is_answered(start_postgres: StartPostgres) -> None:
+    server = start_postgres()
+    options = {"user": "postgres"}
+    observation = await postgres.probe(target(server.port, options, postgres.read_options),
+                                       timeout=5)
+    assert (observation.outcome, observation.reason) == (Outcome.OK, "answered"), observation
+    assert observation.facts["pg_auth"] == "trust"
+
+
+async def test_sslrequest_alone(start_postgres: StartPostgres) -> None:
+    server = start_postgres()
+    options = {"startup": False}
+    observation = await postgres.probe(target(server.port, options, postgres.read_options),
+                                       timeout=5)
+    assert (observation.outcome, observation.reason) == (Outcome.OK, "answered")
+    assert "pg_auth" not in observation.facts
+
+
+async def test_stopped_server_is_refused(start_postgres: StartPostgres) -> None:
+    server = start_postgres()
+    server.stop()
+    observation = await postgres.probe(target(server.port, {}, postgres.read_options), timeout=5)
+    assert (observation.outcome, observation.reason) == (Outcome.FAILED, Reason.REFUSED)
+
+
+async def test_exhausted_max_connections_is_too_many_connections(
+    start_postgres: StartPostgres, cluster: Path
+) -> None:
+    server = start_postgres("-c", "max_connections=2", "-c", "superuser_reserved_connections=0")
+    holders = [
+        subprocess.Popen(  # sessions that hold every slot
+            [f"{PG_BIN[-1]}/psql", "-h", str(cluster), "-p", str(server.port), "-U", "postgres",
+             "-c", "SELECT pg_sleep(30)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user="postgres",
+        )
+        for _ in range(2)
+    ]
+    try:
+        reason = None
+        for _ in range(50):  # the sessions take a moment to log in
+            observation = await postgres.probe(
+                target(server.port, {}, postgres.read_options), timeout=5
+            )
+            reason = observation.reason
+            if reason == "too_many_connections":
+                break
+            time.sleep(0.1)
+        assert reason == "too_many_connections"
+        assert observation.outcome is Outcome.FAILED
+        assert observation.detail == "sorry, too many clients already"
+        assert observation.facts["pg_sqlstate"] == "53300"
+    finally:
+        server.stop()
+        for holder in holders:
+            holder.wait(timeout=30)

@@ -89,7 +89,7 @@ async def _dialogue(exchange: Exchange) -> Observation:
     if (status != expected) if expected else not 200 <= status < 400:
         wanted = str(expected) if expected else "2xx or 3xx"
         raise ProbeFailure(Outcome.FAILED, "http_status",
-                           f"HTTP {printable(status_line.group(0))}, expected {wanted}")
+                           f"{printable(status_line.group(0))}, expected {wanted}")
     if isinstance(expect_body, bytes) and expect_body not in response[headers_end:]:
         raise ProbeFailure(Outcome.FAILED, "body_mismatch",
                            f"the first {limit} bytes do not contain {printable(expect_body)!r}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent.model import Target
+from agent.model import Observation, Target
 from agent.tables import Table
 
 # Servers on a shared two-core machine can take a while to come up.
@@ -109,7 +109,7 @@ def start(
         RuntimeError: the server exited or did not listen in time (its log attached).
     """
     with log.open("ab") as sink:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv from the tests
+        process = subprocess.Popen(
             list(argv), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, user=user,
         )
@@ -142,3 +142,31 @@ async def serve_loopback(
     listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0,
                                                       host="127.0.0.1"))
     return int(listeners[0].socket.getsockname()[1])
+
+
+def hold_connections(
+    argv: Sequence[str], count: int, *, user: str | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """``count`` client processes that each hold one session (to fill max_connections)."""
+    return [
+        subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         user=user)
+        for _ in range(count)
+    ]
+
+
+async def probe_until(
+    probe: Callable[[Target], Awaitable[Observation]], check: Target, reason: str
+) -> Observation:
+    """Probes until the observation has ``reason`` (clients take a moment to log in).
+
+    Returns:
+        The first observation with that reason, or the last one after 10 seconds.
+    """
+    observation = await probe(check)
+    for _ in range(100):
+        if observation.reason == reason:
+            break
+        await trio.sleep(0.1)
+        observation = await probe(check)
+    return observation

@@ -45,7 +45,7 @@ async def test_unexpected_status(web: Server) -> None:
     observation = await http.probe(target(web.port, {"path": "/missing"}, http.read_options),
                                    timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "http_status")
-    assert observation.detail is not None and observation.detail.startswith("HTTP/1.0 404 File not found, expected 2xx or 3xx")
+    assert observation.detail == "HTTP/1.0 404 File not found, expected 2xx or 3xx"
     options = {"path": "/missing", "expect_status": 404, "method": "HEAD"}
     observation = await http.probe(target(web.port, options, http.read_options), timeout=5)
     assert observation.outcome is Outcome.OK

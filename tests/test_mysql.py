@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,8 +12,17 @@ import pytest
 import trio
 
 from agent.checks import mysql
-from agent.model import Outcome, Reason
-from tests.servers import Server, free_port, require, serve_loopback, start, target
+from agent.model import Observation, Outcome, Reason, Target
+from tests.servers import (
+    Server,
+    free_port,
+    hold_connections,
+    probe_until,
+    require,
+    serve_loopback,
+    start,
+    target,
+)
 
 # MariaDB's smallest max_connections; one more connection is kept for an administrator.
 MIN_MAX_CONNECTIONS = 10
@@ -79,30 +87,25 @@ async def test_exhausted_max_connections_is_too_many_connections(
     start_mariadb: StartMariadb,
 ) -> None:
     server = start_mariadb(f"--max-connections={MIN_MAX_CONNECTIONS}", "--skip-grant-tables")
-    holders = [
-        subprocess.Popen(
-            ["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{server.port}", "-uroot",
-             "-e", "SELECT SLEEP(30)"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        for _ in range(MIN_MAX_CONNECTIONS + 1)
-    ]
+    holders = hold_connections(
+        ["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{server.port}", "-uroot",
+         "-e", "SELECT SLEEP(30)"],
+        MIN_MAX_CONNECTIONS + 1,
+    )
     try:
-        reason = None
-        for _ in range(100):  # the sessions take a moment to log in
-            observation = await mysql.probe(target(server.port), timeout=5)
-            reason = observation.reason
-            if reason == "too_many_connections":
-                break
-            time.sleep(0.1)
-        assert reason == "too_many_connections"
-        assert observation.outcome is Outcome.FAILED
+        observation = await probe_until(_probe, target(server.port), "too_many_connections")
+        assert (observation.outcome, observation.reason) == (
+            Outcome.FAILED, "too_many_connections")
         assert observation.detail == "Too many connections"
         assert observation.facts["mysql_error"] == 1040
     finally:
         server.stop()
         for holder in holders:
             holder.wait(timeout=30)
+
+
+async def _probe(check: Target) -> Observation:
+    return await mysql.probe(check, timeout=5)
 
 
 async def test_not_a_mysql_server(nursery: trio.Nursery) -> None:

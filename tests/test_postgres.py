@@ -7,15 +7,22 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.checks import postgres
-from agent.model import Outcome, Reason
-from tests.servers import Server, demote, free_port, start, target
+from agent.model import Observation, Outcome, Reason, Target
+from tests.servers import (
+    Server,
+    demote,
+    free_port,
+    hold_connections,
+    probe_until,
+    start,
+    target,
+)
 
 # Debian keeps the server programs out of PATH, under their major version.
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -112,30 +119,25 @@ async def test_stopped_server_is_refused(start_postgres: StartPostgres) -> None:
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, Reason.REFUSED)
 
 
+async def _probe(check: Target) -> Observation:
+    return await postgres.probe(check, timeout=5)
+
+
 async def test_exhausted_max_connections_is_too_many_connections(
     start_postgres: StartPostgres, cluster: Path
 ) -> None:
     server = start_postgres("-c", "max_connections=2", "-c", "superuser_reserved_connections=0")
-    holders = [
-        subprocess.Popen(  # sessions that hold every slot
-            [f"{PG_BIN[-1]}/psql", "-h", str(cluster), "-p", str(server.port), "-U", "postgres",
-             "-c", "SELECT pg_sleep(30)"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user="postgres",
-        )
-        for _ in range(2)
-    ]
+    holders = hold_connections(
+        [f"{PG_BIN[-1]}/psql", "-h", str(cluster), "-p", str(server.port), "-U", "postgres",
+         "-c", "SELECT pg_sleep(30)"],
+        2,
+        user="postgres",
+    )
     try:
-        reason = None
-        for _ in range(50):  # the sessions take a moment to log in
-            observation = await postgres.probe(
-                target(server.port, {}, postgres.read_options), timeout=5
-            )
-            reason = observation.reason
-            if reason == "too_many_connections":
-                break
-            time.sleep(0.1)
-        assert reason == "too_many_connections"
-        assert observation.outcome is Outcome.FAILED
+        check = target(server.port, {}, postgres.read_options)
+        observation = await probe_until(_probe, check, "too_many_connections")
+        assert (observation.outcome, observation.reason) == (
+            Outcome.FAILED, "too_many_connections")
         assert observation.detail == "sorry, too many clients already"
         assert observation.facts["pg_sqlstate"] == "53300"
     finally:

@@ -8,7 +8,7 @@ that speaks the protocol wrongly fails here too.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import pytest
 import trio
@@ -29,7 +29,10 @@ async def _receive_exactly(stream: trio.SocketStream, count: int) -> bytes:
     return data
 
 
-def mongodb_server(answers: Mapping[str, Mapping[str, BsonInput]]):  # type: ignore[no-untyped-def]
+Handler = Callable[[trio.SocketStream], Awaitable[None]]
+
+
+def mongodb_server(answers: Mapping[str, Mapping[str, BsonInput]]) -> tuple[Handler, list[str]]:
     """A handler answering each OP_MSG command by name; records what it was asked."""
     asked: list[str] = []
 
@@ -96,7 +99,7 @@ async def test_mongodb_down_is_refused() -> None:
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, Reason.REFUSED)
 
 
-def kafka_broker(body: bytes):  # type: ignore[no-untyped-def]
+def kafka_broker(body: bytes) -> Handler:
     """A handler answering one ApiVersions v0 request with ``body`` (after its id)."""
 
     async def handler(stream: trio.SocketStream) -> None:

@@ -134,7 +134,8 @@ async def _dialogue(exchange: Exchange) -> Observation:
         raise ProbeFailure(Outcome.FAILED, "server_error", f"{message} (code {answer.get('code')})")
     role = _role(answer)
     exchange.facts["mongo_role"] = role
-    for field, fact in (("setName", "mongo_set_name"), ("maxWireVersion", "mongo_max_wire_version")):
+    for field, fact in (("setName", "mongo_set_name"),
+                        ("maxWireVersion", "mongo_max_wire_version")):
         value = answer.get(field)
         if value is not None:
             exchange.facts[fact] = value

@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from agent.checks import postgres
 from agent.model import Observation, Outcome, Reason, Target
+from tests.conftest import issue, write_pem
 from tests.servers import (
     Server,
     demote,
@@ -144,3 +146,36 @@ async def test_exhausted_max_connections_is_too_many_connections(
         server.stop()
         for holder in holders:
             holder.wait(timeout=30)
+
+
+async def test_tls_after_the_servers_s(
+    start_postgres: StartPostgres, cluster: Path, ca: trustme.CA, ca_file: Path
+) -> None:
+    tls_dir = cluster / "tls"
+    tls_dir.mkdir(exist_ok=True)
+    chain, key = write_pem(issue(ca, days_valid=10), tls_dir)
+    demote(tls_dir, "postgres")
+    server = start_postgres("-c", "ssl=on", "-c", f"ssl_cert_file={chain}",
+                            "-c", f"ssl_key_file={key}")
+
+    plain = await postgres.probe(target(server.port, {}, postgres.read_options), timeout=5)
+    # Only TLS may follow an S: without TLS settings the probe stops there.
+    assert (plain.outcome, plain.reason) == (Outcome.OK, "answered"), plain
+    assert plain.facts["pg_ssl"] is True and "pg_auth" not in plain.facts
+
+    options = {"tls": True, "ca_file": str(ca_file), "cert_expiry_warning": "30d"}
+    over_tls = await postgres.probe(target(server.port, options, postgres.read_options),
+                                    timeout=5)
+    # The StartupMessage went over TLS (the role is unknown), and the certificate's
+    # 9 days left are under the 30-day warning.
+    assert (over_tls.outcome, over_tls.reason) == (Outcome.DEGRADED, "cert_expiring"), over_tls
+    assert over_tls.facts["pg_sqlstate"] == "28000"
+    assert over_tls.facts["tls_version"] in ("TLSv1.2", "TLSv1.3")
+
+
+async def test_tls_required_but_not_offered(start_postgres: StartPostgres) -> None:
+    server = start_postgres()
+    options = {"tls": True, "insecure": True}
+    observation = await postgres.probe(target(server.port, options, postgres.read_options),
+                                       timeout=5)
+    assert (observation.outcome, observation.reason) == (Outcome.FAILED, "tls_unavailable")

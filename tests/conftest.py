@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 import trustme
+
+from tests.servers import Server
 
 
 @pytest.fixture
@@ -17,6 +19,17 @@ async def nursery() -> AsyncIterator[trio.Nursery]:
     async with trio.open_nursery() as nursery:
         yield nursery
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def stop_after() -> Iterator[list[Server]]:
+    """Servers a test started through a factory fixture; stopped when it ends."""
+    servers: list[Server] = []
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

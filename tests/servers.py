@@ -144,6 +144,17 @@ async def serve_loopback(
     return int(listeners[0].socket.getsockname()[1])
 
 
+async def serve_reply(nursery: trio.Nursery, reply: bytes) -> int:
+    """A loopback server that sends ``reply`` to every client, then hangs up."""
+
+    async def send_and_close(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(reply)
+        await trio.aclose_forcefully(stream)
+
+    return await serve_loopback(nursery, send_and_close)
+
+
 def hold_connections(
     argv: Sequence[str], count: int, *, user: str | None = None
 ) -> list[subprocess.Popen[bytes]]:

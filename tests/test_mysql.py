@@ -19,7 +19,7 @@ from tests.servers import (
     hold_connections,
     probe_until,
     require,
-    serve_loopback,
+    serve_reply,
     start,
     target,
 )
@@ -47,8 +47,7 @@ StartMariadb = Callable[..., Server]
 
 
 @pytest.fixture
-def start_mariadb(datadir: Path) -> Iterator[StartMariadb]:
-    servers: list[Server] = []
+def start_mariadb(datadir: Path, stop_after: list[Server]) -> StartMariadb:
 
     def start_mariadb(*settings: str) -> Server:
         port = free_port()
@@ -57,14 +56,10 @@ def start_mariadb(datadir: Path) -> Iterator[StartMariadb]:
                 f"--pid-file={datadir / 'mysqld.pid'}", "--user=root",
                 "--innodb-buffer-pool-size=8M", "--skip-log-bin", *settings]
         server = start(argv, port, datadir / "mariadb.log")
-        servers.append(server)
+        stop_after.append(server)
         return server
 
-    try:
-        yield start_mariadb
-    finally:
-        for server in servers:
-            server.stop()
+    return start_mariadb
 
 
 async def test_reads_the_handshake(start_mariadb: StartMariadb) -> None:
@@ -109,9 +104,6 @@ async def _probe(check: Target) -> Observation:
 
 
 async def test_not_a_mysql_server(nursery: trio.Nursery) -> None:
-    async def http(stream: trio.SocketStream) -> None:
-        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-
-    port = await serve_loopback(nursery, http)
+    port = await serve_reply(nursery, b"HTTP/1.1 400 Bad Request\r\n\r\n")
     observation = await mysql.probe(target(port), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "unexpected_reply")

@@ -52,8 +52,7 @@ StartPostgres = Callable[..., Server]
 
 
 @pytest.fixture
-def start_postgres(cluster: Path) -> Iterator[StartPostgres]:
-    servers: list[Server] = []
+def start_postgres(cluster: Path, stop_after: list[Server]) -> StartPostgres:
 
     def start_postgres(*settings: str) -> Server:
         port = free_port()
@@ -63,14 +62,10 @@ def start_postgres(cluster: Path) -> Iterator[StartPostgres]:
         server = start(argv, port, cluster / "postgres.log", user="postgres")
         # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for sessions to end.
         server.stop_signal = signal.SIGINT
-        servers.append(server)
+        stop_after.append(server)
         return server
 
-    try:
-        yield start_postgres
-    finally:
-        for server in servers:
-            server.stop()
+    return start_postgres
 
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,23 +18,18 @@ StartRedis = Callable[..., Server]
 
 
 @pytest.fixture
-def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+def start_redis(tmp_path: Path, stop_after: list[Server]) -> StartRedis:
     require("redis-server")
-    servers: list[Server] = []
 
     def start_redis(*settings: str) -> Server:
         port = free_port()
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(tmp_path), *settings]
         server = start(argv, port, tmp_path / f"redis-{port}.log")
-        servers.append(server)
+        stop_after.append(server)
         return server
 
-    try:
-        yield start_redis
-    finally:
-        for server in servers:
-            server.stop()
+    return start_redis
 
 
 def redis_command(port: int, *words: str, wait_reply: bool = True) -> bytes:

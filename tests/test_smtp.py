@@ -15,7 +15,7 @@ from agent.errors import ConfigError
 from agent.model import Outcome, Reason
 from agent.tables import Table
 from tests.conftest import issue, write_pem
-from tests.servers import Server, free_port, running, serve_loopback, start, target
+from tests.servers import Server, free_port, running, serve_reply, start, target
 
 
 def start_aiosmtpd(directory: Path, *tls_args: str) -> Server:
@@ -89,11 +89,7 @@ async def test_refusing_greeting_is_down_with_the_servers_text(
 ) -> None:
     # aiosmtpd cannot refuse at greeting time: this loopback server sends the
     # RFC 5321 section 3.1 / 4.2.3 replies itself, then hangs up as a real one does.
-    async def refuse(stream: trio.SocketStream) -> None:
-        await stream.send_all(greeting)
-        await stream.aclose()
-
-    port = await serve_loopback(nursery, refuse)
+    port = await serve_reply(nursery, greeting)
     observation = await smtp.probe(target(port, {}, smtp.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, reason)
     assert observation.detail == greeting.decode().strip()

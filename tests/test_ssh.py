@@ -13,7 +13,16 @@ import trio
 
 from agent.checks import ssh
 from agent.model import Outcome, Reason
-from tests.servers import Server, free_port, require, running, serve_loopback, start, target
+from tests.servers import (
+    Server,
+    free_port,
+    require,
+    running,
+    serve_loopback,
+    serve_reply,
+    start,
+    target,
+)
 
 SSHD = "/usr/sbin/sshd"
 
@@ -51,10 +60,7 @@ async def test_stopped_server_is_refused(sshd: Server) -> None:
 
 
 async def test_other_service_is_a_bad_banner(nursery: trio.Nursery) -> None:
-    async def smtp(stream: trio.SocketStream) -> None:
-        await stream.send_all(b"220 mail.example.com ESMTP\r\n")
-
-    port = await serve_loopback(nursery, smtp)
+    port = await serve_reply(nursery, b"220 mail.example.com ESMTP\r\n")
     observation = await ssh.probe(target(port), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "bad_banner")
     assert "220 mail.example.com ESMTP" in (observation.detail or "")

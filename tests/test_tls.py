@@ -14,7 +14,7 @@ from agent.errors import ConfigError
 from agent.model import Outcome, Reason
 from agent.tables import Table
 from tests.conftest import issue
-from tests.servers import serve_loopback, target
+from tests.servers import serve_loopback, serve_reply, target
 
 
 async def _hold(stream: trio.SSLStream[trio.SocketStream]) -> None:
@@ -126,11 +126,7 @@ async def test_stopped_server_is_refused(
 
 
 async def test_plaintext_service_is_a_tls_error(nursery: trio.Nursery) -> None:
-    async def greet(stream: trio.SocketStream) -> None:
-        await stream.send_all(b"220 plain SMTP here\r\n")
-        await trio.aclose_forcefully(stream)
-
-    port = await serve_loopback(nursery, greet)
+    port = await serve_reply(nursery, b"220 plain SMTP here\r\n")
     observation = await tls.probe(target(port, {"insecure": True}, tls.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "tls_error")
 

@@ -126,7 +126,9 @@ INVALID_ADDS = [
      "checks.web.intervall: unknown key (did you mean 'interval'?)"),
     (["--port", "80", "--family", "ipv6"],
      "checks.web.family: host 127.0.0.1 is an IPv4 address but family is 'ipv6'"),
-    (["--port", "80", "--kind", "gopher"], 'checks.web.kind: must be one of "tcp", got \'gopher\''),
+    (["--port", "80", "--kind", "gopher"],
+     'checks.web.kind: must be one of "amqp", "expect", "http", "kafka", "mongodb", "mysql", '
+     '"postgres", "redis", "smtp", "ssh", "tcp", "tls", got \'gopher\''),
 ]
 
 

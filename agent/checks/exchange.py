@@ -113,11 +113,12 @@ class Exchange:
 
     def _closed(self, exc: BaseException | None) -> ProbeFailure:
         cause = exc.__cause__ if exc is not None else None
-        how = os_message(cause) if isinstance(cause, OSError) else "closed the connection"
+        if isinstance(cause, OSError):
+            how = f"the connection failed ({os_message(cause)})"
+        else:
+            how = "the service closed the connection"
         received = f" after {printable(self._buffer)!r}" if self._buffer else ""
-        return ProbeFailure(
-            Outcome.FAILED, CLOSED, f"the service {how.lower()} before {self.waiting_for}{received}"
-        )
+        return ProbeFailure(Outcome.FAILED, CLOSED, f"{how} before {self.waiting_for}{received}")
 
     def take_all(self) -> bytes:
         """Everything received and not yet consumed."""

@@ -107,6 +107,9 @@ async def _receive_reply(exchange: Exchange, step: Expect) -> bytes:
         )
     reply = b""
     while True:
+        if len(reply) >= step.limit:
+            raise ProbeFailure(Outcome.FAILED, UNEXPECTED_REPLY,
+                               f"{step.what} is longer than {step.limit} bytes")
         try:
             line = await exchange.receive_line(step.limit - len(reply), step.what)
         except ProbeFailure as failure:

@@ -174,3 +174,26 @@ async def test_tls_required_but_not_offered(start_postgres: StartPostgres) -> No
     observation = await postgres.probe(target(server.port, options, postgres.read_options),
                                        timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "tls_unavailable")
+
+
+async def test_standby_refusing_connections_is_degraded(
+    cluster: Path, stop_after: list[Server]
+) -> None:
+    # A standby with no primary to follow stays in recovery; with hot_standby off it
+    # answers every StartupMessage with SQLSTATE 57P03.
+    standby = cluster / "standby"
+    shutil.copytree(cluster / "data", standby, symlinks=True)
+    (standby / "postmaster.pid").unlink(missing_ok=True)
+    (standby / "standby.signal").touch()
+    demote(standby, "postgres")
+    port = free_port()
+    argv = [f"{PG_BIN[-1]}/postgres", "-D", str(standby), "-p", str(port), "-k", str(cluster),
+            "-c", "listen_addresses=127.0.0.1", "-c", "hot_standby=off"]
+    server = start(argv, port, cluster / "standby.log", user="postgres")
+    server.stop_signal = signal.SIGINT
+    stop_after.append(server)
+    observation = await probe_until(_probe, target(server.port, {}, postgres.read_options),
+                                    "cannot_connect_now")
+    assert (observation.outcome, observation.reason) == (Outcome.DEGRADED, "cannot_connect_now")
+    assert observation.facts["pg_sqlstate"] == "57P03"
+    assert observation.detail == "the database system is not accepting connections"

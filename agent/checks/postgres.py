@@ -12,7 +12,9 @@ after the ``S``. Facts: ``pg_ssl`` (the server offers TLS), ``pg_auth`` (the
 authentication it asks for), ``pg_sqlstate``.
 
 Reasons: ``answered``, ``auth_required`` (an ok answer to a role or database that is
-not let in), ``starting_up`` (degraded: starting or recovering), ``shutting_down``,
+not let in), ``starting_up`` (degraded: starting or recovering), ``cannot_connect_now``
+(degraded: another reason the server gives for refusing, such as a standby with
+``hot_standby = off``), ``shutting_down``,
 ``too_many_connections``, ``tls_unavailable`` (``tls = true`` but the server says
 ``N``), ``server_error``, ``unexpected_reply``.
 """
@@ -41,6 +43,9 @@ TERMINATE = b"X" + struct.pack("!i", 4)
 MESSAGE_LIMIT = 4096
 # ParameterStatus messages (about 15), BackendKeyData, notices: then ReadyForQuery.
 MAX_STARTUP_MESSAGES = 64
+
+# How the server words a 57P03 that passes with time (postmaster.c, PostgreSQL 15).
+_STARTING_UP = ("starting up", "not yet accepting connections", "in recovery mode")
 
 _AUTH_METHODS = {0: "trust", 2: "kerberos", 3: "password", 5: "md5", 7: "gss", 9: "sspi",
                  10: "sasl"}
@@ -86,7 +91,10 @@ def classify_error(fields: Mapping[str, str]) -> ProbeFailure:
     if code == "57P03":  # cannot_connect_now
         if "shutting down" in message:
             return ProbeFailure(Outcome.FAILED, "shutting_down", message, facts)
-        return ProbeFailure(Outcome.DEGRADED, "starting_up", message, facts)
+        if any(phrase in message for phrase in _STARTING_UP):
+            return ProbeFailure(Outcome.DEGRADED, "starting_up", message, facts)
+        # A standby with hot_standby = off, for one: it will not take connections.
+        return ProbeFailure(Outcome.DEGRADED, "cannot_connect_now", message, facts)
     if code == "53300":  # too_many_connections
         return ProbeFailure(Outcome.FAILED, "too_many_connections", message, facts)
     if code[:2] in ("28", "3D"):  # invalid authorization, invalid catalog name

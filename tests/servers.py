@@ -102,8 +102,9 @@ def start(
     *,
     env: Mapping[str, str] | None = None,
     user: str | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> Server:
-    """Starts ``argv`` and waits until it accepts connections on ``port``.
+    """Starts ``argv`` and waits until it accepts connections on ``port`` (or ``ready()``).
 
     Raises:
         RuntimeError: the server exited or did not listen in time (its log attached).
@@ -118,7 +119,7 @@ def start(
     while time.monotonic() < give_up:
         if process.poll() is not None:
             break
-        if port_answers(port):
+        if ready() if ready is not None else port_answers(port):
             return server
         time.sleep(0.1)
     server.stop()

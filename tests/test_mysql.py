@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +30,7 @@ from tests.servers import (
 
 # MariaDB's smallest max_connections; one more connection is kept for an administrator.
 MIN_MAX_CONNECTIONS = 10
+NETNS_ADDRESS = "10.77.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +112,56 @@ async def test_not_a_mysql_server(nursery: trio.Nursery) -> None:
     port = await serve_reply(nursery, b"HTTP/1.1 400 Bad Request\r\n\r\n")
     observation = await mysql.probe(target(port), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "unexpected_reply")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of our own where 10.77.0.1 is a local, non-loopback address."""
+    require("ip")
+    name = f"heartwire-mysql-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", f"{NETNS_ADDRESS}/32", "dev", "lo"],
+                       check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def _socket_answers(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(path))
+            return True
+    except OSError:
+        return False
+
+
+def test_host_without_a_grant_is_up_but_not_allowed(
+    netns: str, datadir: Path, stop_after: list[Server], tmp_path: Path
+) -> None:
+    # MariaDB exempts loopback clients from host checks: in our own namespace the
+    # agent connects from 10.77.0.1, for which the fresh server has no account.
+    unix_socket = datadir / "netns.sock"
+    argv = ["ip", "netns", "exec", netns, "mariadbd", "--no-defaults",
+            f"--datadir={datadir / 'data'}", "--port=3306", f"--bind-address={NETNS_ADDRESS}",
+            f"--socket={unix_socket}", f"--pid-file={datadir / 'netns.pid'}", "--user=root",
+            "--innodb-buffer-pool-size=8M", "--skip-log-bin", "--skip-name-resolve"]
+    stop_after.append(start(argv, 3306, datadir / "netns.log",
+                            ready=lambda: _socket_answers(unix_socket)))
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[checks.db]\nkind = "mysql"\nhost = "{NETNS_ADDRESS}"\nport = 3306\n')
+    # The probe must run inside the namespace too: the CLI, as a process, does.
+    completed = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "agent", "check", "--json",
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    [row] = json.loads(completed.stdout)
+    assert completed.returncode == 0, completed.stderr
+    assert (row["status"], row["reason"]) == ("up", "host_not_allowed")
+    assert row["detail"] == (
+        f"Host '{NETNS_ADDRESS}' is not allowed to connect to this MariaDB server"
+    )
+    assert row["facts"]["mysql_error"] == 1130

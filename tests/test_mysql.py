@@ -165,3 +165,19 @@ def test_host_without_a_grant_is_up_but_not_allowed(
         f"Host '{NETNS_ADDRESS}' is not allowed to connect to this MariaDB server"
     )
     assert row["facts"]["mysql_error"] == 1130
+
+
+def test_error_packets_with_and_without_sqlstate() -> None:
+    # ERR packets as MariaDB sends them before the client's capabilities are known
+    # (no SQL state, like the 1043 "Bad handshake" it sends), and as MySQL sends
+    # them once CLIENT_PROTOCOL_41 is agreed ("#" and five characters).
+    blocked = mysql.classify_error(
+        b"\xff\x69\x04Host '10.0.0.9' is blocked because of many connection errors"
+    )
+    assert (blocked.outcome, blocked.reason) == (Outcome.DEGRADED, "host_blocked")
+    assert blocked.detail == "Host '10.0.0.9' is blocked because of many connection errors"
+    too_many = mysql.classify_error(b"\xff\x10\x04#08004Too many connections")
+    assert (too_many.outcome, too_many.reason, too_many.detail) == (
+        Outcome.FAILED, "too_many_connections", "Too many connections")
+    other = mysql.classify_error(b"\xff\x13\x04Bad handshake")
+    assert (other.reason, other.facts["mysql_error"]) == ("server_error", 1043)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -179,3 +180,40 @@ def test_not_after_is_read_from_der(ca: trustme.CA) -> None:
     not_after = tls.certificate_not_after(der)
     assert not_after is not None
     assert tls.certificate_not_after(b"\x30\x03garbage") is None
+
+
+def test_ca_file_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as error:
+        tls.read_options(Table({"ca_file": str(garbage)}, "test.toml", "checks.t"))
+    assert str(error.value).startswith(
+        "test.toml: checks.t.ca_file: not a PEM file of CA certificates: "
+    )
+
+
+async def test_ca_file_gone_after_loading_is_a_tls_error(
+    nursery: trio.Nursery, ca: trustme.CA, tmp_path: Path
+) -> None:
+    port, _ = await serve_tls(nursery, issue(ca, days_valid=30))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    check = target(port, {"ca_file": str(ca_file)}, tls.read_options)
+    assert (await tls.probe(check, timeout=5)).outcome is Outcome.OK
+    ca_file.unlink()
+    observation = await tls.probe(check, timeout=5)
+    assert (observation.outcome, observation.reason) == (Outcome.FAILED, "tls_error")
+    assert f"cannot load ca_file {ca_file}" in (observation.detail or "")
+
+
+async def test_replaced_ca_file_is_read_again(
+    nursery: trio.Nursery, ca: trustme.CA, tmp_path: Path
+) -> None:
+    port, _ = await serve_tls(nursery, issue(ca, days_valid=30))
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))  # some other CA
+    check = target(port, {"ca_file": str(ca_file)}, tls.read_options)
+    assert (await tls.probe(check, timeout=5)).reason == "tls_untrusted"
+    ca.cert_pem.write_to_path(str(ca_file))
+    os.utime(ca_file, ns=(0, 10**18))  # a modification time of its own, whatever the clock
+    assert (await tls.probe(check, timeout=5)).outcome is Outcome.OK

@@ -19,6 +19,7 @@ days left than ``cert_expiry_warning``).
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 import time
 from collections.abc import Mapping
@@ -86,8 +87,13 @@ def read_tls_settings(table: Table, *, enabled: bool) -> TlsSettings | None:
         return None
     server_name = table.optional_string("server_name")
     ca_file = table.optional_string("ca_file")
-    if ca_file is not None and not Path(ca_file).is_file():
-        raise table.error("ca_file", f"no such file: {ca_file}")
+    if ca_file is not None:
+        if not Path(ca_file).is_file():
+            raise table.error("ca_file", f"no such file: {ca_file}")
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise table.error("ca_file", f"not a PEM file of CA certificates: {exc}") from None
     insecure = table.boolean("insecure", False)
     if insecure and ca_file is not None:
         raise table.error("insecure", "insecure = true skips verification; ca_file has no use")
@@ -100,9 +106,24 @@ def read_options(table: Table) -> Mapping[str, object]:
     return {"tls": read_tls_settings(table, enabled=True)}
 
 
+def _context(settings: TlsSettings) -> ssl.SSLContext:
+    """The shared context for ``settings``; a replaced ``ca_file`` is read again.
+
+    Raises:
+        ProbeFailure: the CA file cannot be read any more.
+    """
+    try:
+        modified = os.stat(settings.ca_file).st_mtime_ns if settings.ca_file else None
+        return _cached_context(settings.ca_file, modified, settings.insecure)
+    except (OSError, ssl.SSLError) as exc:
+        raise ProbeFailure(Outcome.FAILED, TLS_ERROR,
+                           f"cannot load ca_file {settings.ca_file}: {exc}") from None
+
+
 @functools.lru_cache(maxsize=64)
-def _context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+def _cached_context(ca_file: str | None, modified: int | None, insecure: bool) -> ssl.SSLContext:
     # Loading a CA store costs milliseconds: one context per setting, shared.
+    # ``modified`` only keys the cache, so that a replaced CA file is read again.
     context = ssl.create_default_context(cafile=ca_file)
     if insecure:
         context.check_hostname = False
@@ -122,7 +143,7 @@ async def start_tls(exchange: Exchange, settings: TlsSettings) -> None:
         ProbeFailure: the handshake failed, or the certificate has expired.
     """
     server_name = settings.server_name or exchange.target.host
-    context = _context(settings.ca_file, settings.insecure)
+    context = _context(settings)
     # An IP address is verified against the certificate but never sent as SNI.
     tls_stream = trio.SSLStream(exchange.stream, context, server_hostname=server_name)
     exchange.replace_stream(tls_stream)

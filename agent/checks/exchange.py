@@ -13,6 +13,7 @@ early return, and never leaves this module's callers.
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 
 import trio
@@ -113,7 +114,9 @@ class Exchange:
 
     def _closed(self, exc: BaseException | None) -> ProbeFailure:
         cause = exc.__cause__ if exc is not None else None
-        if isinstance(cause, OSError):
+        if isinstance(cause, ssl.SSLError):  # an OSError too, but errno means nothing here
+            how = f"TLS failed ({cause.reason or cause})"
+        elif isinstance(cause, OSError):
             how = f"the connection failed ({os_message(cause)})"
         else:
             how = "the service closed the connection"

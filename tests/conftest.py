@@ -29,7 +29,7 @@ def stop_after() -> Iterator[list[Server]]:
         yield servers
     finally:
         for server in servers:
-            server.stop()
+            server.close()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ from agent.tables import Table
 
 # Servers on a shared two-core machine can take a while to come up.
 READY_TIMEOUT_S = 60.0
+# How long (in tenths of a second) a stopped server's port may stay taken.
+PORT_RELEASE_ATTEMPTS = 50
 
 
 def free_port() -> int:
@@ -34,6 +36,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (held together while chosen, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def port_answers(port: int) -> bool:
@@ -76,16 +87,31 @@ def demote(path: Path, user: str) -> None:
 
 
 class Server:
-    """A server process we started, and the port it listens on."""
+    """A server process we started (in a session of its own), and its port.
+
+    Attributes:
+        process: the server's main process.
+        port: the TCP port it listens on (127.0.0.1).
+        log: where its output goes.
+        stop_signal: the signal that shuts it down quickly.
+    """
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
         self.process = process
         self.port = port
         self.log = log
         self.stop_signal = signal.SIGTERM
+        self._port_holder: socket.socket | None = None
 
     def stop(self) -> None:
-        """Stops the process we started (by its id), politely first."""
+        """Stops the server, then keeps its port closed until :meth:`close`.
+
+        The main process gets ``stop_signal``; whatever it forked and left behind
+        (sshd's per-connection children still holding the listening socket, say)
+        is in its process group and is killed with it. Binding the port without
+        listening then makes the "down" case deterministic: connects are refused,
+        and no other program on the machine can take the port meanwhile.
+        """
         if self.process.poll() is None:
             self.process.send_signal(self.stop_signal)
             try:
@@ -93,6 +119,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        # A child the server forked may hold the listening socket for a moment
+        # longer (sshd's per-connection children leave its process group).
+        for _ in range(PORT_RELEASE_ATTEMPTS):
+            if self._port_holder is not None:
+                break
+            holder = socket.socket()
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                holder.bind(("127.0.0.1", self.port))
+                self._port_holder = holder
+            except OSError:
+                holder.close()
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stops the server and releases its port."""
+        self.stop()
+        if self._port_holder is not None:
+            self._port_holder.close()
+            self._port_holder = None
 
 
 def start(
@@ -113,6 +161,7 @@ def start(
         process = subprocess.Popen(
             list(argv), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, user=user,
+            start_new_session=True,
         )
     server = Server(process, port, log)
     give_up = time.monotonic() + READY_TIMEOUT_S
@@ -122,18 +171,18 @@ def start(
         if ready() if ready is not None else port_answers(port):
             return server
         time.sleep(0.1)
-    server.stop()
+    server.close()
     tail = log.read_text(errors="replace")[-2000:]
     raise RuntimeError(f"{argv[0]} did not listen on {port}:\n{tail}")
 
 
 @contextlib.contextmanager
 def running(server: Server) -> Iterator[Server]:
-    """Stops ``server`` when the block ends, however it ends."""
+    """Stops ``server`` and releases its port when the block ends, however it ends."""
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 async def serve_loopback(

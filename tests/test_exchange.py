@@ -9,11 +9,16 @@ import trio
 
 from agent.checks import redis, smtp
 from agent.model import Outcome
-from tests.servers import serve_loopback, serve_reply, target
+from tests.servers import serve_loopback, target
 
 
 async def test_service_that_hangs_up_is_closed(nursery: trio.Nursery) -> None:
-    port = await serve_reply(nursery, b"")
+    async def hang_up(stream: trio.SocketStream) -> None:
+        # Read the PING first: closing with unread data would send a reset instead.
+        await stream.receive_some(64)
+        await stream.aclose()
+
+    port = await serve_loopback(nursery, hang_up)
     observation = await redis.probe(target(port, {}, redis.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, "closed")
     assert observation.detail == "the service closed the connection before the reply to PING"

@@ -15,8 +15,9 @@ import trio
 
 from agent.checks import kafka, mongodb
 from agent.model import Outcome, Reason
+from tests.netutil import refused_port
 from tests.recorded import KAFKA_API_VERSIONS_V0, MONGODB_HELLO_PRIMARY, BsonInput, bson_document
-from tests.servers import free_port, serve_loopback, target
+from tests.servers import serve_loopback, target
 
 
 async def _receive_exactly(stream: trio.SocketStream, count: int) -> bytes:
@@ -95,7 +96,8 @@ async def test_mongodb_before_hello_falls_back_to_ismaster(nursery: trio.Nursery
 
 
 async def test_mongodb_down_is_refused() -> None:
-    observation = await mongodb.probe(target(free_port(), {}, mongodb.read_options), timeout=5)
+    with refused_port() as port:
+        observation = await mongodb.probe(target(port, {}, mongodb.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, Reason.REFUSED)
 
 
@@ -136,5 +138,6 @@ async def test_kafka_malformed_or_error_answer(
 
 
 async def test_kafka_down_is_refused() -> None:
-    observation = await kafka.probe(target(free_port()), timeout=5)
+    with refused_port() as port:
+        observation = await kafka.probe(target(port), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, Reason.REFUSED)

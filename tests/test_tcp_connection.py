@@ -6,7 +6,8 @@ import trio
 
 from agent.checks import tcp
 from agent.model import Observation, Outcome, Reason, Target
-from tests.servers import free_port, serve_loopback
+from tests.netutil import refused_port
+from tests.servers import serve_loopback
 
 
 async def test_open_connection_hands_over_a_connected_stream(nursery: trio.Nursery) -> None:
@@ -29,10 +30,10 @@ async def test_open_connection_hands_over_a_connected_stream(nursery: trio.Nurse
 
 
 async def test_open_connection_failure_is_the_tcp_observation() -> None:
-    port = free_port()
-    failed = await tcp.open_connection(Target("127.0.0.1", port), trio.current_time() + 5,
-                                       timeout=5)
-    probed = await tcp.probe(Target("127.0.0.1", port), timeout=5)
+    with refused_port() as port:
+        failed = await tcp.open_connection(Target("127.0.0.1", port), trio.current_time() + 5,
+                                           timeout=5)
+        probed = await tcp.probe(Target("127.0.0.1", port), timeout=5)
     assert isinstance(failed, Observation)
     assert (failed.outcome, failed.reason) == (Outcome.FAILED, Reason.REFUSED)
     assert failed == probed

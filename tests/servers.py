@@ -205,15 +205,31 @@ async def serve_reply(nursery: trio.Nursery, reply: bytes) -> int:
     return await serve_loopback(nursery, send_and_close)
 
 
-def hold_connections(
+# A client turned away while the probe briefly takes a slot tries again.
+_RETRY_CLIENT = 'for attempt in $(seq 50); do "$@" && exit 0; sleep 0.2; done; exit 1'
+
+
+@contextlib.contextmanager
+def holding_connections(
     argv: Sequence[str], count: int, *, user: str | None = None
-) -> list[subprocess.Popen[bytes]]:
-    """``count`` client processes that each hold one session (to fill max_connections)."""
-    return [
-        subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         user=user)
+) -> Iterator[None]:
+    """``count`` clients (``argv``) that each hold one session, to fill max_connections.
+
+    They are killed (their process groups: each started one) when the block ends.
+    """
+    clients = [
+        subprocess.Popen(["sh", "-c", _RETRY_CLIENT, "client", *argv],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user=user,
+                         start_new_session=True)
         for _ in range(count)
     ]
+    try:
+        yield
+    finally:
+        for client in clients:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(client.pid, signal.SIGKILL)
+            client.wait(timeout=10)
 
 
 async def probe_until(

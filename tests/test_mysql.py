@@ -20,7 +20,7 @@ from agent.model import Observation, Outcome, Reason, Target
 from tests.servers import (
     Server,
     free_port,
-    hold_connections,
+    holding_connections,
     probe_until,
     require,
     serve_reply,
@@ -87,21 +87,15 @@ async def test_exhausted_max_connections_is_too_many_connections(
     start_mariadb: StartMariadb,
 ) -> None:
     server = start_mariadb(f"--max-connections={MIN_MAX_CONNECTIONS}", "--skip-grant-tables")
-    holders = hold_connections(
+    with holding_connections(
         ["mariadb", "--no-defaults", "-h127.0.0.1", f"-P{server.port}", "-uroot",
-         "-e", "SELECT SLEEP(30)"],
+         "-e", "SELECT SLEEP(60)"],
         MIN_MAX_CONNECTIONS + 1,
-    )
-    try:
+    ):
         observation = await probe_until(_probe, target(server.port), "too_many_connections")
-        assert (observation.outcome, observation.reason) == (
-            Outcome.FAILED, "too_many_connections")
-        assert observation.detail == "Too many connections"
-        assert observation.facts["mysql_error"] == 1040
-    finally:
-        server.stop()
-        for holder in holders:
-            holder.wait(timeout=30)
+    assert (observation.outcome, observation.reason) == (Outcome.FAILED, "too_many_connections")
+    assert observation.detail == "Too many connections"
+    assert observation.facts["mysql_error"] == 1040
 
 
 async def _probe(check: Target) -> Observation:

@@ -20,7 +20,7 @@ from tests.servers import (
     Server,
     demote,
     free_port,
-    hold_connections,
+    holding_connections,
     probe_until,
     start,
     target,
@@ -124,23 +124,17 @@ async def test_exhausted_max_connections_is_too_many_connections(
     start_postgres: StartPostgres, cluster: Path
 ) -> None:
     server = start_postgres("-c", "max_connections=2", "-c", "superuser_reserved_connections=0")
-    holders = hold_connections(
+    with holding_connections(
         [f"{PG_BIN[-1]}/psql", "-h", str(cluster), "-p", str(server.port), "-U", "postgres",
-         "-c", "SELECT pg_sleep(30)"],
+         "-c", "SELECT pg_sleep(60)"],
         2,
         user="postgres",
-    )
-    try:
+    ):
         check = target(server.port, {}, postgres.read_options)
         observation = await probe_until(_probe, check, "too_many_connections")
-        assert (observation.outcome, observation.reason) == (
-            Outcome.FAILED, "too_many_connections")
-        assert observation.detail == "sorry, too many clients already"
-        assert observation.facts["pg_sqlstate"] == "53300"
-    finally:
-        server.stop()
-        for holder in holders:
-            holder.wait(timeout=30)
+    assert (observation.outcome, observation.reason) == (Outcome.FAILED, "too_many_connections")
+    assert observation.detail == "sorry, too many clients already"
+    assert observation.facts["pg_sqlstate"] == "53300"
 
 
 async def test_tls_after_the_servers_s(

@@ -117,7 +117,7 @@ def kafka_broker(body: bytes) -> Handler:
 
 async def test_kafka_api_versions(nursery: trio.Nursery) -> None:
     port = await serve_loopback(nursery, kafka_broker(KAFKA_API_VERSIONS_V0))
-    observation = await kafka.probe(target(port), timeout=5)
+    observation = await kafka.probe(target(port, {}, kafka.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.OK, "answered"), observation
     assert observation.facts["kafka_api_count"] == 10
 
@@ -133,11 +133,11 @@ async def test_kafka_malformed_or_error_answer(
     nursery: trio.Nursery, body: bytes, reason: str
 ) -> None:
     port = await serve_loopback(nursery, kafka_broker(body))
-    observation = await kafka.probe(target(port), timeout=5)
+    observation = await kafka.probe(target(port, {}, kafka.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, reason)
 
 
 async def test_kafka_down_is_refused() -> None:
     with refused_port() as port:
-        observation = await kafka.probe(target(port), timeout=5)
+        observation = await kafka.probe(target(port, {}, kafka.read_options), timeout=5)
     assert (observation.outcome, observation.reason) == (Outcome.FAILED, Reason.REFUSED)

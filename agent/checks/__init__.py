@@ -65,6 +65,6 @@ PROBES: dict[str, ProbeKind] = {
     "mysql": ProbeKind(mysql.probe),
     "amqp": ProbeKind(amqp.probe, amqp.read_options),
     "mongodb": ProbeKind(mongodb.probe, mongodb.read_options),
-    "kafka": ProbeKind(kafka.probe),
+    "kafka": ProbeKind(kafka.probe, kafka.read_options),
     "http": ProbeKind(http.probe, http.read_options),
 }

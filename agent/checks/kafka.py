@@ -5,13 +5,15 @@ version 0 even when it prefers newer ones (Kafka protocol guide, "Retrieving
 Supported API versions"). Facts: ``kafka_api_count`` (APIs the broker offers),
 ``kafka_api_versions_max`` (its newest ApiVersions version).
 Reasons: ``answered``, ``kafka_error`` (an error code in the answer),
-``unexpected_reply``.
+``unexpected_reply``. ``tls = true`` for an SSL listener (TLS from the first byte).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 
+from agent.checks import tls
 from agent.checks.exchange import (
     ANSWERED,
     UNEXPECTED_REPLY,
@@ -20,12 +22,18 @@ from agent.checks.exchange import (
     run_exchange,
 )
 from agent.model import Observation, Outcome, Target
+from agent.tables import Table
 
 API_VERSIONS = 18
 CLIENT_ID = b"heartwire"
 # A broker offers some 70 APIs at 6 bytes each; the limit leaves room for growth.
 RESPONSE_LIMIT = 8192
 UNSUPPORTED_VERSION = 35
+
+
+def read_options(table: Table) -> Mapping[str, object]:
+    """Options of ``kind = "kafka"``: ``tls`` and the TLS keys."""
+    return {"tls": tls.read_tls_settings(table, enabled=table.boolean("tls", False))}
 
 
 def api_versions_request(correlation_id: int) -> bytes:
@@ -72,4 +80,4 @@ async def _dialogue(exchange: Exchange) -> Observation:
 
 async def probe(target: Target, *, timeout: float) -> Observation:
     """Connects and asks for the broker's API versions within ``timeout`` seconds."""
-    return await run_exchange(target, timeout, _dialogue)
+    return await run_exchange(target, timeout, _dialogue, before=tls.tls_layer)

@@ -161,7 +161,8 @@ def start(
         process = subprocess.Popen(
             list(argv), stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None, user=user,
-            start_new_session=True,
+            # Stray files (an Erlang crash dump, say) land beside the log, never here.
+            cwd=log.parent, start_new_session=True,
         )
     server = Server(process, port, log)
     give_up = time.monotonic() + READY_TIMEOUT_S

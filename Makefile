@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= agent.example.toml
+# make run keeps its outbox here instead of /var/lib/heartwire (not writable for a
+# normal user); an installed agent uses [agent] state_dir.
+STATE_DIR ?= .state
 
 .PHONY: run test lint check validate clean
+.PHONY: run-agent
+.PHONY: deb rpm package-check
 .PHONY: faults bench
 
 $(BIN)/heartwire: pyproject.toml
@@ -13,9 +18,14 @@ $(BIN)/heartwire: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
-## run: the agent in the foreground with the example config (Ctrl-C stops it)
+## run: the receiver and an agent wired to it on loopback, from agent.example.toml and
+## central.example.toml; a demo check goes down and up every 20 s (Ctrl-C stops both)
 run: $(BIN)/heartwire
-	$(BIN)/heartwire run --config $(CONFIG)
+	$(BIN)/python -m agent.central.demo --state-dir $(STATE_DIR)/demo
+
+## run-agent: the agent alone in the foreground with the example config (Ctrl-C stops it)
+run-agent: $(BIN)/heartwire
+	$(BIN)/heartwire run --config $(CONFIG) --state-dir $(STATE_DIR)
 
 ## test: the whole test suite
 test: $(BIN)/heartwire
@@ -33,6 +43,17 @@ check: $(BIN)/heartwire
 
 validate: $(BIN)/heartwire
 	$(BIN)/heartwire validate --config $(CONFIG)
+
+## deb / rpm: the Debian / RPM package in dist/ (see packaging/build.sh for the tools)
+deb:
+	packaging/build.sh deb
+
+rpm:
+	packaging/build.sh rpm
+
+## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
+package-check:
+	packaging/ci-check.sh
 
 ## faults: the slow fault-injection scenarios too (10,000 targets timing out, ...)
 faults: $(BIN)/heartwire

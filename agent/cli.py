@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,8 +45,8 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config",
         metavar="PATH",
-        help=f"main config file "
-        f"(default: ${config.CONFIG_ENV_VAR} or {config.DEFAULT_CONFIG_PATH})",
+        help=f"main config file (default: ${config.CONFIG_ENV_VAR}, "
+        f"else {config.DEFAULT_CONFIG_PATH})",
     )
     common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
 
@@ -58,8 +59,26 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     check.add_argument("names", nargs="*", metavar="NAME", help="checks to run (default: all)")
 
-    commands.add_parser("run", parents=[common], help="run the checks on their schedules")
+    run = commands.add_parser("run", parents=[common], help="run the checks on their schedules")
+    run.add_argument(
+        "--state-dir", metavar="DIR",
+        help="where the outbox lives, instead of [agent] state_dir "
+        "(default: $HEARTWIRE_STATE_DIR, then the config)")
     commands.add_parser("validate", parents=[common], help="check the config and exit")
+
+    commands.add_parser("send-test", parents=[common],
+                        help="send one signed heartbeat to each destination, step by step")
+
+    keygen = commands.add_parser(
+        "keygen", help="write a new Ed25519 signing key (mode 0600) and print its public key")
+    keygen.add_argument("--out", required=True, metavar="PATH", help="the private key file")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    _add_editing_commands(commands, common)
+
+    from agent.central.cli import add_parser as add_central_parser
+
+    add_central_parser(commands)
     return parser
 
 
@@ -70,12 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         logs.configure(debug=args.debug)
+        if args.command == "keygen":
+            return _keygen(Path(args.out), overwrite=args.force)
+        if args.command == "central":
+            from agent.central.cli import main as central_main
+
+            return central_main(args)
         path = config.config_path(args.config)
+        if args.command in _EDITING_COMMANDS:
+            return _run_editing_command(path, args)
+        if args.command == "send-test":
+            return _send_test(path)
         if args.command == "validate":
             return _validate(path)
         if args.command == "check":
             return _check(path, args.names, as_json=args.json)
-        return _run(path)
+        return _run(path, state_dir=args.state_dir)
     except HeartwireError as exc:
         if debug:
             raise
@@ -87,16 +116,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _validate(path: Path) -> int:
     loaded = config.load(path)
+    from agent.destinations import check_secrets
+
+    check_secrets(loaded.destinations)
     files = len(loaded.files)
     print(f"{path}: OK, {len(loaded.checks)} checks from {files} file{'s' * (files != 1)}")
     return EXIT_OK
 
 
-def _run(path: Path) -> int:
-    from agent.daemon import Daemon
+def _send_test(path: Path) -> int:
+    from agent.sendtest import render, send_test
 
-    daemon = Daemon(path)
-    trio.run(daemon.run)
+    loaded = config.load(path)
+    if not loaded.destinations:
+        raise UsageError(f"no [destinations.*] are configured in {path}")
+    reports = trio.run(send_test, loaded)
+    print(render(reports))
+    return EXIT_OK if all(report.ok for report in reports) else EXIT_DOWN
+
+
+def _keygen(out: Path, *, overwrite: bool) -> int:
+    from agent.keyfiles import write_private_file
+    from agent.signing import Ed25519SigningKey
+
+    key = Ed25519SigningKey.generate()
+    write_private_file(out, key.to_text(), overwrite=overwrite)
+    print(f"wrote the private key to {out} (mode 0600); give the central this public key:",
+          file=sys.stderr)
+    print(key.public_key().to_text())
+    return EXIT_OK
+
+
+def _run(path: Path, *, state_dir: str | None = None) -> int:
+    from agent.daemon import Daemon
+    from agent.reporting import STATE_DIR_ENV_VAR
+
+    state_dir = state_dir or os.environ.get(STATE_DIR_ENV_VAR)
+    daemon = Daemon(path, state_dir=Path(state_dir) if state_dir else None)
+    trio.run(daemon.run_with_pid_file)
     return EXIT_OK
 
 
@@ -173,3 +230,109 @@ def _result_table(results: list[Result], by_check: dict[str, config.CheckConfig]
         for row in rows
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+# --- heartwire checks list/add/remove/set, heartwire config show ----------------------
+
+_EDITING_COMMANDS = ("checks", "config")
+
+
+def _add_editing_commands(
+    commands: argparse._SubParsersAction[_Parser], common: _Parser
+) -> None:
+    checks = commands.add_parser("checks", help="list, add, change or remove checks")
+    actions = checks.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    listing = actions.add_parser("list", parents=[common], help="every check and its file")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    reload = _Parser(add_help=False)
+    reload.add_argument("--reload", action="store_true",
+                        help="make the running daemon reload after a successful write")
+    add = actions.add_parser("add", parents=[common, reload], help="add a check in a drop-in")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--host", required=True)
+    add.add_argument("--port", required=True)
+    add.add_argument("--kind")
+    for flag in ("--interval", "--timeout", "--degraded-after", "--failures-before-down",
+                 "--family", "--group"):
+        add.add_argument(flag)
+    add.add_argument("--tag", action="append", default=[], help="a label (repeatable)")
+    add.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any other key of the check (repeatable)")
+    remove = actions.add_parser("remove", parents=[common, reload], help="remove a drop-in check")
+    remove.add_argument("name", metavar="NAME")
+    change = actions.add_parser("set", parents=[common, reload], help="change a drop-in check")
+    change.add_argument("name", metavar="NAME")
+    change.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                        help="VALUE is a TOML value or plain text; KEY= unsets KEY")
+
+    config_command = commands.add_parser("config", help="show the effective config")
+    config_actions = config_command.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=_Parser
+    )
+    config_actions.required = True
+    show = config_actions.add_parser(
+        "show", parents=[common], help="the merged config, defaults filled in, secrets redacted"
+    )
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+
+
+def _run_editing_command(path: Path, args: argparse.Namespace) -> int:
+    from agent import config_view, editing
+
+    if args.command == "config":
+        loaded = config.load(path)
+        if args.json:
+            print(json.dumps(config_view.effective_json(loaded), indent=2))
+        else:
+            print(config_view.effective_toml(loaded), end="")
+        return EXIT_OK
+    if args.action == "list":
+        loaded = config.load(path)
+        rows = config_view.check_rows(loaded, editing.locate_checks(path))
+        print(json.dumps(rows, indent=2) if args.json else config_view.format_check_rows(rows))
+        return EXIT_OK
+
+    if args.action == "add":
+        result = editing.add_check(path, args.name, _added_settings(args))
+    elif args.action == "remove":
+        result = editing.remove_check(path, args.name)
+    else:
+        result = editing.set_check(path, args.name, editing.parse_assignments(args.assignments))
+    print(f"{result.action} check {args.name!r}: {result.file}")
+    if args.reload:
+        print(_reload_daemon(result.file, result.config.agent.state_dir))
+    return EXIT_OK
+
+
+def _added_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The new check's table from the ``checks add`` flags, in the order they are written."""
+    from agent.editing import parse_assignments, parse_value
+
+    settings: dict[str, object] = {} if args.kind is None else {"kind": args.kind}
+    settings["host"] = args.host
+    for key in ("port", "interval", "timeout", "degraded_after", "failures_before_down"):
+        if getattr(args, key) is not None:
+            settings[key] = parse_value(getattr(args, key))
+    for key in ("family", "group"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if args.tag:
+        settings["tags"] = args.tag
+    changes = parse_assignments(args.set)
+    settings.update({key: value for key, value in changes.items() if value is not None})
+    return settings
+
+
+def _reload_daemon(written: Path, state_dir: Path) -> str:
+    from agent.errors import ReloadError
+    from agent.pidfile import PID_FILE_NAME, pid_file_path
+    from agent.reload import Reloader
+
+    pid_files = dict.fromkeys([pid_file_path(state_dir), state_dir / PID_FILE_NAME])
+    try:
+        return Reloader(pid_files=list(pid_files)).reload()
+    except ReloadError as exc:
+        raise ReloadError(f"{written} was changed, but the daemon was not reloaded: {exc}") \
+            from None

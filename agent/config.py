@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.checks import PROBES
+from agent.destinations import (
+    CentralSettings,
+    DestinationConfig,
+    read_central,
+    read_destinations,
+)
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
 from agent.tables import Table, format_duration
@@ -108,12 +114,16 @@ class Config:
         defaults: the ``[defaults]`` every check inherited from.
         checks: every check, main file first, then drop-ins in lexical order.
         files: the files read, in order.
+        central: the ``[central]`` reporting settings.
+        destinations: where reports go (``[destinations.*]``), in file order.
     """
 
     agent: AgentSettings
     defaults: CheckDefaults
     checks: tuple[CheckConfig, ...]
     files: tuple[str, ...]
+    central: CentralSettings = field(default_factory=CentralSettings)
+    destinations: tuple[DestinationConfig, ...] = ()
 
     def check_names(self) -> list[str]:
         """The names of all checks, in config order."""
@@ -178,6 +188,8 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
     agent = _read_agent(main.table("agent"))
     defaults = _read_defaults(main.table("defaults"))
     check_tables = _collect_keyed(main, "checks", documents[1:])
+    central = read_central(main.table("central"))
+    destinations = read_destinations(main.table("destinations"))
     main.finish()
 
     checks = tuple(_read_check(table, defaults) for table in check_tables)
@@ -186,6 +198,8 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
         defaults=defaults,
         checks=checks,
         files=tuple(file for file, _ in documents),
+        central=central,
+        destinations=destinations,
     )
 
 
@@ -309,3 +323,44 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         options=options,
         source=table.file,
     )
+
+
+def definition_line(file: str | Path, section: str, name: str) -> int | None:
+    """The 1-based line where ``[section.name]`` is defined in ``file``, for messages.
+
+    Recognises a ``[section.name]`` (or ``[section.name.sub]``) header, a ``name = ...``
+    or ``name.key = ...`` line inside ``[section]``, and a top-level dotted
+    ``section.name.key = ...`` line, with bare or quoted names. It reads text, not
+    TOML, so it only serves to point an operator at a line; None when not found.
+    """
+    try:
+        lines = Path(file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    word = f"(?:{re.escape(name)}|\"{re.escape(name)}\"|'{re.escape(name)}')"
+    sect = re.escape(section)
+    header = re.compile(rf"^\s*\[\s*{sect}\s*\.\s*{word}\s*(?:\]|\.)")
+    in_section = re.compile(rf"^\s*{word}\s*(?:=|\.)")
+    top_level = re.compile(rf"^\s*{sect}\s*\.\s*{word}\s*(?:=|\.)")
+    any_header = re.compile(r"^\s*\[")
+    section_header = re.compile(rf"^\s*\[\s*{sect}\s*\]")
+    current: str | None = None  # None: top level; "section": inside [section]; "": elsewhere
+    for number, text in enumerate(lines, start=1):
+        if header.match(text):
+            return number
+        if any_header.match(text):
+            current = section if section_header.match(text) else ""
+            continue
+        if current is None and top_level.match(text):
+            return number
+        if current == section and in_section.match(text):
+            return number
+    return None
+
+
+NAME_RULE = _NAME_RULE
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` is a valid check or agent name (also safe as a file name part)."""
+    return bool(_NAME.match(name))

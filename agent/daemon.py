@@ -4,21 +4,29 @@ SIGTERM and SIGINT stop it (cancellation closes every socket at once); SIGHUP
 reloads the config: a valid new config replaces the old one without losing the
 status of unchanged checks, an invalid one is logged as one line and the running
 config stays.
+
+Under systemd (``Type=notify``) it reports READY=1 once every task has started,
+RELOADING=1/READY=1 around a reload, STOPPING=1 on the way out, a one-line STATUS=,
+and WATCHDOG=1 while its progress sources advance (see :mod:`agent.liveness`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
-from agent import __version__, config
+from agent import __version__, config, liveness, systemd
 from agent.errors import ConfigError
 from agent.logs import get_logger, log_result
 from agent.model import Result, StateChange
+from agent.pidfile import hold_pid_file, pid_file_path
+from agent.reporting import open_reporting
 from agent.scheduler import Scheduler
 
 log = get_logger("daemon")
@@ -30,11 +38,21 @@ class Daemon:
     Args:
         config_path: the main config file (drop-ins are found beside it).
         wall_clock: seconds since the epoch, for timestamps.
+        notifier: where sd_notify messages go (default: from ``$NOTIFY_SOCKET``).
+        state_dir: overrides ``[agent] state_dir`` (``--state-dir``), or None.
     """
 
-    def __init__(self, config_path: Path, *, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        notifier: systemd.Notifier | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.config_path = config_path
-        self.config = config.load(config_path)
+        self.state_dir = state_dir
+        self.config = self._with_state_dir(config.load(config_path))
         self.scheduler = Scheduler(
             self.config.checks,
             max_concurrent=self.config.agent.max_concurrent_checks,
@@ -42,9 +60,36 @@ class Daemon:
             wall_clock=wall_clock,
         )
         self._results_log = get_logger("checks")
+        self.notifier = notifier if notifier is not None else systemd.Notifier.from_environ()
+        # Every source must advance while it has work, or WATCHDOG=1 is withheld and
+        # systemd restarts the daemon; other parts append their own.
+        self.progress_sources: list[liveness.ProgressSource] = [
+            liveness.scheduler_progress(self.scheduler, lambda: self.config.checks),
+        ]
+        # Fragments of the STATUS= line, in order; other parts append their own.
+        self.status_parts: list[liveness.StatusPart] = [
+            lambda: liveness.checks_summary(self.scheduler.trackers.values()),
+        ]
+
+        self.reporting = open_reporting(
+            self.config, self.scheduler, state_dir=self.state_dir, wall_clock=wall_clock)
+        if self.reporting is not None:
+            self.progress_sources.append(self.reporting.progress_source())
+            self.status_parts.append(self.reporting.status)
+
+    def status_line(self) -> str:
+        """The one-line summary systemd shows (``systemctl status heartwire``)."""
+        return liveness.status_line(self.status_parts)
+
+    def _with_state_dir(self, loaded: config.Config) -> config.Config:
+        if self.state_dir is None:
+            return loaded
+        return replace(loaded, agent=replace(loaded.agent, state_dir=self.state_dir))
 
     def _on_result(self, result: Result, change: StateChange | None) -> None:
         log_result(self._results_log, result, change)
+        if self.reporting is not None:
+            self.reporting.on_result(result, change)
 
     def reload(self) -> bool:
         """Re-reads the config; keeps the running one when the new one is invalid.
@@ -53,7 +98,7 @@ class Daemon:
             Whether the new config was applied.
         """
         try:
-            new_config = config.load(self.config_path)
+            new_config = self._with_state_dir(config.load(self.config_path))
         except ConfigError as exc:
             log.error("reload failed, keeping the running config: %s", exc)
             return False
@@ -61,6 +106,8 @@ class Daemon:
             new_config.checks, max_concurrent=new_config.agent.max_concurrent_checks
         )
         self.config = new_config
+        if self.reporting is not None:
+            self.reporting.note_reload(new_config)
         log.info("reloaded %s: %d checks", self.config_path, len(new_config.checks))
         return True
 
@@ -69,6 +116,8 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.scheduler.run)
+                if self.reporting is not None:
+                    await nursery.start(self.reporting.run)
                 log.info(
                     "heartwire %s running as agent %r with %d checks from %s",
                     __version__,
@@ -76,12 +125,41 @@ class Daemon:
                     len(self.config.checks),
                     ", ".join(self.config.files),
                 )
+                nursery.start_soon(
+                    liveness.supervise, self.notifier, self.progress_sources, self.status_parts
+                )
+                self.notifier.ready(self.status_line())
                 task_status.started()
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        self.notifier.reloading(f"reloading {self.config_path}")
                         self.reload()
+                        for source in self.progress_sources:
+                            source.restart(trio.current_time())
+                        self.notifier.ready(self.status_line())
                         continue
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     break
+                self.notifier.stopping("stopping")
                 nursery.cancel_scope.cancel()
         log.info("stopped")
+
+    async def run_with_pid_file(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """:meth:`run`, holding the pid file ``heartwire checks --reload`` signals.
+
+        The pid file is ``$RUNTIME_DIRECTORY/heartwire.pid`` under systemd, else
+        ``<state_dir>/heartwire.pid``; it is removed on the way out. A daemon that
+        cannot create it still runs (reload then needs SIGHUP or systemctl).
+
+        Raises:
+            AlreadyRunning: when another daemon holds the same pid file.
+        """
+        path = pid_file_path(self.config.agent.state_dir)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(hold_pid_file(path))
+            except OSError as exc:
+                log.warning("cannot write pid file %s (%s); running without one", path, exc)
+            await self.run(task_status=task_status)

@@ -19,7 +19,9 @@ Failures are never cached and never hidden:
 
 Lookups of the same name that overlap share one query, so a thousand checks of one
 host cost one DNS round trip when its TTL expires. Without a usable
-``/etc/resolv.conf`` every lookup goes to ``getaddrinfo`` and nothing is cached.
+``/etc/resolv.conf``, or when a custom resolver is installed with trio's
+``set_custom_hostname_resolver``, every lookup goes to ``getaddrinfo`` (trio's,
+so the custom resolver answers) and nothing is cached.
 
 Expiry runs on trio's clock (``trio.current_time()``), so tests drive it with
 :class:`trio.testing.MockClock`.
@@ -197,7 +199,10 @@ class Resolver:
         if known is not None:
             await trio.lowlevel.checkpoint()
             return known
-        addresses = await self._lookup_shared((normalise_name(host), family))
+        if trio_resolver_replaced():
+            addresses = await _system_lookup(normalise_name(host), family)
+        else:
+            addresses = await self._lookup_shared((normalise_name(host), family))
         return [sockaddr_for(sockaddr[0], port) for _, sockaddr in addresses]
 
     def resolve_known(self, host: str, port: int, family: str = "any") -> list[Address] | None:
@@ -209,6 +214,8 @@ class Resolver:
         literal = literal_address(host)
         if literal is not None:
             return [sockaddr_for(literal, port)]
+        if trio_resolver_replaced():
+            return None
         name = normalise_name(host)
         from_hosts = self._hosts_addresses(name, family)
         if from_hosts:
@@ -359,6 +366,18 @@ async def _system_lookup(name: str, family: str) -> list[Address]:
     except UnicodeError as exc:  # a name IDNA cannot encode
         raise ResolutionFailed(f"{name}: {exc}") from None
     return [sockaddr_for(str(sockaddr[0]), 0) for _, _, _, _, sockaddr in infos]
+
+
+def trio_resolver_replaced() -> bool:
+    """Whether name resolution was replaced with ``trio.socket.set_custom_hostname_resolver``.
+
+    That is trio's own seam for it (tests use it to invent names); when it is in
+    use, every lookup goes through it, uncached, and neither the hosts file nor
+    DNS is consulted here.
+    """
+    installed = trio.socket.set_custom_hostname_resolver(None)
+    trio.socket.set_custom_hostname_resolver(installed)
+    return installed is not None
 
 
 _default: Resolver | None = None

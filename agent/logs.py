@@ -16,9 +16,14 @@ LOGGER_NAME = "heartwire"
 
 
 def configure(*, debug: bool = False) -> None:
-    """Sends heartwire's logs to stderr, one line each (DEBUG and up with ``debug``)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    """Sends heartwire's logs to stderr, one line each (DEBUG and up with ``debug``),
+    or to the journal with structured fields when stderr is systemd's journal stream."""
+    from agent.systemd import journal_handler
+
+    handler: logging.Handler | None = journal_handler()
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if debug else logging.INFO)

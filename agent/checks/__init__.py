@@ -11,7 +11,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.checks import tcp
+from agent.checks import (
+    amqp,
+    expect,
+    http,
+    kafka,
+    mongodb,
+    mysql,
+    postgres,
+    redis,
+    smtp,
+    ssh,
+    tcp,
+    tls,
+)
 from agent.model import Observation, Target
 from agent.tables import Table
 
@@ -47,4 +60,15 @@ class ProbeKind:
 
 PROBES: dict[str, ProbeKind] = {
     "tcp": ProbeKind(tcp.probe, bounds_own_timeout=True),
+    "tls": ProbeKind(tls.probe, tls.read_options),
+    "ssh": ProbeKind(ssh.probe),
+    "smtp": ProbeKind(smtp.probe, smtp.read_options),
+    "redis": ProbeKind(redis.probe, redis.read_options),
+    "expect": ProbeKind(expect.probe, expect.read_options),
+    "postgres": ProbeKind(postgres.probe, postgres.read_options),
+    "mysql": ProbeKind(mysql.probe),
+    "amqp": ProbeKind(amqp.probe, amqp.read_options),
+    "mongodb": ProbeKind(mongodb.probe, mongodb.read_options),
+    "kafka": ProbeKind(kafka.probe, kafka.read_options),
+    "http": ProbeKind(http.probe, http.read_options),
 }

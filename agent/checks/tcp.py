@@ -25,7 +25,6 @@ from agent.model import Observation, Outcome, Reason, Target
 # RFC 8305 section 5 recommends 250 ms between connection attempts.
 HAPPY_EYEBALLS_DELAY_S = 0.25
 
-
 _UNREACHABLE_ERRNOS = {
     errno.ENETUNREACH,
     errno.EHOSTUNREACH,
@@ -94,6 +93,25 @@ def interleave_families(
     return ordered
 
 
+@dataclass
+class Connection:
+    """A connected stream and the timing facts of how it was made.
+
+    Attributes:
+        stream: the connected stream; the caller closes it.
+        latency_ms: the TCP handshake time of the connection that won.
+        dns_ms: the name resolution time, or None for an IP literal.
+        address: the IP address connected to.
+        deadline: the end of the check's total time budget, on trio's clock.
+    """
+
+    stream: trio.SocketStream
+    latency_ms: float
+    dns_ms: float | None
+    address: str
+    deadline: float
+
+
 async def probe(target: Target, *, timeout: float) -> Observation:
     """Connects to ``target`` within ``timeout`` seconds (DNS included) and closes.
 
@@ -101,6 +119,48 @@ async def probe(target: Target, *, timeout: float) -> Observation:
         An Observation; failure is a value here, never an exception.
     """
     deadline = trio.current_time() + timeout
+    raced = await _race(target, deadline)
+    if isinstance(raced, Observation):
+        return raced
+    race, dns_ms = raced
+    if race.winner_socket is not None:
+        race.winner_socket.close()
+    return race.observation(dns_ms, timeout)
+
+
+async def open_connection(
+    target: Target, deadline: float, *, timeout: float
+) -> Connection | Observation:
+    """Resolves and connects to ``target`` before ``deadline`` (happy eyeballs).
+
+    Protocol probes start here so that every kind reports DNS, latency and address
+    the same way as the plain TCP check.
+
+    Args:
+        target: where to connect.
+        deadline: when the whole check must be over, on trio's clock.
+        timeout: the check's timeout, for the messages only.
+
+    Returns:
+        The open connection (the caller closes it), or the failed Observation.
+    """
+    raced = await _race(target, deadline)
+    if isinstance(raced, Observation):
+        return raced
+    race, dns_ms = raced
+    if race.winner is None or race.winner_socket is None:
+        return race.observation(dns_ms, timeout)
+    return Connection(
+        trio.SocketStream(trio.socket.from_stdlib_socket(race.winner_socket)),
+        latency_ms=_ms(race.latency_s),
+        dns_ms=dns_ms,
+        address=race.winner[0],
+        deadline=deadline,
+    )
+
+
+async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] | Observation:
+    """Resolves ``target`` and races its addresses; the winner's socket stays open."""
     resolved = await _resolve(target, deadline)
     if isinstance(resolved, Observation):
         return resolved
@@ -110,7 +170,7 @@ async def probe(target: Target, *, timeout: float) -> Observation:
                            detail=f"{target.host}: the name has no usable address")
     race = _Race(addresses, deadline)
     await race.run()
-    return race.observation(dns_ms, timeout)
+    return race, dns_ms
 
 
 async def _resolve(
@@ -227,6 +287,7 @@ class _Race:
     addresses: list[tuple[int, SockAddr]]
     deadline: float
     winner: SockAddr | None = None
+    winner_socket: socket.socket | None = None
     latency_s: float = 0.0
     failures: list[tuple[SockAddr, Reason, str]] = field(default_factory=list)
     unanswered: list[SockAddr] = field(default_factory=list)
@@ -259,7 +320,12 @@ class _Race:
             attempt_failed.set()
 
     async def _connect(self, family: int, sockaddr: SockAddr) -> bool:
-        """One connection attempt; records its failure or makes it the winner."""
+        """One connection attempt: True once its handshake completed.
+
+        The first completed handshake wins and keeps its socket open
+        (``winner_socket``); every other socket is closed on every path out,
+        cancellation included: a check must never leak a file descriptor.
+        """
         self.unanswered.append(sockaddr)
         try:
             sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -267,9 +333,8 @@ class _Race:
             self.unanswered.remove(sockaddr)
             self.failures.append((sockaddr, classify_os_error(exc), os_message(exc)))
             return False
-        # The socket is closed on every path out, cancellation included: a check
-        # must never leak a file descriptor.
-        with sock:
+        won = False
+        try:
             started = trio.current_time()
             try:
                 connected = await _connect_socket(sock, sockaddr, self.deadline)
@@ -279,11 +344,17 @@ class _Race:
                 return False
             if not connected:
                 return False  # left in `unanswered`: reported as a timeout
-            measured_s = trio.current_time() - started
-            self.latency_s = kernel_handshake_s(sock, measured_s)
             self.unanswered.remove(sockaddr)
-            self.winner = sockaddr
+            # Two handshakes can complete in the same tick: the first one wins.
+            if self.winner_socket is None:
+                self.latency_s = kernel_handshake_s(sock, trio.current_time() - started)
+                self.winner = sockaddr
+                self.winner_socket = sock
+                won = True
             return True
+        finally:
+            if not won:
+                sock.close()
 
     def observation(self, dns_ms: float | None, timeout: float) -> Observation:
         if self.winner is not None:

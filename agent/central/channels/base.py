@@ -1,0 +1,177 @@
+"""What every alert channel shares: the interface, its errors, the alert's words."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Final, Generic, Protocol, TypeVar
+
+import httpx
+
+from agent.central.storage import Incident, Notification
+from agent.errors import ConfigError, HeartwireError
+from agent.keyfiles import read_secret, read_sources
+from agent.tables import Table
+
+TRIGGER: Final = "trigger"
+RESOLVE: Final = "resolve"
+
+
+class ChannelError(Exception):
+    """A delivery that did not go through.
+
+    Attributes:
+        retryable: whether trying again later may succeed (network, 5xx, 429).
+        retry_after_s: how long the service asked us to wait, when it said.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class Channel(Protocol):
+    """A place alerts go. ``send`` returns when delivered or raises ChannelError."""
+
+    name: str
+
+    async def send(self, notification: Notification) -> None: ...  # pragma: no cover
+
+
+class ChannelSettings(Protocol):
+    """A channel's parsed config table; ``open`` makes the channel."""
+
+    @property
+    def name(self) -> str: ...  # pragma: no cover
+
+    @property
+    def kind(self) -> str: ...  # pragma: no cover
+
+    def open(self, client: httpx.AsyncClient) -> Channel: ...  # pragma: no cover
+
+
+SettingsT = TypeVar("SettingsT", bound=ChannelSettings)
+
+
+class HttpChannel(Generic[SettingsT]):
+    """What every HTTP channel holds: its settings and the shared client."""
+
+    def __init__(self, settings: SettingsT, client: httpx.AsyncClient) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.client = client
+
+
+def optional_channel_secret(table: Table, prefix: str) -> str | None:
+    """A channel's secret (token, hook URL, password) from ``<prefix>_file``,
+    ``<prefix>_env`` or ``<prefix>_credential`` (a systemd credential); None when
+    none of them is given.
+
+    Raises:
+        ConfigError: naming the key, when several are given, or the secret is missing,
+            empty or in a file that is not private.
+    """
+    sources = read_sources(table, prefix)
+    if not sources:
+        return None
+    if len(sources) > 1:
+        raise table.error(f"{prefix}_file", f"give one of {prefix}_file, {prefix}_env or "
+                          f"{prefix}_credential")
+    try:
+        return read_secret(sources[0])
+    except HeartwireError as exc:
+        raise ConfigError(table.file, sources[0].key, str(exc)) from None
+
+
+def read_channel_secret(table: Table, prefix: str) -> str:
+    """Like :func:`optional_channel_secret`, but one of the three keys is required."""
+    secret = optional_channel_secret(table, prefix)
+    if secret is None:
+        raise table.error(None, f"needs {prefix}_file, {prefix}_env or {prefix}_credential")
+    return secret
+
+
+def rfc3339(seconds: float) -> str:
+    """Seconds since the epoch as ``2026-01-01T12:00:00.000Z``."""
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def alert_text(incident: Incident, event: str) -> str:
+    """One human line for an incident event, the same in every channel."""
+    if event == RESOLVE and incident.resolved_at is not None:
+        lasted = _duration(incident.resolved_at - incident.opened_at)
+        return f"RESOLVED after {lasted}: {incident.summary}"
+    return f"ALERT: {incident.summary}"
+
+
+def dedup_key(incident: Incident) -> str:
+    """A key that names one incident, stable from its trigger to its resolve."""
+    subject = f"{incident.agent}/{incident.check}" if incident.check else incident.agent
+    return f"heartwire/{incident.kind}/{subject}/{incident.id}"
+
+
+def incident_json(incident: Incident) -> dict[str, object]:
+    """The incident as JSON (generic webhook body, API)."""
+    return {
+        "id": incident.id,
+        "kind": incident.kind,
+        "agent": incident.agent,
+        "check": incident.check or None,
+        "status": incident.status,
+        "summary": incident.summary,
+        "opened_at": rfc3339(incident.opened_at),
+        "resolved_at": None if incident.resolved_at is None else rfc3339(incident.resolved_at),
+    }
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else None
+
+
+def check_response(response: httpx.Response, service: str) -> None:
+    """Turns a non-2xx answer into a ChannelError: 408, 429 and 5xx are retryable.
+
+    Raises:
+        ChannelError: the service did not accept the request.
+    """
+    if response.is_success:
+        return
+    status = response.status_code
+    retryable = status in (408, 429) or status >= 500
+    body = response.text[:200].replace("\n", " ")
+    raise ChannelError(
+        f"{service} answered {status}: {body}",
+        retryable=retryable,
+        retry_after_s=_retry_after(response),
+    )
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, object],
+    service: str,
+    *,
+    auth: httpx.Auth | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POSTs JSON; network failures become retryable ChannelErrors."""
+    try:
+        if auth is None:
+            response = await client.post(url, json=body, headers=headers)
+        else:
+            response = await client.post(url, json=body, auth=auth, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ChannelError(f"{service}: {type(exc).__name__}: {exc}", retryable=True) from exc
+    check_response(response, service)
+    return response

@@ -1,0 +1,285 @@
+"""Loading the receiver's TOML config (``/etc/heartwire/central.toml``) strictly.
+
+The main file is read first, then every ``agents.d/*.toml`` beside it in lexical
+order: ``heartwire central agents add`` writes one file there per agent, so an
+agent is registered without editing the main file. Every problem is a
+:class:`~agent.errors.ConfigError` naming the file and the key path; the rest of the
+receiver only sees the frozen dataclasses below.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from agent.central.channels import CHANNEL_KINDS, ChannelSettings
+from agent.config import read_toml
+from agent.errors import ConfigError, HeartwireError
+from agent.keyfiles import read_secret, read_sources
+from agent.signing import VerifyKey, read_verify_key
+from agent.tables import Table
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")
+AGENTS_DIR: Final = "agents.d"
+DEFAULT_LISTEN: Final = "127.0.0.1:8470"
+DEFAULT_STATE_DIR: Final = Path("/var/lib/heartwire-central")
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+DEFAULT_TOLERANCE_S: Final = 300.0
+DEFAULT_DEDUP_RETENTION_S: Final = 7 * 86400.0
+DEFAULT_INTERVAL_S: Final = 30.0
+DEFAULT_GRACE_S: Final = 60.0
+DEFAULT_FLAP_WINDOW_S: Final = 3600.0
+DEFAULT_FLAP_THRESHOLD: Final = 3
+DEFAULT_RETRY_INITIAL_S: Final = 10.0
+DEFAULT_RETRY_MAX_S: Final = 600.0
+
+# The same rule as agent ids in agent/config.py: they end up in URLs and file names.
+AGENT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+AGENT_ID_RULE: Final = (
+    "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """One ``[agents.<id>]`` table.
+
+    Attributes:
+        id: the agent's ``[agent] id``.
+        keys: the keys its messages may be signed with (several during a rotation):
+            ``keys`` (whpk_ public keys) and whsec_ secrets from ``secret_file``,
+            ``secret_env`` or ``secret_credential`` (each a string or an array).
+        grace_s: how long after ``interval_s`` a missing heartbeat alerts; None: the default.
+        source: the file the agent is defined in.
+    """
+
+    id: str
+    keys: tuple[VerifyKey, ...]
+    grace_s: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CentralConfig:
+    """The whole receiver config, defaults filled in.
+
+    Attributes:
+        listen: ``host:port`` addresses to serve on (loopback unless told otherwise).
+        certfile: a PEM certificate to serve HTTPS directly, or None (plain HTTP,
+            e.g. behind a TLS-terminating reverse proxy).
+        keyfile: its private key (a private file), or None.
+        state_dir: where the SQLite database lives.
+        max_body_bytes: bigger request bodies are refused with 413.
+        tolerance_s: how far ``webhook-timestamp`` may be from the receiver's clock.
+        dedup_retention_s: how long applied message ids are remembered.
+        default_interval_s: the heartbeat interval assumed when a heartbeat states none.
+        grace_s: default slack after an agent's interval before it counts as silent.
+        alert_on_degraded: whether ``degraded`` opens an incident like ``down``.
+        flap_window_s: the window of the flapping rule.
+        flap_threshold: incidents of one check within the window before it is flapping.
+        retry_initial_s: first retry delay of a failed channel delivery.
+        retry_max_s: cap of the doubling retry delay.
+        agents: the known agents, by id.
+        channels: where alerts go, by name.
+        files: the files read, in order.
+    """
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    tolerance_s: float = DEFAULT_TOLERANCE_S
+    dedup_retention_s: float = DEFAULT_DEDUP_RETENTION_S
+    default_interval_s: float = DEFAULT_INTERVAL_S
+    grace_s: float = DEFAULT_GRACE_S
+    alert_on_degraded: bool = False
+    flap_window_s: float = DEFAULT_FLAP_WINDOW_S
+    flap_threshold: int = DEFAULT_FLAP_THRESHOLD
+    retry_initial_s: float = DEFAULT_RETRY_INITIAL_S
+    retry_max_s: float = DEFAULT_RETRY_MAX_S
+    agents: Mapping[str, AgentSettings] = field(default_factory=lambda: MappingProxyType({}))
+    channels: Mapping[str, ChannelSettings] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    files: tuple[str, ...] = ()
+
+    def grace_for(self, agent: str) -> float:
+        """The grace period of one agent (its own, or the default)."""
+        settings = self.agents.get(agent)
+        if settings is not None and settings.grace_s is not None:
+            return settings.grace_s
+        return self.grace_s
+
+
+def _listen(table: Table) -> tuple[str, ...]:
+    addresses = table.string_list("listen", (DEFAULT_LISTEN,))
+    if not addresses:
+        raise table.error("listen", "must name at least one host:port")
+    for index, address in enumerate(addresses):
+        host, sep, port = address.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise table.error(
+                f"listen[{index}]",
+                f'expected "host:port" (e.g. "{DEFAULT_LISTEN}"), got {address!r}',
+            )
+    return addresses
+
+
+def _optional_path(table: Table, key: str) -> Path | None:
+    value = table.optional_string(key)
+    return Path(value) if value else None
+
+
+def _read_keys(table: Table) -> tuple[VerifyKey, ...]:
+    keys: list[VerifyKey] = []
+    for index, text in enumerate(table.string_list("keys")):
+        if not text.startswith("whpk_"):
+            # A shared secret inline would sit in a config that is often world-readable.
+            raise table.error(
+                f"keys[{index}]",
+                "only whpk_ public keys go inline; give whsec_ secrets with secret_file, "
+                "secret_env or secret_credential",
+            )
+        try:
+            keys.append(read_verify_key(text))
+        except HeartwireError as exc:
+            raise table.error(f"keys[{index}]", str(exc)) from None
+    for source in read_sources(table, "secret"):
+        try:
+            keys.append(read_verify_key(read_secret(source)))
+        except HeartwireError as exc:
+            raise ConfigError(table.file, source.key, str(exc)) from None
+    if not keys:
+        raise table.error(None, "needs keys, secret_file, secret_env or secret_credential")
+    return tuple(keys)
+
+
+def read_agent(table: Table, agent_id: str) -> AgentSettings:
+    """Reads one ``[agents.<id>]`` table."""
+    if not AGENT_ID.match(agent_id):
+        raise table.error(None, f"agent id {agent_id!r} {AGENT_ID_RULE}")
+    settings = AgentSettings(
+        id=agent_id,
+        keys=_read_keys(table),
+        grace_s=table.duration("grace", None, positive=False) if table.has("grace") else None,
+        source=table.file,
+    )
+    table.mark_read("grace")
+    table.finish()
+    return settings
+
+
+def _read_agents(
+    top: Table, into: dict[str, AgentSettings]
+) -> None:
+    agents = top.table("agents")
+    for agent_id in agents:
+        sub = agents.table(agent_id)
+        if agent_id in into:
+            earlier = into[agent_id].source
+            raise sub.error(None, f"agent {agent_id!r} is already defined in {earlier}")
+        into[agent_id] = read_agent(sub, agent_id)
+    agents.finish()
+
+
+def load(path: Path) -> CentralConfig:
+    """Reads the receiver config and its ``agents.d/*.toml`` drop-ins.
+
+    Raises:
+        ConfigError: a file is unreadable or invalid; the message names file and key.
+    """
+    file = str(path)
+    top = Table(read_toml(path), file)
+
+    server = top.table("server")
+    listen = _listen(server)
+    certfile = _optional_path(server, "certfile")
+    keyfile = _optional_path(server, "keyfile")
+    if (certfile is None) != (keyfile is None):
+        missing = "keyfile" if certfile else "certfile"
+        raise server.error(missing, "certfile and keyfile go together")
+    max_body = server.integer(
+        "max_body_bytes", DEFAULT_MAX_BODY_BYTES, minimum=1024, maximum=64 * 1024 * 1024
+    )
+    tolerance = server.duration("timestamp_tolerance", DEFAULT_TOLERANCE_S)
+    server.finish()
+
+    storage = top.table("storage")
+    state_dir = Path(storage.nonempty_string("state_dir", str(DEFAULT_STATE_DIR)))
+    retention = storage.duration("dedup_retention", DEFAULT_DEDUP_RETENTION_S)
+    if retention < tolerance:
+        # A replay inside the timestamp window must still find its id.
+        raise storage.error("dedup_retention", "must be at least [server] timestamp_tolerance")
+    storage.finish()
+
+    alerts = top.table("alerts")
+    default_interval = alerts.duration("default_interval", DEFAULT_INTERVAL_S)
+    grace = alerts.duration("grace", DEFAULT_GRACE_S, positive=False)
+    on_degraded = alerts.boolean("alert_on_degraded", False)
+    flap_window = alerts.duration("flap_window", DEFAULT_FLAP_WINDOW_S)
+    flap_threshold = alerts.integer("flap_threshold", DEFAULT_FLAP_THRESHOLD, minimum=1)
+    retry_initial = alerts.duration("retry_initial", DEFAULT_RETRY_INITIAL_S)
+    retry_max = alerts.duration("retry_max", DEFAULT_RETRY_MAX_S)
+    if retry_max < retry_initial:
+        raise alerts.error("retry_max", "must not be less than retry_initial")
+    alerts.finish()
+
+    agents: dict[str, AgentSettings] = {}
+    _read_agents(top, agents)
+
+    channels_table = top.table("channels")
+    channels: dict[str, ChannelSettings] = {}
+    for name in channels_table:
+        sub = channels_table.table(name)
+        kind = sub.choice("kind", tuple(CHANNEL_KINDS))
+        channels[name] = CHANNEL_KINDS[kind](sub, name)
+        sub.finish()
+    channels_table.finish()
+    top.finish()
+
+    files = [file]
+    dropins = path.parent / AGENTS_DIR
+    if dropins.is_dir():
+        for dropin in sorted(dropins.glob("*.toml")):
+            extra = Table(read_toml(dropin), str(dropin))
+            _read_agents(extra, agents)
+            extra.finish()
+            files.append(str(dropin))
+
+    return CentralConfig(
+        listen=listen,
+        certfile=certfile,
+        keyfile=keyfile,
+        state_dir=state_dir,
+        max_body_bytes=max_body,
+        tolerance_s=tolerance,
+        dedup_retention_s=retention,
+        default_interval_s=default_interval,
+        grace_s=grace,
+        alert_on_degraded=on_degraded,
+        flap_window_s=flap_window,
+        flap_threshold=flap_threshold,
+        retry_initial_s=retry_initial,
+        retry_max_s=retry_max,
+        agents=MappingProxyType(agents),
+        channels=MappingProxyType(channels),
+        files=tuple(files),
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ``host:port`` listen address is on loopback only."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

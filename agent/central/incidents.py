@@ -1,0 +1,196 @@
+"""When something is wrong enough to tell a human, and when it is over.
+
+Three kinds of incident, at most one open per subject:
+
+* ``agent_silent`` (the dead man's switch): an agent's last heartbeat is older than
+  its ``interval_s`` (from the heartbeat itself) plus its grace (per agent, default
+  from ``[alerts] grace``). Its next heartbeat resolves it. After a receiver
+  restart the count starts at the restart, so the receiver's own downtime does not
+  page for every agent. Agents are watched from their first heartbeat on, while
+  they are registered.
+* ``check_down``: a check reports ``down`` (or ``degraded`` with
+  ``alert_on_degraded``); it resolves when the check reports ``up`` (or
+  ``degraded`` when that does not alert). ``unknown`` changes nothing.
+* ``check_flapping``, the flapping rule: when a check opens more than
+  ``flap_threshold`` ``check_down`` incidents within ``flap_window``, one
+  ``check_flapping`` incident is triggered instead of the next one, and from then
+  on that check's ``check_down`` incidents are recorded (alert history, status
+  page) but not sent. The flapping incident resolves once no ``check_down``
+  incident has opened for a whole ``flap_window``; if the check is down at that
+  moment, its open ``check_down`` incident is sent then (it is a real outage now).
+
+Every trigger and resolve that is sent goes into the durable notification queue,
+one row per channel (see dispatch.py), in the same transaction as the incident.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from agent.central.channels.base import RESOLVE, TRIGGER
+from agent.central.config import CentralConfig
+from agent.central.storage import Incident, Storage
+from agent.logs import get_logger
+
+AGENT_SILENT = "agent_silent"
+CHECK_DOWN = "check_down"
+CHECK_FLAPPING = "check_flapping"
+
+log = get_logger("central.incidents")
+
+
+class Incidents:
+    """Opens and resolves incidents and queues their notifications.
+
+    Args:
+        storage: the store.
+        config: the receiver config (grace, flapping rule, alert_on_degraded).
+        channels: the names of the channels every notification goes to.
+        on_queued: called after notifications were queued (wakes the dispatcher).
+        watching_since: when this receiver started (wall time); silence before it
+            is not held against an agent.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        config: CentralConfig,
+        channels: Sequence[str],
+        on_queued: Callable[[], None] = lambda: None,
+        watching_since: float = 0.0,
+    ) -> None:
+        self.storage = storage
+        self.config = config
+        self.channels = list(channels)
+        self.on_queued = on_queued
+        self.watching_since = watching_since
+
+    def _notify(self, incident: Incident, event: str, now: float) -> None:
+        level = logging.WARNING if event == TRIGGER else logging.INFO
+        log.log(level, "%s %s: %s", event, incident.kind, incident.summary)
+        if self.channels:
+            self.storage.enqueue(incident.id, event, self.channels, now)
+            self.on_queued()
+
+    def _alerting(self, status: str) -> bool:
+        return status == "down" or (status == "degraded" and self.config.alert_on_degraded)
+
+    # -- checks -----------------------------------------------------------------
+
+    def check_status(
+        self, agent: str, check: str, status: str, reason: str | None, now: float
+    ) -> None:
+        """Applies a check's reported status to its incidents."""
+        if status == "unknown":
+            return
+        if self._alerting(status):
+            self._open_check_incident(agent, check, status, reason, now)
+        else:
+            resolved = self.storage.resolve_incident(CHECK_DOWN, agent, check, now)
+            if resolved is not None and resolved.notified:
+                self._notify(resolved, RESOLVE, now)
+
+    def _open_check_incident(
+        self, agent: str, check: str, status: str, reason: str | None, now: float
+    ) -> None:
+        if self.storage.open_incident_for(CHECK_DOWN, agent, check) is not None:
+            return
+        window_start = now - self.config.flap_window_s
+        recent = self.storage.incidents_opened_since(CHECK_DOWN, agent, check, window_start)
+        flapping = self.storage.open_incident_for(CHECK_FLAPPING, agent, check)
+        starts_flapping = flapping is None and recent >= self.config.flap_threshold
+        because = f" ({reason})" if reason else ""
+        incident = self.storage.open_incident(
+            CHECK_DOWN, agent, check, status, f"{agent}: check {check} is {status}{because}", now,
+            notified=flapping is None and not starts_flapping,
+        )
+        if incident is None:
+            return
+        if starts_flapping:
+            flap = self.storage.open_incident(
+                CHECK_FLAPPING, agent, check, "flapping",
+                f"{agent}: check {check} is flapping ({recent + 1} outages within "
+                f"{_words(self.config.flap_window_s)}); further changes are summarised",
+                now,
+            )
+            if flap is not None:
+                self._notify(flap, TRIGGER, now)
+        elif incident.notified:
+            self._notify(incident, TRIGGER, now)
+
+    # -- agents -----------------------------------------------------------------
+
+    def heartbeat(self, agent: str, now: float) -> None:
+        """An agent is alive: resolves its dead man's switch incident."""
+        resolved = self.storage.resolve_incident(AGENT_SILENT, agent, "", now)
+        if resolved is not None:
+            self._notify(resolved, RESOLVE, now)
+
+    def deadline(self, agent: str, last_heartbeat_at: float, interval_s: float | None) -> float:
+        """When an agent that last sent a heartbeat at ``last_heartbeat_at`` turns silent."""
+        interval = interval_s or self.config.default_interval_s
+        # Heartbeats sent while this receiver was down are still on their way:
+        # the clock starts no earlier than when the receiver started watching.
+        since = max(last_heartbeat_at, self.watching_since)
+        return since + interval + self.config.grace_for(agent)
+
+    def sweep(self, now: float) -> float | None:
+        """Opens dead man's switch incidents and ends flapping periods that are over.
+
+        Returns:
+            The next moment something could become due, or None when nothing is watched.
+        """
+        next_due: float | None = None
+        with self.storage.transaction():
+            for row in self.storage.agents():
+                if row.last_heartbeat_at is None or row.id not in self.config.agents:
+                    # Watched from its first heartbeat on, while it is registered.
+                    continue
+                due = self.deadline(row.id, row.last_heartbeat_at, row.interval_s)
+                if now >= due:
+                    silent_for = now - row.last_heartbeat_at
+                    incident = self.storage.open_incident(
+                        AGENT_SILENT, row.id, "", "silent",
+                        f"{row.id}: no heartbeat for {_words(silent_for)} "
+                        f"(expected every {_words(row.interval_s or 0)})",
+                        now,
+                    )
+                    if incident is not None:
+                        self._notify(incident, TRIGGER, now)
+                elif next_due is None or due < next_due:
+                    next_due = due
+            for flap in self.storage.open_incidents():
+                if flap.kind != CHECK_FLAPPING:
+                    continue
+                last = self.storage.last_opened_at(CHECK_DOWN, flap.agent, flap.check) or 0.0
+                quiet_at = last + self.config.flap_window_s
+                if now >= quiet_at:
+                    self._end_flapping(flap, now)
+                elif next_due is None or quiet_at < next_due:
+                    next_due = quiet_at
+        return next_due
+
+    def _end_flapping(self, flap: Incident, now: float) -> None:
+        resolved = self.storage.resolve_incident(CHECK_FLAPPING, flap.agent, flap.check, now)
+        if resolved is not None:
+            self._notify(resolved, RESOLVE, now)
+        down = self.storage.open_incident_for(CHECK_DOWN, flap.agent, flap.check)
+        if down is not None and not down.notified:
+            self.storage.mark_notified(down.id)
+            self._notify(self.storage.incident(down.id), TRIGGER, now)
+
+    def is_silent(self, agent: str, last_heartbeat_at: float | None,
+                  interval_s: float | None, now: float) -> bool:
+        """Whether an agent is past its deadline (its checks then show ``unknown``)."""
+        if last_heartbeat_at is None:
+            return False
+        return now >= self.deadline(agent, last_heartbeat_at, interval_s)
+
+
+def _words(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:.0f}s"

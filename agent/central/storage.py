@@ -1,0 +1,519 @@
+"""The receiver's memory: one SQLite file (WAL) behind a small interface.
+
+Everything the receiver keeps goes through :class:`Storage`; nothing else in
+``agent/central`` writes SQL. The methods speak in the receiver's terms (messages,
+heartbeats, checks, incidents, notifications) so that a PostgreSQL backend for
+several receivers behind a load balancer can implement the same methods.
+
+Tables:
+
+* ``agents``: one row per agent: last heartbeat (receipt time), its interval,
+  the highest ``seq`` seen and the heartbeat's own fields.
+* ``checks``: the latest known status of each agent's checks.
+* ``state_history``: every status change, from ``state_change`` messages and from
+  heartbeats that show a different status.
+* ``messages``: the ids of applied messages, for deduplication. Kept for
+  ``dedup_retention`` (default 7 days, pruned hourly); see :meth:`prune_messages`.
+* ``seq_gaps``: each hole in an agent's ``seq``, as received.
+* ``incidents``: the alert history: what opened, when, when it resolved.
+* ``notifications``: the durable per-channel queue of alert deliveries.
+
+Calls are synchronous and short (one process, one connection, WAL); the ASGI app
+and the loops all run in one trio thread, so no two calls overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+DATABASE_NAME: Final = "central.sqlite3"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS agents (
+    id TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_heartbeat_at REAL,
+    interval_s REAL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    version TEXT,
+    started_at TEXT,
+    heartbeat_json TEXT
+);
+CREATE TABLE IF NOT EXISTS checks (
+    agent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    latency_ms REAL,
+    at TEXT,
+    group_name TEXT,
+    host TEXT,
+    port INTEGER,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (agent, name)
+);
+CREATE TABLE IF NOT EXISTS state_history (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    current TEXT NOT NULL,
+    at TEXT,
+    received_at REAL NOT NULL,
+    msg_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    msg_id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_received_at ON messages (received_at);
+CREATE TABLE IF NOT EXISTS seq_gaps (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    expected INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    check_name TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    resolved_at REAL,
+    notified INTEGER NOT NULL DEFAULT 1
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open
+    ON incidents (kind, agent, check_name) WHERE resolved_at IS NULL;
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    event TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (channel, state, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One agent as stored."""
+
+    id: str
+    first_seen: float
+    last_heartbeat_at: float | None
+    interval_s: float | None
+    last_seq: int
+    version: str | None
+    started_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    """The latest known state of one check of one agent."""
+
+    agent: str
+    name: str
+    status: str
+    reason: str | None
+    latency_ms: float | None
+    at: str | None
+    group: str | None
+    host: str | None
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One alert: opened when something went wrong, resolved when it recovered.
+
+    Attributes:
+        id: the incident number (also in the PagerDuty dedup key).
+        kind: ``agent_silent``, ``check_down`` or ``check_flapping``.
+        agent: the agent it is about.
+        check: the check it is about, "" for agent-wide incidents.
+        status: the status that opened it (``down``, ``degraded``, ``silent``, ``flapping``).
+        summary: one human line.
+        opened_at: wall time it opened.
+        resolved_at: wall time it resolved, or None while open.
+        notified: whether its trigger was sent to the channels (False while suppressed
+            by flapping).
+    """
+
+    id: int
+    kind: str
+    agent: str
+    check: str
+    status: str
+    summary: str
+    opened_at: float
+    resolved_at: float | None
+    notified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One pending delivery of an incident event to one channel."""
+
+    id: int
+    incident: Incident
+    event: str  # "trigger" or "resolve"
+    channel: str
+    attempts: int
+    next_attempt_at: float
+
+
+_INCIDENT_COLUMNS: Final = (
+    "id, kind, agent, check_name, status, summary, opened_at, resolved_at, notified"
+)
+
+
+def _incident(row: sqlite3.Row | tuple[Any, ...]) -> Incident:
+    return Incident(
+        id=row[0], kind=row[1], agent=row[2], check=row[3], status=row[4], summary=row[5],
+        opened_at=row[6], resolved_at=row[7], notified=bool(row[8]),
+    )
+
+
+class Storage:
+    """The SQLite store of one receiver.
+
+    Args:
+        path: the database file (created with its tables when missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # isolation_level=None: transactions are explicit (see transaction()).
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes under WAL; only a power cut
+        # may lose the last transactions, which agents then re-deliver.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._depth = 0
+
+    @classmethod
+    def open_in(cls, state_dir: Path) -> Storage:
+        """Opens (or creates) the database in ``state_dir``."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return cls(state_dir / DATABASE_NAME)
+
+    def close(self) -> None:
+        """Closes the database."""
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside happen together or not at all (nesting joins the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- messages ---------------------------------------------------------------
+
+    def has_message(self, msg_id: str) -> bool:
+        """Whether a message with this id was already applied."""
+        row = self._db.execute("SELECT 1 FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+        return row is not None
+
+    def record_message(
+        self, agent: str, msg_id: str, seq: int, kind: str, now: float
+    ) -> tuple[int, int] | None:
+        """Remembers an applied message and advances the agent's ``seq``.
+
+        Returns:
+            ``(expected, received)`` when ``seq`` skipped numbers (the gap is
+            recorded), else None.
+        """
+        self._ensure_agent(agent, now)
+        self._db.execute(
+            "INSERT INTO messages (msg_id, agent, seq, type, received_at) VALUES (?, ?, ?, ?, ?)",
+            (msg_id, agent, seq, kind, now),
+        )
+        (last_seq,) = self._db.execute(
+            "SELECT last_seq FROM agents WHERE id = ?", (agent,)
+        ).fetchone()
+        gap = None
+        # The first message after the receiver learns of an agent starts the count.
+        if last_seq and seq > last_seq + 1:
+            gap = (last_seq + 1, seq)
+            self._db.execute(
+                "INSERT INTO seq_gaps (agent, expected, received, received_at) VALUES (?, ?, ?, ?)",
+                (agent, last_seq + 1, seq, now),
+            )
+        if seq > last_seq:
+            self._db.execute("UPDATE agents SET last_seq = ? WHERE id = ?", (seq, agent))
+        return gap
+
+    def prune_messages(self, before: float) -> int:
+        """Forgets message ids received before ``before``; returns how many."""
+        cursor = self._db.execute("DELETE FROM messages WHERE received_at < ?", (before,))
+        return cursor.rowcount
+
+    def seq_gaps(self, agent: str) -> list[tuple[int, int, float]]:
+        """The recorded gaps of an agent: ``(expected, received, received_at)``."""
+        rows = self._db.execute(
+            "SELECT expected, received, received_at FROM seq_gaps WHERE agent = ? ORDER BY id",
+            (agent,),
+        )
+        return [tuple(row) for row in rows]
+
+    def count(self, table: str) -> int:
+        """Rows in a table (for tests and the status page)."""
+        if table not in ("agents", "checks", "state_history", "messages", "seq_gaps",
+                         "incidents", "notifications"):
+            raise ValueError(f"no table {table!r}")
+        (total,) = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()
+        return int(total)
+
+    # -- agents and checks ------------------------------------------------------
+
+    def _ensure_agent(self, agent: str, now: float) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO agents (id, first_seen) VALUES (?, ?)", (agent, now)
+        )
+
+    def record_heartbeat(
+        self, agent: str, now: float, interval_s: float, heartbeat: dict[str, Any]
+    ) -> None:
+        """Stores a heartbeat's receipt time, interval and fields."""
+        self._ensure_agent(agent, now)
+        self._db.execute(
+            "UPDATE agents SET last_heartbeat_at = ?, interval_s = ?, version = ?,"
+            " started_at = ?, heartbeat_json = ? WHERE id = ?",
+            (now, interval_s, heartbeat.get("version"), heartbeat.get("started_at"),
+             json.dumps(heartbeat), agent),
+        )
+
+    def agents(self) -> list[AgentRow]:
+        """Every agent that ever reported, by id."""
+        rows = self._db.execute(
+            "SELECT id, first_seen, last_heartbeat_at, interval_s, last_seq, version, started_at"
+            " FROM agents ORDER BY id"
+        )
+        return [AgentRow(*row) for row in rows]
+
+    def check(self, agent: str, name: str) -> CheckRow | None:
+        """One check's latest state, or None when never reported."""
+        row = self._db.execute(
+            "SELECT agent, name, status, reason, latency_ms, at, group_name, host, port"
+            " FROM checks WHERE agent = ? AND name = ?",
+            (agent, name),
+        ).fetchone()
+        return CheckRow(*row) if row else None
+
+    def checks(self) -> list[CheckRow]:
+        """Every check's latest state, by agent and name."""
+        rows = self._db.execute(
+            "SELECT agent, name, status, reason, latency_ms, at, group_name, host, port"
+            " FROM checks ORDER BY agent, name"
+        )
+        return [CheckRow(*row) for row in rows]
+
+    def save_check(self, row: CheckRow, now: float) -> None:
+        """Replaces a check's latest state (fields a message lacks keep their value)."""
+        self._db.execute(
+            "INSERT INTO checks (agent, name, status, reason, latency_ms, at, group_name, host,"
+            " port, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (agent, name) DO UPDATE SET status = excluded.status,"
+            " reason = excluded.reason, latency_ms = excluded.latency_ms, at = excluded.at,"
+            " group_name = coalesce(excluded.group_name, group_name),"
+            " host = coalesce(excluded.host, host), port = coalesce(excluded.port, port),"
+            " updated_at = excluded.updated_at",
+            (row.agent, row.name, row.status, row.reason, row.latency_ms, row.at, row.group,
+             row.host, row.port, now),
+        )
+
+    def add_state_change(
+        self, agent: str, check: str, previous: str, current: str, at: str | None,
+        now: float, msg_id: str,
+    ) -> None:
+        """Appends one status change to the history."""
+        self._db.execute(
+            "INSERT INTO state_history (agent, check_name, previous, current, at, received_at,"
+            " msg_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent, check, previous, current, at, now, msg_id),
+        )
+
+    def state_history(self, agent: str, check: str) -> list[tuple[str, str]]:
+        """``(previous, current)`` pairs of one check, oldest first."""
+        rows = self._db.execute(
+            "SELECT previous, current FROM state_history WHERE agent = ? AND check_name = ?"
+            " ORDER BY id",
+            (agent, check),
+        )
+        return [tuple(row) for row in rows]
+
+    # -- incidents --------------------------------------------------------------
+
+    def open_incident(
+        self, kind: str, agent: str, check: str, status: str, summary: str, now: float,
+        *, notified: bool = True,
+    ) -> Incident | None:
+        """Opens an incident unless one of the same kind is open for the same subject.
+
+        Returns:
+            The new incident, or None when one was already open.
+        """
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO incidents (kind, agent, check_name, status, summary,"
+            " opened_at, notified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, agent, check, status, summary, now, int(notified)),
+        )
+        if cursor.rowcount == 0:
+            return None
+        return self.incident(int(cursor.lastrowid or 0))
+
+    def resolve_incident(self, kind: str, agent: str, check: str, now: float) -> Incident | None:
+        """Resolves the open incident of this kind and subject; None when none was open."""
+        current = self.open_incident_for(kind, agent, check)
+        if current is None:
+            return None
+        self._db.execute("UPDATE incidents SET resolved_at = ? WHERE id = ?", (now, current.id))
+        return self.incident(current.id)
+
+    def mark_notified(self, incident_id: int) -> None:
+        """Records that an incident's trigger went to the channels after all."""
+        self._db.execute("UPDATE incidents SET notified = 1 WHERE id = ?", (incident_id,))
+
+    def incident(self, incident_id: int) -> Incident:
+        """One incident by id."""
+        row = self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)
+        ).fetchone()
+        return _incident(row)
+
+    def open_incident_for(self, kind: str, agent: str, check: str) -> Incident | None:
+        """The open incident of this kind and subject, if any."""
+        row = self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE kind = ? AND agent = ?"
+            " AND check_name = ? AND resolved_at IS NULL",
+            (kind, agent, check),
+        ).fetchone()
+        return _incident(row) if row else None
+
+    def open_incidents(self) -> list[Incident]:
+        """Every open incident, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY id"
+        )
+        return [_incident(row) for row in rows]
+
+    def incidents(self, limit: int = 100) -> list[Incident]:
+        """The alert history, newest first."""
+        rows = self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [_incident(row) for row in rows]
+
+    def incidents_opened_since(self, kind: str, agent: str, check: str, since: float) -> int:
+        """How many incidents of this kind and subject opened at or after ``since``."""
+        (total,) = self._db.execute(
+            "SELECT count(*) FROM incidents WHERE kind = ? AND agent = ? AND check_name = ?"
+            " AND opened_at >= ?",
+            (kind, agent, check, since),
+        ).fetchone()
+        return int(total)
+
+    def last_opened_at(self, kind: str, agent: str, check: str) -> float | None:
+        """When the newest incident of this kind and subject opened."""
+        (opened,) = self._db.execute(
+            "SELECT max(opened_at) FROM incidents WHERE kind = ? AND agent = ? AND check_name = ?",
+            (kind, agent, check),
+        ).fetchone()
+        return float(opened) if opened is not None else None
+
+    # -- notifications (the durable delivery queue) ----------------------------
+
+    def enqueue(self, incident_id: int, event: str, channels: list[str], now: float) -> None:
+        """Queues one delivery of ``event`` per channel."""
+        self._db.executemany(
+            "INSERT INTO notifications (incident_id, event, channel, created_at,"
+            " next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+            [(incident_id, event, channel, now, now) for channel in channels],
+        )
+
+    def queue_heads(self) -> list[Notification]:
+        """Each channel's oldest pending delivery (channels deliver in order)."""
+        rows = self._db.execute(
+            "SELECT n.id, n.incident_id, n.event, n.channel, n.attempts, n.next_attempt_at"
+            " FROM notifications n WHERE n.state = 'pending' AND n.id = (SELECT min(m.id)"
+            " FROM notifications m WHERE m.channel = n.channel AND m.state = 'pending')"
+            " ORDER BY n.id"
+        ).fetchall()
+        return [
+            Notification(row[0], self.incident(row[1]), row[2], row[3], row[4], row[5])
+            for row in rows
+        ]
+
+    def mark_sent(self, notification_id: int, now: float) -> None:
+        """A delivery succeeded."""
+        self._db.execute(
+            "UPDATE notifications SET state = 'sent', sent_at = ?, attempts = attempts + 1"
+            " WHERE id = ?",
+            (now, notification_id),
+        )
+
+    def mark_retry(self, notification_id: int, next_attempt_at: float, error: str) -> None:
+        """A delivery failed and will be tried again at ``next_attempt_at``."""
+        self._db.execute(
+            "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?,"
+            " last_error = ? WHERE id = ?",
+            (next_attempt_at, error, notification_id),
+        )
+
+    def mark_failed(self, notification_id: int, error: str) -> None:
+        """A delivery the channel refused for good (kept, visible, never retried)."""
+        self._db.execute(
+            "UPDATE notifications SET state = 'failed', attempts = attempts + 1,"
+            " last_error = ? WHERE id = ?",
+            (error, notification_id),
+        )
+
+    def notifications(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Deliveries, oldest first, as plain rows (for tests and the API)."""
+        query = (
+            "SELECT id, incident_id, event, channel, attempts, state, last_error, sent_at"
+            " FROM notifications"
+        )
+        args: tuple[str, ...] = ()
+        if channel is not None:
+            query += " WHERE channel = ?"
+            args = (channel,)
+        cursor = self._db.execute(query + " ORDER BY id", args)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]

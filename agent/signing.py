@@ -1,0 +1,375 @@
+"""Standard Webhooks signatures: signing outbound requests and verifying them.
+
+The signed content is ``{webhook-id}.{webhook-timestamp}.{body}`` (the raw body
+bytes), exactly as the Standard Webhooks specification says. Two schemes:
+
+* ``v1a``, the default: pure Ed25519. Keys are written ``whsk_<base64>`` (the raw
+  32-byte seed) and ``whpk_<base64>`` (the raw 32-byte public key). The spec leaves
+  that byte layout open; ``docs/protocol.md`` documents ours with a test vector.
+* ``v1``: HMAC-SHA256 with a shared ``whsec_<base64>`` secret, for receivers whose
+  off-the-shelf library only does that.
+
+Several keys may sign at once (key rotation): the ``webhook-signature`` header then
+holds one ``scheme,signature`` pair per key, separated by spaces, and a receiver
+accepts the message when any pair verifies with any key it trusts.
+
+:class:`WebhookAuth` adds the headers as an ``httpx.Auth`` whose flow does no I/O,
+so every destination shares it; :func:`verify` is the receiving side, shared with
+the reference receiver.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from agent.errors import SignatureError, SigningKeyError
+
+ID_HEADER: Final = "webhook-id"
+TIMESTAMP_HEADER: Final = "webhook-timestamp"
+SIGNATURE_HEADER: Final = "webhook-signature"
+
+SECRET_KEY_PREFIX: Final = "whsk_"  # Ed25519 private key (seed), v1a
+PUBLIC_KEY_PREFIX: Final = "whpk_"  # Ed25519 public key, v1a
+SHARED_SECRET_PREFIX: Final = "whsec_"  # HMAC-SHA256 secret, v1
+
+ED25519_SCHEME: Final = "v1a"
+HMAC_SCHEME: Final = "v1"
+
+DEFAULT_TOLERANCE_S: Final = 300.0
+# The spec asks for at least 24 random bytes; a shorter secret is refused rather
+# than silently used.
+MIN_SHARED_SECRET_BYTES: Final = 24
+_ED25519_KEY_BYTES: Final = 32
+_RAW: Final = serialization.Encoding.Raw
+
+
+def _decode_key(text: str, prefix: str, what: str, *, size: int | None = None) -> bytes:
+    """The bytes of ``<prefix><base64>``, checked for the prefix and (if given) the size.
+
+    Raises:
+        SigningKeyError: naming what was expected.
+    """
+    text = text.strip()
+    if not text.startswith(prefix):
+        raise SigningKeyError(f"{what} starts with {prefix!r}")
+    try:
+        raw = base64.b64decode(text[len(prefix):], validate=True)
+    except (binascii.Error, ValueError):
+        raise SigningKeyError(f"{what} is not valid base64") from None
+    if size is not None and len(raw) != size:
+        raise SigningKeyError(f"{what} must be {size} bytes, got {len(raw)}")
+    return raw
+
+
+def signed_content(msg_id: str, timestamp: int, body: bytes) -> bytes:
+    """The bytes every scheme signs: ``id.timestamp.body``."""
+    return f"{msg_id}.{timestamp}.".encode() + body
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519SigningKey:
+    """An Ed25519 private key (``whsk_``) that signs with scheme ``v1a``."""
+
+    private_key: Ed25519PrivateKey
+
+    scheme = ED25519_SCHEME
+
+    @classmethod
+    def generate(cls) -> Ed25519SigningKey:
+        """A new random key."""
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_text(cls, text: str) -> Ed25519SigningKey:
+        """Reads ``whsk_<base64 of the 32-byte seed>``.
+
+        Raises:
+            SigningKeyError: the text is not such a key.
+        """
+        seed = _decode_key(text, SECRET_KEY_PREFIX, "an Ed25519 signing key",
+                           size=_ED25519_KEY_BYTES)
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def to_text(self) -> str:
+        """``whsk_<base64 seed>``: the private key file's content."""
+        seed = self.private_key.private_bytes(
+            _RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return SECRET_KEY_PREFIX + base64.b64encode(seed).decode()
+
+    def public_key(self) -> Ed25519VerifyKey:
+        """The matching public key, to give to the receiver."""
+        return Ed25519VerifyKey(
+            self.private_key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
+
+    def sign(self, content: bytes) -> str:
+        """``v1a,<base64 signature>`` of ``content``."""
+        return f"{self.scheme},{base64.b64encode(self.private_key.sign(content)).decode()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519VerifyKey:
+    """An Ed25519 public key (``whpk_``) that verifies ``v1a`` signatures.
+
+    Held as its 32 raw bytes, so two keys compare equal by value (older
+    ``cryptography`` key objects do not).
+    """
+
+    raw: bytes
+
+    scheme = ED25519_SCHEME
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The key as a ``cryptography`` object."""
+        return Ed25519PublicKey.from_public_bytes(self.raw)
+
+    @classmethod
+    def from_text(cls, text: str) -> Ed25519VerifyKey:
+        """Reads ``whpk_<base64 of the 32-byte public key>``.
+
+        Raises:
+            SigningKeyError: the text is not such a key.
+        """
+        return cls(_decode_key(text, PUBLIC_KEY_PREFIX, "an Ed25519 public key",
+                               size=_ED25519_KEY_BYTES))
+
+    def to_text(self) -> str:
+        """``whpk_<base64 public key>``."""
+        return PUBLIC_KEY_PREFIX + base64.b64encode(self.raw).decode()
+
+    def matches(self, signature: bytes, content: bytes) -> bool:
+        """Whether ``signature`` is this key's signature of ``content``."""
+        try:
+            self.public_key.verify(signature, content)
+        except InvalidSignature:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class HmacSecret:
+    """A shared ``whsec_`` secret: signs and verifies scheme ``v1`` (HMAC-SHA256)."""
+
+    secret: bytes
+
+    scheme = HMAC_SCHEME
+
+    @classmethod
+    def from_text(cls, text: str) -> HmacSecret:
+        """Reads ``whsec_<base64 secret>`` (at least 24 bytes once decoded).
+
+        Raises:
+            SigningKeyError: the text is not such a secret.
+        """
+        secret = _decode_key(text, SHARED_SECRET_PREFIX, "a shared secret")
+        if len(secret) < MIN_SHARED_SECRET_BYTES:
+            raise SigningKeyError(
+                f"the shared secret must be at least {MIN_SHARED_SECRET_BYTES} bytes, "
+                f"got {len(secret)}"
+            )
+        return cls(secret)
+
+    def to_text(self) -> str:
+        """``whsec_<base64 secret>``."""
+        return SHARED_SECRET_PREFIX + base64.b64encode(self.secret).decode()
+
+    def _digest(self, content: bytes) -> bytes:
+        return hmac.new(self.secret, content, hashlib.sha256).digest()
+
+    def sign(self, content: bytes) -> str:
+        """``v1,<base64 HMAC-SHA256>`` of ``content``."""
+        return f"{self.scheme},{base64.b64encode(self._digest(content)).decode()}"
+
+    def matches(self, signature: bytes, content: bytes) -> bool:
+        """Whether ``signature`` is this secret's HMAC of ``content`` (constant time)."""
+        return hmac.compare_digest(self._digest(content), signature)
+
+
+SigningKey = Ed25519SigningKey | HmacSecret
+VerifyKey = Ed25519VerifyKey | HmacSecret
+
+
+def read_signing_key(text: str) -> SigningKey:
+    """A signing key from its text form, by prefix: ``whsk_`` or ``whsec_``.
+
+    Raises:
+        SigningKeyError: neither prefix, or a malformed key.
+    """
+    if text.strip().startswith(SHARED_SECRET_PREFIX):
+        return HmacSecret.from_text(text)
+    if text.strip().startswith(SECRET_KEY_PREFIX):
+        return Ed25519SigningKey.from_text(text)
+    raise SigningKeyError(
+        f"a signing key starts with {SECRET_KEY_PREFIX!r} (Ed25519) "
+        f"or {SHARED_SECRET_PREFIX!r} (HMAC)"
+    )
+
+
+def read_verify_key(text: str) -> VerifyKey:
+    """A verification key from its text form, by prefix: ``whpk_`` or ``whsec_``.
+
+    Raises:
+        SigningKeyError: neither prefix, or a malformed key.
+    """
+    if text.strip().startswith(SHARED_SECRET_PREFIX):
+        return HmacSecret.from_text(text)
+    if text.strip().startswith(PUBLIC_KEY_PREFIX):
+        return Ed25519VerifyKey.from_text(text)
+    raise SigningKeyError(
+        f"a verification key starts with {PUBLIC_KEY_PREFIX!r} (Ed25519) "
+        f"or {SHARED_SECRET_PREFIX!r} (HMAC)"
+    )
+
+
+def new_message_id() -> str:
+    """A fresh ``msg_<32 hex digits>`` id (no dots: the signed content is dot-separated)."""
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def sign_headers(
+    msg_id: str, timestamp: int, body: bytes, keys: Sequence[SigningKey]
+) -> dict[str, str]:
+    """The three Standard Webhooks headers for one message, signed by every key.
+
+    Raises:
+        ValueError: no keys, or an id containing a dot (it would make the signed
+            content ambiguous).
+    """
+    if not keys:
+        raise ValueError("at least one signing key is needed")
+    if not msg_id or "." in msg_id:
+        raise ValueError(f"a message id must be non-empty and contain no '.', got {msg_id!r}")
+    content = signed_content(msg_id, timestamp, body)
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: " ".join(key.sign(content) for key in keys),
+    }
+
+
+class WebhookAuth(httpx.Auth):
+    """Signs each request with Standard Webhooks headers; no I/O in the flow.
+
+    The request's own ``webhook-id`` header is kept when present (the outbox sets
+    it to the message id, so a retry carries the same id and the receiver can
+    deduplicate); otherwise a fresh id is made. The timestamp is taken at signing
+    time, so every retry is signed afresh and stays inside the receiver's window.
+
+    Args:
+        keys: the keys to sign with, all at once (several during a rotation).
+        wall_clock: seconds since the epoch (tests pass a fixed clock).
+    """
+
+    requires_request_body = True
+
+    def __init__(
+        self, keys: Sequence[SigningKey], *, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        self.keys = tuple(keys)
+        self.wall_clock = wall_clock
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        msg_id = request.headers.get(ID_HEADER) or new_message_id()
+        request.headers.update(
+            sign_headers(msg_id, int(self.wall_clock()), request.content, self.keys)
+        )
+        yield request
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedMessage:
+    """What :func:`verify` established about a message.
+
+    Attributes:
+        msg_id: the ``webhook-id`` (use it as the deduplication key).
+        timestamp: the ``webhook-timestamp``, seconds since the epoch.
+        key: the trusted key whose signature matched.
+    """
+
+    msg_id: str
+    timestamp: int
+    key: VerifyKey
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    # httpx.Headers and most server frameworks are case-insensitive already; a
+    # plain dict may not be.
+    value = headers.get(name)
+    if value is None:
+        for key, candidate in headers.items():
+            if key.lower() == name:
+                value = candidate
+                break
+    if not value:
+        raise SignatureError(f"missing {name} header")
+    return value
+
+
+def verify(
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: Iterable[VerifyKey],
+    *,
+    now: float | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> VerifiedMessage:
+    """Checks a message's Standard Webhooks signature against trusted keys.
+
+    Args:
+        headers: the request headers (any mapping; names matched case-insensitively).
+        body: the raw request body, exactly as received (never re-serialized JSON).
+        keys: the keys to trust (``whpk_`` public keys and/or ``whsec_`` secrets).
+        now: the current time in seconds since the epoch (default: the OS clock).
+        tolerance_s: how far the timestamp may be from ``now``, either way.
+
+    Returns:
+        The id, timestamp and the key that matched.
+
+    Raises:
+        SignatureError: a header is missing or malformed, the timestamp is outside
+            the tolerance, or no signature matches any trusted key.
+    """
+    msg_id = _header(headers, ID_HEADER)
+    timestamp_text = _header(headers, TIMESTAMP_HEADER)
+    signatures = _header(headers, SIGNATURE_HEADER)
+    if not timestamp_text.isascii() or not timestamp_text.isdigit():
+        raise SignatureError(f"{TIMESTAMP_HEADER} is not an integer: {timestamp_text!r}")
+    timestamp = int(timestamp_text)
+    current = time.time() if now is None else now
+    if timestamp < current - tolerance_s:
+        raise SignatureError(f"message timestamp {timestamp} is too old (now {int(current)})")
+    if timestamp > current + tolerance_s:
+        raise SignatureError(f"message timestamp {timestamp} is too new (now {int(current)})")
+
+    # Sign over the header text as sent, not a re-formatted number.
+    content = f"{msg_id}.{timestamp_text}.".encode() + body
+    trusted = list(keys)
+    for pair in signatures.split():
+        scheme, _, encoded = pair.partition(",")
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue  # one garbled entry must not hide a valid one beside it
+        for key in trusted:
+            if key.scheme == scheme and key.matches(signature, content):
+                return VerifiedMessage(msg_id, timestamp, key)
+    raise SignatureError("no signature matches a trusted key")

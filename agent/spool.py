@@ -1,0 +1,442 @@
+"""The durable outbox: every message is in SQLite before anyone tries to send it.
+
+One SQLite file under ``[agent] state_dir`` (WAL mode, ``synchronous=FULL``) holds
+the messages not yet delivered everywhere, one cursor per destination (the highest
+sequence number it accepted), the next sequence number and the drop counters.
+A destination's cursor moves only after it accepted a message (or refused it for
+good), and a message is deleted once every cursor passed it, so a crash at any
+point loses nothing that was committed and a restart resumes where each
+destination stopped. Each destination reads in sequence order: delivery is
+at-least-once and ordered per destination, and a dead destination holds back only
+its own cursor.
+
+Bounds (``max_outbox_messages``, ``max_outbox_bytes``) are enforced on every
+insert by dropping, in this order: the oldest ``results``, then superseded
+heartbeats, and state changes only when nothing else is left (the newest heartbeat
+is never dropped: it is the liveness signal and carries the drop counts). A new heartbeat
+replaces every older undelivered one (only the newest matters). Each dropped
+message is counted by type, and the counts go out in the next heartbeat.
+
+:class:`Outbox` is synchronous and owns one connection; :class:`AsyncOutbox` runs
+each call in a worker thread (``trio.to_thread``), one at a time, so a slow disk
+(an fsync per commit) never stalls the trio loop that runs the checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, ParamSpec, TypeVar
+
+import trio
+
+from agent.signing import new_message_id
+
+OUTBOX_FILE: Final = "outbox.sqlite3"
+
+HEARTBEAT: Final = "heartbeat"
+STATE_CHANGE: Final = "state_change"
+RESULTS: Final = "results"
+MESSAGE_TYPES: Final = (HEARTBEAT, STATE_CHANGE, RESULTS)
+# Which type to drop first when the outbox is full: state changes last.
+DROP_ORDER: Final = (RESULTS, HEARTBEAT, STATE_CHANGE)
+_DROPPED: Final = {RESULTS: "dropped.results", HEARTBEAT: "dropped.heartbeats",
+                   STATE_CHANGE: "dropped.state_changes"}
+# The counter names that heartbeats report (reset when a heartbeat takes them).
+REPORTED_COUNTERS: Final = ("dropped.results", "dropped.heartbeats", "dropped.state_changes",
+                            "rejected")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_type ON messages (type, seq);
+CREATE TABLE IF NOT EXISTS cursors (
+    destination TEXT PRIMARY KEY,
+    delivered_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One stored message.
+
+    Attributes:
+        seq: the per-agent sequence number (never reused, survives restarts).
+        id: the message id (``msg_...``), the receiver's deduplication key.
+        type: heartbeat, state_change or results.
+        body: the exact JSON bytes to send.
+    """
+
+    seq: int
+    id: str
+    type: str
+    body: bytes
+
+    def envelope(self) -> dict[str, Any]:
+        """The body parsed back (for sinks that translate it to another API)."""
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDepth:
+    """How much is waiting: messages and bytes of body."""
+
+    messages: int
+    bytes: int
+
+
+def iso_time(seconds: float) -> str:
+    """RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _encode(envelope: Mapping[str, object]) -> bytes:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Outbox:
+    """The outbox file, used from one thread at a time.
+
+    Args:
+        path: the SQLite file (its directory is created, mode 0700).
+        agent_id: written into every envelope.
+        destinations: the configured destination names; cursors of others are dropped.
+        max_messages: the most messages kept.
+        max_bytes: the most bytes of message bodies kept.
+        wall_clock: seconds since the epoch, for envelope timestamps.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        agent_id: str,
+        destinations: Sequence[str],
+        max_messages: int,
+        max_bytes: int,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Messages name internal hosts: only the agent's user may read them. SQLite
+        # gives the -wal and -shm files the database file's mode, so set it first.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+        self.path = path
+        self.agent_id = agent_id
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._wall_clock = wall_clock
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so a
+        # transaction is exactly one method call. check_same_thread=False because
+        # AsyncOutbox moves calls between worker threads (one at a time).
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before enqueue returns, also across power loss
+        # (NORMAL in WAL mode survives a process crash but may lose the last commits
+        # on power loss). bench/bench_outbox.py measures the cost.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        count, size = self._db.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
+        self._depth = OutboxDepth(count, size)
+        with self._transaction():
+            known = {row[0] for row in self._db.execute("SELECT destination FROM cursors")}
+            for name in destinations:
+                if name not in known:
+                    # A new destination gets whatever is still waiting for the others.
+                    self._db.execute("INSERT INTO cursors VALUES (?, 0)", (name,))
+            self._db.executemany(
+                "DELETE FROM cursors WHERE destination = ?",
+                [(name,) for name in known - set(destinations)],
+            )
+            self._collect_garbage()
+
+    def close(self) -> None:
+        """Closes the file (a WAL checkpoint happens on the last close)."""
+        self._db.close()
+
+    # -- writing ---------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def _counter(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _add(self, name: str, amount: int = 1) -> None:
+        self._db.execute(
+            "INSERT INTO counters VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, amount),
+        )
+
+    def _delete(self, where: str, args: Sequence[object]) -> list[str]:
+        """Deletes messages; keeps the cached depth right. Returns their types."""
+        rows = self._db.execute(
+            f"DELETE FROM messages WHERE {where} RETURNING type, length(body)", args
+        ).fetchall()
+        if rows:
+            self._depth = OutboxDepth(self._depth.messages - len(rows),
+                                      self._depth.bytes - sum(row[1] for row in rows))
+        return [row[0] for row in rows]
+
+    def _insert(self, msg_type: str, data: Mapping[str, object], at: float) -> OutboxMessage:
+        seq = self._counter("last_seq") + 1
+        self._db.execute(
+            "INSERT INTO counters VALUES ('last_seq', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (seq,))
+        message_id = new_message_id()
+        body = _encode({"type": msg_type, "id": message_id, "seq": seq, "agent": self.agent_id,
+                        "timestamp": iso_time(at), "data": data})
+        self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
+                         (seq, message_id, msg_type, body))
+        self._depth = OutboxDepth(self._depth.messages + 1, self._depth.bytes + len(body))
+        return OutboxMessage(seq, message_id, msg_type, body)
+
+    def _enforce_bounds(self) -> None:
+        # The newest heartbeat is never dropped: it is one message, it says the agent
+        # is alive, and it carries the drop counts.
+        oldest = {
+            RESULTS: "seq = (SELECT min(seq) FROM messages WHERE type = 'results')",
+            HEARTBEAT: "seq = (SELECT min(seq) FROM messages WHERE type = 'heartbeat') "
+                       "AND seq < (SELECT max(seq) FROM messages WHERE type = 'heartbeat')",
+            STATE_CHANGE: "seq = (SELECT min(seq) FROM messages WHERE type = 'state_change')",
+        }
+        while self._depth.messages > self.max_messages or self._depth.bytes > self.max_bytes:
+            for msg_type in DROP_ORDER:
+                if self._delete(oldest[msg_type], ()):
+                    self._add(_DROPPED[msg_type])
+                    break
+            else:
+                return  # only the newest heartbeat is left
+
+    def enqueue(
+        self, msg_type: str, data: Mapping[str, object], *, at: float | None = None
+    ) -> OutboxMessage:
+        """Stores one message (committed when this returns).
+
+        Args:
+            msg_type: state_change or results (heartbeats: :meth:`enqueue_heartbeat`).
+            data: the message's ``data`` object.
+            at: when the event happened (default: now).
+        """
+        if msg_type not in MESSAGE_TYPES:
+            raise ValueError(f"unknown message type {msg_type!r}")
+        return self.enqueue_many([(msg_type, data, at)])[0]
+
+    def enqueue_many(
+        self, items: Sequence[tuple[str, Mapping[str, object], float | None]]
+    ) -> list[OutboxMessage]:
+        """Stores several messages in one transaction (one fsync), in order."""
+        with self._transaction():
+            stored = [self._insert(msg_type, data, self._wall_clock() if at is None else at)
+                      for msg_type, data, at in items]
+            self._enforce_bounds()
+        return stored
+
+    def enqueue_heartbeat(
+        self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
+    ) -> OutboxMessage:
+        """Stores a new heartbeat, replacing older undelivered ones.
+
+        ``build`` gets the drop/reject counters since the previous heartbeat and the
+        outbox depth, and returns the heartbeat's data. Taking the counters, resetting
+        them and storing the heartbeat is one transaction, so a crash can neither lose
+        a count nor report it twice.
+        """
+        with self._transaction():
+            superseded = self._delete("type = ?", (HEARTBEAT,))
+            if superseded:
+                self._add(_DROPPED[HEARTBEAT], len(superseded))
+            counts = {name: self._counter(name) for name in REPORTED_COUNTERS}
+            self._db.execute(
+                f"DELETE FROM counters WHERE name IN ({','.join('?' * len(REPORTED_COUNTERS))})",
+                REPORTED_COUNTERS)
+            message = self._insert(HEARTBEAT, build(counts, self._depth), self._wall_clock())
+            self._enforce_bounds()
+        return message
+
+    # -- reading and acknowledging ----------------------------------------------
+
+    def pending(
+        self, destination: str, *, types: Collection[str] = MESSAGE_TYPES, limit: int = 100
+    ) -> list[OutboxMessage]:
+        """The next messages for ``destination``, oldest first.
+
+        Messages of other types are passed over: when none of the wanted types is
+        waiting, the cursor moves past the others so they can be collected.
+        """
+        marks = ",".join("?" * len(types))
+        with self._transaction():
+            cursor = self._cursor(destination)
+            rows = self._db.execute(
+                f"SELECT seq, id, type, body FROM messages WHERE seq > ? AND type IN ({marks}) "
+                "ORDER BY seq LIMIT ?", (cursor, *types, limit)).fetchall()
+            if not rows:
+                last = self._counter("last_seq")
+                if last > cursor:
+                    self._move_cursor(destination, last)
+        return [OutboxMessage(seq, msg_id, msg_type, bytes(body))
+                for seq, msg_id, msg_type, body in rows]
+
+    def _cursor(self, destination: str) -> int:
+        row = self._db.execute("SELECT delivered_seq FROM cursors WHERE destination = ?",
+                               (destination,)).fetchone()
+        if row is None:
+            raise KeyError(f"no outbox cursor for destination {destination!r}")
+        return int(row[0])
+
+    def _move_cursor(self, destination: str, seq: int) -> None:
+        self._db.execute(
+            "UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE destination = ?",
+            (seq, destination))
+        self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        self._delete("seq <= (SELECT coalesce(min(delivered_seq), 0) FROM cursors)", ())
+
+    def acknowledge(self, destination: str, seq: int, *, rejected: bool = False) -> None:
+        """``destination`` is done with every message up to ``seq``.
+
+        Args:
+            destination: the destination's name.
+            seq: the last message it accepted.
+            rejected: it refused that message for good (a permanent 4xx): counted
+                and reported in the next heartbeat.
+        """
+        with self._transaction():
+            self._move_cursor(destination, seq)
+            if rejected:
+                self._add("rejected")
+
+    # -- inspecting --------------------------------------------------------------
+
+    def depth(self) -> OutboxDepth:
+        """Messages and bytes waiting (for any destination)."""
+        return self._depth
+
+    def cursor(self, destination: str) -> int:
+        """The highest sequence number ``destination`` is done with."""
+        return self._cursor(destination)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter, for diagnostics and tests."""
+        return {name: int(value) for name, value in
+                self._db.execute("SELECT name, value FROM counters")}
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+class AsyncOutbox:
+    """:class:`Outbox` for trio code: each call runs in a worker thread, one at a time.
+
+    Args:
+        outbox: the synchronous outbox it wraps (and now owns).
+        offload: run calls in a worker thread (the default). Tests under a
+            ``MockClock`` with autojump pass False: the clock would otherwise jump
+            to the next deadline while a call waits on its thread.
+    """
+
+    def __init__(self, outbox: Outbox, *, offload: bool = True) -> None:
+        self.sync = outbox
+        self._offload = offload
+        self._limiter = trio.CapacityLimiter(1)
+        self._changed = trio.Event()
+
+    async def _run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        def call() -> R:
+            return fn(*args, **kwargs)
+
+        if not self._offload:
+            await trio.lowlevel.checkpoint()
+            return call()
+        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def changed(self) -> trio.Event:
+        """An event set when the next message is stored (take it before reading)."""
+        return self._changed
+
+    async def wait_changed(self) -> None:
+        """Returns after the next message is stored."""
+        await self._changed.wait()
+
+    async def enqueue_many(
+        self, items: Sequence[tuple[str, Mapping[str, object], float | None]]
+    ) -> list[OutboxMessage]:
+        """See :meth:`Outbox.enqueue_many`."""
+        stored = await self._run(self.sync.enqueue_many, items)
+        self._notify()
+        return stored
+
+    async def enqueue_heartbeat(
+        self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
+    ) -> OutboxMessage:
+        """See :meth:`Outbox.enqueue_heartbeat`."""
+        stored = await self._run(self.sync.enqueue_heartbeat, build)
+        self._notify()
+        return stored
+
+    async def pending(
+        self, destination: str, *, types: Collection[str] = MESSAGE_TYPES, limit: int = 100
+    ) -> list[OutboxMessage]:
+        """See :meth:`Outbox.pending`."""
+        return await self._run(self.sync.pending, destination, types=types, limit=limit)
+
+    async def acknowledge(self, destination: str, seq: int, *, rejected: bool = False) -> None:
+        """See :meth:`Outbox.acknowledge`."""
+        await self._run(self.sync.acknowledge, destination, seq, rejected=rejected)
+
+    async def aclose(self) -> None:
+        """Closes the file once no call is running."""
+        async with self._limiter:
+            self.sync.close()
+
+
+def open_outbox(
+    state_dir: Path,
+    *,
+    agent_id: str,
+    destinations: Sequence[str],
+    max_messages: int,
+    max_bytes: int,
+    wall_clock: Callable[[], float] = time.time,
+) -> Outbox:
+    """Opens (or creates) ``state_dir/outbox.sqlite3``."""
+    return Outbox(state_dir / OUTBOX_FILE, agent_id=agent_id, destinations=destinations,
+                  max_messages=max_messages, max_bytes=max_bytes, wall_clock=wall_clock)

@@ -1,0 +1,259 @@
+"""Dead man's switch, check incidents, flapping and alert delivery, on trio's MockClock.
+
+The receiver reads one wall clock (``BASE_TIME + trio.current_time()`` here), so
+virtual time drives heartbeat deadlines, grace periods and retries alike. Messages
+go straight to the ingest logic (the HTTP layer has its own tests); alerts go to a
+webhook channel whose transport records what was sent and when.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+import trio
+
+from agent.central.channels.webhook import WebhookSettings
+from agent.central.config import AgentSettings, CentralConfig
+from agent.central.server import Central
+from tests.central_support import AGENT_KEY, BASE_TIME, Messages, check_item, make_config, signed
+
+
+def wall_clock() -> float:
+    return BASE_TIME + trio.current_time()
+
+
+@dataclass
+class Hook:
+    """A webhook endpoint: answers from a plan, records (virtual time, body)."""
+
+    plan: list[httpx.Response] = field(default_factory=list)
+    received: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    attempts: list[float] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.attempts.append(trio.current_time())
+        response = self.plan.pop(0) if self.plan else httpx.Response(200)
+        if response.is_success:
+            self.received.append((trio.current_time(), json.loads(request.content)))
+        return response
+
+    def events(self) -> list[tuple[str, str]]:
+        return [(body["type"], body["incident"]["kind"]) for _, body in self.received]
+
+
+def _config(tmp_path: Path, **overrides: Any) -> CentralConfig:
+    channels = MappingProxyType({"hook": WebhookSettings("hook", "https://hooks.test/in")})
+    return make_config(tmp_path, channels=channels, **overrides)
+
+
+@asynccontextmanager
+async def watching(config: CentralConfig, hook: Hook) -> AsyncIterator[Central]:
+    central = Central(config, wall_clock=wall_clock, transport=httpx.MockTransport(hook.handle))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(central.watch)
+        await nursery.start(central.dispatcher.run)
+        yield central
+        nursery.cancel_scope.cancel()
+    await central.client.aclose()
+    central.storage.close()
+
+
+def send(central: Central, message: dict[str, Any]) -> dict[str, object]:
+    headers, body = signed(message, timestamp=wall_clock())
+    answer = central.ingest.handle(headers, body)
+    assert answer.status == 200, answer.body
+    return answer.body
+
+
+async def test_silence_alerts_after_interval_plus_grace_and_the_next_heartbeat_resolves(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path), hook) as central:
+        send(central, messages.heartbeat([check_item("db", "up")], interval_s=30))
+        await trio.sleep(39.9)  # interval 30 s + grace 10 s
+        assert hook.received == []
+        assert central.views.checks()[0]["status"] == "up"
+        await trio.sleep(1.5)
+        assert hook.events() == [("incident.trigger", "agent_silent")]
+        alerted_at = hook.received[0][0]
+        assert 40.0 <= alerted_at <= 41.0
+        # While silent, checks show unknown, not their last status.
+        assert central.views.checks()[0]["status"] == "unknown"
+        assert central.views.checks()[0]["reported_status"] == "up"
+        assert central.views.agents()[0]["state"] == "silent"
+
+        await trio.sleep(100)  # still silent: no second alert
+        assert len(hook.received) == 1
+        send(central, messages.heartbeat([check_item("db", "up")], interval_s=30))
+        await trio.sleep(0.1)
+        assert hook.events()[-1] == ("incident.resolve", "agent_silent")
+        assert "RESOLVED after" in hook.received[-1][1]["text"]
+        assert central.views.checks()[0]["status"] == "up"
+
+
+async def test_the_heartbeat_interval_and_per_agent_grace_set_the_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    config = _config(tmp_path)
+    agents = dict(config.agents)
+    agents["dc1"] = AgentSettings("dc1", (AGENT_KEY.public_key(),), grace_s=120.0)
+    config = replace(config, agents=MappingProxyType(agents))
+    async with watching(config, hook) as central:
+        send(central, Messages().heartbeat(interval_s=5))
+        await trio.sleep(124)
+        assert hook.received == []
+        await trio.sleep(2)
+        assert hook.events() == [("incident.trigger", "agent_silent")]
+
+
+async def test_a_check_down_alerts_once_per_incident_and_recovery_resolves(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, messages.state_change("db", "up", "down"))
+        for second in range(5):  # heartbeats keep saying "down": still one incident
+            await trio.sleep(10)
+            send(central, messages.heartbeat(
+                [check_item("db", "down", at=f"2026-01-01T00:00:1{second}.000Z")]))
+        await trio.sleep(1)
+        assert hook.events() == [("incident.trigger", "check_down")]
+        assert hook.received[0][1]["incident"]["check"] == "db"
+        send(central, messages.state_change("db", "down", "up", at="2026-01-01T00:01:00.000Z"))
+        await trio.sleep(1)
+        assert hook.events() == [("incident.trigger", "check_down"),
+                                 ("incident.resolve", "check_down")]
+        assert central.storage.open_incidents() == []
+
+
+async def test_degraded_alerts_only_when_configured(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    for alert_on_degraded, expected in ((False, []), (True, [("incident.trigger", "check_down")])):
+        hook = Hook()
+        state = tmp_path / str(alert_on_degraded)
+        config = _config(state, grace_s=3600.0, alert_on_degraded=alert_on_degraded)
+        async with watching(config, hook) as central:
+            send(central, Messages().state_change("db", "up", "degraded"))
+            await trio.sleep(1)
+        assert hook.events() == expected
+
+
+def _flip(central: Central, messages: Messages, minute: int, current: str) -> None:
+    previous = "up" if current == "down" else "down"
+    send(central, messages.state_change("db", previous, current,
+                                        at=f"2026-01-01T00:{minute:02d}:00.000Z"))
+
+
+async def test_flapping_is_summarised_not_spammed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    config = _config(tmp_path, grace_s=36000.0, flap_threshold=3, flap_window_s=3600.0)
+    async with watching(config, hook) as central:
+        for minute in range(0, 20, 2):  # ten outages in twenty minutes
+            _flip(central, messages, minute, "down")
+            await trio.sleep(60)
+            _flip(central, messages, minute + 1, "up")
+            await trio.sleep(60)
+        events = hook.events()
+        assert events == [
+            ("incident.trigger", "check_down"), ("incident.resolve", "check_down"),
+        ] * 3 + [("incident.trigger", "check_flapping")]
+        assert "flapping (4 outages within 1h)" in hook.received[-1][1]["text"]
+        assert central.storage.count("incidents") == 11  # all recorded, few sent
+
+        # It ends down; once no new outage opened for a whole window, flapping
+        # resolves and the outage that is still open is sent as a real alert.
+        _flip(central, messages, 30, "down")
+        await trio.sleep(3599)
+        assert len(hook.received) == 7
+        await trio.sleep(2)
+        assert hook.events()[7:] == [("incident.resolve", "check_flapping"),
+                                     ("incident.trigger", "check_down")]
+
+
+async def test_a_failing_channel_is_retried_with_backoff_until_delivered(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook(plan=[httpx.Response(503), httpx.Response(500), httpx.Response(429,
+                headers={"retry-after": "120"}), httpx.Response(502)])
+    config = _config(tmp_path, grace_s=3600.0, retry_initial_s=10.0, retry_max_s=300.0)
+    async with watching(config, hook) as central:
+        send(central, Messages().state_change("db", "up", "down"))
+        await trio.sleep(1000)
+    # 10 s, 20 s, then Retry-After 120 s (longer than the 40 s step), then 80 s.
+    start = hook.attempts[0]
+    assert [round(at - start) for at in hook.attempts] == [0, 10, 30, 150, 230]
+    assert hook.events() == [("incident.trigger", "check_down")]
+
+
+async def test_a_refusing_channel_does_not_block_the_alerts_behind(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook(plan=[httpx.Response(400)])
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, messages.state_change("db", "up", "down"))
+        await trio.sleep(1)
+        send(central, messages.state_change("db", "down", "up", at="2026-01-01T00:01:00.000Z"))
+        await trio.sleep(1)
+        rows = central.storage.notifications("hook")
+    assert [(row["event"], row["state"]) for row in rows] == [("trigger", "failed"),
+                                                               ("resolve", "sent")]
+    assert "400" in rows[0]["last_error"]
+
+
+async def test_queued_alerts_survive_a_receiver_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    down = Hook(plan=[httpx.Response(503)] * 100)
+    config = _config(tmp_path, grace_s=3600.0)
+    async with watching(config, down) as central:
+        send(central, Messages().state_change("db", "up", "down"))
+        await trio.sleep(30)
+    assert down.received == [] and len(down.attempts) >= 2
+
+    up = Hook()
+    async with watching(config, up):
+        await trio.sleep(700)  # the stored next attempt comes due
+    assert up.events() == [("incident.trigger", "check_down")]
+
+
+async def test_an_agent_removed_from_the_config_is_no_longer_watched(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    config = _config(tmp_path)
+    async with watching(config, hook) as central:
+        send(central, Messages().heartbeat(interval_s=30))
+        central.apply_config(replace(config, agents=MappingProxyType({})))
+        await trio.sleep(600)
+    assert hook.received == []
+
+
+async def test_a_receiver_restart_does_not_count_its_own_downtime_as_silence(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    config = _config(tmp_path)  # grace 10 s
+    async with watching(config, hook) as central:
+        send(central, Messages().heartbeat(interval_s=30))
+    await trio.sleep(3600)  # the receiver is down for an hour
+    async with watching(config, hook):
+        await trio.sleep(39)
+        assert hook.received == []  # 30 s + 10 s from the restart, not from the heartbeat
+        await trio.sleep(2)
+        assert hook.events() == [("incident.trigger", "agent_silent")]

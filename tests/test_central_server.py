@@ -1,0 +1,61 @@
+"""The served receiver: HTTPS through Hypercorn's own TLS options, clean shutdown."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.central_support import make_config, running_central, self_signed_certificate
+
+
+async def test_hypercorn_serves_https_with_the_configured_certificate(tmp_path: Path) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    config = make_config(tmp_path, certfile=cert, keyfile=key)
+    async with running_central(config) as (_, client):
+        url = str(client.base_url)
+        assert url.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=trusted) as https:
+            response = await https.get(url + "/healthz")
+            assert response.status_code == 200 and response.text == "ok\n"
+        async with httpx.AsyncClient() as untrusting:
+            with pytest.raises(httpx.ConnectError):  # the certificate is not trusted
+                await untrusting.get(url + "/healthz")
+
+
+async def test_the_store_is_closed_after_shutdown(tmp_path: Path) -> None:
+    async with running_central(make_config(tmp_path)) as (central, client):
+        assert (await client.get("/healthz")).status_code == 200
+    assert (tmp_path / "state" / "central.sqlite3").exists()
+    with pytest.raises(Exception, match="closed database"):
+        central.storage.count("agents")
+
+
+async def test_sighup_reload_registers_agents_added_meanwhile(tmp_path: Path) -> None:
+    from agent.central import config as central_config
+    from agent.central.server import Central
+    from agent.cli import main
+    from tests.central_support import AGENT_KEY, BASE_TIME, Messages, signed
+
+    path = tmp_path / "central.toml"
+    path.write_text(f'[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    central = Central(central_config.load(path), config_path=path, wall_clock=lambda: BASE_TIME)
+    try:
+        headers, body = signed(Messages("late").heartbeat())
+        assert central.ingest.handle(headers, body).status == 403
+        argv = ["central", "agents", "add", "late", "--config", str(path),
+                "--public-key", AGENT_KEY.public_key().to_text()]
+        assert main(argv) == 0
+        path.write_text(path.read_text() + "[alerts]\ngrace = 5\n")
+        assert central.reload()
+        assert central.ingest.handle(headers, body).status == 200
+        assert central.config.grace_for("late") == 5.0
+        path.write_text("[alerts]\ngrace = 'soon'\n")
+        assert not central.reload()  # an invalid file keeps the running config
+        assert central.config.grace_for("late") == 5.0
+    finally:
+        await central.client.aclose()
+        central.storage.close()

@@ -1,0 +1,333 @@
+"""The delivery loop against a real HTTP receiver on loopback, and its timing under MockClock."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import itertools
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import trio.testing
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent import delivery
+from agent.delivery import Deliverer, backoff_delay, parse_retry_after
+from agent.destinations import DestinationConfig
+from agent.signing import Ed25519SigningKey, WebhookAuth
+from agent.sinks import make_sink
+from agent.spool import HEARTBEAT, STATE_CHANGE, AsyncOutbox, open_outbox
+from tests.receiver import Recorded, free_port, running_receiver
+
+KEY = Ed25519SigningKey.generate()
+PUBLIC = KEY.public_key().to_text()
+
+
+def _outbox(tmp_path: Path, destinations: tuple[str, ...] = ("main",), *,
+            offload: bool = True) -> AsyncOutbox:
+    return AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=destinations,
+                                   max_messages=10_000, max_bytes=10**8), offload=offload)
+
+
+def _native(name: str, url: str) -> DestinationConfig:
+    return DestinationConfig(name=name, kind="native", url=url, timeout_s=0.5,
+                             connect_timeout_s=0.5)
+
+
+def _deliverer(destination: DestinationConfig, outbox: AsyncOutbox, *,
+               transport: httpx.AsyncBaseTransport | None = None,
+               secret: str | None = None, max_backoff_s: float = 0.05) -> Deliverer:
+    auth = WebhookAuth([KEY]) if destination.kind == "native" else None
+    client = httpx.AsyncClient(transport=transport, auth=auth, trust_env=False,
+                               timeout=httpx.Timeout(destination.timeout_s))
+    return Deliverer(destination.name, make_sink(destination, secret), client, outbox,
+                     max_backoff_s=max_backoff_s, rng=random.Random(1), base_backoff_s=0.01)
+
+
+def _independently_verified(request: Recorded) -> None:
+    """Checks the v1a signature with the cryptography primitives alone."""
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(PUBLIC[5:]))
+    content = (f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}."
+               .encode() + request.body)
+    pairs = dict(pair.split(",", 1) for pair in request.headers["webhook-signature"].split())
+    public.verify(base64.b64decode(pairs["v1a"]), content)
+
+
+def _first_seen_seqs(requests: list[Recorded]) -> list[int]:
+    seen: dict[str, int] = {}
+    for request in requests:
+        body = json.loads(request.body)
+        assert request.headers["webhook-id"] == body["id"]
+        seen.setdefault(body["id"], body["seq"])
+    return list(seen.values())
+
+
+async def _wait_until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Polls counters that real sockets move (real clock, bounded)."""
+    with trio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but the counters
+            await trio.sleep(0.02)
+
+
+async def test_through_every_fault_each_message_arrives_once_after_dedup_in_order(
+    tmp_path: Path,
+) -> None:
+    outbox = _outbox(tmp_path)
+    port = free_port()
+    deliverer = _deliverer(_native("main", f"http://127.0.0.1:{port}/v1/ingest"), outbox)
+    count = 30
+    plan = ["500", "500", "reset", "slow:1.0", "429:1", "503", "ok", "reset", "502", "ok",
+            "slow:1.0", "408", "ok", "reset"]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
+        await trio.sleep(0.3)  # the central is down: connection refused, retried
+        assert deliverer.stats.failures >= 1 and deliverer.stats.delivered == 0
+        with running_receiver(plan, port=port) as receiver:
+            await _wait_until(lambda: deliverer.stats.delivered == count)
+            nursery.cancel_scope.cancel()
+    received = receiver.snapshot()
+    assert _first_seen_seqs(received) == list(range(1, count + 1))
+    assert len(received) > count  # duplicates happened and were told apart by id
+    for request in received:
+        _independently_verified(request)
+        assert request.method == "POST" and request.path == "/v1/ingest"
+    assert outbox.sync.depth().messages == 0
+    await outbox.aclose()
+
+
+async def test_a_permanent_4xx_is_logged_with_its_body_counted_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = _outbox(tmp_path)
+    with running_receiver(["422"]) as receiver:
+        deliverer = _deliverer(_native("main", receiver.url + "/in"), outbox)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(3)])
+            await _wait_until(lambda: deliverer.stats.delivered == 2)
+            nursery.cancel_scope.cancel()
+    assert len(receiver.snapshot()) == 3  # not retried
+    assert deliverer.stats.rejected == 1
+    assert "refused for good" in caplog.text and "error body 422" in caplog.text
+    beat = outbox.sync.enqueue_heartbeat(lambda counts, depth: dict(counts))
+    assert json.loads(beat.body)["data"]["rejected"] == 1
+    await outbox.aclose()
+
+
+async def test_refused_credentials_keep_the_messages_and_retry(tmp_path: Path) -> None:
+    # 401 (unknown key, stale timestamp from a skewed clock) and 403 (agent not
+    # registered yet) refuse the sender, not the message: nothing may be dropped.
+    outbox = _outbox(tmp_path)
+    with running_receiver(["401", "403", "401"]) as receiver:
+        deliverer = _deliverer(_native("main", receiver.url + "/in"), outbox)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(3)])
+            await _wait_until(lambda: deliverer.stats.delivered == 3)
+            nursery.cancel_scope.cancel()
+    assert deliverer.stats.rejected == 0 and deliverer.stats.failures == 3
+    assert "check its key, its registration and this machine's clock" in (
+        deliverer.stats.last_error or "")
+    assert _first_seen_seqs(receiver.snapshot()) == [1, 2, 3]
+    await outbox.aclose()
+
+
+async def test_an_answer_trickling_in_is_cut_off_by_the_request_deadline(
+    tmp_path: Path,
+) -> None:
+    outbox = _outbox(tmp_path)
+    with running_receiver(["trickle"]) as receiver:
+        deliverer = _deliverer(_native("main", receiver.url + "/in"), outbox)
+        deliverer.request_deadline_s = 1.0  # each byte comes well within the read timeout
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    assert deliverer.stats.failures == 1
+    assert deliverer.stats.last_error == "no complete answer from 127.0.0.1 within 1s"
+    assert len(receiver.snapshot()) == 2
+    await outbox.aclose()
+
+
+async def test_a_dead_destination_never_blocks_another(tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path, ("dead", "live"))
+    with running_receiver() as receiver:
+        dead = _deliverer(_native("dead", f"http://127.0.0.1:{free_port()}/"), outbox)
+        live = _deliverer(_native("live", receiver.url + "/"), outbox)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([dead, live]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(5)])
+            await _wait_until(lambda: live.stats.delivered == 5)
+            nursery.cancel_scope.cancel()
+    assert _first_seen_seqs(receiver.snapshot()) == [1, 2, 3, 4, 5]
+    assert outbox.sync.cursor("dead") == 0 and dead.stats.failures >= 1
+    assert outbox.sync.depth().messages == 5  # kept for the dead one
+    await outbox.aclose()
+
+
+async def test_a_2xx_that_did_not_record_the_ping_is_not_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = _outbox(tmp_path, ("hc",))
+    with running_receiver(["body:OK (not found)", "body:Created"]) as receiver:
+        destination = DestinationConfig(
+            name="hc", kind="healthchecks", url=receiver.url, timeout_s=1,
+            monitor_token="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
+        deliverer = _deliverer(destination, outbox)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_heartbeat(lambda counts, depth: {"checks": []})
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    assert len(receiver.snapshot()) == 2
+    assert deliverer.stats.failures == 1
+    assert "not OK/Created" in caplog.text
+    await outbox.aclose()
+
+
+async def test_a_heartbeat_superseded_during_an_outage_is_never_sent(tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path)
+    port = free_port()
+    deliverer = _deliverer(_native("main", f"http://127.0.0.1:{port}/"), outbox)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        for _ in range(3):
+            await outbox.enqueue_heartbeat(lambda counts, depth: {"checks": []})
+            await trio.sleep(0.1)
+        with running_receiver(port=port) as receiver:
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    bodies = [json.loads(r.body) for r in receiver.snapshot()]
+    assert {body["seq"] for body in bodies} == {3}
+    assert bodies[0]["data"] == {"checks": []}
+    await outbox.aclose()
+
+
+# -- timing, with a MockClock and an in-memory transport ---------------------
+
+
+def _scripted(statuses: list[tuple[int, dict[str, str]]], times: list[float],
+              accepted: trio.Event | None = None) -> httpx.MockTransport:
+    """Answers with the scripted statuses, then 200; records the virtual time of each."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        times.append(trio.current_time())
+        status, headers = statuses.pop(0) if statuses else (200, {})
+        if status == 200 and accepted is not None:
+            accepted.set()
+        return httpx.Response(status, headers=headers, text="x")
+
+    return httpx.MockTransport(handler)
+
+
+# Under autojump the clock jumps to the next deadline whenever every task waits,
+# also while a call waits on a worker thread: these tests run the outbox inline.
+
+
+async def test_backoff_is_full_jitter_exponential_and_capped(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    outbox = _outbox(tmp_path, offload=False)
+    times: list[float] = []
+    failures = 12
+    accepted = trio.Event()
+    transport = _scripted([(503, {})] * failures, times, accepted)
+    deliverer = _deliverer(_native("main", "https://central.test/"), outbox,
+                           transport=transport, max_backoff_s=300)
+    deliverer.base_backoff_s = 1.0
+    async with trio.open_nursery() as nursery:
+        await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await accepted.wait()
+        nursery.cancel_scope.cancel()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    twin = random.Random(1)  # the deliverer's seed: the same draws
+    expected = [backoff_delay(n, cap_s=300, rng=twin) for n in range(1, failures + 1)]
+    assert gaps == pytest.approx(expected, abs=1e-6)
+    for attempt, gap in enumerate(gaps, start=1):
+        assert 0 <= gap <= min(300, 2 ** (attempt - 1))
+    await outbox.aclose()
+
+
+async def test_retry_after_is_honoured(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    outbox = _outbox(tmp_path, offload=False)
+    times: list[float] = []
+    accepted = trio.Event()
+    transport = _scripted([(429, {"retry-after": "120"}), (503, {"retry-after": "7"})], times,
+                          accepted)
+    deliverer = _deliverer(_native("main", "https://central.test/"), outbox,
+                           transport=transport, max_backoff_s=300)
+    async with trio.open_nursery() as nursery:
+        await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await accepted.wait()
+        nursery.cancel_scope.cancel()
+    # The jittered backoff (at most 1 s, then 2 s) is below what the server asked.
+    assert times[1] - times[0] == pytest.approx(120, abs=1e-6)
+    assert times[2] - times[1] == pytest.approx(7, abs=1e-6)
+    await outbox.aclose()
+
+
+async def test_progress_ticks_while_idle_and_while_backing_off(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    outbox = _outbox(tmp_path, offload=False)
+    deliverer = _deliverer(_native("main", "https://central.test/"), outbox,
+                           transport=_scripted([(503, {"retry-after": "600"})], []),
+                           max_backoff_s=300)
+    group = delivery.Delivery([deliverer])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(group.run)
+        await trio.sleep(60)  # idle
+        assert trio.current_time() - group.last_progress() <= delivery.PROGRESS_TICK_S
+        await outbox.enqueue_many([(HEARTBEAT, {}, None)])
+        await trio.sleep(300)  # inside a 600 s Retry-After
+        assert deliverer.stats.delivered == 0
+        assert trio.current_time() - group.last_progress() <= delivery.PROGRESS_TICK_S
+        nursery.cancel_scope.cancel()
+    await outbox.aclose()
+
+
+def test_retry_after_parsing() -> None:
+    assert parse_retry_after("30", now=0) == 30
+    assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40) == 60
+    assert parse_retry_after("soon", now=0) is None
+    assert parse_retry_after(None, now=0) is None
+
+
+@pytest.mark.parametrize("source", ["config", "environment"])
+async def test_requests_go_through_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """The loopback receiver plays the proxy: it sees the absolute-form request."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    outbox = _outbox(tmp_path)
+    with running_receiver() as proxy:
+        destination = _native("main", "http://central.invalid/v1/ingest")
+        if source == "config":
+            destination = dataclasses.replace(destination, proxy=proxy.url)
+        else:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        deliverer = Deliverer("main", make_sink(destination, None),
+                              delivery.open_client(destination, WebhookAuth([KEY])), outbox,
+                              max_backoff_s=0.05, base_backoff_s=0.01)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            await outbox.enqueue_many([(STATE_CHANGE, {}, None)])
+            await _wait_until(lambda: deliverer.stats.delivered == 1)
+            nursery.cancel_scope.cancel()
+    (request,) = proxy.snapshot()
+    assert request.path == "http://central.invalid/v1/ingest"
+    _independently_verified(request)
+    await outbox.aclose()

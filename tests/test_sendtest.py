@@ -1,0 +1,106 @@
+"""``heartwire send-test`` against real loopback servers (HTTP, HTTPS, nothing)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from pathlib import Path
+
+import pytest
+
+from agent import cli
+from agent.signing import Ed25519SigningKey, verify
+from tests.certs import make_pki
+from tests.receiver import free_port, running_receiver
+
+KEY = Ed25519SigningKey.generate()
+
+
+def _write_config(tmp_path: Path, url: str, extra: str = "") -> Path:
+    key_file = tmp_path / "agent.key"
+    key_file.write_text(KEY.to_text())
+    key_file.chmod(0o600)
+    path = tmp_path / "agent.toml"
+    path.write_text(f"""
+[agent]
+id = "agent-1"
+
+[destinations.main]
+kind = "native"
+url = "{url}"
+signing_key_file = "{key_file}"
+connect_timeout = "2s"
+timeout = "2s"
+{extra}
+""")
+    return path
+
+
+def _send_test(path: Path) -> int:
+    # cli.main runs trio.run itself: keep it off this test's event loop.
+    return cli.main(["send-test", "--config", str(path)])
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_send_test_reports_each_step_and_sends_a_signed_heartbeat(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_receiver(ok_body=b"stored") as receiver:
+        code = _send_test(_write_config(tmp_path, receiver.url + "/v1/ingest"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"main (native) {receiver.url}/v1/ingest: OK" in out
+    assert "dns      ok    127.0.0.1 -> 127.0.0.1" in out
+    assert f"connect  ok    127.0.0.1:{receiver.port}" in out
+    assert "tls      skip  plain http" in out
+    assert "http     ok    POST /v1/ingest -> 200 OK" in out
+    assert "body           'stored'" in out
+    (request,) = receiver.snapshot()
+    verify(request.headers, request.body, [KEY.public_key()])
+    body = json.loads(request.body)
+    assert (body["type"], body["seq"], body["data"]["test"]) == ("heartbeat", 0, True)
+
+
+def test_send_test_names_the_failing_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    code = _send_test(_write_config(tmp_path, f"http://127.0.0.1:{port}/in"))
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_DOWN
+    assert "FAILED" in out and f"connect  FAIL  127.0.0.1:{port}" in out
+
+
+def test_send_test_verifies_tls_with_the_configured_ca_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = make_pki(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(pki.cert_file, pki.key_file)
+    with running_receiver(tls=server_tls) as receiver:
+        url = receiver.url + "/in"
+        # Without the CA: the public bundle does not know it, so the handshake fails.
+        assert _send_test(_write_config(tmp_path, url)) == cli.EXIT_DOWN
+        out = capsys.readouterr().out
+        assert "tls      FAIL" in out and "CERTIFICATE_VERIFY_FAILED" in out
+        assert receiver.snapshot() == []
+        assert _send_test(_write_config(tmp_path, url, f'ca_file = "{pki.ca_file}"')) == 0
+        out = capsys.readouterr().out
+    assert "tls      ok    TLSv1.3, certificate verified for 127.0.0.1" in out
+    assert "http     ok    POST /in -> 200 OK" in out
+    assert len(receiver.snapshot()) == 1
+
+
+def test_send_test_without_destinations_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[checks.a]\nhost = "127.0.0.1"\nport = 1\n')
+    assert _send_test(path) == cli.EXIT_UNKNOWN
+    assert "no [destinations.*] are configured" in capsys.readouterr().err

@@ -1,0 +1,215 @@
+"""The SQLite outbox: durability, per-destination cursors, bounds and drop policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from agent.spool import (
+    HEARTBEAT,
+    RESULTS,
+    STATE_CHANGE,
+    AsyncOutbox,
+    Outbox,
+    OutboxDepth,
+    open_outbox,
+)
+
+
+def _open(tmp_path: Path, destinations: tuple[str, ...] = ("a", "b"), *,
+          max_messages: int = 1000, max_bytes: int = 10_000_000) -> Outbox:
+    return open_outbox(tmp_path, agent_id="agent-1", destinations=destinations,
+                       max_messages=max_messages, max_bytes=max_bytes, wall_clock=lambda: 1e9)
+
+
+def _heartbeat(box: Outbox) -> int:
+    return box.enqueue_heartbeat(lambda counts, depth: {"counts": counts,
+                                                        "depth": depth.messages}).seq
+
+
+def test_envelope_has_id_seq_agent_and_type(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    stored = box.enqueue(STATE_CHANGE, {"check": "db"})
+    envelope = json.loads(stored.body)
+    assert envelope == {"type": "state_change", "id": stored.id, "seq": 1, "agent": "agent-1",
+                        "timestamp": "2001-09-09T01:46:40.000Z", "data": {"check": "db"}}
+    assert stored.id.startswith("msg_")
+    # The database and its WAL files are private, whatever the umask.
+    for name in ("outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_sequence_numbers_and_pending_messages_survive_reopen(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    first = box.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(3)])
+    box.acknowledge("a", first[0].seq)
+    box.close()
+    box = _open(tmp_path)
+    assert box.enqueue(STATE_CHANGE, {"n": 3}).seq == 4
+    assert [m.seq for m in box.pending("a")] == [2, 3, 4]
+    assert [m.id for m in box.pending("b")][:3] == [m.id for m in first]
+
+
+def test_a_message_is_deleted_only_when_every_destination_is_done(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    box.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(3)])
+    box.acknowledge("a", 3)
+    assert box.depth().messages == 3  # b, the dead one, still needs them
+    assert [m.seq for m in box.pending("a")] == []
+    box.acknowledge("b", 2)
+    assert box.depth().messages == 1
+    assert [m.seq for m in box.pending("b")] == [3]
+
+
+def test_a_destination_removed_from_the_config_no_longer_holds_messages(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    box.enqueue(STATE_CHANGE, {})
+    box.acknowledge("a", 1)
+    box.close()
+    box = _open(tmp_path, ("a",))
+    assert box.depth() == OutboxDepth(0, 0)
+
+
+def test_unwanted_types_are_passed_over_and_collected(tmp_path: Path) -> None:
+    box = _open(tmp_path, ("native", "hc"))
+    box.enqueue_many([(RESULTS, {"results": []}, None), (STATE_CHANGE, {}, None),
+                      (RESULTS, {"results": []}, None)])
+    wanted = (HEARTBEAT, STATE_CHANGE)
+    assert [m.seq for m in box.pending("hc", types=wanted)] == [2]
+    box.acknowledge("hc", 2)
+    assert box.pending("hc", types=wanted) == []
+    assert box.cursor("hc") == 3  # moved past the trailing results
+    box.acknowledge("native", 3)
+    assert box.depth().messages == 0
+
+
+def test_a_new_heartbeat_replaces_undelivered_ones_and_is_counted(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    box.enqueue(STATE_CHANGE, {})
+    _heartbeat(box)
+    _heartbeat(box)
+    third = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
+    assert [m.seq for m in box.pending("a")] == [1, 4]
+    # Each heartbeat reports the one it replaced; the counts start afresh each time.
+    assert json.loads(third.body)["data"]["dropped.heartbeats"] == 1
+    box.acknowledge("a", 4)
+    box.acknowledge("b", 4)
+    fourth = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
+    assert json.loads(fourth.body)["data"]["dropped.heartbeats"] == 0
+
+
+def test_drop_policy_results_first_then_heartbeats_never_state_changes_first(
+    tmp_path: Path,
+) -> None:
+    box = _open(tmp_path, max_messages=4)
+    box.enqueue_many([(STATE_CHANGE, {"n": 1}, None), (RESULTS, {"n": 2}, None),
+                      (RESULTS, {"n": 3}, None)])
+    _heartbeat(box)  # seq 4: full now
+    box.enqueue(STATE_CHANGE, {"n": 5})  # drops the oldest results (seq 2)
+    assert [m.seq for m in box.pending("a")] == [1, 3, 4, 5]
+    box.enqueue(STATE_CHANGE, {"n": 6})  # drops seq 3, the last results
+    # Only state changes and the newest heartbeat are left: the heartbeat is kept
+    # (it is not superseded), so the oldest state change goes.
+    box.enqueue(STATE_CHANGE, {"n": 7})
+    assert [(m.seq, m.type) for m in box.pending("a")] == [
+        (4, HEARTBEAT), (5, STATE_CHANGE), (6, STATE_CHANGE), (7, STATE_CHANGE)]
+    box.enqueue(STATE_CHANGE, {"n": 8})
+    assert [m.seq for m in box.pending("a")] == [4, 6, 7, 8]
+    # The next heartbeat replaces seq 4 and reports every drop since the last one.
+    beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
+    assert [m.seq for m in box.pending("a")] == [6, 7, 8, 9]
+    assert json.loads(beat.body)["data"] == {
+        "dropped.results": 2, "dropped.heartbeats": 1, "dropped.state_changes": 2,
+        "rejected": 0}
+    assert box.counters().get("dropped.state_changes", 0) == 0
+
+
+def test_byte_bound_drops_results_before_a_state_change(tmp_path: Path) -> None:
+    box = _open(tmp_path, max_bytes=600)
+    box.enqueue(STATE_CHANGE, {"pad": "s" * 100})
+    box.enqueue(RESULTS, {"pad": "r" * 200})
+    box.enqueue(STATE_CHANGE, {"pad": "t" * 200})  # over 600 bytes: results go
+    assert [m.type for m in box.pending("a")] == [STATE_CHANGE, STATE_CHANGE]
+    assert box.depth().bytes <= 600
+    assert box.counters()["dropped.results"] == 1
+
+
+def test_rejections_are_counted_for_the_next_heartbeat(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+    box.enqueue(STATE_CHANGE, {})
+    box.acknowledge("a", 1, rejected=True)
+    beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
+    assert json.loads(beat.body)["data"]["rejected"] == 1
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from agent.spool import open_outbox
+    box = open_outbox(Path(sys.argv[1]), agent_id="w", destinations=["a"],
+                      max_messages=10**6, max_bytes=10**9)
+    n = 0
+    while True:
+        n += 1
+        stored = box.enqueue("state_change", {"n": n, "pad": "x" * 200})
+        print(stored.seq, stored.id, flush=True)
+""")
+
+
+def test_kill_9_while_writing_loses_nothing_committed(tmp_path: Path) -> None:
+    """A writer is killed mid-stream; everything it reported committed is there."""
+    process = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    committed: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 20
+    while len(committed) < 200 and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seq, msg_id = line.split()
+        committed.append((int(seq), msg_id))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    process.stdout.close()
+    assert len(committed) >= 200, "the writer did not get going"
+
+    box = _open(tmp_path, ("a",))
+    stored = {m.seq: m.id for m in box.pending("a", limit=10**6)}
+    assert all(stored.get(seq) == msg_id for seq, msg_id in committed)
+    # Sequence numbers stay strictly increasing after the restart.
+    assert box.enqueue(STATE_CHANGE, {}).seq == max(stored) + 1
+    assert sorted(stored) == list(range(1, max(stored) + 1))
+
+
+async def test_async_outbox_wakes_waiters_and_runs_off_the_trio_thread(tmp_path: Path) -> None:
+    box = AsyncOutbox(_open(tmp_path))
+    woke = trio.Event()
+
+    async def waiter() -> None:
+        await box.wait_changed()
+        woke.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        await box.enqueue_many([(STATE_CHANGE, {}, None)])
+        with trio.fail_after(5):
+            await woke.wait()
+    assert [m.seq for m in await box.pending("a")] == [1]
+    await box.acknowledge("a", 1)
+    await box.aclose()
+
+
+def test_unknown_destination_cursor_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="no outbox cursor for destination 'zz'"):
+        _open(tmp_path).pending("zz")

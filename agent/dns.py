@@ -36,13 +36,15 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.resolver
 import trio
+
+# dnspython (3-4 MiB) is imported on the first DNS lookup, not with this module:
+# an agent that checks only IP addresses never needs it.
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.resolver
 
 DEFAULT_HOSTS_PATH = Path("/etc/hosts")
 # Answers are kept at most this long whatever their TTL says: a record published
@@ -60,9 +62,9 @@ Address = tuple[int, SockAddr]
 _FAMILY = {"any": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 # AAAA first: RFC 6724 prefers IPv6, and happy eyeballs falls back to IPv4 quickly.
 _RECORD_TYPES = {
-    "any": (dns.rdatatype.AAAA, dns.rdatatype.A),
-    "ipv4": (dns.rdatatype.A,),
-    "ipv6": (dns.rdatatype.AAAA,),
+    "any": ("AAAA", "A"),
+    "ipv4": ("A",),
+    "ipv6": ("AAAA",),
 }
 
 
@@ -293,7 +295,9 @@ class Resolver:
 
     async def _dns_lookup(self, name: str, family: str) -> tuple[list[Address], float]:
         assert self._dns is not None
-        answers: dict[dns.rdatatype.RdataType, dns.resolver.Answer] = {}
+        import dns.exception
+
+        answers: dict[str, dns.resolver.Answer] = {}
         try:
             async with trio.open_nursery() as nursery:
                 for rdtype in _RECORD_TYPES[family]:
@@ -315,8 +319,8 @@ class Resolver:
     async def _query(
         self,
         name: str,
-        rdtype: dns.rdatatype.RdataType,
-        answers: dict[dns.rdatatype.RdataType, dns.resolver.Answer],
+        rdtype: str,
+        answers: dict[str, dns.resolver.Answer],
     ) -> None:
         assert self._dns is not None
         answers[rdtype] = await self._dns.resolve(
@@ -336,6 +340,10 @@ class Resolver:
 def _make_dns_resolver(
     nameservers: Sequence[tuple[str, int]] | None, search: Sequence[str]
 ) -> dns.asyncresolver.Resolver | None:
+    import dns.asyncresolver
+    import dns.exception
+    import dns.name
+
     if nameservers is None:
         try:
             return dns.asyncresolver.Resolver()
@@ -349,6 +357,8 @@ def _make_dns_resolver(
 
 
 def _describe(name: str, exc: BaseException) -> str:
+    import dns.resolver
+
     if isinstance(exc, dns.resolver.NXDOMAIN):
         return f"{name}: no such name (NXDOMAIN)"
     if isinstance(exc, dns.resolver.LifetimeTimeout):

@@ -35,7 +35,7 @@ APT_PACKAGES = {
     "/usr/bin/prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "/usr/lib/nagios/plugins/check_tcp": "monitoring-plugins-basic",
 }
-OFFERED_LOADS = [4_000, 6_000, 8_000, 10_000, 11_000, 12_000, 14_000, 16_000, 18_000]
+OFFERED_LOADS = [4_000, 6_000, 8_000, 9_000, 10_000, 11_000, 12_000, 13_000, 14_000, 16_000]
 
 
 def _ensure_packages() -> None:

@@ -15,6 +15,8 @@ once; receivers deduplicate on the message id).
   alike and dropping them would empty the outbox until the operator fixes it.
 * Any other 4xx is permanent for that message: logged with the response body,
   counted (reported in the next heartbeat as ``rejected``), and skipped.
+* A full disk that refuses to move the cursor is a failure like the others (backed
+  off, retried): the message was delivered and is sent again later, deduplicated.
 * After a failure the loop re-reads the outbox, so a heartbeat superseded while
   its destination was down is never sent: the newest one goes instead.
 
@@ -45,6 +47,7 @@ import trio
 from agent.destinations import DestinationConfig
 from agent.errors import (
     ConfigError,
+    OutboxFullError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SecretFileError,
@@ -278,7 +281,12 @@ class Deliverer:
         while True:
             self.stats.tick()
             changed = self.outbox.changed  # before reading, so no wake-up is missed
-            messages = await self.outbox.pending(self.name, types=self.sink.types, limit=BATCH)
+            try:
+                messages = await self.outbox.pending(self.name, types=self.sink.types,
+                                                     limit=BATCH)
+            except OutboxFullError as exc:
+                await self._back_off(exc)
+                continue
             if not messages:
                 await self._wait_for_messages(changed)
                 continue
@@ -293,35 +301,50 @@ class Deliverer:
         except PermanentDeliveryError as exc:
             log.error("%s: message %s (seq %d, %s) refused for good, skipped: %s",
                       self.name, message.id, message.seq, message.type, exc)
-            await self.outbox.acknowledge(self.name, message.seq, rejected=True)
+            if not await self._acknowledge(message.seq, rejected=True):
+                return False
             self.stats.rejected += 1
             self.stats.last_error = str(exc)
             self._attempt = 0
             return True
         except RetryableDeliveryError as exc:
-            self._attempt += 1
-            self.stats.failures += 1
-            self.stats.failing = True
-            self.stats.last_error = str(exc)
-            delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
-                                  base_s=self.base_backoff_s)
-            if exc.retry_after_s is not None:
-                delay = max(delay, min(exc.retry_after_s, MAX_RETRY_AFTER_S))
-            # Log the first failure and then every tenth, so a long outage is
-            # visible without flooding the journal.
-            loud = self._attempt == 1 or self._attempt % 10 == 0
-            level = logging.WARNING if loud else logging.DEBUG
-            log.log(level, "%s: not delivered (attempt %d, retrying in %.1fs): %s",
-                    self.name, self._attempt, delay, exc)
-            await self._pause(delay)
+            await self._back_off(exc, exc.retry_after_s)
             return False
         if self._attempt:
             log.info("%s: delivering again after %d failed attempts", self.name, self._attempt)
         self._attempt = 0
         self.stats.failing = False
-        await self.outbox.acknowledge(self.name, message.seq)
+        if not await self._acknowledge(message.seq):
+            return False
         self.stats.delivered += 1
         return True
+
+    async def _acknowledge(self, seq: int, *, rejected: bool = False) -> bool:
+        """Moves the cursor; a full disk backs off instead (the message goes again)."""
+        try:
+            await self.outbox.acknowledge(self.name, seq, rejected=rejected)
+        except OutboxFullError as exc:
+            await self._back_off(exc)
+            return False
+        return True
+
+    async def _back_off(self, exc: Exception, retry_after_s: float | None = None) -> None:
+        """Counts a failed attempt and waits the jittered backoff (or Retry-After)."""
+        self._attempt += 1
+        self.stats.failures += 1
+        self.stats.failing = True
+        self.stats.last_error = str(exc)
+        delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
+                              base_s=self.base_backoff_s)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        # Log the first failure and then every tenth, so a long outage is
+        # visible without flooding the journal.
+        loud = self._attempt == 1 or self._attempt % 10 == 0
+        level = logging.WARNING if loud else logging.DEBUG
+        log.log(level, "%s: not delivered (attempt %d, retrying in %.1fs): %s",
+                self.name, self._attempt, delay, exc)
+        await self._pause(delay)
 
 
 class Delivery:

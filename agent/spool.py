@@ -311,6 +311,27 @@ class Outbox:
             self._enforce_bounds()
         return stored
 
+    def _carry_forward_counts(self) -> None:
+        """The counts of heartbeats about to be superseded go back into the counters.
+
+        Only of those no destination has taken yet: a superseded heartbeat is never
+        sent, and its counts would be lost with it. (One some destination took already
+        keeps its counts: reporting them again would count them twice there.)
+        """
+        rows = self._db.execute(
+            "SELECT body FROM messages WHERE type = 'heartbeat' "
+            "AND seq > (SELECT coalesce(max(delivered_seq), 0) FROM cursors)").fetchall()
+        for (body,) in rows:
+            data = json.loads(body).get("data", {})
+            dropped = data.get("dropped") or {}
+            carried = {"dropped.results": dropped.get("results", 0),
+                       "dropped.heartbeats": dropped.get("heartbeats", 0),
+                       "dropped.state_changes": dropped.get("state_changes", 0),
+                       "rejected": data.get("rejected", 0)}
+            for name, amount in carried.items():
+                if isinstance(amount, int) and amount > 0:
+                    self._add(name, amount)
+
     def enqueue_heartbeat(
         self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
     ) -> OutboxMessage:
@@ -326,6 +347,7 @@ class Outbox:
                 dropped and the counters stay for the next one.
         """
         with self._storing([HEARTBEAT]):
+            self._carry_forward_counts()
             superseded = self._delete("type = ?", (HEARTBEAT,))
             if superseded:
                 self._add(_DROPPED[HEARTBEAT], len(superseded))

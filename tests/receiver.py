@@ -37,6 +37,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    # When it arrived (time.monotonic), for tests of the pace of retries.
+    at: float = 0.0
 
 
 class Receiver:
@@ -62,7 +64,8 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(Recorded(
                         self.command, self.path,
-                        {k.lower(): v for k, v in self.headers.items()}, body))
+                        {k.lower(): v for k, v in self.headers.items()}, body,
+                        time.monotonic()))
                     step = receiver.plan.pop(0) if receiver.plan else "ok"
                 if step == "reset":
                     # SO_LINGER 0: close() sends RST instead of FIN.

@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import random
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tests.faults.delivery_support import (
     wait_for,
     write_agent_config,
 )
+from tests.netutil import open_port
 from tests.receiver import free_port, running_receiver
 
 KEY = Ed25519SigningKey.generate()
@@ -201,10 +201,8 @@ async def test_counts_of_heartbeats_superseded_during_an_outage_are_not_lost(
 @pytest.fixture
 def listener() -> Iterator[int]:
     """A TCP port the agent's checks find open."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield sock.getsockname()[1]
+    with open_port() as port:
+        yield port
 
 
 def test_heartwire_run_with_central_down_from_the_start_then_answering_500s(

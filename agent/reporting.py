@@ -55,6 +55,8 @@ STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 # waiting observations are the ones to lose (state changes are never dropped here).
 PENDING_LIMIT = 10_000
 WRITE_BATCH = 500
+# A full-disk episode ends when no write failed for this long (see Reporting._store).
+STORAGE_QUIET_S = 60.0
 # How long a stopping agent may spend writing what is still in memory.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -167,11 +169,16 @@ class Reporting:
             math.inf)
         self._results: deque[dict[str, Any]] = deque()
         self.results_lost = 0
-        # The disk refused a write and has not taken one since (logged once).
+        # A full-disk episode is under way (logged once), and when a write last failed.
         self.storage_failing = False
+        self._storage_failed_at = -math.inf
 
     async def _store(self, write: Callable[[], Awaitable[object]]) -> bool:
         """Runs one outbox write; a full disk is logged once per episode, not raised.
+
+        An episode ends once writes succeed again and none failed for
+        ``STORAGE_QUIET_S``: on a nearly full disk a small write may pass between
+        failing ones, and that must not log the episode again at every check.
 
         Returns:
             Whether the write was stored (if not, its messages were counted as dropped).
@@ -182,11 +189,13 @@ class Reporting:
             if not self.storage_failing:
                 log.error("%s; dropping (and counting) messages until space returns", exc)
             self.storage_failing = True
+            self._storage_failed_at = trio.current_time()
             return False
-        if self.storage_failing:
-            log.warning("the outbox stores messages again; the next heartbeat reports "
-                        "how many were dropped")
-        self.storage_failing = False
+        if self.storage_failing and trio.current_time() - self._storage_failed_at >= \
+                STORAGE_QUIET_S:
+            log.warning("the outbox stores messages again; heartbeats report how many "
+                        "were dropped")
+            self.storage_failing = False
         return True
 
     def on_result(self, result: Result, change: StateChange | None) -> None:

@@ -183,7 +183,8 @@ def assert_exactly_once_in_order(received: list[dict[str, Any]], *, through: int
         exact_counts: the heartbeats report exactly the gaps. After a kill -9 a
             heartbeat may have arrived without its cursor moving; superseded after
             the restart, its counts are carried forward and reported again: then
-            the reports may exceed the gaps, never fall short of them.
+            the reports may exceed the gaps, never fall short of them. So may they
+            when a full disk refused messages (those never got a seq).
     """
     unique = first_seen(received)
     seqs = [body["seq"] for body in unique]

@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -170,8 +171,8 @@ def _fill_to_the_last_byte(path: Path) -> None:
         os.close(descriptor)
 
 
-def _heartbeats(received: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [b for b in first_seen(received) if b["type"] == HEARTBEAT]  # type: ignore[misc]
+def _heartbeats(received: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [b for b in first_seen(received) if b["type"] == HEARTBEAT]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root (CI is root)")
@@ -197,7 +198,7 @@ def test_heartwire_run_on_a_full_disk_keeps_checking_and_reports_the_drops(
             assert agent.log().count(FULL_LOG) == 1
             full_runs = len(receiver.snapshot())
             filler.unlink()  # space returns
-            wait_for(lambda: any(sum(b["data"]["dropped"].values()) > 0  # type: ignore[index]
+            wait_for(lambda: any(sum(b["data"]["dropped"].values()) > 0
                                  for b in _heartbeats(bodies(receiver.snapshot()))),
                      what="a heartbeat reporting the drops")
             beats = _heartbeats(bodies(receiver.snapshot()))
@@ -205,12 +206,12 @@ def test_heartwire_run_on_a_full_disk_keeps_checking_and_reports_the_drops(
         finally:
             assert agent.stop() == 0, agent.log()
         received = bodies(receiver.snapshot())
-    reported = next(b for b in beats if sum(b["data"]["dropped"].values()) > 0)  # type: ignore[index]
-    dropped = reported["data"]["dropped"]  # type: ignore[index]
+    reported = next(b for b in beats if sum(b["data"]["dropped"].values()) > 0)
+    dropped = reported["data"]["dropped"]
     assert dropped["results"] >= 5 and dropped["heartbeats"] >= 1, dropped
     # The checks ran all along: the run count grew by about 20 a second while full.
-    first_runs = beats[0]["data"]["runs"]  # type: ignore[index]
-    assert reported["data"]["runs"] - first_runs >= 40  # type: ignore[index]
+    first_runs = beats[0]["data"]["runs"]
+    assert reported["data"]["runs"] - first_runs >= 40
     assert full_runs >= 1
     log = agent.log()
     assert "Traceback" not in log

@@ -16,7 +16,8 @@ once; receivers deduplicate on the message id).
 * Any other 4xx is permanent for that message: logged with the response body,
   counted (reported in the next heartbeat as ``rejected``), and skipped.
 * A full disk that refuses to move the cursor is a failure like the others (backed
-  off, retried): the message was delivered and is sent again later, deduplicated.
+  off, logged first and every tenth time); only the cursor move is retried, the
+  message is not sent again (after a crash meanwhile it is, and is deduplicated).
 * After a failure the loop re-reads the outbox, so a heartbeat superseded while
   its destination was down is never sent: the newest one goes instead.
 
@@ -241,6 +242,8 @@ class Deliverer:
         self.base_backoff_s = base_backoff_s
         self.stats = DeliveryStats()
         self._attempt = 0
+        # Delivered (seq, rejected) whose cursor move a full disk refused.
+        self._unacknowledged: tuple[int, bool] | None = None
 
     async def _pause(self, seconds: float) -> None:
         """Sleeps, ticking the progress signal so a long backoff is not mistaken for a hang."""
@@ -280,6 +283,10 @@ class Deliverer:
         task_status.started()
         while True:
             self.stats.tick()
+            if self._unacknowledged is not None:
+                seq, rejected = self._unacknowledged
+                if not await self._acknowledge(seq, rejected=rejected):
+                    continue
             changed = self.outbox.changed  # before reading, so no wake-up is missed
             try:
                 messages = await self.outbox.pending(self.name, types=self.sink.types,
@@ -301,31 +308,35 @@ class Deliverer:
         except PermanentDeliveryError as exc:
             log.error("%s: message %s (seq %d, %s) refused for good, skipped: %s",
                       self.name, message.id, message.seq, message.type, exc)
-            if not await self._acknowledge(message.seq, rejected=True):
-                return False
-            self.stats.rejected += 1
             self.stats.last_error = str(exc)
-            self._attempt = 0
-            return True
+            return await self._acknowledge(message.seq, rejected=True)
         except RetryableDeliveryError as exc:
             await self._back_off(exc, exc.retry_after_s)
             return False
-        if self._attempt:
-            log.info("%s: delivering again after %d failed attempts", self.name, self._attempt)
-        self._attempt = 0
-        self.stats.failing = False
-        if not await self._acknowledge(message.seq):
-            return False
-        self.stats.delivered += 1
-        return True
+        return await self._acknowledge(message.seq)
 
     async def _acknowledge(self, seq: int, *, rejected: bool = False) -> bool:
-        """Moves the cursor; a full disk backs off instead (the message goes again)."""
+        """Moves the cursor past a message the destination took (or refused for good).
+
+        When a full disk will not take the move, the move alone is retried after a
+        backoff (:meth:`run` does it first): the message is not sent again meanwhile.
+        """
         try:
             await self.outbox.acknowledge(self.name, seq, rejected=rejected)
         except OutboxFullError as exc:
+            self._unacknowledged = (seq, rejected)
             await self._back_off(exc)
             return False
+        self._unacknowledged = None
+        if rejected:
+            self.stats.rejected += 1
+        else:
+            if self._attempt:
+                log.info("%s: delivering again after %d failed attempts", self.name,
+                         self._attempt)
+            self.stats.failing = False
+            self.stats.delivered += 1
+        self._attempt = 0
         return True
 
     async def _back_off(self, exc: Exception, retry_after_s: float | None = None) -> None:

@@ -39,7 +39,7 @@ from tests.faults.delivery_support import (
     write_agent_config,
 )
 from tests.netutil import open_port
-from tests.receiver import free_port, running_receiver
+from tests.receiver import Recorded, free_port, running_receiver
 
 KEY = Ed25519SigningKey.generate()
 TIMEOUT_S = 1.0
@@ -61,10 +61,22 @@ def _deliverer(url: str, outbox: AsyncOutbox, *, max_backoff_s: float,
                      request_deadline_s=2 * TIMEOUT_S)
 
 
-async def _delivered(deliverer: Deliverer, count: int, timeout_s: float = 30) -> None:
-    with trio.fail_after(timeout_s):
-        while deliverer.stats.delivered < count:  # noqa: ASYNC110 - a counter real sockets move
-            await trio.sleep(0.02)
+async def _deliver_through(plan: list[str], tmp_path: Path,
+                           count: int) -> tuple[list[Recorded], Deliverer]:
+    """``count`` state changes through a receiver following ``plan``, until all went."""
+    outbox = _outbox(tmp_path)
+    with running_receiver(plan) as receiver:
+        deliverer = _deliverer(receiver.url + "/in", outbox, max_backoff_s=0.2)
+        await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Delivery([deliverer]).run)
+            with trio.fail_after(30):
+                while deliverer.stats.delivered < count:  # noqa: ASYNC110 - real sockets
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    assert outbox.sync.depth().messages == 0
+    await outbox.aclose()
+    return receiver.snapshot(), deliverer
 
 
 # Each fault of the receiver's plan, three times among ten messages.
@@ -80,15 +92,7 @@ FAULTS = {
 async def test_each_fault_costs_exactly_one_more_request(tmp_path: Path, fault: str) -> None:
     count, faults = 10, 3
     plan = list(itertools.chain.from_iterable(["ok", fault] for _ in range(faults)))
-    outbox = _outbox(tmp_path)
-    with running_receiver(plan) as receiver:
-        deliverer = _deliverer(receiver.url + "/in", outbox, max_backoff_s=0.2)
-        await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(Delivery([deliverer]).run)
-            await _delivered(deliverer, count)
-            nursery.cancel_scope.cancel()
-    received = receiver.snapshot()
+    received, deliverer = await _deliver_through(plan, tmp_path, count)
     envelopes = bodies(received)
     assert [b["data"]["n"] for b in first_seen(envelopes)] == list(range(count))
     # The faulty request was recorded (as a server that stored it and then failed
@@ -100,23 +104,14 @@ async def test_each_fault_costs_exactly_one_more_request(tmp_path: Path, fault: 
         refused = [n for n, _ in enumerate(received) if n % 2 == 1][:faults]
         for n in refused:
             assert received[n + 1].at - received[n].at >= retry_after - 0.01
-    assert outbox.sync.depth().messages == 0
-    await outbox.aclose()
 
 
 async def test_slow_2xx_answers_are_waited_for_not_retried(tmp_path: Path) -> None:
     count = 6
-    outbox = _outbox(tmp_path)
-    with running_receiver([f"slow:{TIMEOUT_S / 2}"] * count) as receiver:
-        deliverer = _deliverer(receiver.url + "/in", outbox, max_backoff_s=0.2)
-        await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(Delivery([deliverer]).run)
-            await _delivered(deliverer, count)
-            nursery.cancel_scope.cancel()
-    assert [b["data"]["n"] for b in bodies(receiver.snapshot())] == list(range(count))
+    received, deliverer = await _deliver_through([f"slow:{TIMEOUT_S / 2}"] * count, tmp_path,
+                                                 count)
+    assert [b["data"]["n"] for b in bodies(received)] == list(range(count))
     assert deliverer.stats.failures == 0
-    await outbox.aclose()
 
 
 def _attempt_bound(outage_s: float, cap_s: float, base_s: float = BASE_BACKOFF_S) -> int:

@@ -3,7 +3,8 @@
 tests/test_delivery.py already runs one message stream through a mixed plan of
 faults and checks exactly-once-after-dedup. These scenarios add what the issue
 asks beyond that: each fault alone with the number of requests counted (each
-fault costs exactly one more request: no storm), the pace of a 429 with
+fault costs exactly one more request: no storm), a reset while a 16 MB body is
+still being written, the pace of a 429 with
 Retry-After measured on a real socket, an hour-long outage under a MockClock with
 the attempts bounded by the backoff schedule, the counts of superseded
 heartbeats surviving the outage, and a real ``heartwire run`` whose central is

@@ -10,6 +10,7 @@ STATE_DIR ?= .state
 .PHONY: run test lint check validate clean
 .PHONY: run-agent
 .PHONY: deb rpm package-check
+.PHONY: faults bench-outbox
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +53,14 @@ rpm:
 ## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
 package-check:
 	packaging/ci-check.sh
+
+## faults: the fault-injection suite with its slow scenarios (kill -9 twenty times, ...)
+faults: $(BIN)/heartwire
+	HEARTWIRE_RUN_SLOW=1 $(BIN)/python -m pytest tests/faults
+
+## bench-outbox: enqueue rate and the drain of an hour of results; appends to bench/RESULTS-outbox.md
+bench-outbox: $(BIN)/heartwire
+	$(BIN)/python -m bench.outbox --write bench/RESULTS-outbox.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -55,6 +55,10 @@ STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 # waiting observations are the ones to lose (state changes are never dropped here).
 PENDING_LIMIT = 10_000
 WRITE_BATCH = 500
+# One results message holds at most this many observations (about 200 KB), so that
+# however many checks an agent runs, it stays far below a receiver's body limit
+# (a 413 would be permanent for the message).
+RESULTS_PER_MESSAGE = 1_000
 # A full-disk episode ends when no write failed for this long (see Reporting._store).
 STORAGE_QUIET_S = 60.0
 # How long a stopping agent may spend writing what is still in memory.
@@ -275,11 +279,15 @@ class Reporting:
             await trio.sleep_until(due)
 
     async def flush_results(self) -> None:
-        """Queues the observations gathered so far as one ``results`` message."""
+        """Queues the observations gathered so far as ``results`` messages, in order,
+        at most ``RESULTS_PER_MESSAGE`` each."""
         if self._results:
             batch, self._results = list(self._results), deque()
-            await self._store(lambda: self.outbox.enqueue_many([(RESULTS, {"results": batch},
-                                                                 None)]))
+            messages: list[tuple[str, dict[str, Any], None]] = [
+                (RESULTS, {"results": batch[start:start + RESULTS_PER_MESSAGE]}, None)
+                for start in range(0, len(batch), RESULTS_PER_MESSAGE)
+            ]
+            await self._store(lambda: self.outbox.enqueue_many(messages))
 
     async def _batch_results(self) -> None:
         while True:

@@ -10,7 +10,7 @@ STATE_DIR ?= .state
 .PHONY: run test lint check validate clean
 .PHONY: run-agent
 .PHONY: deb rpm package-check
-.PHONY: faults bench
+.PHONY: faults bench bench-outbox
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,14 +55,19 @@ rpm:
 package-check:
 	packaging/ci-check.sh
 
-## faults: the slow fault-injection scenarios too (10,000 targets timing out, ...)
+## faults: the fault-injection suite with its slow scenarios (kill -9 twenty times,
+## 10,000 targets timing out at once, ...)
 faults: $(BIN)/heartwire
-	$(BIN)/python -m pytest tests/faults --run-slow
+	HEARTWIRE_RUN_SLOW=1 $(BIN)/python -m pytest tests/faults
 
 ## bench: benchmarks beside their baselines and peers; writes bench/RESULTS.md (root;
 ## installs iproute2, prometheus-blackbox-exporter and monitoring-plugins-basic if missing)
 bench: $(BIN)/heartwire
 	$(BIN)/python -m bench --write bench/RESULTS.md
+
+## bench-outbox: enqueue rate and the drain of an hour of results; appends to bench/RESULTS-outbox.md
+bench-outbox: $(BIN)/heartwire
+	$(BIN)/python -m bench.outbox --write bench/RESULTS-outbox.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,9 @@ once; receivers deduplicate on the message id).
   alike and dropping them would empty the outbox until the operator fixes it.
 * Any other 4xx is permanent for that message: logged with the response body,
   counted (reported in the next heartbeat as ``rejected``), and skipped.
+* A full disk that refuses to move the cursor is a failure like the others (backed
+  off, logged first and every tenth time); only the cursor move is retried, the
+  message is not sent again (after a crash meanwhile it is, and is deduplicated).
 * After a failure the loop re-reads the outbox, so a heartbeat superseded while
   its destination was down is never sent: the newest one goes instead.
 
@@ -45,6 +48,7 @@ import trio
 from agent.destinations import DestinationConfig
 from agent.errors import (
     ConfigError,
+    OutboxFullError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SecretFileError,
@@ -238,6 +242,8 @@ class Deliverer:
         self.base_backoff_s = base_backoff_s
         self.stats = DeliveryStats()
         self._attempt = 0
+        # Delivered (seq, rejected) whose cursor move a full disk refused.
+        self._unacknowledged: tuple[int, bool] | None = None
 
     async def _pause(self, seconds: float) -> None:
         """Sleeps, ticking the progress signal so a long backoff is not mistaken for a hang."""
@@ -277,8 +283,17 @@ class Deliverer:
         task_status.started()
         while True:
             self.stats.tick()
+            if self._unacknowledged is not None:
+                seq, rejected = self._unacknowledged
+                if not await self._acknowledge(seq, rejected=rejected):
+                    continue
             changed = self.outbox.changed  # before reading, so no wake-up is missed
-            messages = await self.outbox.pending(self.name, types=self.sink.types, limit=BATCH)
+            try:
+                messages = await self.outbox.pending(self.name, types=self.sink.types,
+                                                     limit=BATCH)
+            except OutboxFullError as exc:
+                await self._back_off(exc)
+                continue
             if not messages:
                 await self._wait_for_messages(changed)
                 continue
@@ -293,35 +308,54 @@ class Deliverer:
         except PermanentDeliveryError as exc:
             log.error("%s: message %s (seq %d, %s) refused for good, skipped: %s",
                       self.name, message.id, message.seq, message.type, exc)
-            await self.outbox.acknowledge(self.name, message.seq, rejected=True)
-            self.stats.rejected += 1
             self.stats.last_error = str(exc)
-            self._attempt = 0
-            return True
+            return await self._acknowledge(message.seq, rejected=True)
         except RetryableDeliveryError as exc:
-            self._attempt += 1
-            self.stats.failures += 1
-            self.stats.failing = True
-            self.stats.last_error = str(exc)
-            delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
-                                  base_s=self.base_backoff_s)
-            if exc.retry_after_s is not None:
-                delay = max(delay, min(exc.retry_after_s, MAX_RETRY_AFTER_S))
-            # Log the first failure and then every tenth, so a long outage is
-            # visible without flooding the journal.
-            loud = self._attempt == 1 or self._attempt % 10 == 0
-            level = logging.WARNING if loud else logging.DEBUG
-            log.log(level, "%s: not delivered (attempt %d, retrying in %.1fs): %s",
-                    self.name, self._attempt, delay, exc)
-            await self._pause(delay)
+            await self._back_off(exc, exc.retry_after_s)
             return False
-        if self._attempt:
-            log.info("%s: delivering again after %d failed attempts", self.name, self._attempt)
+        return await self._acknowledge(message.seq)
+
+    async def _acknowledge(self, seq: int, *, rejected: bool = False) -> bool:
+        """Moves the cursor past a message the destination took (or refused for good).
+
+        When a full disk will not take the move, the move alone is retried after a
+        backoff (:meth:`run` does it first): the message is not sent again meanwhile.
+        """
+        try:
+            await self.outbox.acknowledge(self.name, seq, rejected=rejected)
+        except OutboxFullError as exc:
+            self._unacknowledged = (seq, rejected)
+            await self._back_off(exc)
+            return False
+        self._unacknowledged = None
+        if rejected:
+            self.stats.rejected += 1
+        else:
+            if self._attempt:
+                log.info("%s: delivering again after %d failed attempts", self.name,
+                         self._attempt)
+            self.stats.failing = False
+            self.stats.delivered += 1
         self._attempt = 0
-        self.stats.failing = False
-        await self.outbox.acknowledge(self.name, message.seq)
-        self.stats.delivered += 1
         return True
+
+    async def _back_off(self, exc: Exception, retry_after_s: float | None = None) -> None:
+        """Counts a failed attempt and waits the jittered backoff (or Retry-After)."""
+        self._attempt += 1
+        self.stats.failures += 1
+        self.stats.failing = True
+        self.stats.last_error = str(exc)
+        delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
+                              base_s=self.base_backoff_s)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        # Log the first failure and then every tenth, so a long outage is
+        # visible without flooding the journal.
+        loud = self._attempt == 1 or self._attempt % 10 == 0
+        level = logging.WARNING if loud else logging.DEBUG
+        log.log(level, "%s: not delivered (attempt %d, retrying in %.1fs): %s",
+                self.name, self._attempt, delay, exc)
+        await self._pause(delay)
 
 
 class Delivery:

@@ -26,7 +26,9 @@ SEND_MODES: Final = ("changes", "all")
 
 DEFAULT_HEARTBEAT_INTERVAL_S: Final = 30.0
 DEFAULT_MAX_OUTBOX_MESSAGES: Final = 10_000
-DEFAULT_MAX_OUTBOX_BYTES: Final = 64 * 1024 * 1024
+# An hour of results from 1,000 checks every 10 s takes about 67 MB: the default
+# rides out roughly four hours of outage at that load before results are dropped.
+DEFAULT_MAX_OUTBOX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_RESULTS_BATCH_INTERVAL_S: Final = 10.0
 DEFAULT_TIMEOUT_S: Final = 15.0  # the spec's recommended 15-30 s request timeout
 DEFAULT_CONNECT_TIMEOUT_S: Final = 5.0

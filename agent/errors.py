@@ -12,6 +12,7 @@ catches that base class once and prints its message as one line::
     ├── SigningKeyError  a signing key, public key or shared secret is malformed
     ├── SecretFileError  a key/secret file is unreadable or readable by group/others
     ├── SignatureError   a received message's signature does not verify
+    ├── OutboxFullError  the outbox could not store messages (full disk): counted as dropped
     └── DeliveryError    a message did not reach a destination
         ├── RetryableDeliveryError   try again later (network, 5xx, 408, 429, ...)
         └── PermanentDeliveryError   refused for good (other 4xx): skip and count it
@@ -104,3 +105,11 @@ class RetryableDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """The destination refused the message for good (a 4xx other than 408 and 429)."""
+
+
+class OutboxFullError(HeartwireError):
+    """The outbox could not store messages: the disk is full or failing.
+
+    The messages were counted as dropped (reported in the next stored heartbeat);
+    the agent keeps checking and stores again once space returns.
+    """

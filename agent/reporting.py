@@ -12,6 +12,10 @@ message on an in-memory channel; a writer task moves what has gathered into the
 outbox in one transaction (in a worker thread). The heartbeat goes through the same
 outbox and delivery as everything else, so "heartbeats stopped" means "this agent
 can no longer deliver".
+
+A full disk under the state directory does not stop the agent: what cannot be
+stored is counted as dropped (:class:`~agent.errors.OutboxFullError`), logged once
+per episode, and reported in the first heartbeat stored once space returns.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import math
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from agent import __version__
 from agent.config import Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
 from agent.destinations import load_secret, load_signing_keys
-from agent.errors import ConfigError
+from agent.errors import ConfigError, OutboxFullError
 from agent.liveness import CounterProgress
 from agent.logs import get_logger
 from agent.model import Result, StateChange, Status
@@ -51,6 +55,12 @@ STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 # waiting observations are the ones to lose (state changes are never dropped here).
 PENDING_LIMIT = 10_000
 WRITE_BATCH = 500
+# One results message holds at most this many observations (about 200 KB), so that
+# however many checks an agent runs, it stays far below a receiver's body limit
+# (a 413 would be permanent for the message).
+RESULTS_PER_MESSAGE = 1_000
+# A full-disk episode ends when no write failed for this long (see Reporting._store).
+STORAGE_QUIET_S = 60.0
 # How long a stopping agent may spend writing what is still in memory.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -163,6 +173,34 @@ class Reporting:
             math.inf)
         self._results: deque[dict[str, Any]] = deque()
         self.results_lost = 0
+        # A full-disk episode is under way (logged once), and when a write last failed.
+        self.storage_failing = False
+        self._storage_failed_at = -math.inf
+
+    async def _store(self, write: Callable[[], Awaitable[object]]) -> bool:
+        """Runs one outbox write; a full disk is logged once per episode, not raised.
+
+        An episode ends once writes succeed again and none failed for
+        ``STORAGE_QUIET_S``: on a nearly full disk a small write may pass between
+        failing ones, and that must not log the episode again at every check.
+
+        Returns:
+            Whether the write was stored (if not, its messages were counted as dropped).
+        """
+        try:
+            await write()
+        except OutboxFullError as exc:
+            if not self.storage_failing:
+                log.error("%s; dropping (and counting) messages until space returns", exc)
+            self.storage_failing = True
+            self._storage_failed_at = trio.current_time()
+            return False
+        if self.storage_failing and trio.current_time() - self._storage_failed_at >= \
+                STORAGE_QUIET_S:
+            log.warning("the outbox stores messages again; heartbeats report how many "
+                        "were dropped")
+            self.storage_failing = False
+        return True
 
     def on_result(self, result: Result, change: StateChange | None) -> None:
         """Called by the scheduler for every result; never blocks."""
@@ -197,8 +235,10 @@ class Reporting:
             return heartbeat_data(started_at=started_at, interval_s=interval_s, checks=checks,
                                   runs=runs, skipped=skipped, counts=counts, depth=depth)
 
-        await self.outbox.enqueue_heartbeat(build)
-        self.heartbeats += 1
+        if await self._store(lambda: self.outbox.enqueue_heartbeat(build)):
+            self.heartbeats += 1
+        else:
+            self.results_lost += lost  # for the next heartbeat that can be stored
 
     def _take_waiting(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         while len(batch) < WRITE_BATCH:
@@ -211,7 +251,7 @@ class Reporting:
         # Shielded: a batch taken off the channel is written even when shutdown
         # cancels us mid-way (a write takes milliseconds).
         with trio.CancelScope(shield=True):
-            await self.outbox.enqueue_many([(t, d, None) for t, d in batch])
+            await self._store(lambda: self.outbox.enqueue_many([(t, d, None) for t, d in batch]))
 
     async def _write_pending(self) -> None:
         async for first in self._receive:
@@ -239,10 +279,15 @@ class Reporting:
             await trio.sleep_until(due)
 
     async def flush_results(self) -> None:
-        """Queues the observations gathered so far as one ``results`` message."""
+        """Queues the observations gathered so far as ``results`` messages, in order,
+        at most ``RESULTS_PER_MESSAGE`` each."""
         if self._results:
             batch, self._results = list(self._results), deque()
-            await self.outbox.enqueue_many([(RESULTS, {"results": batch}, None)])
+            messages: list[tuple[str, dict[str, Any], None]] = [
+                (RESULTS, {"results": batch[start:start + RESULTS_PER_MESSAGE]}, None)
+                for start in range(0, len(batch), RESULTS_PER_MESSAGE)
+            ]
+            await self._store(lambda: self.outbox.enqueue_many(messages))
 
     async def _batch_results(self) -> None:
         while True:

@@ -17,6 +17,12 @@ is never dropped: it is the liveness signal and carries the drop counts). A new 
 replaces every older undelivered one (only the newest matters). Each dropped
 message is counted by type, and the counts go out in the next heartbeat.
 
+A full disk (or an I/O error) under the state directory does not stop the agent:
+a write that SQLite refuses with ``SQLITE_FULL`` or ``SQLITE_IOERR`` is rolled
+back, its messages are counted as dropped by type in memory (the file cannot take
+the count either) and :class:`OutboxFullError` is raised; the first heartbeat
+stored once space returns carries these counts too.
+
 :class:`Outbox` is synchronous and owns one connection; :class:`AsyncOutbox` runs
 each call in a worker thread (``trio.to_thread``), one at a time, so a slow disk
 (an fsync per commit) never stalls the trio loop that runs the checks.
@@ -28,7 +34,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +43,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import trio
 
+from agent.errors import OutboxFullError
 from agent.signing import new_message_id
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
@@ -69,6 +77,10 @@ CREATE TABLE IF NOT EXISTS counters (
     value INTEGER NOT NULL
 );
 """
+
+# SQLite's primary result codes (the low byte of an extended code) that mean the
+# disk, not the data, is the problem: the write may succeed once space returns.
+_STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,6 +121,12 @@ def iso_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying the disk is full or failing (not a bug)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_ERRORS
+
+
 def _encode(envelope: Mapping[str, object]) -> bytes:
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -145,6 +163,9 @@ class Outbox:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._wall_clock = wall_clock
+        # Messages a full disk kept out of the file, by counter name: kept in memory
+        # (the file cannot take them either) until a heartbeat is stored.
+        self._unstored: dict[str, int] = {}
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so a
         # transaction is exactly one method call. check_same_thread=False because
         # AsyncOutbox moves calls between worker threads (one at a time).
@@ -178,6 +199,38 @@ class Outbox:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write transaction that turns a full disk into :class:`OutboxFullError`."""
+        try:
+            with self._transaction():
+                yield
+        except sqlite3.Error as exc:
+            if not is_storage_error(exc):
+                raise
+            if self._db.in_transaction:  # a failed COMMIT leaves it open
+                self._db.execute("ROLLBACK")
+            raise OutboxFullError(f"cannot write to {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _storing(self, types: Sequence[str]) -> Iterator[None]:
+        """A write transaction for new messages of ``types``; a full disk drops them.
+
+        Raises:
+            OutboxFullError: SQLite could not write (full disk, I/O error); the
+                transaction was rolled back and the messages counted as dropped.
+        """
+        depth = self._depth
+        try:
+            with self._writing():
+                yield
+        except OutboxFullError as exc:
+            self._depth = depth  # what the rolled-back transaction counted is undone
+            for msg_type in types:
+                name = _DROPPED[msg_type]
+                self._unstored[name] = self._unstored.get(name, 0) + 1
+            raise OutboxFullError(f"{len(types)} message(s) not stored: {exc}") from exc
 
     def _counter(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
@@ -247,12 +300,37 @@ class Outbox:
     def enqueue_many(
         self, items: Sequence[tuple[str, Mapping[str, object], float | None]]
     ) -> list[OutboxMessage]:
-        """Stores several messages in one transaction (one fsync), in order."""
-        with self._transaction():
+        """Stores several messages in one transaction (one fsync), in order.
+
+        Raises:
+            OutboxFullError: the disk refused the write; none was stored, each is counted.
+        """
+        with self._storing([msg_type for msg_type, _, _ in items]):
             stored = [self._insert(msg_type, data, self._wall_clock() if at is None else at)
                       for msg_type, data, at in items]
             self._enforce_bounds()
         return stored
+
+    def _carry_forward_counts(self) -> None:
+        """The counts of heartbeats about to be superseded go back into the counters.
+
+        Only of those no destination has taken yet: a superseded heartbeat is never
+        sent, and its counts would be lost with it. (One some destination took already
+        keeps its counts: reporting them again would count them twice there.)
+        """
+        rows = self._db.execute(
+            "SELECT body FROM messages WHERE type = 'heartbeat' "
+            "AND seq > (SELECT coalesce(max(delivered_seq), 0) FROM cursors)").fetchall()
+        for (body,) in rows:
+            data = json.loads(body).get("data", {})
+            dropped = data.get("dropped") or {}
+            carried = {"dropped.results": dropped.get("results", 0),
+                       "dropped.heartbeats": dropped.get("heartbeats", 0),
+                       "dropped.state_changes": dropped.get("state_changes", 0),
+                       "rejected": data.get("rejected", 0)}
+            for name, amount in carried.items():
+                if isinstance(amount, int) and amount > 0:
+                    self._add(name, amount)
 
     def enqueue_heartbeat(
         self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
@@ -262,18 +340,25 @@ class Outbox:
         ``build`` gets the drop/reject counters since the previous heartbeat and the
         outbox depth, and returns the heartbeat's data. Taking the counters, resetting
         them and storing the heartbeat is one transaction, so a crash can neither lose
-        a count nor report it twice.
+        a count nor report it twice. The counts include what a full disk kept out.
+
+        Raises:
+            OutboxFullError: the disk refused the write; the heartbeat is counted as
+                dropped and the counters stay for the next one.
         """
-        with self._transaction():
+        with self._storing([HEARTBEAT]):
+            self._carry_forward_counts()
             superseded = self._delete("type = ?", (HEARTBEAT,))
             if superseded:
                 self._add(_DROPPED[HEARTBEAT], len(superseded))
-            counts = {name: self._counter(name) for name in REPORTED_COUNTERS}
+            counts = {name: self._counter(name) + self._unstored.get(name, 0)
+                      for name in REPORTED_COUNTERS}
             self._db.execute(
                 f"DELETE FROM counters WHERE name IN ({','.join('?' * len(REPORTED_COUNTERS))})",
                 REPORTED_COUNTERS)
             message = self._insert(HEARTBEAT, build(counts, self._depth), self._wall_clock())
             self._enforce_bounds()
+        self._unstored.clear()  # committed: the heartbeat carries them now
         return message
 
     # -- reading and acknowledging ----------------------------------------------
@@ -285,9 +370,12 @@ class Outbox:
 
         Messages of other types are passed over: when none of the wanted types is
         waiting, the cursor moves past the others so they can be collected.
+
+        Raises:
+            OutboxFullError: moving the cursor past them needed a write the disk refused.
         """
         marks = ",".join("?" * len(types))
-        with self._transaction():
+        with self._writing():
             cursor = self._cursor(destination)
             rows = self._db.execute(
                 f"SELECT seq, id, type, body FROM messages WHERE seq > ? AND type IN ({marks}) "
@@ -323,8 +411,12 @@ class Outbox:
             seq: the last message it accepted.
             rejected: it refused that message for good (a permanent 4xx): counted
                 and reported in the next heartbeat.
+
+        Raises:
+            OutboxFullError: the disk refused the write; the cursor did not move (the
+                messages are sent again later, and receivers deduplicate them).
         """
-        with self._transaction():
+        with self._writing():
             self._move_cursor(destination, seq)
             if rejected:
                 self._add("rejected")
@@ -338,6 +430,10 @@ class Outbox:
     def cursor(self, destination: str) -> int:
         """The highest sequence number ``destination`` is done with."""
         return self._cursor(destination)
+
+    def unstored(self) -> dict[str, int]:
+        """Messages a full disk kept out since the last stored heartbeat, by counter."""
+        return dict(self._unstored)
 
     def counters(self) -> dict[str, int]:
         """Every counter, for diagnostics and tests."""
@@ -355,7 +451,11 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            # SQLite may already have rolled back by itself (SQLITE_FULL, IOERR).
+            self._db.execute("ROLLBACK")
 
 
 class AsyncOutbox:

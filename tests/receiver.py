@@ -8,6 +8,7 @@ ephemeral port. Each request takes the next step of a fault plan:
 * ``"429:2"``: record, answer 429 with ``Retry-After: 2``;
 * ``"slow:0.5"``: record, wait 0.5 s, then answer 200 (the client may give up first);
 * ``"reset"``: record, then reset the connection without answering;
+* ``"reset-mid-body"``: read half the request body, then reset (nothing recorded);
 * ``"body:OK (not found)"``: record, answer 200 with that body;
 * ``"trickle"``: record, answer 200 but send the body one byte every 0.2 s.
 
@@ -37,6 +38,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    # When it arrived (time.monotonic), for tests of the pace of retries.
+    at: float = 0.0
 
 
 class Receiver:
@@ -58,18 +61,23 @@ class Receiver:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
+                with receiver.lock:
+                    cut = bool(receiver.plan) and receiver.plan[0] == "reset-mid-body"
+                    if cut:
+                        receiver.plan.pop(0)
+                if cut:
+                    self.rfile.read(length // 2)
+                    self._reset()
+                    return
                 body = self.rfile.read(length) if length else b""
                 with receiver.lock:
                     receiver.requests.append(Recorded(
                         self.command, self.path,
-                        {k.lower(): v for k, v in self.headers.items()}, body))
+                        {k.lower(): v for k, v in self.headers.items()}, body,
+                        time.monotonic()))
                     step = receiver.plan.pop(0) if receiver.plan else "ok"
                 if step == "reset":
-                    # SO_LINGER 0: close() sends RST instead of FIN.
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                               struct.pack("ii", 1, 0))
-                    self.connection.close()
-                    self.close_connection = True
+                    self._reset()
                     return
                 if step == "trickle":
                     self._trickle()
@@ -93,6 +101,13 @@ class Receiver:
                     self.wfile.write(payload)
                 except OSError:
                     self.close_connection = True  # the client gave up (timeout)
+
+            def _reset(self) -> None:
+                # SO_LINGER 0: close() sends RST instead of FIN.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
 
             def _trickle(self) -> None:
                 """A 200 whose body comes one byte every 0.2 s: no single read times out."""

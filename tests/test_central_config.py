@@ -30,7 +30,7 @@ def test_defaults_when_almost_empty(tmp_path: Path) -> None:
     path.write_text("")
     loaded = central_config.load(path)
     assert loaded.listen == ("127.0.0.1:8470",)
-    assert loaded.tolerance_s == 300.0 and loaded.max_body_bytes == 1024 * 1024
+    assert loaded.tolerance_s == 300.0 and loaded.max_body_bytes == 8 * 1024 * 1024
     assert loaded.agents == {} and loaded.channels == {}
 
 

@@ -22,6 +22,7 @@ from tests.servers import (
     free_port,
     holding_connections,
     probe_until,
+    require,
     start,
     target,
 )
@@ -33,8 +34,7 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Path]:
     """An initialised data directory owned by the postgres user (initdb refuses root)."""
-    if not PG_BIN:
-        pytest.fail("PostgreSQL is not installed; .ci/run installs it")
+    require(f"{PG_BIN[-1]}/postgres" if PG_BIN else "/usr/lib/postgresql/*/bin/postgres")
     base = Path(tempfile.mkdtemp(prefix="heartwire-pg-"))
     try:
         demote(base, "postgres")

@@ -195,6 +195,28 @@ async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path:
     await outbox.aclose()
 
 
+async def test_a_large_batch_of_results_is_split_into_bounded_messages(tmp_path: Path) -> None:
+    from agent.model import Result, Status
+    from agent.reporting import RESULTS_PER_MESSAGE
+
+    loaded = _config()
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=1000, max_bytes=10**8))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    count = 2 * RESULTS_PER_MESSAGE + 7
+    for n in range(count):
+        reporting.on_result(Result("db", Status.UP, Observation(Outcome.OK, Reason.OPEN),
+                                   0, float(n)), None)
+    await reporting.flush_results()
+    bodies = [json.loads(message.body)["data"]["results"]
+              for message in outbox.sync.pending("main")]
+    assert [len(body) for body in bodies] == [RESULTS_PER_MESSAGE, RESULTS_PER_MESSAGE, 7]
+    stamps = [r["at"] for body in bodies for r in body]
+    assert stamps == sorted(stamps) and len(set(stamps)) == count  # all, in order
+    await outbox.aclose()
+
+
 async def test_watchdog_progress_and_status_of_delivery(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

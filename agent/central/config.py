@@ -28,7 +28,9 @@ DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")
 AGENTS_DIR: Final = "agents.d"
 DEFAULT_LISTEN: Final = "127.0.0.1:8470"
 DEFAULT_STATE_DIR: Final = Path("/var/lib/heartwire-central")
-DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+# A heartbeat lists every check of its agent (about 150 bytes each): 8 MiB leaves
+# room for tens of thousands of checks while still refusing absurd bodies.
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_TOLERANCE_S: Final = 300.0
 DEFAULT_DEDUP_RETENTION_S: Final = 7 * 86400.0
 DEFAULT_INTERVAL_S: Final = 30.0

@@ -66,9 +66,7 @@ async def test_answer_is_cached_for_its_ttl_then_asked_again(
     assert resolver.stats.hits == 1
 
 
-async def test_any_family_asks_both_types_ipv6_first(
-    served: Served, mock_clock: trio.testing.MockClock
-) -> None:
+async def test_any_family_asks_both_types_ipv6_first(served: Served) -> None:
     records, resolver = served.zone, served.resolver
     assert await resolver.resolve("DB.test.", 80) == [
         (socket.AF_INET6, ("2001:db8::10", 80, 0, 0)),
@@ -94,9 +92,7 @@ async def test_a_failure_after_expiry_is_reported_not_the_stale_answer(
     assert resolver.stats.failures == 1
 
 
-async def test_servfail_and_names_without_addresses_fail(
-    served: Served, mock_clock: trio.testing.MockClock
-) -> None:
+async def test_servfail_and_names_without_addresses_fail(served: Served) -> None:
     records, resolver = served.zone, served.resolver
     records.records["broken.test"] = SERVFAIL
     records.records["v6only.test"] = {"AAAA": ["2001:db8::1"]}
@@ -129,9 +125,7 @@ async def test_ttl_zero_is_never_cached_and_huge_ttls_are_capped(
     assert records.queries[("db.test", "AAAA")] == 2
 
 
-async def test_overlapping_lookups_share_one_query(
-    served: Served, mock_clock: trio.testing.MockClock
-) -> None:
+async def test_overlapping_lookups_share_one_query(served: Served) -> None:
     records, resolver = served.zone, served.resolver
     answers: list[object] = []
 

@@ -21,6 +21,10 @@ from agent.checks import ProbeFn
 from agent.model import Observation, Target
 
 FLOOD_BYTES = 100 * 1024 * 1024
+# What a probe run may take beyond its timeout (real clock, a loaded machine) and
+# allocate, whatever the server does.
+ALLOWANCE_S = 0.5
+MAX_PEAK_ALLOCATED = 512 * 1024
 TRICKLE_BYTES = 60
 _CHUNK = b"x" * (256 * 1024)
 

@@ -169,7 +169,13 @@ async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] |
         return Observation(Outcome.FAILED, Reason.DNS, dns_ms=dns_ms,
                            detail=f"{target.host}: the name has no usable address")
     race = _Race(addresses, deadline)
-    await race.run()
+    try:
+        await race.run()
+    except BaseException:
+        # Cancelled from outside after a handshake won: nobody will take its socket.
+        if race.winner_socket is not None:
+            race.winner_socket.close()
+        raise
     return race, dns_ms
 
 

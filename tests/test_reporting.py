@@ -39,6 +39,17 @@ def _config(**central: object) -> config.Config:
     })])
 
 
+def _offline_reporting(
+    tmp_path: Path, loaded: config.Config, *, max_messages: int, max_bytes: int, **kwargs: Any
+) -> tuple[AsyncOutbox, Reporting]:
+    """Reporting over a real outbox, with no destination delivering and a scheduler
+    that is never run (tests feed it results by hand)."""
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=max_messages, max_bytes=max_bytes))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    return outbox, Reporting(loaded, outbox, Delivery([]), scheduler, **kwargs)
+
+
 class _Flaky:
     """A probe that is up, then down from the given virtual time on."""
 
@@ -179,10 +190,8 @@ async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path:
     from agent.model import Result, Status
 
     loaded = _config()
-    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
-                                     max_messages=1000, max_bytes=10**7))
-    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    reporting = Reporting(loaded, outbox, Delivery([]), scheduler, pending_results_limit=3)
+    outbox, reporting = _offline_reporting(tmp_path, loaded, max_messages=1000,
+                                           max_bytes=10**7, pending_results_limit=3)
     for n in range(5):
         reporting.on_result(Result("db", Status.UP, Observation(Outcome.OK, Reason.OPEN),
                                    0, float(n)), None)
@@ -200,10 +209,8 @@ async def test_a_large_batch_of_results_is_split_into_bounded_messages(tmp_path:
     from agent.reporting import RESULTS_PER_MESSAGE
 
     loaded = _config()
-    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
-                                     max_messages=1000, max_bytes=10**8))
-    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    outbox, reporting = _offline_reporting(tmp_path, loaded, max_messages=1000,
+                                           max_bytes=10**8)
     count = 2 * RESULTS_PER_MESSAGE + 7
     for n in range(count):
         reporting.on_result(Result("db", Status.UP, Observation(Outcome.OK, Reason.OPEN),
@@ -265,10 +272,7 @@ async def test_a_stopping_agent_writes_what_is_still_in_memory(tmp_path: Path) -
     from agent.model import Result, StateChange, Status
 
     loaded = _config()
-    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
-                                     max_messages=1000, max_bytes=10**7))
-    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    _, reporting = _offline_reporting(tmp_path, loaded, max_messages=1000, max_bytes=10**7)
     async with trio.open_nursery() as nursery:
         await nursery.start(reporting.run)
         result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 1, 1e9)
@@ -287,10 +291,8 @@ async def test_a_reload_that_changes_destinations_says_they_apply_at_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     loaded = _config()
-    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
-                                     max_messages=100, max_bytes=10**6))
-    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    reporting = Reporting(loaded, outbox, Delivery([]), scheduler)
+    outbox, reporting = _offline_reporting(tmp_path, loaded, max_messages=100,
+                                           max_bytes=10**6)
     reporting.note_reload(loaded)
     assert "next restart" not in caplog.text
     reporting.note_reload(_config(heartbeat_interval="10s"))

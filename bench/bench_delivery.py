@@ -18,7 +18,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -33,6 +32,7 @@ from agent.scheduler import Scheduler
 from agent.signing import Ed25519SigningKey, WebhookAuth
 from agent.sinks import make_sink
 from agent.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from bench.common import time_until_delivered
 from tests.receiver import running_receiver
 
 KEY = Ed25519SigningKey.generate()
@@ -65,13 +65,7 @@ async def throughput(count: int) -> None:
         deliverer = _deliverer(loaded, outbox)
         await outbox.enqueue_many([(STATE_CHANGE, {"n": n, "pad": "x" * 300}, None)
                                    for n in range(count)])
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(Delivery([deliverer]).run)
-            while deliverer.stats.delivered < count:  # noqa: ASYNC110 - a counter
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-        elapsed = time.perf_counter() - start
+        elapsed = await time_until_delivered(deliverer, count)
         await outbox.aclose()
     print(f"throughput: {count} signed messages in {elapsed:.2f} s = "
           f"{count / elapsed:.0f} messages/s (loopback, one request each)")

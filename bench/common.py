@@ -14,10 +14,14 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.delivery import Deliverer
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -179,3 +183,22 @@ def percentile(values: Sequence[float], fraction: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def time_until_delivered(deliverer: Deliverer, count: int) -> float:
+    """Runs ``deliverer`` until it delivered ``count`` messages; the seconds it took.
+
+    Delivery is imported here, not at the top: the network-namespace workers import
+    this module too and should not pay for httpx.
+    """
+    import trio
+
+    from agent.delivery import Delivery
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(Delivery([deliverer]).run)
+        while deliverer.stats.delivered < count:  # noqa: ASYNC110 - polls a counter
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    return time.perf_counter() - start

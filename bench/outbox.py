@@ -40,7 +40,7 @@ import trio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.delivery import Deliverer, Delivery  # noqa: E402
+from agent.delivery import Deliverer  # noqa: E402
 from agent.destinations import DestinationConfig  # noqa: E402
 from agent.signing import Ed25519SigningKey, WebhookAuth  # noqa: E402
 from agent.sinks import make_sink  # noqa: E402
@@ -52,6 +52,7 @@ from agent.spool import (  # noqa: E402
     iso_time,
     open_outbox,
 )
+from bench.common import time_until_delivered  # noqa: E402
 from tests.receiver import running_receiver  # noqa: E402
 
 CHECKS = 1_000
@@ -117,14 +118,7 @@ def _deliverer(url: str, outbox: AsyncOutbox, types_all: bool) -> Deliverer:
 
 
 async def _drain(outbox: AsyncOutbox, url: str, count: int) -> float:
-    deliverer = _deliverer(url, outbox, types_all=True)
-    start = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(Delivery([deliverer]).run)
-        while deliverer.stats.delivered < count:  # noqa: ASYNC110 - a counter
-            await trio.sleep(0.01)
-        nursery.cancel_scope.cancel()
-    return time.perf_counter() - start
+    return await time_until_delivered(_deliverer(url, outbox, types_all=True), count)
 
 
 async def _bare_posts(url: str, bodies: list[bytes]) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,10 +148,8 @@ def _keygen(out: Path, *, overwrite: bool) -> int:
 
 def _run(path: Path, *, state_dir: str | None = None) -> int:
     from agent.daemon import Daemon
-    from agent.reporting import STATE_DIR_ENV_VAR
 
-    state_dir = state_dir or os.environ.get(STATE_DIR_ENV_VAR)
-    daemon = Daemon(path, state_dir=Path(state_dir) if state_dir else None)
+    daemon = Daemon(path, state_dir=config.state_dir_override(state_dir))
     trio.run(daemon.run_with_pid_file)
     return EXIT_OK
 
@@ -302,7 +299,8 @@ def _run_editing_command(path: Path, args: argparse.Namespace) -> int:
         result = editing.set_check(path, args.name, editing.parse_assignments(args.assignments))
     print(f"{result.action} check {args.name!r}: {result.file}")
     if args.reload:
-        print(_reload_daemon(result.file, result.config.agent.state_dir))
+        state_dir = config.state_dir_override(None) or result.config.agent.state_dir
+        print(_reload_daemon(result.file, state_dir))
     return EXIT_OK
 
 

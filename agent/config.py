@@ -31,6 +31,8 @@ from agent.tables import Table, format_duration
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
 CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
+# Overrides ``[agent] state_dir`` (as does ``heartwire run --state-dir``).
+STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 DROPIN_DIR = "conf.d"
 
 # Check and agent names end up in log fields, URLs and file names: keep them plain.
@@ -137,6 +139,19 @@ def config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) 
     if environ.get(CONFIG_ENV_VAR):
         return Path(environ[CONFIG_ENV_VAR])
     return DEFAULT_CONFIG_PATH
+
+
+def state_dir_override(
+    cli_value: str | None, environ: Mapping[str, str] = os.environ
+) -> Path | None:
+    """The state directory given outside the config (``--state-dir``, then
+    ``$HEARTWIRE_STATE_DIR``), or None to use ``[agent] state_dir``.
+
+    The daemon and the commands that look for its pid file both ask here, so they
+    agree on where it is.
+    """
+    value = cli_value or environ.get(STATE_DIR_ENV_VAR)
+    return Path(value) if value else None
 
 
 def dropin_files(main_file: Path) -> list[Path]:

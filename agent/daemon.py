@@ -71,8 +71,7 @@ class Daemon:
             lambda: liveness.checks_summary(self.scheduler.trackers.values()),
         ]
 
-        self.reporting = open_reporting(
-            self.config, self.scheduler, state_dir=self.state_dir, wall_clock=wall_clock)
+        self.reporting = open_reporting(self.config, self.scheduler, wall_clock=wall_clock)
         if self.reporting is not None:
             self.progress_sources.append(self.reporting.progress_source())
             self.status_parts.append(self.reporting.status)

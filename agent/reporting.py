@@ -26,13 +26,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from agent import __version__
-from agent.config import Config
+from agent.config import STATE_DIR_ENV_VAR, Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
 from agent.destinations import load_secret, load_signing_keys
 from agent.errors import ConfigError, OutboxFullError
@@ -47,8 +46,6 @@ from agent.spool import open_outbox as open_outbox_file
 
 log = get_logger("reporting")
 
-# Overrides ``[agent] state_dir`` (as does ``heartwire run --state-dir``).
-STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 
 # In-memory hand-over from the scheduler to the outbox writer. The writer empties
 # it within milliseconds; it only fills when the disk stalls, and then the oldest
@@ -348,7 +345,6 @@ def open_reporting(
     config: Config,
     scheduler: Scheduler,
     *,
-    state_dir: Path | None = None,
     wall_clock: Callable[[], float] = time.time,
 ) -> Reporting | None:
     """Opens the outbox and a deliverer per destination; None when there is none.
@@ -361,7 +357,7 @@ def open_reporting(
     deliverers = []
     # Read every secret before opening anything, so a bad key fails fast and cleanly.
     secrets = [(d, load_signing_keys(d), load_secret(d)) for d in config.destinations]
-    directory = state_dir or config.agent.state_dir
+    directory = config.agent.state_dir
     try:
         outbox = AsyncOutbox(open_outbox_file(
             directory, agent_id=config.agent.id,

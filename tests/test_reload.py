@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import config
 from agent.errors import AlreadyRunning, ReloadError
 from agent.pidfile import hold_pid_file, pid_file_path, running_daemon_pid
 from agent.reload import Reloader
@@ -117,11 +118,16 @@ class RunningDaemon:
         return self.process.wait(timeout=30)
 
 
-@pytest.fixture(params=["state_dir", "runtime_directory"])
+@pytest.fixture(params=["state_dir", "runtime_directory", "state_dir_env"])
 def environ(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     if request.param == "runtime_directory":
         return {**os.environ, "RUNTIME_DIRECTORY": str(tmp_path / "run")}
-    return {key: value for key, value in os.environ.items() if key != "RUNTIME_DIRECTORY"}
+    plain = {key: value for key, value in os.environ.items()
+             if key not in ("RUNTIME_DIRECTORY", config.STATE_DIR_ENV_VAR)}
+    if request.param == "state_dir_env":
+        # The daemon and the editing command both take the override from here.
+        return {**plain, config.STATE_DIR_ENV_VAR: str(tmp_path / "elsewhere")}
+    return plain
 
 
 @pytest.fixture
@@ -130,7 +136,8 @@ def daemon(tmp_path: Path, environ: dict[str, str]) -> Iterator[tuple[RunningDae
         main = write_main(tmp_path, port=port)
         running = RunningDaemon(main, tmp_path / "daemon.log", environ)
         try:
-            pid_file = pid_file_path(tmp_path / "state", environ)
+            state_dir = config.state_dir_override(None, environ) or tmp_path / "state"
+            pid_file = pid_file_path(state_dir, environ)
             wait_until(lambda: running_daemon_pid(pid_file) == running.process.pid)
             wait_until(lambda: "with 1 checks" in running.text())
             yield running, main

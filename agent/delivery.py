@@ -30,7 +30,6 @@ even while idle or backing off; a watchdog can read :meth:`Delivery.last_progres
 
 from __future__ import annotations
 
-import email.utils
 import inspect
 import logging
 import math
@@ -45,6 +44,8 @@ import certifi
 import httpx
 import trio
 
+from agent.common.backoff import backoff_delay
+from agent.common.retry_after import parse_retry_after
 from agent.destinations import DestinationConfig
 from agent.errors import (
     ConfigError,
@@ -72,27 +73,6 @@ RETRYABLE_4XX = frozenset({408, 429})
 CREDENTIAL_4XX = frozenset({401, 403})
 # How much of a refusing response body goes into the log.
 LOGGED_BODY_CHARS = 500
-
-
-def backoff_delay(attempt: int, *, cap_s: float, rng: random.Random,
-                  base_s: float = BASE_BACKOFF_S) -> float:
-    """Full jitter: uniform between 0 and ``min(cap, base * 2**(attempt-1))``."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt - 1, 62))
-    return rng.uniform(0.0, ceiling)
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def judge(response: httpx.Response, sink: Sink, *, now: float) -> None:

@@ -17,7 +17,8 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import delivery
-from agent.delivery import Deliverer, backoff_delay, parse_retry_after
+from agent.common.backoff import backoff_delay
+from agent.delivery import Deliverer
 from agent.destinations import DestinationConfig
 from agent.signing import Ed25519SigningKey, WebhookAuth
 from agent.sinks import make_sink
@@ -296,13 +297,6 @@ async def test_progress_ticks_while_idle_and_while_backing_off(
         assert trio.current_time() - group.last_progress() <= delivery.PROGRESS_TICK_S
         nursery.cancel_scope.cancel()
     await outbox.aclose()
-
-
-def test_retry_after_parsing() -> None:
-    assert parse_retry_after("30", now=0) == 30
-    assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40) == 60
-    assert parse_retry_after("soon", now=0) is None
-    assert parse_retry_after(None, now=0) is None
 
 
 @pytest.mark.parametrize("source", ["config", "environment"])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Final, Generic, Protocol, TypeVar
 
 import httpx
 
 from agent.central.storage import Incident, Notification
+from agent.common.retry_after import parse_retry_after
 from agent.errors import ConfigError, HeartwireError
 from agent.keyfiles import read_secret, read_sources
 from agent.tables import Table
@@ -133,11 +135,6 @@ def incident_json(incident: Incident) -> dict[str, object]:
     }
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None
-
-
 def check_response(response: httpx.Response, service: str) -> None:
     """Turns a non-2xx answer into a ChannelError: 408, 429 and 5xx are retryable.
 
@@ -152,7 +149,7 @@ def check_response(response: httpx.Response, service: str) -> None:
     raise ChannelError(
         f"{service} answered {status}: {body}",
         retryable=retryable,
-        retry_after_s=_retry_after(response),
+        retry_after_s=parse_retry_after(response.headers.get("retry-after"), now=time.time()),
     )
 
 

@@ -135,3 +135,23 @@ def test_secrets_from_systemd_credentials_and_the_environment(
     assert str(caught.value) == (
         f"{path}: channels.slack.url_env: environment variable SLACK_HOOK is not set"
     )
+
+
+def test_history_settings_have_defaults_and_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "central.toml"
+    path.write_text('[history]\nraw_retention = "2d"\nrollup_retention = "30d"\n')
+    loaded = central_config.load(path)
+    assert (loaded.history.enabled, loaded.history.raw_retention_s,
+            loaded.history.rollup_retention_s) == (True, 2 * 86400.0, 30 * 86400.0)
+    assert central_config.load(REPO / "central.example.toml").history == \
+        central_config.HistorySettings()
+    for text, message in [
+        ('[history]\nraw_retention = "10m"\n', "history.raw_retention: must be at least 1h"),
+        ('[history]\nrollup_retention = "1d"\n',
+         "history.rollup_retention: must not be less than raw_retention"),
+        ("[history]\nkeep = 1\n", "history.keep: unknown key"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            central_config.load(path)
+        assert str(caught.value).endswith(message), str(caught.value)

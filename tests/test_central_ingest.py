@@ -52,6 +52,9 @@ async def test_a_signed_heartbeat_is_stored_and_shown(tmp_path: Path) -> None:
             "agent": "dc1", "name": "db", "group": "Databases", "host": "10.0.0.5",
             "port": 5432, "status": "up", "reported_status": "up", "reason": "open",
             "latency_ms": 0.4, "at": "2026-01-01T00:00:00.000Z",
+            # Nothing is known of a time span yet: seen once, at this very moment.
+            "uptime": {"24h": None, "7d": None, "30d": None, "90d": None},
+            "unknown": {"24h": None, "7d": None, "30d": None, "90d": None},
         }]
 
 

@@ -6,6 +6,10 @@ One job per module::
     storage.py     the SQLite store (the only module that writes SQL)
     ingest.py      verification and application of one signed message
     incidents.py   dead man's switch, check incidents, the flapping rule
+    history.py     observations, hourly rollups, time-weighted uptime (history_store.py
+                   holds their SQL, latency_histogram.py the p50/p95 buckets)
+    history_api.py the ``/api/v1/checks/<agent>/<check>/history`` endpoint
+    routes.py      the read-only routes beyond app.py's own
     dispatch.py    the durable per-channel delivery queue, retries with backoff
     channels/      one file per alert channel (webhook, slack, email, telegram, pagerduty)
     views.py       what people see: the JSON API rows and the status page

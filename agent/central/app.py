@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from agent.central.ingest import Answer, Ingest
+from agent.central.routes import Routes
 from agent.central.views import Views
 
 Scope = MutableMapping[str, Any]
@@ -40,6 +41,7 @@ class App:
         self.ingest = ingest
         self.views = views
         self.max_body_bytes = max_body_bytes
+        self.routes: Routes | None = None  # history, check pages, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,6 +72,10 @@ class App:
             await _respond(send, 200, b"ok\n", b"text/plain; charset=utf-8")
         elif path in pages:
             await _json(send, 200, pages[path]())
+        elif self.routes is not None and (
+            page := self.routes.get(path, scope.get("query_string", b""))
+        ) is not None:
+            await _respond(send, page.status, page.body, page.content_type)
         else:
             await _json(send, 404, {"error": "not_found", "message": f"no route {path}"})
 

@@ -39,6 +39,8 @@ DEFAULT_FLAP_WINDOW_S: Final = 3600.0
 DEFAULT_FLAP_THRESHOLD: Final = 3
 DEFAULT_RETRY_INITIAL_S: Final = 10.0
 DEFAULT_RETRY_MAX_S: Final = 600.0
+DEFAULT_RAW_RETENTION_S: Final = 7 * 86400.0
+DEFAULT_ROLLUP_RETENTION_S: Final = 400 * 86400.0
 
 # The same rule as agent ids in agent/config.py: they end up in URLs and file names.
 AGENT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -67,6 +69,36 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySettings:
+    """The ``[history]`` table.
+
+    Attributes:
+        enabled: whether observations, rollups and uptime are kept at all.
+        raw_retention_s: how long raw observations are kept.
+        rollup_retention_s: how long hourly rollups are kept.
+    """
+
+    enabled: bool = True
+    raw_retention_s: float = DEFAULT_RAW_RETENTION_S
+    rollup_retention_s: float = DEFAULT_ROLLUP_RETENTION_S
+
+
+def read_history(table: Table) -> HistorySettings:
+    """Reads the ``[history]`` table (every key optional)."""
+    settings = HistorySettings(
+        enabled=table.boolean("enabled", True),
+        raw_retention_s=table.duration("raw_retention", DEFAULT_RAW_RETENTION_S),
+        rollup_retention_s=table.duration("rollup_retention", DEFAULT_ROLLUP_RETENTION_S),
+    )
+    if settings.raw_retention_s < 3600:
+        raise table.error("raw_retention", "must be at least 1h")
+    if settings.rollup_retention_s < settings.raw_retention_s:
+        raise table.error("rollup_retention", "must not be less than raw_retention")
+    table.finish()
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
 class CentralConfig:
     """The whole receiver config, defaults filled in.
 
@@ -89,6 +121,7 @@ class CentralConfig:
         agents: the known agents, by id.
         channels: where alerts go, by name.
         files: the files read, in order.
+        history: what is kept of observations and for how long.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -110,6 +143,7 @@ class CentralConfig:
         default_factory=lambda: MappingProxyType({})
     )
     files: tuple[str, ...] = ()
+    history: HistorySettings = HistorySettings()
 
     def grace_for(self, agent: str) -> float:
         """The grace period of one agent (its own, or the default)."""
@@ -233,6 +267,8 @@ def load(path: Path) -> CentralConfig:
         raise alerts.error("retry_max", "must not be less than retry_initial")
     alerts.finish()
 
+    history = read_history(top.table("history"))
+
     agents: dict[str, AgentSettings] = {}
     _read_agents(top, agents)
 
@@ -273,6 +309,7 @@ def load(path: Path) -> CentralConfig:
         agents=MappingProxyType(agents),
         channels=MappingProxyType(channels),
         files=tuple(files),
+        history=history,
     )
 
 

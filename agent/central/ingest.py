@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from agent.central.config import CentralConfig
+from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.storage import CheckRow, Storage
 from agent.errors import SignatureError
@@ -187,6 +188,7 @@ class Ingest:
         self.storage = storage
         self.incidents = incidents
         self.wall_clock = wall_clock
+        self.history: History | None = None
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
         """Answers one ingest request (headers with lower-case names, the raw body)."""
@@ -270,6 +272,8 @@ class Ingest:
 
     def _apply_check(self, agent: str, report: CheckReport, msg_id: str, now: float) -> None:
         stored = self.storage.check(agent, report.name)
+        if self.history is not None:
+            self.history.observe(agent, report, stored.at if stored else None, now)
         if stored is not None:
             new_at, old_at = _parse_time(report.at), _parse_time(stored.at)
             if new_at is not None and old_at is not None and new_at < old_at:
@@ -283,6 +287,8 @@ class Ingest:
         if previous != report.status:
             self.storage.add_state_change(agent, report.name, previous, report.status,
                                           report.at, now, msg_id)
+            if self.history is not None:
+                self.history.status_changed(agent, report.name, report.status, report.at, now)
         self.incidents.check_status(agent, report.name, report.status, report.reason, now)
 
 

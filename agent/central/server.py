@@ -25,8 +25,10 @@ from agent.central import config as central_config
 from agent.central.app import App
 from agent.central.config import CentralConfig
 from agent.central.dispatch import Dispatcher
+from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
+from agent.central.routes import Routes
 from agent.central.storage import Storage
 from agent.central.views import Views
 from agent.errors import ConfigError
@@ -75,6 +77,10 @@ class Central:
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
         self.views = Views(config, self.storage, self.incidents, wall_clock)
         self.app = App(self.ingest, self.views, config.max_body_bytes)
+        self.history = History(config, self.storage, wall_clock)
+        self.ingest.history = self.history
+        self.views.history = self.history
+        self.app.routes = Routes(self.storage, self.history, wall_clock)
         self._last_prune = float("-inf")
 
     def apply_config(self, new: CentralConfig) -> None:
@@ -83,6 +89,7 @@ class Central:
         self.incidents.config = new
         self.ingest.config = new
         self.views.config = new
+        self.history.config = new
 
     def reload(self) -> bool:
         """Re-reads the config file; keeps the running config when it is invalid."""
@@ -107,6 +114,7 @@ class Central:
             if pruned:
                 log.info("forgot %d message ids older than the dedup retention", pruned)
             self._last_prune = now
+        self.history.tick(now)
         return next_due
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -221,6 +221,11 @@ class Storage:
         """Closes the database."""
         self._db.close()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open connection, shared by the store's other tables (history_store.py)."""
+        return self._db
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """All writes inside happen together or not at all (nesting joins the outer one)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.central.channels.base import incident_json, rfc3339
 from agent.central.config import CentralConfig
+from agent.central.history import WINDOWS, History, Uptime
 from agent.central.incidents import Incidents
 from agent.central.storage import Storage
 
@@ -37,6 +38,7 @@ class Views:
         self.storage = storage
         self.incidents = incidents
         self.wall_clock = wall_clock
+        self.history: History | None = None
 
     def agents(self) -> list[dict[str, Any]]:
         """Every registered or reporting agent, by id."""
@@ -74,6 +76,7 @@ class Views:
             for row in self.storage.agents()
             if self.incidents.is_silent(row.id, row.last_heartbeat_at, row.interval_s, now)
         }
+        uptimes = self.history.uptimes(now) if self.history is not None else {}
         return [
             {
                 "agent": row.agent,
@@ -86,6 +89,7 @@ class Views:
                 "reason": row.reason,
                 "latency_ms": row.latency_ms,
                 "at": row.at,
+                **uptime_fields(uptimes.get((row.agent, row.name))),
             }
             for row in self.storage.checks()
         ]
@@ -154,6 +158,14 @@ class Views:
             parts.append('<p class="none">No checks have been reported yet.</p>')
         parts.append("</body></html>")
         return "\n".join(parts)
+
+
+def uptime_fields(uptime: Uptime | None) -> dict[str, object]:
+    """A check's ``uptime`` and ``unknown`` percentages per window, for the API."""
+    if uptime is None:
+        empty = dict.fromkeys(WINDOWS)
+        return {"uptime": empty, "unknown": dict(empty)}
+    return {"uptime": dict(uptime.uptime), "unknown": dict(uptime.unknown)}
 
 
 def _e(value: object) -> str:

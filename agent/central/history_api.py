@@ -1,0 +1,168 @@
+"""``GET /api/v1/checks/<agent>/<check>/history?since=&until=&step=``: one check's points.
+
+Parameters (each at most once; anything else is refused):
+
+* ``since``, ``until``: RFC 3339 times (``2026-01-01T00:00:00Z``) or seconds since
+  the epoch; default the last 24 hours. ``until - since`` is at most the rollup
+  retention.
+* ``step``: ``raw`` (every stored observation, at most ``MAX_POINTS``; more sets
+  ``truncated`` and ``next_since``) or a whole number of hours (``1h``, ``6h``,
+  ``1d``): hourly rollups merged per step, at most ``MAX_POINTS`` steps. Default:
+  ``raw`` up to 24 hours, ``1h`` beyond.
+
+A bad parameter is a 400 with ``{"error": "bad_parameter", "message": ...}``; an
+unknown check a 404. Each answer also lists the status changes in the range.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from agent.central.channels.base import rfc3339
+from agent.central.history import HOUR, History, floor_to, parse_time
+from agent.central.latency_histogram import merge, quantile
+from agent.central.storage import Storage
+from agent.tables import parse_duration
+
+MAX_POINTS: Final = 10_000
+MAX_CHANGES: Final = 1_000
+MAX_QUERY_BYTES: Final = 1024
+DEFAULT_SPAN_S: Final = 86400.0
+PARAMETERS: Final = ("since", "until", "step")
+_EPOCH: Final = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,6})?$")
+
+
+class BadParameter(ValueError):
+    """A query parameter that cannot be used; the message is the one-line answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A validated history query."""
+
+    since: float
+    until: float
+    step_s: int | None  # None: raw
+
+
+def _time(name: str, text: str) -> float:
+    if _EPOCH.match(text):
+        return float(text)
+    moment = parse_time(text.replace(" ", "+"))  # a '+' in a query string reads as a space
+    if moment is None:
+        raise BadParameter(f"{name} must be an RFC 3339 time with a zone "
+                           f"(2026-01-01T00:00:00Z) or seconds since the epoch")
+    return moment
+
+
+def parse_query(query_string: bytes, now: float, max_span_s: float) -> Query:
+    """Validates the query string.
+
+    Raises:
+        BadParameter: naming the first parameter that is wrong.
+    """
+    if len(query_string) > MAX_QUERY_BYTES:
+        raise BadParameter(f"the query string exceeds {MAX_QUERY_BYTES} bytes")
+    try:
+        text = query_string.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
+                          max_num_fields=len(PARAMETERS))
+    except (UnicodeDecodeError, ValueError):
+        raise BadParameter(f"the query string is malformed (expected "
+                           f"{', '.join(PARAMETERS)}, each at most once)") from None
+    given: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in PARAMETERS:
+            raise BadParameter(f"unknown parameter {name[:32]!r} "
+                               f"(expected {', '.join(PARAMETERS)})")
+        if name in given:
+            raise BadParameter(f"{name} is given twice")
+        given[name] = value
+    until = _time("until", given["until"]) if "until" in given else now
+    since = _time("since", given["since"]) if "since" in given else until - DEFAULT_SPAN_S
+    if not since < until:
+        raise BadParameter("since must be before until")
+    if until - since > max_span_s:
+        raise BadParameter(f"until - since must be at most {max_span_s / 86400:g} days "
+                           "(the rollup retention)")
+    step = given.get("step", "raw" if until - since <= DEFAULT_SPAN_S else "1h")
+    if step == "raw":
+        return Query(since, until, None)
+    try:
+        step_s = parse_duration(step)
+    except ValueError:
+        raise BadParameter('step must be "raw" or a whole number of hours ("1h", "6h", '
+                           '"1d")') from None
+    if step_s < HOUR or step_s % HOUR:
+        raise BadParameter('step must be "raw" or a whole number of hours ("1h", "6h", "1d")')
+    if (until - since) / step_s > MAX_POINTS:
+        raise BadParameter(f"(until - since) / step must be at most {MAX_POINTS} points")
+    return Query(since, until, int(step_s))
+
+
+def _rolled_up(history: History, agent: str, check: str, query: Query,
+               step_s: int) -> list[dict[str, Any]]:
+    first = floor_to(query.since, HOUR)
+    rows = history.store.rollups(agent, check, first, math.ceil(query.until / HOUR) * HOUR)
+    points: list[dict[str, Any]] = []
+    by_step: dict[int, list[Any]] = {}
+    for row in rows:
+        by_step.setdefault(first + (row.hour - first) // step_s * step_s, []).append(row)
+    for start, group in sorted(by_step.items()):
+        lowest = [row.latency_min for row in group if row.latency_min is not None]
+        highest = [row.latency_max for row in group if row.latency_max is not None]
+        counted = sum(row.latency_count for row in group)
+        latency: dict[str, float | None] = dict.fromkeys(("min", "p50", "p95", "max", "mean"))
+        if counted and lowest and highest:
+            buckets = merge([row.buckets for row in group])
+            low, high = min(lowest), max(highest)
+            latency = {"min": low, "p50": quantile(buckets, 0.5, low, high),
+                       "p95": quantile(buckets, 0.95, low, high), "max": high,
+                       "mean": round(sum(row.latency_sum for row in group) / counted, 3)}
+        points.append({
+            "at": rfc3339(start),
+            "count": sum(row.total for row in group),
+            "failures": sum(row.failures for row in group),
+            "latency_ms": latency,
+        })
+    return points
+
+
+def history_json(history: History, storage: Storage, agent: str, check: str,
+                 query_string: bytes, now: float) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body of one history request."""
+    try:
+        query = parse_query(query_string, now, history.config.history.rollup_retention_s)
+    except BadParameter as exc:
+        return 400, {"error": "bad_parameter", "message": str(exc)}
+    if storage.check(agent, check) is None:
+        return 404, {"error": "not_found", "message": f"no check {check!r} of agent {agent!r}"}
+    body: dict[str, Any] = {
+        "agent": agent, "check": check, "since": rfc3339(query.since),
+        "until": rfc3339(query.until),
+        "step": "raw" if query.step_s is None else f"{query.step_s}s",
+        "truncated": False,
+    }
+    if query.step_s is None:
+        rows = history.store.observations(agent, check, query.since, query.until,
+                                          MAX_POINTS + 1)
+        if len(rows) > MAX_POINTS:
+            rows = rows[:MAX_POINTS]
+            body["truncated"] = True
+            # Seconds since the epoch: exact, where RFC 3339 here stops at milliseconds.
+            body["next_since"] = f"{rows[-1].at + 1e-6:.6f}"
+        body["points"] = [{"at": rfc3339(row.at), "status": row.status,
+                           "latency_ms": row.latency_ms, "reason": row.reason} for row in rows]
+    else:
+        body["points"] = _rolled_up(history, agent, check, query, query.step_s)
+    body["changes"] = [
+        {"at": rfc3339(at), "previous": previous, "current": current}
+        for at, previous, current in history.store.state_changes(
+            agent, check, query.since, query.until, MAX_CHANGES)
+    ]
+    return 200, body
+

@@ -1,0 +1,72 @@
+"""The read-only routes added to the receiver's five: history, check pages, metrics.
+
+====  ==========================================  ======================================
+GET   ``/api/v1/checks/<agent>/<check>/history``  one check's points (history_api.py)
+====  ==========================================  ======================================
+
+:meth:`Routes.get` answers a path it knows and returns None for any other, so
+app.py keeps its own table and asks this one last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from agent.central.history import History
+from agent.central.history_api import history_json
+from agent.central.storage import Storage
+
+CHECKS_PREFIX: Final = "/api/v1/checks/"
+HISTORY_SUFFIX: Final = "/history"
+JSON: Final = b"application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One answer: status, body and its content type."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+
+
+def json_page(status: int, value: object) -> Page:
+    """A JSON answer, formatted like app.py's."""
+    return Page(status, json.dumps(value, indent=1).encode() + b"\n", JSON)
+
+
+def split_check_path(rest: str) -> tuple[str, str] | None:
+    """``<agent>/<check>`` into its two names (neither may hold a '/'), else None."""
+    agent, sep, check = rest.partition("/")
+    if not sep or not agent or not check or "/" in check:
+        return None
+    return agent, check
+
+
+class Routes:
+    """The extra GET routes.
+
+    Args:
+        storage: the store.
+        history: observations, rollups and uptime.
+        wall_clock: seconds since the epoch.
+    """
+
+    def __init__(self, storage: Storage, history: History,
+                 wall_clock: Callable[[], float]) -> None:
+        self.storage = storage
+        self.history = history
+        self.wall_clock = wall_clock
+
+    def get(self, path: str, query_string: bytes) -> Page | None:
+        """The answer to ``GET path?query_string``, or None when the path is not ours."""
+        if path.startswith(CHECKS_PREFIX) and path.endswith(HISTORY_SUFFIX):
+            names = split_check_path(path[len(CHECKS_PREFIX):-len(HISTORY_SUFFIX)])
+            if names is None:
+                return json_page(404, {"error": "not_found", "message": f"no route {path}"})
+            return json_page(*history_json(self.history, self.storage, *names, query_string,
+                                           self.wall_clock()))
+        return None

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import trio
 
+from tests.central_fleet import Clock, build_fleet, fleet_config
 from tests.central_support import Messages, check_item, make_config, running_central, signed
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -63,9 +64,9 @@ async def test_the_status_page_renders_in_chromium_grouped_without_javascript(
     assert groups == ["Caches", "Databases", "Ungrouped"]
     databases = dom.split("<h2>Databases</h2>")[1].split("</section>")[0]
     assert "postgres-primary" in databases and "10.0.0.5:5432" in databases
-    assert '<td class="status up">up</td>' in databases and "0.4 ms" in databases
+    assert '<span class="badge up">up</span>' in databases and "0.41 ms" in databases
     caches = dom.split("<h2>Caches</h2>")[1].split("</section>")[0]
-    assert '<td class="status down">down</td>' in caches
+    assert '<span class="badge down">down</span>' in caches
     # The agent's last heartbeat and the open incident are on the page.
     assert re.search(r'data-agent="dc1".*?alive.*?2026-01-01T00:00:00.000Z', dom, re.S)
     incidents = dom.split('id="incidents"')[1].split("</section>")[0]
@@ -91,3 +92,94 @@ def test_chromium_is_where_ci_expects_it() -> None:
         version = subprocess.run([BROWSER, "--version"], capture_output=True, text=True,
                                  timeout=30, check=False)
         assert "Chromium" in version.stdout
+
+
+# -- the page with history: overall line, badges, relative times, charts --------
+
+
+async def _render_fleet(tmp_path: Path, paths: list[str]) -> list[str]:
+    clock = Clock()
+    async with running_central(fleet_config(tmp_path), wall_clock=clock) as (central, client):
+        build_fleet(central, clock)
+        doms = [await _render(str(client.base_url) + path, tmp_path / f"profile{index}")
+                for index, path in enumerate(paths)]
+        shots = os.environ.get("HEARTWIRE_SCREENSHOTS")
+        if shots:  # for a person to look at; never committed
+            for index, path in enumerate(paths):
+                slug = path.strip("/").replace("/", "-") or "status"
+                for name, size in (("desktop", "1280,1800"), ("phone", "390,2400")):
+                    await _screenshot(str(client.base_url) + path,
+                                      Path(shots) / f"{slug}-{name}.png", size,
+                                      tmp_path / f"shot{index}{name}")
+    return doms
+
+
+async def _screenshot(url: str, out: Path, size: str, profile: Path) -> None:
+    assert BROWSER is not None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--no-first-run", "--disable-background-networking", f"--window-size={size}",
+               f"--user-data-dir={profile}", f"--screenshot={out}", url]
+    with trio.fail_after(60):
+        await trio.run_process(command, capture_stdout=True, capture_stderr=True)
+
+
+async def test_the_page_says_the_overall_state_in_one_line_and_draws_history(
+    tmp_path: Path,
+) -> None:
+    (dom,) = await _render_fleet(tmp_path, ["/"])
+    assert "<script" not in dom
+    overall = re.search(r'<p id="overall" class="overall (\w+)">([^<]+)</p>', dom)
+    assert overall is not None
+    # redis-sessions is down; edge1 is silent, so vpn-gateway is unknown, not down.
+    assert overall.groups() == ("down", "1 of 7 checks down, 1 degraded, 1 agent silent")
+    # Times read "... ago" and carry the exact time.
+    assert '<time datetime="2026-01-02T23:48:30.000Z" title="2026-01-02T23:48:30.000Z">11 min ago' \
+        "</time>" in dom
+    incidents = dom.split('id="incidents"')[1].split("</section>")[0]
+    assert "Open incidents (2)" in incidents
+    assert re.search(r'badge down">down</span> <span class="summary">dc1: check '
+                     r"redis-sessions is down \(refused\)</span> <span class=\"when\">"
+                     r'<span class="lasted">for 1[78] min</span>', incidents)
+    assert re.search(r'badge silent">silent</span> <span class="summary">edge1: no heartbeat',
+                     incidents)
+    assert re.search(r'badge resolved">resolved</span> <span class="summary">dc1: check '
+                     r'redis-sessions is down \(refused\)</span> <span class="when"><span '
+                     r'class="lasted">lasted 2 h</span>', incidents)
+    groups = re.findall(r'<section class="group"><h2>([^<]+)</h2>', dom)
+    assert groups == ["Caches", "Databases", "Mail", "Network", "Web", "Ungrouped"]
+    card = dom.split('data-check="dc1/redis-sessions"')[1].split('<div class="check')[0]
+    assert '<span class="badge down">down</span>' in card
+    # A chart of the last 24 hours (one line per percentile) and 90 daily bars.
+    assert card.count("<polyline") == 2
+    bars = card.split('<svg class="bars"')[1].split("</svg>")[0]
+    assert bars.count("<rect") == 90
+    assert "2026-01-02: " in bars and "% up" in bars
+    assert bars.count('class="none"') == 88  # two days known
+    # Yesterday's 2-hour outage shows in yesterday's bar (22 of 24 hours up).
+    assert re.search(r'<rect class="bad"[^>]*><title>2026-01-01: 91\.66[0-9]% up</title>', bars)
+    silent_card = dom.split('data-check="edge1/vpn-gateway"')[1].split('<div class="check')[0]
+    assert '<span class="badge unknown">unknown</span>' in silent_card
+    assert "agent silent" in silent_card
+    assert "&lt;b&gt;odd&lt;/b&gt;" in dom and "<b>odd</b>" not in dom
+    assert 'href="/checks/dc1/redis-sessions"' in dom
+
+
+async def test_the_check_page_lists_its_incidents_with_their_duration(tmp_path: Path) -> None:
+    (dom,) = await _render_fleet(tmp_path, ["/checks/dc1/redis-sessions"])
+    assert "<script" not in dom
+    assert re.search(r'<h1><span class="badge down">down</span> redis-sessions', dom)
+    incidents = dom.split('id="incidents"')[1].split("</section>")[0]
+    assert "Incidents (2)" in incidents
+    assert re.search(r'class="lasted">for 1[78] min</span>', incidents)
+    assert 'class="lasted">lasted 2 h</span>' in incidents
+    assert dom.count('<svg class="chart"') == 2  # 24 hours and 30 days
+    assert re.search(r'title="uptime over 24h">9[0-9]\.[0-9]{2}% <small>24h</small>', dom)
+
+
+async def test_an_unknown_check_page_is_a_404(tmp_path: Path) -> None:
+    async with running_central(make_config(tmp_path)) as (_, client):
+        missing = await client.get("/checks/dc1/nothing")
+        bad = await client.get("/checks/dc1")
+    assert (missing.status_code, bad.status_code) == (404, 404)
+    assert missing.headers["content-type"] == "text/html; charset=utf-8"

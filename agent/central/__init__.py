@@ -13,6 +13,7 @@ One job per module::
     dispatch.py    the durable per-channel delivery queue, retries with backoff
     channels/      one file per alert channel (webhook, slack, email, telegram, pagerduty)
     views.py       what people see: the JSON API rows and the status page
+    page.py        the status page and check pages with history (svg.py draws the charts)
     app.py         the ASGI routes
     server.py      Hypercorn (trio worker) and the receiver's tasks in one nursery
 """

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from agent.central.channels.base import rfc3339
 from agent.central.history import HOUR, History, floor_to, parse_time
+from agent.central.history_store import Rollup
 from agent.central.latency_histogram import merge, quantile
 from agent.central.storage import Storage
 from agent.tables import parse_duration
@@ -104,32 +105,52 @@ def parse_query(query_string: bytes, now: float, max_span_s: float) -> Query:
     return Query(since, until, int(step_s))
 
 
-def _rolled_up(history: History, agent: str, check: str, query: Query,
-               step_s: int) -> list[dict[str, Any]]:
-    first = floor_to(query.since, HOUR)
-    rows = history.store.rollups(agent, check, first, math.ceil(query.until / HOUR) * HOUR)
-    points: list[dict[str, Any]] = []
-    by_step: dict[int, list[Any]] = {}
+@dataclass(frozen=True, slots=True)
+class RolledUp:
+    """Hourly rollups merged over one step."""
+
+    start: int
+    count: int
+    failures: int
+    latency_min: float | None
+    p50: float | None
+    p95: float | None
+    latency_max: float | None
+    mean: float | None
+
+
+def rolled_up(history: History, agent: str, check: str, since: float, until: float,
+              step_s: int) -> list[RolledUp]:
+    """One check's hourly rollups from ``since`` to ``until``, merged per ``step_s``
+    (steps counted from the hour of ``since``); steps without rows are left out."""
+    first = floor_to(since, HOUR)
+    rows = history.store.rollups(agent, check, first, math.ceil(until / HOUR) * HOUR)
+    by_step: dict[int, list[Rollup]] = {}
     for row in rows:
         by_step.setdefault(first + (row.hour - first) // step_s * step_s, []).append(row)
+    points = []
     for start, group in sorted(by_step.items()):
         lowest = [row.latency_min for row in group if row.latency_min is not None]
         highest = [row.latency_max for row in group if row.latency_max is not None]
         counted = sum(row.latency_count for row in group)
-        latency: dict[str, float | None] = dict.fromkeys(("min", "p50", "p95", "max", "mean"))
-        if counted and lowest and highest:
+        low = min(lowest) if lowest else None
+        high = max(highest) if highest else None
+        p50 = p95 = mean = None
+        if counted and low is not None and high is not None:
             buckets = merge([row.buckets for row in group])
-            low, high = min(lowest), max(highest)
-            latency = {"min": low, "p50": quantile(buckets, 0.5, low, high),
-                       "p95": quantile(buckets, 0.95, low, high), "max": high,
-                       "mean": round(sum(row.latency_sum for row in group) / counted, 3)}
-        points.append({
-            "at": rfc3339(start),
-            "count": sum(row.total for row in group),
-            "failures": sum(row.failures for row in group),
-            "latency_ms": latency,
-        })
+            p50, p95 = quantile(buckets, 0.5, low, high), quantile(buckets, 0.95, low, high)
+            mean = round(sum(row.latency_sum for row in group) / counted, 3)
+        points.append(RolledUp(start, sum(row.total for row in group),
+                               sum(row.failures for row in group), low, p50, p95, high, mean))
     return points
+
+
+def _rolled_up_json(point: RolledUp) -> dict[str, Any]:
+    return {
+        "at": rfc3339(point.start), "count": point.count, "failures": point.failures,
+        "latency_ms": {"min": point.latency_min, "p50": point.p50, "p95": point.p95,
+                       "max": point.latency_max, "mean": point.mean},
+    }
 
 
 def history_json(history: History, storage: Storage, agent: str, check: str,
@@ -158,7 +179,10 @@ def history_json(history: History, storage: Storage, agent: str, check: str,
         body["points"] = [{"at": rfc3339(row.at), "status": row.status,
                            "latency_ms": row.latency_ms, "reason": row.reason} for row in rows]
     else:
-        body["points"] = _rolled_up(history, agent, check, query, query.step_s)
+        body["points"] = [
+            _rolled_up_json(point) for point in
+            rolled_up(history, agent, check, query.since, query.until, query.step_s)
+        ]
     body["changes"] = [
         {"at": rfc3339(at), "previous": previous, "current": current}
         for at, previous, current in history.store.state_changes(

@@ -2,6 +2,7 @@
 
 ====  ==========================================  ======================================
 GET   ``/api/v1/checks/<agent>/<check>/history``  one check's points (history_api.py)
+GET   ``/checks/<agent>/<check>``                 one check's page (page.py)
 ====  ==========================================  ======================================
 
 :meth:`Routes.get` answers a path it knows and returns None for any other, so
@@ -17,9 +18,12 @@ from typing import Final
 
 from agent.central.history import History
 from agent.central.history_api import history_json
+from agent.central.page import StatusPage
 from agent.central.storage import Storage
 
 CHECKS_PREFIX: Final = "/api/v1/checks/"
+CHECK_PAGE_PREFIX: Final = "/checks/"
+HTML: Final = b"text/html; charset=utf-8"
 HISTORY_SUFFIX: Final = "/history"
 JSON: Final = b"application/json"
 
@@ -52,13 +56,15 @@ class Routes:
     Args:
         storage: the store.
         history: observations, rollups and uptime.
+        page: renders the check pages.
         wall_clock: seconds since the epoch.
     """
 
-    def __init__(self, storage: Storage, history: History,
+    def __init__(self, storage: Storage, history: History, page: StatusPage,
                  wall_clock: Callable[[], float]) -> None:
         self.storage = storage
         self.history = history
+        self.page = page
         self.wall_clock = wall_clock
 
     def get(self, path: str, query_string: bytes) -> Page | None:
@@ -69,4 +75,11 @@ class Routes:
                 return json_page(404, {"error": "not_found", "message": f"no route {path}"})
             return json_page(*history_json(self.history, self.storage, *names, query_string,
                                            self.wall_clock()))
+        if path.startswith(CHECK_PAGE_PREFIX):
+            names = split_check_path(path[len(CHECK_PAGE_PREFIX):])
+            html = self.page.check_page(*names) if names is not None else None
+            if html is None:
+                return Page(404, b"<!DOCTYPE html><title>not found</title><p>No such check. "
+                            b'<a href="/">All checks</a></p>\n', HTML)
+            return Page(200, html.encode(), HTML)
         return None

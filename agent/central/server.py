@@ -28,6 +28,7 @@ from agent.central.dispatch import Dispatcher
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
+from agent.central.page import StatusPage
 from agent.central.routes import Routes
 from agent.central.storage import Storage
 from agent.central.views import Views
@@ -80,7 +81,9 @@ class Central:
         self.history = History(config, self.storage, wall_clock)
         self.ingest.history = self.history
         self.views.history = self.history
-        self.app.routes = Routes(self.storage, self.history, wall_clock)
+        self.page = StatusPage(config, self.storage, self.incidents, self.history, wall_clock)
+        self.views.page = self.page
+        self.app.routes = Routes(self.storage, self.history, self.page, wall_clock)
         self._last_prune = float("-inf")
 
     def apply_config(self, new: CentralConfig) -> None:
@@ -90,6 +93,7 @@ class Central:
         self.ingest.config = new
         self.views.config = new
         self.history.config = new
+        self.page.config = new
 
     def reload(self) -> bool:
         """Re-reads the config file; keeps the running config when it is invalid."""

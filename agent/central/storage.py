@@ -522,3 +522,34 @@ class Storage:
         cursor = self._db.execute(query + " ORDER BY id", args)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    # -- what the status page reads (bounded) -------------------------------------
+
+    def status_counts(self) -> list[tuple[str, str, int]]:
+        """``(agent, status, checks)`` for every agent and reported status."""
+        rows = self._db.execute(
+            "SELECT agent, status, count(*) FROM checks GROUP BY agent, status"
+        )
+        return [(str(row[0]), str(row[1]), int(row[2])) for row in rows]
+
+    def checks_worst_first(self, silent_agents: list[str], limit: int) -> list[CheckRow]:
+        """At most ``limit`` checks: those not up (or of a silent agent) first, then by
+        group, agent and name."""
+        marks = ", ".join("?" for _ in silent_agents) or "''"  # ids are never empty
+        rows = self._db.execute(
+            "SELECT agent, name, status, reason, latency_ms, at, group_name, host, port"
+            f" FROM checks ORDER BY CASE WHEN status = 'up' AND agent NOT IN ({marks})"
+            " THEN 1 ELSE 0 END, CASE WHEN group_name IS NULL THEN 1 ELSE 0 END,"
+            " group_name, agent, name LIMIT ?",
+            (*silent_agents, limit),
+        )
+        return [CheckRow(*row) for row in rows]
+
+    def incidents_of(self, agent: str, check: str, limit: int) -> list[Incident]:
+        """A check's incidents and its agent's silences, newest first."""
+        rows = self._db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE agent = ?"
+            " AND check_name IN (?, '') ORDER BY id DESC LIMIT ?",
+            (agent, check, limit),
+        )
+        return [_incident(row) for row in rows]

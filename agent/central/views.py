@@ -16,6 +16,7 @@ from agent.central.channels.base import incident_json, rfc3339
 from agent.central.config import CentralConfig
 from agent.central.history import WINDOWS, History, Uptime
 from agent.central.incidents import Incidents
+from agent.central.page import StatusPage
 from agent.central.storage import Storage
 
 UNGROUPED = "Ungrouped"
@@ -39,6 +40,7 @@ class Views:
         self.incidents = incidents
         self.wall_clock = wall_clock
         self.history: History | None = None
+        self.page: StatusPage | None = None  # the page with history (page.py)
 
     def agents(self) -> list[dict[str, Any]]:
         """Every registered or reporting agent, by id."""
@@ -100,6 +102,8 @@ class Views:
 
     def status_page(self) -> str:
         """The whole status page as HTML."""
+        if self.page is not None:
+            return self.page.render()
         checks = sorted(self.checks(), key=lambda row: (row["group"] or "\uffff", row["agent"],
                                                         row["name"]))
         parts = [

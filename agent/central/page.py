@@ -1,0 +1,407 @@
+"""The status page at ``/`` and one page per check at ``/checks/<agent>/<check>``.
+
+Plain HTML and inline SVG in one response, no JavaScript, refreshed by a meta tag.
+What a person needs first comes first: one line with the overall state ("All
+systems operational", "3 of 14 checks down, 1 agent silent"), then the open
+incidents with how long they have lasted, then the checks by ``group``, each with
+a status badge, a response-time chart of the last 24 hours (hourly p50 and p95
+from the rollups) and 90 daily uptime bars. Times read "3 min ago", the exact
+time in the ``title``.
+
+Bounded whatever the fleet: the overall line counts every check with one
+grouped query; at most ``PAGE_CHECKS`` checks are drawn (those not up first) and
+``PAGE_AGENTS`` agents (silent first), with a line saying how many more the JSON
+API has.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Final
+from urllib.parse import quote
+
+from agent.central.channels.base import rfc3339
+from agent.central.config import CentralConfig
+from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to, parse_time
+from agent.central.history_api import rolled_up
+from agent.central.incidents import Incidents
+from agent.central.storage import AgentRow, CheckRow, Incident, Storage
+from agent.central.svg import latency_chart, milliseconds, uptime_bars, uptime_class
+
+PAGE_CHECKS: Final = 100
+PAGE_AGENTS: Final = 50
+CHECK_PAGE_INCIDENTS: Final = 50
+RECENT_INCIDENTS: Final = 10
+BAR_DAYS: Final = 90
+REFRESH_S: Final = 30
+UNGROUPED: Final = "Ungrouped"
+STATUS_WORDS: Final = {"agent_silent": "silent", "check_down": "down",
+                       "check_flapping": "flapping"}
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def words_ago(seconds: float) -> str:
+    """How long ago, in a few words: ``just now``, ``40 s ago``, ``3 min ago``, ``2 days ago``."""
+    if seconds < 0:
+        return "in " + duration_words(-seconds)
+    if seconds < 5:
+        return "just now"
+    return duration_words(seconds) + " ago"
+
+
+def duration_words(seconds: float) -> str:
+    """A duration for people: ``40 s``, ``3 min``, ``1 h 5 min``, ``2 days 3 h``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} days {hours} h" if hours else f"{days} days"
+
+
+def time_ago(moment: float | None, now: float, never: str = "never") -> str:
+    """A ``<time>`` reading "3 min ago" with the exact time in its title."""
+    if moment is None:
+        return f'<span class="never">{_e(never)}</span>'
+    exact = rfc3339(moment)
+    return f'<time datetime="{exact}" title="{exact}">{_e(words_ago(now - moment))}</time>'
+
+
+def badge(status: str) -> str:
+    """A status as a coloured badge."""
+    css = status.replace(" ", "-")
+    return f'<span class="badge {_e(css)}">{_e(status)}</span>'
+
+
+def check_url(agent: str, check: str) -> str:
+    """The path of one check's page."""
+    return f"/checks/{quote(agent, safe='')}/{quote(check, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What the line on top says, counted over every check."""
+
+    checks: int
+    down: int
+    degraded: int
+    unknown: int
+    silent_agents: int
+
+    @property
+    def state(self) -> str:
+        """``down``, ``degraded``, ``up`` or ``none`` (nothing reported): the line's colour."""
+        if self.checks == 0:
+            return "none"
+        if self.down or self.silent_agents:
+            return "down"
+        return "degraded" if self.degraded or self.unknown else "up"
+
+    def line(self) -> str:
+        """"All systems operational", or what is wrong: "3 of 14 checks down, 1 agent silent"."""
+        if self.checks == 0:
+            return "No checks have reported yet"
+        parts = []
+        if self.down:
+            parts.append(f"{self.down} of {self.checks} checks down")
+        if self.degraded:
+            parts.append(f"{self.degraded} degraded" if parts
+                         else f"{self.degraded} of {self.checks} checks degraded")
+        if self.silent_agents:
+            plural = "agent" if self.silent_agents == 1 else "agents"
+            parts.append(f"{self.silent_agents} {plural} silent")
+        if self.unknown and not self.silent_agents:
+            parts.append(f"{self.unknown} not reporting yet" if parts
+                         else f"{self.unknown} of {self.checks} checks not reporting yet")
+        return ", ".join(parts) if parts else "All systems operational"
+
+
+class StatusPage:
+    """Renders the status page and the check pages.
+
+    Args:
+        config: the receiver config.
+        storage: the store.
+        incidents: decides which agents are silent.
+        history: rollups and uptime.
+        wall_clock: seconds since the epoch.
+    """
+
+    def __init__(self, config: CentralConfig, storage: Storage, incidents: Incidents,
+                 history: History, wall_clock: Callable[[], float]) -> None:
+        self.config = config
+        self.storage = storage
+        self.incidents = incidents
+        self.history = history
+        self.wall_clock = wall_clock
+
+    def _silent(self, agents: Sequence[AgentRow], now: float) -> set[str]:
+        return {row.id for row in agents
+                if self.incidents.is_silent(row.id, row.last_heartbeat_at, row.interval_s, now)}
+
+    def summary(self, silent: set[str]) -> Summary:
+        """Counts every check's shown status."""
+        total = down = degraded = unknown = 0
+        for agent, status, count in self.storage.status_counts():
+            total += count
+            if agent in silent or status == "unknown":
+                unknown += count
+            elif status == "down":
+                down += count
+            elif status == "degraded":
+                degraded += count
+        return Summary(total, down, degraded, unknown, len(silent))
+
+    # -- the status page ----------------------------------------------------------
+
+    def render(self) -> str:
+        """The whole status page as HTML."""
+        now = self.wall_clock()
+        agents = self.storage.agents()
+        silent = self._silent(agents, now)
+        summary = self.summary(silent)
+        parts = _head("heartwire status", now)
+        parts.append(f'<header><h1>heartwire status</h1><p id="overall" class="overall '
+                     f'{summary.state}">{_e(summary.line())}</p>'
+                     f'<p class="generated">As of {time_ago(now, now)}; this page refreshes '
+                     f"every {REFRESH_S} s.</p></header>")
+        parts.extend(self._incidents(now))
+        rows = self.storage.checks_worst_first(sorted(silent), PAGE_CHECKS)
+        rows.sort(key=lambda row: (row.group is None, row.group or "", row.agent, row.name))
+        for group, members in groupby(rows, key=lambda row: row.group or UNGROUPED):
+            parts.append(f'<section class="group"><h2>{_e(group)}</h2>')
+            parts.extend(self._check_card(row, row.agent in silent, now) for row in members)
+            parts.append("</section>")
+        if not rows:
+            parts.append('<p class="none">No checks have been reported yet.</p>')
+        elif summary.checks > len(rows):
+            parts.append(f'<p class="more">{len(rows)} of {summary.checks} checks shown (those '
+                         'not up first); <a href="/api/v1/checks">/api/v1/checks</a> has them '
+                         "all.</p>")
+        parts.extend(self._agents(agents, silent, now))
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+    def _incidents(self, now: float) -> list[str]:
+        open_incidents = self.storage.open_incidents()
+        parts = [f'<section id="incidents"><h2>Open incidents ({len(open_incidents)})</h2>']
+        if open_incidents:
+            parts.append("<ul>")
+            parts.extend(_incident_item(incident, now) for incident in open_incidents[:50])
+            parts.append("</ul>")
+        else:
+            parts.append('<p class="none">None.</p>')
+        recent = [incident for incident in self.storage.incidents(RECENT_INCIDENTS)
+                  if incident.resolved_at is not None]
+        if recent:
+            parts.append('<details class="recent"><summary>Recently resolved</summary><ul>')
+            parts.extend(_incident_item(incident, now) for incident in recent)
+            parts.append("</ul></details>")
+        parts.append("</section>")
+        return parts
+
+    def _uptime_spans(self, uptime: Uptime | None, windows: Sequence[str]) -> str:
+        spans = []
+        for window in windows:
+            value = uptime.uptime[window] if uptime is not None else None
+            text = "-" if value is None else f"{value:.2f}%"
+            unknown = uptime.unknown[window] if uptime is not None else None
+            title = f"uptime over {window}" + (f"; {unknown:g}% not known" if unknown else "")
+            spans.append(f'<span class="uptime {uptime_class(value)}" title="{_e(title)}">'
+                         f"{_e(text)} <small>{_e(window)}</small></span>")
+        return "".join(spans)
+
+    def _chart(self, agent: str, check: str, now: float, hours: int, step_s: int) -> str:
+        start = floor_to(now, HOUR) - (hours - 1) * HOUR
+        points = rolled_up(self.history, agent, check, start, now, step_s)
+        by_start = {point.start: point for point in points}
+        series = []
+        for moment in range(start, floor_to(now, HOUR) + 1, step_s):
+            point = by_start.get(moment)
+            series.append((moment + step_s / 2, point.p50 if point else None,
+                           point.p95 if point else None))
+        measured = [point for point in points if point.p50 is not None]
+        label = f"response time, last {duration_words(hours * HOUR)}"
+        caption = label
+        if measured:
+            latest = measured[-1]
+            caption += (f" · latest {'hour' if step_s == HOUR else 'day'}: p50 "
+                        f"{milliseconds(latest.p50 or 0)}, p95 {milliseconds(latest.p95 or 0)}")
+        chart = latency_chart(series, start, start + hours * HOUR, label)
+        return f'<figure class="latency">{chart}<figcaption>{_e(caption)}</figcaption></figure>'
+
+
+    def _bars(self, agent: str, check: str, now: float) -> str:
+        days = self.history.daily_uptime(agent, check, now, BAR_DAYS)
+        return (f'<figure class="days">{uptime_bars(days)}<figcaption>uptime, last {BAR_DAYS} '
+                "days (UTC)</figcaption></figure>")
+
+    def _check_card(self, row: CheckRow, agent_silent: bool, now: float) -> str:
+        status = "unknown" if agent_silent else row.status
+        target = f"{row.host}:{row.port}" if row.host else ""
+        latency = "" if row.latency_ms is None else milliseconds(row.latency_ms)
+        uptime = self.history.uptime(row.agent, row.name, now)
+        why = "agent silent" if agent_silent else (row.reason if status != "up" else "")
+        return (
+            f'<div class="check {_e(status)}" data-check="{_e(row.agent)}/{_e(row.name)}">'
+            f'<div class="head">{badge(status)} <a class="name" '
+            f'href="{_e(check_url(row.agent, row.name))}">{_e(row.name)}</a>'
+            f'<span class="agent">{_e(row.agent)}</span>'
+            f'<span class="target">{_e(target)}</span>'
+            f'<span class="latency">{_e(latency)}</span>'
+            f'<span class="uptimes">{self._uptime_spans(uptime, ("24h", "30d"))}</span></div>'
+            + (f'<div class="reason">{_e(why)}</div>' if why else "")
+            + f'<div class="viz">{self._chart(row.agent, row.name, now, 24, HOUR)}'
+            f"{self._bars(row.agent, row.name, now)}</div></div>"
+        )
+
+    def _agents(self, agents: Sequence[AgentRow], silent: set[str], now: float) -> list[str]:
+        stored = {row.id: row for row in agents}
+        ids = sorted(set(stored) | set(self.config.agents),
+                     key=lambda agent: (agent not in silent, agent))
+        parts = [f'<section id="agents"><h2>Agents ({len(ids)})</h2><table><thead><tr>'
+                 "<th>Agent</th><th>State</th><th>Last heartbeat</th><th>Version</th>"
+                 "</tr></thead><tbody>"]
+        for agent_id in ids[:PAGE_AGENTS]:
+            row = stored.get(agent_id)
+            last = row.last_heartbeat_at if row else None
+            state = "never reported" if last is None else (
+                "silent" if agent_id in silent else "alive")
+            parts.append(
+                f'<tr class="agent" data-agent="{_e(agent_id)}"><td>{_e(agent_id)}</td>'
+                f"<td>{badge(state)}</td><td>{time_ago(last, now)}</td>"
+                f'<td>{_e(row.version if row and row.version else "")}</td></tr>'
+            )
+        parts.append("</tbody></table>")
+        if len(ids) > PAGE_AGENTS:
+            parts.append(f'<p class="more">{PAGE_AGENTS} of {len(ids)} agents shown (silent '
+                         'first); <a href="/api/v1/agents">/api/v1/agents</a> has them all.</p>')
+        parts.append("</section>")
+        return parts
+
+    # -- one check ------------------------------------------------------------------
+
+    def check_page(self, agent: str, check: str) -> str | None:
+        """One check's page (status, uptime, charts, incidents), or None when unknown."""
+        row = self.storage.check(agent, check)
+        if row is None:
+            return None
+        now = self.wall_clock()
+        agents = [stored for stored in self.storage.agents() if stored.id == agent]
+        agent_silent = bool(self._silent(agents, now))
+        status = "unknown" if agent_silent else row.status
+        target = f"{row.host}:{row.port}" if row.host else "—"
+        uptime = self.history.uptime(agent, check, now)
+        title = f"{check} on {agent}"
+        parts = _head(f"{title} · heartwire", now)
+        parts.append(f'<header><p><a href="/">← all checks</a></p><h1>{badge(status)} '
+                     f"{_e(check)} <small>on {_e(agent)}</small></h1>"
+                     f'<p class="generated">As of {time_ago(now, now)}.</p></header>')
+        reason = "agent silent" if agent_silent else (row.reason or "")
+        latency = "—" if row.latency_ms is None else milliseconds(row.latency_ms)
+        parts.append(
+            '<section id="now"><table><tbody>'
+            f"<tr><th>Target</th><td>{_e(target)}</td></tr>"
+            f"<tr><th>Group</th><td>{_e(row.group or UNGROUPED)}</td></tr>"
+            f"<tr><th>Reason</th><td>{_e(reason)}</td></tr>"
+            f"<tr><th>Latency</th><td>{_e(latency)}</td></tr>"
+            f"<tr><th>Observed</th><td>{time_ago(parse_time(row.at), now)}</td></tr>"
+            f'<tr><th>Uptime</th><td class="uptimes">{self._uptime_spans(uptime, tuple(WINDOWS))}'
+            "</td></tr></tbody></table></section>"
+        )
+        parts.append('<section id="charts"><h2>Response time and uptime</h2><div class="viz">'
+                     f"{self._chart(agent, check, now, 24, HOUR)}"
+                     f"{self._chart(agent, check, now, 30 * 24, int(DAY))}"
+                     f"{self._bars(agent, check, now)}</div></section>")
+        incidents = self.storage.incidents_of(agent, check, CHECK_PAGE_INCIDENTS)
+        parts.append(f'<section id="incidents"><h2>Incidents ({len(incidents)})</h2>')
+        if incidents:
+            parts.append("<ul>")
+            parts.extend(_incident_item(incident, now) for incident in incidents)
+            parts.append("</ul>")
+        else:
+            parts.append('<p class="none">None.</p>')
+        parts.append("</section></body></html>")
+        return "\n".join(parts)
+
+
+def _incident_item(incident: Incident, now: float) -> str:
+    status = STATUS_WORDS.get(incident.kind, incident.status)
+    if incident.resolved_at is None:
+        span = (f'<span class="lasted">for {_e(duration_words(now - incident.opened_at))}'
+                f"</span>, since {time_ago(incident.opened_at, now)}")
+        status_badge = badge(status)
+    else:
+        span = (f'<span class="lasted">lasted '
+                f"{_e(duration_words(incident.resolved_at - incident.opened_at))}</span>, "
+                f"resolved {time_ago(incident.resolved_at, now)}")
+        status_badge = badge("resolved")
+    return (f'<li class="incident {_e(incident.kind)}">{status_badge} '
+            f'<span class="summary">{_e(incident.summary)}</span> '
+            f'<span class="when">{span}</span></li>')
+
+
+def _head(title: str, now: float) -> list[str]:
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="refresh" content="{REFRESH_S}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+    ]
+
+
+STYLE: Final = (
+    "body{font-family:system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:64rem;"
+    "color:#1f2937;background:#f9fafb}"
+    "h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.1rem;margin:1.4rem 0 .5rem}"
+    "a{color:#1d4ed8}small{color:#6b7280;font-weight:normal}"
+    ".overall{font-size:1.25rem;font-weight:600;padding:.8rem 1rem;border-radius:.5rem;"
+    "margin:.6rem 0;color:#fff}"
+    ".overall.up{background:#15803d}.overall.down{background:#b91c1c}"
+    ".overall.degraded{background:#b45309}.overall.none{background:#6b7280}"
+    ".generated,.when,.more,.none,.agent,.target,figcaption,.never{color:#6b7280;"
+    "font-size:.85rem}"
+    ".badge{display:inline-block;min-width:4.2em;text-align:center;padding:.1rem .45rem;"
+    "border-radius:999px;font-size:.8rem;font-weight:600;color:#fff;background:#6b7280}"
+    ".badge.up,.badge.alive{background:#15803d}.badge.down,.badge.silent{background:#b91c1c}"
+    ".badge.degraded,.badge.flapping{background:#b45309}.badge.resolved{background:#4b5563}"
+    ".badge.never-reported,.badge.unknown{background:#9ca3af}"
+    "ul{padding-left:0;list-style:none}li.incident{padding:.35rem 0;"
+    "border-bottom:1px solid #e5e7eb}"
+    ".check{background:#fff;border:1px solid #e5e7eb;border-left:4px solid #15803d;"
+    "border-radius:.4rem;padding:.5rem .7rem;margin:.45rem 0}"
+    ".check.down{border-left-color:#b91c1c}.check.degraded{border-left-color:#b45309}"
+    ".check.unknown{border-left-color:#9ca3af}"
+    ".head{display:flex;flex-wrap:wrap;gap:.3rem .7rem;align-items:baseline}"
+    ".name{font-weight:600}.latency{font-variant-numeric:tabular-nums}"
+    ".uptimes{margin-left:auto;display:flex;gap:.6rem}"
+    ".uptime{font-variant-numeric:tabular-nums;font-weight:600}"
+    ".uptime.good{color:#15803d}.uptime.fair{color:#65a30d}.uptime.poor{color:#b45309}"
+    ".uptime.bad{color:#b91c1c}.uptime.none{color:#9ca3af}"
+    ".reason{color:#b91c1c;font-size:.85rem;margin-top:.2rem}"
+    ".viz{display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;margin-top:.35rem}"
+    "figure{margin:0;flex:1 1 16rem;min-width:0}"
+    "svg{display:block;width:100%;height:3rem}svg.bars{height:1.6rem}"
+    "svg.chart polyline{fill:none;stroke-width:1.6;vector-effect:non-scaling-stroke}"
+    ".p50{stroke:#1d4ed8;fill:#1d4ed8}.p95{stroke:#93c5fd;fill:#93c5fd}"
+    "svg.chart{background:#f3f4f6;border-radius:.25rem}"
+    "svg.chart text{font-size:11px;fill:#9ca3af}"
+    "rect.good{fill:#16a34a}rect.fair{fill:#84cc16}rect.poor{fill:#f59e0b}"
+    "rect.bad{fill:#dc2626}rect.none{fill:#e5e7eb}"
+    "table{border-collapse:collapse;width:100%;background:#fff}"
+    "th,td{padding:.3rem .6rem;border-bottom:1px solid #e5e7eb;text-align:left}"
+    "@media (max-width:40rem){body{padding:.6rem}.uptimes{margin-left:0}}"
+)

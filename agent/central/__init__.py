@@ -10,6 +10,7 @@ One job per module::
                    holds their SQL, latency_histogram.py the p50/p95 buckets)
     history_api.py the ``/api/v1/checks/<agent>/<check>/history`` endpoint
     routes.py      the read-only routes beyond app.py's own
+    metrics.py     ``/metrics`` in the Prometheus text format
     dispatch.py    the durable per-channel delivery queue, retries with backoff
     channels/      one file per alert channel (webhook, slack, email, telegram, pagerduty)
     views.py       what people see: the JSON API rows and the status page

@@ -13,6 +13,7 @@ GET   ``/healthz``        ``ok`` while the receiver runs
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -42,6 +43,8 @@ class App:
         self.views = views
         self.max_body_bytes = max_body_bytes
         self.routes: Routes | None = None  # history, check pages, metrics
+        # Told each ingest answer and how long handling it took (the /metrics counters).
+        self.on_answer: Callable[[Answer, float], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -102,8 +105,11 @@ class App:
                 break
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        started = time.perf_counter()
         if answer is None:
             answer = self.ingest.handle(headers, body)
+        if self.on_answer is not None:
+            self.on_answer(answer, time.perf_counter() - started)
         await _json(send, answer.status, answer.body)
 
 

@@ -3,6 +3,7 @@
 ====  ==========================================  ======================================
 GET   ``/api/v1/checks/<agent>/<check>/history``  one check's points (history_api.py)
 GET   ``/checks/<agent>/<check>``                 one check's page (page.py)
+GET   ``/metrics``                                Prometheus text format (metrics.py)
 ====  ==========================================  ======================================
 
 :meth:`Routes.get` answers a path it knows and returns None for any other, so
@@ -18,11 +19,14 @@ from typing import Final
 
 from agent.central.history import History
 from agent.central.history_api import history_json
+from agent.central.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.central.metrics import Metrics
 from agent.central.page import StatusPage
 from agent.central.storage import Storage
 
 CHECKS_PREFIX: Final = "/api/v1/checks/"
 CHECK_PAGE_PREFIX: Final = "/checks/"
+METRICS_PATH: Final = "/metrics"
 HTML: Final = b"text/html; charset=utf-8"
 HISTORY_SUFFIX: Final = "/history"
 JSON: Final = b"application/json"
@@ -57,18 +61,22 @@ class Routes:
         storage: the store.
         history: observations, rollups and uptime.
         page: renders the check pages.
+        metrics: renders ``/metrics``.
         wall_clock: seconds since the epoch.
     """
 
-    def __init__(self, storage: Storage, history: History, page: StatusPage,
+    def __init__(self, storage: Storage, history: History, page: StatusPage, metrics: Metrics,
                  wall_clock: Callable[[], float]) -> None:
         self.storage = storage
         self.history = history
         self.page = page
+        self.metrics = metrics
         self.wall_clock = wall_clock
 
     def get(self, path: str, query_string: bytes) -> Page | None:
         """The answer to ``GET path?query_string``, or None when the path is not ours."""
+        if path == METRICS_PATH:
+            return Page(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
         if path.startswith(CHECKS_PREFIX) and path.endswith(HISTORY_SUFFIX):
             names = split_check_path(path[len(CHECKS_PREFIX):-len(HISTORY_SUFFIX)])
             if names is None:

@@ -28,6 +28,7 @@ from agent.central.dispatch import Dispatcher
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
+from agent.central.metrics import Metrics, ReceiverCounters
 from agent.central.page import StatusPage
 from agent.central.routes import Routes
 from agent.central.storage import Storage
@@ -83,7 +84,10 @@ class Central:
         self.views.history = self.history
         self.page = StatusPage(config, self.storage, self.incidents, self.history, wall_clock)
         self.views.page = self.page
-        self.app.routes = Routes(self.storage, self.history, self.page, wall_clock)
+        self.counters = ReceiverCounters()
+        self.app.on_answer = self.counters.count
+        self.app.routes = Routes(self.storage, self.history, self.page,
+                                 Metrics(self.views, self.counters, wall_clock), wall_clock)
         self._last_prune = float("-inf")
 
     def apply_config(self, new: CentralConfig) -> None:

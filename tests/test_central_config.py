@@ -58,7 +58,7 @@ def test_defaults_when_almost_empty(tmp_path: Path) -> None:
      "starting with a letter or digit"),
     ('[channels.x]\nkind = "carrier-pigeon"\n',
      'channels.x.kind: must be one of "webhook", "slack", "email", "telegram", "pagerduty", '
-     "got 'carrier-pigeon'"),
+     "\"alertmanager\", got 'carrier-pigeon'"),
     ('[channels.x]\nkind = "webhook"\nurl = "ftp://x"\n',
      "channels.x.url: expected an http(s):// URL, got 'ftp://x'"),
     ('[channels.x]\nkind = "email"\nhost = "h"\nfrom = "a@b"\nto = ["c@d"]\n'

@@ -18,6 +18,7 @@ from agent.central.config import HistorySettings
 from agent.central.latency_histogram import BUCKETS, bucket_bounds, bucket_of, quantile
 from agent.central.server import Central
 from agent.central.storage import CheckRow, Storage
+from tests.central_fleet import Clock
 from tests.central_support import (
     BASE_TIME,
     Messages,
@@ -29,16 +30,6 @@ from tests.central_support import (
 
 HOUR = 3600.0
 DAY = 86400.0
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self, now: float = BASE_TIME) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def observation(check: str, status: str, at: float, latency_ms: float | None) -> dict[str, Any]:

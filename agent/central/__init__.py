@@ -12,7 +12,8 @@ One job per module::
     routes.py      the read-only routes beyond app.py's own
     metrics.py     ``/metrics`` in the Prometheus text format
     dispatch.py    the durable per-channel delivery queue, retries with backoff
-    channels/      one file per alert channel (webhook, slack, email, telegram, pagerduty)
+    channels/      one file per alert channel (webhook, slack, email, telegram, pagerduty,
+                   alertmanager)
     views.py       what people see: the JSON API rows and the status page
     page.py        the status page and check pages with history (svg.py draws the charts)
     app.py         the ASGI routes

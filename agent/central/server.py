@@ -23,6 +23,7 @@ from hypercorn.trio import serve
 from agent import __version__
 from agent.central import config as central_config
 from agent.central.app import App
+from agent.central.channels.alertmanager import AlertmanagerChannel, refresh_forever
 from agent.central.config import CentralConfig
 from agent.central.dispatch import Dispatcher
 from agent.central.history import History
@@ -86,6 +87,10 @@ class Central:
         self.views.page = self.page
         self.counters = ReceiverCounters()
         self.app.on_answer = self.counters.count
+        for channel in channels.values():
+            if isinstance(channel, AlertmanagerChannel):
+                channel.check_of = self.storage.check
+                channel.wall_clock = wall_clock
         self.app.routes = Routes(self.storage, self.history, self.page,
                                  Metrics(self.views, self.counters, wall_clock), wall_clock)
         self._last_prune = float("-inf")
@@ -133,6 +138,14 @@ class Central:
             wait = SWEEP_EVERY_S if next_due is None else next_due - self.wall_clock()
             await trio.sleep(max(0.0, min(wait, SWEEP_EVERY_S)))
 
+    async def refresh_alertmanagers(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keeps the firing alerts of Alertmanager channels from expiring there."""
+        channels = [channel for channel in self.dispatcher.channels.values()
+                    if isinstance(channel, AlertmanagerChannel)]
+        await refresh_forever(channels, self.storage.open_incidents, task_status=task_status)
+
     def hypercorn_config(self) -> HypercornConfig:
         """Hypercorn's settings from ours (bind, TLS, logs through our logger)."""
         settings = HypercornConfig()
@@ -157,6 +170,7 @@ class Central:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.dispatcher.run)
                 await nursery.start(self.watch)
+                await nursery.start(self.refresh_alertmanagers)
                 binds: list[str] = await nursery.start(self._http, stop, nursery.cancel_scope)
                 for url in binds:
                     log.info("heartwire central %s listening on %s", __version__, url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from agent.central.channels import email, pagerduty, slack, telegram, webhook
+from agent.central.channels import alertmanager, email, pagerduty, slack, telegram, webhook
 from agent.central.channels.base import Channel, ChannelError, ChannelSettings
 from agent.tables import Table
 
@@ -16,6 +16,7 @@ CHANNEL_KINDS: Final[dict[str, Callable[[Table, str], ChannelSettings]]] = {
     email.KIND: email.read_settings,
     telegram.KIND: telegram.read_settings,
     pagerduty.KIND: pagerduty.read_settings,
+    alertmanager.KIND: alertmanager.read_settings,
 }
 
 __all__ = ["CHANNEL_KINDS", "Channel", "ChannelError", "ChannelSettings"]

@@ -156,7 +156,7 @@ def check_response(response: httpx.Response, service: str) -> None:
 async def post_json(
     client: httpx.AsyncClient,
     url: str,
-    body: dict[str, object],
+    body: object,
     service: str,
     *,
     auth: httpx.Auth | None = None,

@@ -16,14 +16,15 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
 import httpx
 import trio
 
-from agent.central.config import AgentSettings, CentralConfig
+from agent.central.channels.base import rfc3339
+from agent.central.config import AgentSettings, CentralConfig, HistorySettings
 from agent.central.server import Central
 from agent.signing import Ed25519SigningKey
 from tests.central_support import BASE_TIME, Messages, check_item, signed
@@ -32,18 +33,41 @@ AGENTS = 50
 CHECKS = 20
 
 
-async def main(count: int, concurrency: int) -> None:
+@dataclass(frozen=True)
+class IngestRun:
+    """One measured run: messages per second and request latency in seconds."""
+
+    rate: float
+    median_s: float
+    p99_s: float
+
+
+async def measure(count: int, concurrency: int, *, fresh_observations: bool = False,
+                  history: HistorySettings | None = None) -> IngestRun:
+    """POSTs ``count`` signed heartbeats and times them.
+
+    Args:
+        count: heartbeats to send.
+        concurrency: requests in flight.
+        fresh_observations: each heartbeat carries new observations (a new ``at``
+            per check), as a running agent's do; otherwise every heartbeat repeats
+            the same ones (the receiver then has nothing new to keep in its history).
+        history: the receiver's ``[history]`` settings (default: on).
+    """
     keys = {f"agent-{n}": Ed25519SigningKey.generate() for n in range(AGENTS)}
     builders = {agent: Messages(agent) for agent in keys}
     requests = []
     for index in range(count):
         agent = f"agent-{index % AGENTS}"
-        checks = [check_item(f"check-{c}", "up") for c in range(CHECKS)]
+        at = rfc3339(BASE_TIME - count + index) if fresh_observations else \
+            "2026-01-01T00:00:00.000Z"
+        checks = [check_item(f"check-{c}", "up", at=at, latency_ms=0.2 + c * 0.05)
+                  for c in range(CHECKS)]
         requests.append(signed(builders[agent].heartbeat(checks), keys[agent]))
     with tempfile.TemporaryDirectory() as directory:
         agents = {agent: AgentSettings(agent, (key.public_key(),)) for agent, key in keys.items()}
         config = replace(CentralConfig(), listen=("127.0.0.1:0",), state_dir=Path(directory),
-                         agents=MappingProxyType(agents))
+                         agents=MappingProxyType(agents), history=history or HistorySettings())
         central = Central(config, wall_clock=lambda: BASE_TIME)
         stop = trio.Event()
         latencies: list[float] = []
@@ -68,10 +92,15 @@ async def main(count: int, concurrency: int) -> None:
                 elapsed = time.perf_counter() - began
             stop.set()
     latencies.sort()
+    return IngestRun(count / elapsed, statistics.median(latencies),
+                     latencies[int(len(latencies) * 0.99) - 1])
+
+
+async def main(count: int, concurrency: int) -> None:
+    run = await measure(count, concurrency)
     print(f"{count} heartbeats ({CHECKS} checks each, {AGENTS} agents), {concurrency} in flight:"
-          f" {count / elapsed:,.0f} msg/s, latency median "
-          f"{statistics.median(latencies) * 1e3:.2f} ms, p99 "
-          f"{latencies[int(len(latencies) * 0.99) - 1] * 1e3:.2f} ms")
+          f" {run.rate:,.0f} msg/s, latency median "
+          f"{run.median_s * 1e3:.2f} ms, p99 {run.p99_s * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -341,3 +341,20 @@ def test_checks_known_from_before_history_count_uptime_from_the_upgrade(
     assert (state.agent, state.check, state.status, state.first_seen) == (
         "dc1", "db", "up", BASE_TIME)
     assert uptime is not None and uptime.uptime["24h"] == 100.0
+
+
+async def test_the_apis_uptime_is_recomputed_at_most_once_a_minute(tmp_path: Path) -> None:
+    clock = Clock()
+    messages = Messages()
+    async with running_central(make_config(tmp_path), wall_clock=clock) as (_, client):
+        await heartbeat(client, messages, clock, [
+            check_item("db", "up", at=rfc3339(clock.now))], interval_s=DAY)
+        clock.now += 100
+        first = (await checks_by_name(client))["db"]["uptime"]["24h"]
+        await heartbeat(client, messages, clock, [
+            check_item("db", "down", at=rfc3339(clock.now))], interval_s=DAY)
+        clock.now += 50
+        cached = (await checks_by_name(client))["db"]["uptime"]["24h"]
+        clock.now += 50
+        fresh = (await checks_by_name(client))["db"]["uptime"]["24h"]
+    assert (first, cached, fresh) == (100.0, 100.0, 50.0)

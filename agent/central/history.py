@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from agent.central.config import CentralConfig
-from agent.central.history_store import HistoryStore, UptimeCounters, UptimeState
+from agent.central.history_store import HistoryStore, UptimeCounters
 from agent.central.latency_histogram import bucket_of
 from agent.central.storage import Storage
 from agent.logs import get_logger
@@ -46,6 +46,7 @@ HOURLY_MARKS_KEPT_S: Final = 26 * HOUR
 DAILY_MARKS_KEPT_S: Final = 91 * DAY
 WINDOWS: Final = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY}
 PRUNE_EVERY_S: Final = 3600.0
+UPTIME_REFRESH_S: Final = 60.0
 PRUNE_BATCH: Final = 50_000
 
 
@@ -141,8 +142,9 @@ class History:
             log.info("counting uptime from now for %d checks known from before", seeded)
         self._silent = self.store.silent_agents()
         self._marked_through = self.store.latest_mark()
+        self._window_starts: list[int | None] = [None] * len(WINDOWS)
+        self._uptimes: tuple[float, dict[tuple[str, str], Uptime]] | None = None
         self._last_prune = float("-inf")
-        self._marks_cache: dict[int, dict[tuple[str, str], UptimeCounters]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -210,6 +212,7 @@ class History:
         with self.storage.transaction():
             self._follow_silence(now)
             self._write_marks(now)
+            self._move_windows(now)
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
             self.prune(now)
@@ -244,6 +247,13 @@ class History:
                 self.store.mark(moment, daily)
         self._marked_through = boundary
 
+    def _move_windows(self, now: float) -> None:
+        for slot, seconds in enumerate(WINDOWS.values()):
+            start = window_start(seconds, now)
+            if start != self._window_starts[slot]:
+                self.store.set_window_start(slot, start)
+                self._window_starts[slot] = start
+
     def prune(self, now: float) -> int:
         """Deletes raw rows, rollups and marks past their retention; returns how many."""
         settings = self.config.history
@@ -261,49 +271,26 @@ class History:
 
     # -- reading -----------------------------------------------------------------
 
-    def _marks(self, boundary: int) -> dict[tuple[str, str], UptimeCounters]:
-        # Window starts are at least 24 h old, so their marks no longer change:
-        # read each once, keep only the ones the windows use now.
-        cached = self._marks_cache.get(boundary)
-        if cached is None:
-            cached = self.store.marks_at(boundary)
-            self._marks_cache[boundary] = cached
-        return cached
-
     def uptimes(self, now: float) -> dict[tuple[str, str], Uptime]:
-        """Every check's uptime per window, by (agent, check)."""
+        """Every check's uptime per window, by (agent, check), as of at most
+        ``UPTIME_REFRESH_S`` ago (one pass over every check costs about a second at
+        50,000 checks; a percentage over a day or more does not move in a minute)."""
         if not self.enabled:
             return {}
-        starts = {name: window_start(seconds, now) for name, seconds in WINDOWS.items()}
-        for stale in set(self._marks_cache) - set(starts.values()):
-            del self._marks_cache[stale]
-        marks = {name: self._marks(start) for name, start in starts.items()}
-        result = {}
-        for state in self.store.uptime_states():
-            result[(state.agent, state.check)] = self._uptime(
-                state, now, {name: marks[name].get((state.agent, state.check))
-                             for name in WINDOWS})
-        return result
+        if self._uptimes is not None and 0 <= now - self._uptimes[0] < UPTIME_REFRESH_S:
+            return self._uptimes[1]
+        uptimes = {(row[0], row[1]): _uptime_of(row) for row in self.store.window_uptimes(
+            now, [window_start(seconds, now) for seconds in WINDOWS.values()])}
+        self._uptimes = (now, uptimes)
+        return uptimes
 
     def uptime(self, agent: str, check: str, now: float) -> Uptime | None:
         """One check's uptime per window (None before its first status)."""
-        state = self.store.uptime_state(agent, check) if self.enabled else None
-        if state is None:
+        if not self.enabled:
             return None
-        return self._uptime(state, now, {
-            name: self._marks(window_start(seconds, now)).get((agent, check))
-            for name, seconds in WINDOWS.items()
-        })
-
-    @staticmethod
-    def _uptime(state: UptimeState, now: float,
-                marks: Mapping[str, UptimeCounters | None]) -> Uptime:
-        current = state.at(now)
-        uptime: dict[str, float | None] = {}
-        unknown: dict[str, float | None] = {}
-        for name in WINDOWS:
-            uptime[name], unknown[name] = percentages(current, marks[name])
-        return Uptime(uptime, unknown)
+        rows = self.store.window_uptimes(
+            now, [window_start(seconds, now) for seconds in WINDOWS.values()], agent, check)
+        return _uptime_of(rows[0]) if rows else None
 
     def daily_uptime(self, agent: str, check: str, now: float,
                      days: int = 90) -> list[tuple[int, float | None, float | None]]:
@@ -329,3 +316,10 @@ class History:
             uptime, unknown = percentages(end, start)
             bars.append((day, uptime, unknown))
         return bars
+
+
+def _uptime_of(row: tuple[object, ...]) -> Uptime:
+    """A ``window_uptimes`` row (agent, check, then uptime and unknown per window)."""
+    values = [None if value is None else float(value) for value in row[2:]]  # type: ignore[arg-type]
+    return Uptime(dict(zip(WINDOWS, values[0::2], strict=True)),
+                  dict(zip(WINDOWS, values[1::2], strict=True)))

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from agent.central.channels.base import rfc3339
 from agent.central.history import HOUR, History, floor_to, parse_time
 from agent.central.history_store import Rollup
-from agent.central.latency_histogram import merge, quantile
+from agent.central.latency_histogram import merge, quantiles
 from agent.central.storage import Storage
 from agent.tables import parse_duration
 
@@ -137,8 +137,9 @@ def rolled_up(history: History, agent: str, check: str, since: float, until: flo
         high = max(highest) if highest else None
         p50 = p95 = mean = None
         if counted and low is not None and high is not None:
-            buckets = merge([row.buckets for row in group])
-            p50, p95 = quantile(buckets, 0.5, low, high), quantile(buckets, 0.95, low, high)
+            buckets = group[0].buckets if len(group) == 1 else merge([row.buckets
+                                                                      for row in group])
+            p50, p95 = quantiles(buckets, (0.5, 0.95), low, high)
             mean = round(sum(row.latency_sum for row in group) / counted, 3)
         points.append(RolledUp(start, sum(row.total for row in group),
                                sum(row.failures for row in group), low, p50, p95, high, mean))

@@ -27,12 +27,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from agent.central.latency_histogram import BUCKETS
 from agent.central.storage import Storage
 
 _BUCKET_COLUMNS: Final = ", ".join(f"b{index}" for index in range(BUCKETS))
+
+# The counters at the start of each uptime window (24h, 7d, 30d, 90d), copied from
+# the marks when a window moves on (hourly for 24h, daily for the others), so a
+# read of every check's uptime is one pass over uptime_state, without joins.
+WINDOW_SLOTS: Final = 4
+_WINDOW_COLUMNS: Final = ",\n    ".join(
+    f"w{slot}_at INTEGER, w{slot}_up REAL NOT NULL DEFAULT 0, "
+    f"w{slot}_down REAL NOT NULL DEFAULT 0, w{slot}_unknown REAL NOT NULL DEFAULT 0"
+    for slot in range(WINDOW_SLOTS)
+)
 
 _SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS observations (
@@ -69,6 +79,7 @@ CREATE TABLE IF NOT EXISTS uptime_state (
     up_s REAL NOT NULL DEFAULT 0,
     down_s REAL NOT NULL DEFAULT 0,
     unknown_s REAL NOT NULL DEFAULT 0,
+    {_WINDOW_COLUMNS},
     PRIMARY KEY (agent, check_name)
 );
 CREATE TABLE IF NOT EXISTS uptime_marks (
@@ -359,13 +370,67 @@ class HistoryStore:
         (latest,) = self._db.execute("SELECT max(at) FROM uptime_marks").fetchone()
         return None if latest is None else int(latest)
 
-    def marks_at(self, at: int) -> dict[tuple[str, str], UptimeCounters]:
-        """Every check's counters at boundary ``at``."""
-        rows = self._db.execute(
-            "SELECT agent, check_name, up_s, down_s, unknown_s FROM uptime_marks WHERE at = ?",
-            (at,),
+    def set_window_start(self, slot: int, at: int) -> None:
+        """Window ``slot`` now starts at boundary ``at``: copies every check's mark there
+        (zero for a check first seen later)."""
+        if not 0 <= slot < WINDOW_SLOTS:
+            raise ValueError(f"no window slot {slot}")
+        self._db.execute(
+            f"UPDATE uptime_state SET w{slot}_at = ?, w{slot}_up = 0, w{slot}_down = 0,"
+            f" w{slot}_unknown = 0", (at,))
+        self._db.execute(
+            f"UPDATE uptime_state SET w{slot}_up = m.up_s, w{slot}_down = m.down_s,"
+            f" w{slot}_unknown = m.unknown_s FROM uptime_marks m WHERE"
+            " m.agent = uptime_state.agent AND m.check_name = uptime_state.check_name"
+            " AND m.at = ?", (at,))
+
+    def window_uptimes(
+        self, now: float, starts: Sequence[int], agent: str | None = None,
+        check: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Uptime and unknown share (percent, 3 decimals) of every check (or one) over
+        the windows starting at ``starts`` (one per slot) and ending ``now``.
+
+        Returns:
+            Rows ``(agent, check, uptime_1, unknown_1, uptime_2, unknown_2, ...)``, one
+            pair per start; None where nothing is known. A slot not (yet) at its start
+            counts from zero, that is from when the check was first seen.
+        """
+        params: dict[str, object] = {"t": now}
+        pairs = []
+        for slot, start in enumerate(starts):
+            params[f"b{slot}"] = start
+            base = {kind: f"CASE WHEN w{slot}_at = :b{slot} THEN w{slot}_{kind} ELSE 0 END"
+                    for kind in ("up", "down", "unknown")}
+            up = f"(up_now - {base['up']})"
+            down = f"(down_now - {base['down']})"
+            unknown = f"(unknown_now - {base['unknown']})"
+            pairs.append(
+                f"CASE WHEN {up} + {down} > 0 THEN"
+                f" ROUND(CAST(100.0 * {up} / ({up} + {down}) AS NUMERIC), 3) END,"
+                f" CASE WHEN {up} + {down} + {unknown} > 0 THEN"
+                f" ROUND(CAST(100.0 * {unknown} / ({up} + {down} + {unknown}) AS NUMERIC), 3)"
+                " END")
+        where = ""
+        if agent is not None and check is not None:
+            where = " WHERE agent = :agent AND check_name = :check"
+            params.update(agent=agent, check=check)
+        # Time since counted_to belongs to the current state; a counted_to in the
+        # future (a skewed clock) adds nothing.
+        since = "CASE WHEN :t > counted_to THEN :t - counted_to ELSE 0 END"
+        window_columns = ", ".join(f"w{slot}_at, w{slot}_up, w{slot}_down, w{slot}_unknown"
+                                   for slot in range(WINDOW_SLOTS))
+        current = (
+            f"SELECT agent, check_name, {window_columns},"
+            f" up_s + CASE WHEN silent = 0 AND status IN ('up', 'degraded') THEN {since}"
+            " ELSE 0 END AS up_now,"
+            f" down_s + CASE WHEN silent = 0 AND status = 'down' THEN {since} ELSE 0 END"
+            " AS down_now,"
+            f" unknown_s + CASE WHEN silent = 1 OR status = 'unknown' THEN {since} ELSE 0 END"
+            f" AS unknown_now FROM uptime_state{where}"
         )
-        return {(row[0], row[1]): UptimeCounters(row[2], row[3], row[4]) for row in rows}
+        query = f"SELECT agent, check_name, {', '.join(pairs)} FROM ({current}) cur"
+        return [tuple(row) for row in self._db.execute(query, params)]
 
     def daily_marks(self, agent: str, check: str, since: int) -> dict[int, UptimeCounters]:
         """One check's midnight marks from ``since`` on, by boundary."""

@@ -62,23 +62,38 @@ def quantile(counts: Sequence[int], q: float, low: float, high: float) -> float 
     Returns:
         The estimate in milliseconds, or None for an empty histogram.
     """
+    return quantiles(counts, (q,), low, high)[0]
+
+
+def quantiles(counts: Sequence[int], qs: Sequence[float], low: float,
+              high: float) -> list[float | None]:
+    """Several quantiles of one histogram in one pass (``qs`` ascending)."""
     total = sum(counts)
     if total <= 0:
-        return None
-    rank = max(1, math.ceil(q * total))
+        return [None] * len(qs)
+    ranks = [max(1, math.ceil(q * total)) for q in qs]
+    found: list[float | None] = []
     seen = 0
     for index, count in enumerate(counts):
+        if not count:
+            continue
         seen += count
-        if seen >= rank:
-            bottom, top = bucket_bounds(index)
-            if index == 0:
-                middle = bottom
-            elif math.isinf(top):
-                middle = high
-            else:
-                middle = math.sqrt(bottom * top)
-            return min(max(middle, low), high)
-    return high  # pragma: no cover  (seen reaches total)
+        while len(found) < len(ranks) and seen >= ranks[len(found)]:
+            found.append(_representative(index, low, high))
+        if len(found) == len(ranks):
+            break
+    return found
+
+
+def _representative(index: int, low: float, high: float) -> float:
+    bottom, top = bucket_bounds(index)
+    if index == 0:
+        middle = bottom
+    elif math.isinf(top):
+        middle = high
+    else:
+        middle = math.sqrt(bottom * top)
+    return min(max(middle, low), high)
 
 
 def merge(rows: Sequence[Sequence[int]]) -> list[int]:

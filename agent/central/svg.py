@@ -8,6 +8,7 @@ a tooltip). Sizes are a fixed ``viewBox`` scaled by CSS, so they fit a phone.
 from __future__ import annotations
 
 import datetime
+import functools
 import html
 from collections.abc import Sequence
 from typing import Final
@@ -100,6 +101,12 @@ def latency_chart(
     return "".join(parts)
 
 
+@functools.lru_cache(maxsize=512)
+def _day(midnight: int) -> str:
+    # Every check's bars cover the same days: format each once.
+    return datetime.datetime.fromtimestamp(midnight, tz=datetime.UTC).strftime("%Y-%m-%d")
+
+
 def uptime_bars(days: Sequence[tuple[int, float | None, float | None]]) -> str:
     """One bar per UTC day (oldest left), coloured by that day's uptime.
 
@@ -111,14 +118,15 @@ def uptime_bars(days: Sequence[tuple[int, float | None, float | None]]) -> str:
              'preserveAspectRatio="none" role="img" '
              f'aria-label="uptime of the last {len(days)} days">']
     for index, (midnight, uptime, unknown) in enumerate(days):
-        day = datetime.datetime.fromtimestamp(midnight, tz=datetime.UTC).strftime("%Y-%m-%d")
+        day = _day(midnight)
         if uptime is None:
             words = f"{day}: no data" if unknown is None else f"{day}: not known"
         else:
             words = f"{day}: {uptime:g}% up"
             if unknown:
                 words += f", {unknown:g}% not known"
+        # The words are a date and numbers: nothing to escape.
         parts.append(f'<rect class="{uptime_class(uptime)}" x="{index * (BAR_W + BAR_GAP)}" '
-                     f'width="{BAR_W}" height="{BAR_H}"><title>{_e(words)}</title></rect>')
+                     f'width="{BAR_W}" height="{BAR_H}"><title>{words}</title></rect>')
     parts.append("</svg>")
     return "".join(parts)

@@ -169,7 +169,7 @@ def uptime_fields(uptime: Uptime | None) -> dict[str, object]:
     if uptime is None:
         empty = dict.fromkeys(WINDOWS)
         return {"uptime": empty, "unknown": dict(empty)}
-    return {"uptime": dict(uptime.uptime), "unknown": dict(uptime.unknown)}
+    return {"uptime": uptime.uptime, "unknown": uptime.unknown}
 
 
 def _e(value: object) -> str:

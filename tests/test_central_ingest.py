@@ -55,6 +55,7 @@ async def test_a_signed_heartbeat_is_stored_and_shown(tmp_path: Path) -> None:
             # Nothing is known of a time span yet: seen once, at this very moment.
             "uptime": {"24h": None, "7d": None, "30d": None, "90d": None},
             "unknown": {"24h": None, "7d": None, "30d": None, "90d": None},
+            "maintenance": False,
         }]
 
 

@@ -6,6 +6,7 @@ One job per module::
     storage.py     the SQLite store (the only module that writes SQL)
     ingest.py      verification and application of one signed message
     incidents.py   dead man's switch, check incidents, the flapping rule
+    maintenance.py maintenance windows (maintenance_cli.py: ``central maintenance``)
     history.py     observations, hourly rollups, time-weighted uptime (history_store.py
                    holds their SQL, latency_histogram.py the p50/p95 buckets)
     history_api.py the ``/api/v1/checks/<agent>/<check>/history`` endpoint

@@ -4,6 +4,8 @@
     heartwire central validate [--config PATH]     check the config and exit
     heartwire central agents add ID (--public-key whpk_... | --secret-file PATH) [--grace 1m]
     heartwire central agents list [--config PATH]
+    heartwire central maintenance add AGENT [--check NAME ...] --for 20m [--reason TEXT]
+    heartwire central maintenance list | end ID
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import trio
 
 from agent import logs
 from agent.central import config as central_config
+from agent.central.maintenance_cli import add_maintenance_parser, maintenance_main
 from agent.errors import ConfigError, HeartwireError, UsageError
 from agent.keyfiles import read_private_file
 from agent.signing import PUBLIC_KEY_PREFIX, read_verify_key
@@ -61,6 +64,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("--grace", metavar="DURATION",
                      help="silence allowed after its heartbeat interval (default: [alerts] grace)")
     agents_sub.add_parser("list", parents=[common], help="list registered agents")
+    add_maintenance_parser(sub, common, type(central))
 
 
 def config_path(value: str | None) -> Path:
@@ -79,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"{path}: OK, {len(loaded.agents)} agents, {len(loaded.channels)} channels "
               f"from {len(loaded.files)} file{'s' * (len(loaded.files) != 1)}")
         return EXIT_OK
+    if command == "maintenance":
+        return maintenance_main(args, central_config.load(path))
     if command == "agents":
         if args.agents_command == "list":
             return _list_agents(path)

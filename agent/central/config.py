@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
+from agent.central.maintenance import WeeklyWindow, read_weekly
 from agent.config import read_toml
 from agent.errors import ConfigError, HeartwireError
 from agent.keyfiles import read_secret, read_sources
@@ -122,6 +123,7 @@ class CentralConfig:
         channels: where alerts go, by name.
         files: the files read, in order.
         history: what is kept of observations and for how long.
+        maintenance: the weekly maintenance windows.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -144,6 +146,7 @@ class CentralConfig:
     )
     files: tuple[str, ...] = ()
     history: HistorySettings = HistorySettings()
+    maintenance: tuple[WeeklyWindow, ...] = ()
 
     def grace_for(self, agent: str) -> float:
         """The grace period of one agent (its own, or the default)."""
@@ -268,6 +271,7 @@ def load(path: Path) -> CentralConfig:
     alerts.finish()
 
     history = read_history(top.table("history"))
+    maintenance = read_weekly(top.table("maintenance"))
 
     agents: dict[str, AgentSettings] = {}
     _read_agents(top, agents)
@@ -291,6 +295,11 @@ def load(path: Path) -> CentralConfig:
             extra.finish()
             files.append(str(dropin))
 
+    for window in maintenance:
+        if window.agent not in agents:
+            raise ConfigError(file, f"maintenance.{window.name}.agent",
+                              f"agent {window.agent!r} is not registered")
+
     return CentralConfig(
         listen=listen,
         certfile=certfile,
@@ -310,6 +319,7 @@ def load(path: Path) -> CentralConfig:
         channels=MappingProxyType(channels),
         files=tuple(files),
         history=history,
+        maintenance=maintenance,
     )
 
 

@@ -13,7 +13,8 @@ then:
   summarise them;
 * uptime is time-weighted from the status history: each check's counters hold
   the seconds spent up (``up`` and ``degraded``), down, and unknown (``unknown``,
-  or while its agent is silent: shown apart, not counted against the check), and
+  while its agent is silent or a maintenance window covers it: shown apart, not
+  counted against the check), and
   the watcher writes them down at every hour boundary and every UTC midnight. The
   uptime over a window is the counters now minus those at its start: 24 h starts
   at the hour boundary 24 h ago, 7/30/90 d at the UTC midnight that many days ago
@@ -34,6 +35,7 @@ from typing import Final, Protocol
 from agent.central.config import CentralConfig
 from agent.central.history_store import HistoryStore, UptimeCounters
 from agent.central.latency_histogram import bucket_of
+from agent.central.maintenance import Maintenance
 from agent.central.storage import Storage
 from agent.logs import get_logger
 
@@ -144,6 +146,8 @@ class History:
         self._marked_through = self.store.latest_mark()
         self._window_starts: list[int | None] = [None] * len(WINDOWS)
         self._uptimes: tuple[float, dict[tuple[str, str], Uptime]] | None = None
+        self.maintenance: Maintenance | None = None  # set by the receiver
+        self._windows: frozenset[str] | None = None  # the maintenance windows counted
         self._last_prune = float("-inf")
 
     @property
@@ -196,6 +200,8 @@ class History:
         state = self.store.uptime_state(agent, check)
         if state is None:
             self.store.start_uptime(agent, check, status, agent in self._silent, moment)
+            if self.maintenance is not None and self.maintenance.holds(agent, check, moment):
+                self.store.start_maintenance(agent, [check], moment)
             return
         hour = floor_to(moment, HOUR)
         if state.counted_to <= hour:
@@ -211,6 +217,7 @@ class History:
             return
         with self.storage.transaction():
             self._follow_silence(now)
+            self._follow_maintenance(now)
             self._write_marks(now)
             self._move_windows(now)
         if now - self._last_prune >= PRUNE_EVERY_S:
@@ -232,6 +239,17 @@ class History:
             elif not silent and row.id in self._silent:
                 self.store.set_agent_silent(row.id, False, row.last_heartbeat_at)
                 self._silent.discard(row.id)
+
+    def _follow_maintenance(self, now: float) -> None:
+        windows = self.maintenance.windows(now) if self.maintenance is not None else []
+        active = frozenset(window.id for window in windows)
+        if active == self._windows:
+            return
+        # Rare (a window starts or ends): clear every flag, set the active ones again.
+        self.store.end_maintenance(now)
+        for window in windows:
+            self.store.start_maintenance(window.agent, window.checks, now)
+        self._windows = active
 
     def _write_marks(self, now: float) -> None:
         boundary = floor_to(now, HOUR)

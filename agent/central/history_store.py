@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS uptime_state (
     check_name TEXT NOT NULL,
     status TEXT NOT NULL,
     silent INTEGER NOT NULL DEFAULT 0,
+    maintenance INTEGER NOT NULL DEFAULT 0,
     first_seen REAL NOT NULL,
     counted_to REAL NOT NULL,
     up_s REAL NOT NULL DEFAULT 0,
@@ -97,9 +98,11 @@ CREATE INDEX IF NOT EXISTS uptime_marks_at ON uptime_marks (at);
 
 # The time since counted_to, credited to the state a row is in at :t.
 _SINCE: Final = "(:t - counted_to)"
-_UP: Final = f"CASE WHEN silent = 0 AND status IN ('up', 'degraded') THEN {_SINCE} ELSE 0 END"
-_DOWN: Final = f"CASE WHEN silent = 0 AND status = 'down' THEN {_SINCE} ELSE 0 END"
-_UNKNOWN: Final = f"CASE WHEN silent = 1 OR status = 'unknown' THEN {_SINCE} ELSE 0 END"
+# Silence and maintenance count as not known: neither up nor down.
+_KNOWN: Final = "silent = 0 AND maintenance = 0"
+_UP: Final = f"CASE WHEN {_KNOWN} AND status IN ('up', 'degraded') THEN {_SINCE} ELSE 0 END"
+_DOWN: Final = f"CASE WHEN {_KNOWN} AND status = 'down' THEN {_SINCE} ELSE 0 END"
+_UNKNOWN: Final = f"CASE WHEN NOT ({_KNOWN}) OR status = 'unknown' THEN {_SINCE} ELSE 0 END"
 
 _ROLLUP_UPDATE: Final = (
     "INSERT INTO rollups_hourly (agent, check_name, hour, total, failures, latency_count,"
@@ -167,6 +170,7 @@ class UptimeState:
     check: str
     status: str
     silent: bool
+    maintenance: bool
     first_seen: float
     counted_to: float
     counters: UptimeCounters
@@ -175,7 +179,7 @@ class UptimeState:
         """The counters extended to ``moment`` (no earlier than ``counted_to``)."""
         extra = max(0.0, moment - self.counted_to)
         counters = self.counters
-        if self.silent or self.status == "unknown":
+        if self.silent or self.maintenance or self.status == "unknown":
             return UptimeCounters(counters.up_s, counters.down_s, counters.unknown_s + extra)
         if self.status == "down":
             return UptimeCounters(counters.up_s, counters.down_s + extra, counters.unknown_s)
@@ -183,14 +187,15 @@ class UptimeState:
 
 
 _STATE_COLUMNS: Final = (
-    "agent, check_name, status, silent, first_seen, counted_to, up_s, down_s, unknown_s"
+    "agent, check_name, status, silent, maintenance, first_seen, counted_to, up_s, down_s,"
+    " unknown_s"
 )
 
 
-def _state(row: Sequence[object]) -> UptimeState:
+def _state(row: Sequence[Any]) -> UptimeState:
     return UptimeState(
-        str(row[0]), str(row[1]), str(row[2]), bool(row[3]), float(row[4]),  # type: ignore[arg-type]
-        float(row[5]), UptimeCounters(float(row[6]), float(row[7]), float(row[8])),  # type: ignore[arg-type]
+        str(row[0]), str(row[1]), str(row[2]), bool(row[3]), bool(row[4]), float(row[5]),
+        float(row[6]), UptimeCounters(float(row[7]), float(row[8]), float(row[9])),
     )
 
 
@@ -331,18 +336,37 @@ class HistoryStore:
             (status, agent, check, t),
         )
 
-    def set_agent_silent(self, agent: str, silent: bool, t: float) -> None:
-        """An agent fell silent (or spoke again) at ``t``: all its checks change state then."""
+    def _set_flag(self, column: str, value: bool, where: str, params: dict[str, object],
+                  t: float) -> None:
+        # Credits the time up to t to the state before the flag changes, then sets it.
+        params = {**params, "t": t, "value": int(value)}
         self._db.execute(
             f"UPDATE uptime_state SET up_s = up_s + {_UP}, down_s = down_s + {_DOWN},"
-            f" unknown_s = unknown_s + {_UNKNOWN}, counted_to = :t, silent = :silent"
-            " WHERE agent = :agent AND counted_to <= :t",
-            {"t": t, "silent": int(silent), "agent": agent},
-        )
+            f" unknown_s = unknown_s + {_UNKNOWN}, counted_to = :t, {column} = :value"
+            f" WHERE {where} AND counted_to <= :t", params)
         self._db.execute(
-            "UPDATE uptime_state SET silent = ? WHERE agent = ? AND counted_to > ?",
-            (int(silent), agent, t),
-        )
+            f"UPDATE uptime_state SET {column} = :value WHERE {where} AND counted_to > :t",
+            params)
+
+    def set_agent_silent(self, agent: str, silent: bool, t: float) -> None:
+        """An agent fell silent (or spoke again) at ``t``: all its checks change state then."""
+        self._set_flag("silent", silent, "agent = :agent", {"agent": agent}, t)
+
+    def end_maintenance(self, t: float) -> None:
+        """No check is in maintenance from ``t`` on (windows are then set again)."""
+        self._set_flag("maintenance", False, "maintenance = 1", {}, t)
+
+    def start_maintenance(self, agent: str, checks: Sequence[str], t: float) -> None:
+        """These checks of ``agent`` (all when empty) are in maintenance from ``t`` on."""
+        params: dict[str, object] = {"agent": agent}
+        where = "agent = :agent"
+        if checks:
+            names = []
+            for index, check in enumerate(checks):
+                params[f"c{index}"] = check
+                names.append(f":c{index}")
+            where += f" AND check_name IN ({', '.join(names)})"
+        self._set_flag("maintenance", True, where, params, t)
 
     def silent_agents(self) -> set[str]:
         """The agents whose checks are counted as unknown because they are silent."""
@@ -422,12 +446,12 @@ class HistoryStore:
                                    for slot in range(WINDOW_SLOTS))
         current = (
             f"SELECT agent, check_name, {window_columns},"
-            f" up_s + CASE WHEN silent = 0 AND status IN ('up', 'degraded') THEN {since}"
+            f" up_s + CASE WHEN {_KNOWN} AND status IN ('up', 'degraded') THEN {since}"
             " ELSE 0 END AS up_now,"
-            f" down_s + CASE WHEN silent = 0 AND status = 'down' THEN {since} ELSE 0 END"
+            f" down_s + CASE WHEN {_KNOWN} AND status = 'down' THEN {since} ELSE 0 END"
             " AS down_now,"
-            f" unknown_s + CASE WHEN silent = 1 OR status = 'unknown' THEN {since} ELSE 0 END"
-            f" AS unknown_now FROM uptime_state{where}"
+            f" unknown_s + CASE WHEN NOT ({_KNOWN}) OR status = 'unknown' THEN {since}"
+            f" ELSE 0 END AS unknown_now FROM uptime_state{where}"
         )
         query = f"SELECT agent, check_name, {', '.join(pairs)} FROM ({current}) cur"
         return [tuple(row) for row in self._db.execute(query, params)]

@@ -65,6 +65,10 @@ class Incidents:
         self.channels = list(channels)
         self.on_queued = on_queued
         self.watching_since = watching_since
+        # Whether a maintenance window holds the alerts of (agent, check) now ("" for
+        # the agent's silence); see maintenance.py. Held incidents are opened with
+        # notified=False and sent by release_held once the window is over.
+        self.holds: Callable[[str, str, float], bool] = lambda agent, check, now: False
 
     def _notify(self, incident: Incident, event: str, now: float) -> None:
         level = logging.WARNING if event == TRIGGER else logging.INFO
@@ -99,11 +103,12 @@ class Incidents:
         window_start = now - self.config.flap_window_s
         recent = self.storage.incidents_opened_since(CHECK_DOWN, agent, check, window_start)
         flapping = self.storage.open_incident_for(CHECK_FLAPPING, agent, check)
-        starts_flapping = flapping is None and recent >= self.config.flap_threshold
+        held = self.holds(agent, check, now)
+        starts_flapping = flapping is None and recent >= self.config.flap_threshold and not held
         because = f" ({reason})" if reason else ""
         incident = self.storage.open_incident(
             CHECK_DOWN, agent, check, status, f"{agent}: check {check} is {status}{because}", now,
-            notified=flapping is None and not starts_flapping,
+            notified=flapping is None and not starts_flapping and not held,
         )
         if incident is None:
             return
@@ -124,7 +129,7 @@ class Incidents:
     def heartbeat(self, agent: str, now: float) -> None:
         """An agent is alive: resolves its dead man's switch incident."""
         resolved = self.storage.resolve_incident(AGENT_SILENT, agent, "", now)
-        if resolved is not None:
+        if resolved is not None and resolved.notified:
             self._notify(resolved, RESOLVE, now)
 
     def deadline(self, agent: str, last_heartbeat_at: float, interval_s: float | None) -> float:
@@ -154,9 +159,9 @@ class Incidents:
                         AGENT_SILENT, row.id, "", "silent",
                         f"{row.id}: no heartbeat for {_words(silent_for)} "
                         f"(expected every {_words(row.interval_s or 0)})",
-                        now,
+                        now, notified=not self.holds(row.id, "", now),
                     )
-                    if incident is not None:
+                    if incident is not None and incident.notified:
                         self._notify(incident, TRIGGER, now)
                 elif next_due is None or due < next_due:
                     next_due = due
@@ -176,9 +181,29 @@ class Incidents:
         if resolved is not None:
             self._notify(resolved, RESOLVE, now)
         down = self.storage.open_incident_for(CHECK_DOWN, flap.agent, flap.check)
-        if down is not None and not down.notified:
+        if down is not None and not down.notified and not self.holds(flap.agent, flap.check, now):
             self.storage.mark_notified(down.id)
             self._notify(self.storage.incident(down.id), TRIGGER, now)
+
+    def release_held(self, now: float) -> int:
+        """Sends the incidents a maintenance window held, once it no longer holds them
+        (those still open: a resolved one is never sent). Returns how many."""
+        released = 0
+        waiting = [incident for incident in self.storage.open_incidents()
+                   if not incident.notified and incident.kind != CHECK_FLAPPING]
+        if not waiting:
+            return 0
+        with self.storage.transaction():
+            for incident in waiting:
+                if incident.kind == CHECK_DOWN and self.storage.open_incident_for(
+                        CHECK_FLAPPING, incident.agent, incident.check) is not None:
+                    continue  # held by the flapping rule, not by maintenance
+                if self.holds(incident.agent, incident.check, now):
+                    continue
+                self.storage.mark_notified(incident.id)
+                self._notify(self.storage.incident(incident.id), TRIGGER, now)
+                released += 1
+        return released
 
     def is_silent(self, agent: str, last_heartbeat_at: float | None,
                   interval_s: float | None, now: float) -> bool:

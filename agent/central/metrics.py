@@ -5,6 +5,7 @@ Per check (labels ``agent``, ``check``, ``group``):
 * ``heartwire_check_up``: 1 while the shown status is ``up`` or ``degraded``, else 0
   (a silent agent's checks show ``unknown``: 0);
 * ``heartwire_check_status{status=...}``: 1 for the shown status, 0 for the others;
+* ``heartwire_check_maintenance``: 1 while a maintenance window holds its alerts;
 * ``heartwire_check_latency_seconds``: the latest latency (absent when none);
 * ``heartwire_check_uptime_ratio{window="24h"|"7d"|"30d"|"90d"}``: uptime as a
   ratio, time-weighted (history.py; absent while nothing is known).
@@ -101,6 +102,9 @@ class Metrics:
                "1 for the check's shown status, 0 for the others.",
                (("", {**subject(row), "status": status}, 1.0 if row["status"] == status else 0.0)
                 for row in checks for status in STATUSES))
+        family("heartwire_check_maintenance", "gauge",
+               "1 while a maintenance window holds the check's alerts.",
+               (("", subject(row), 1.0 if row["maintenance"] else 0.0) for row in checks))
         family("heartwire_check_latency_seconds", "gauge",
                "The check's latest latency.",
                (("", subject(row), float(row["latency_ms"]) / 1000.0)

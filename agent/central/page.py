@@ -28,6 +28,7 @@ from agent.central.config import CentralConfig
 from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to, parse_time
 from agent.central.history_api import rolled_up
 from agent.central.incidents import Incidents
+from agent.central.maintenance import Maintenance, Window
 from agent.central.storage import AgentRow, CheckRow, Incident, Storage
 from agent.central.svg import latency_chart, milliseconds, uptime_bars, uptime_class
 
@@ -98,15 +99,19 @@ class Summary:
     degraded: int
     unknown: int
     silent_agents: int
+    maintenance: int = 0
 
     @property
     def state(self) -> str:
-        """``down``, ``degraded``, ``up`` or ``none`` (nothing reported): the line's colour."""
+        """``down``, ``degraded``, ``maintenance``, ``up`` or ``none`` (nothing reported):
+        the line's colour."""
         if self.checks == 0:
             return "none"
         if self.down or self.silent_agents:
             return "down"
-        return "degraded" if self.degraded or self.unknown else "up"
+        if self.degraded or self.unknown:
+            return "degraded"
+        return "maintenance" if self.maintenance else "up"
 
     def line(self) -> str:
         """"All systems operational", or what is wrong: "3 of 14 checks down, 1 agent silent"."""
@@ -124,6 +129,11 @@ class Summary:
         if self.unknown and not self.silent_agents:
             parts.append(f"{self.unknown} not reporting yet" if parts
                          else f"{self.unknown} of {self.checks} checks not reporting yet")
+        if self.maintenance:
+            plural = "check" if self.maintenance == 1 else "checks"
+            if not parts:
+                return f"All systems operational; {self.maintenance} {plural} in maintenance"
+            parts.append(f"{self.maintenance} in maintenance")
         return ", ".join(parts) if parts else "All systems operational"
 
 
@@ -145,23 +155,41 @@ class StatusPage:
         self.incidents = incidents
         self.history = history
         self.wall_clock = wall_clock
+        self.maintenance: Maintenance | None = None  # set by the receiver
+
+    def _windows(self, now: float) -> list[Window]:
+        return self.maintenance.windows(now) if self.maintenance is not None else []
 
     def _silent(self, agents: Sequence[AgentRow], now: float) -> set[str]:
         return {row.id for row in agents
                 if self.incidents.is_silent(row.id, row.last_heartbeat_at, row.interval_s, now)}
 
-    def summary(self, silent: set[str]) -> Summary:
-        """Counts every check's shown status."""
-        total = down = degraded = unknown = 0
+    def summary(self, silent: set[str], windows: Sequence[Window] = ()) -> Summary:
+        """Counts every check's shown status (a check in maintenance shows that)."""
+        whole = {window.agent for window in windows if not window.checks}
+        counts = {"down": 0, "degraded": 0, "unknown": 0, "maintenance": 0, "up": 0}
+
+        def shown(agent: str, status: str) -> str:
+            if agent in whole:
+                return "maintenance"
+            if agent in silent or status == "unknown":
+                return "unknown"
+            return status if status in counts else "up"
+
+        total = 0
         for agent, status, count in self.storage.status_counts():
             total += count
-            if agent in silent or status == "unknown":
-                unknown += count
-            elif status == "down":
-                down += count
-            elif status == "degraded":
-                degraded += count
-        return Summary(total, down, degraded, unknown, len(silent))
+            counts[shown(agent, status)] += count
+        # A window over some checks only: move those from what they showed.
+        named = {(window.agent, check) for window in windows for check in window.checks
+                 if window.agent not in whole}
+        for agent, check in named:
+            row = self.storage.check(agent, check)
+            if row is not None:
+                counts[shown(agent, row.status)] -= 1
+                counts["maintenance"] += 1
+        return Summary(total, counts["down"], counts["degraded"], counts["unknown"],
+                       len(silent - whole), counts["maintenance"])
 
     # -- the status page ----------------------------------------------------------
 
@@ -170,18 +198,22 @@ class StatusPage:
         now = self.wall_clock()
         agents = self.storage.agents()
         silent = self._silent(agents, now)
-        summary = self.summary(silent)
+        windows = self._windows(now)
+        summary = self.summary(silent, windows)
         parts = _head("heartwire status", now)
         parts.append(f'<header><h1>heartwire status</h1><p id="overall" class="overall '
                      f'{summary.state}">{_e(summary.line())}</p>'
                      f'<p class="generated">As of {time_ago(now, now)}; this page refreshes '
                      f"every {REFRESH_S} s.</p></header>")
         parts.extend(self._incidents(now))
+        if windows:
+            parts.extend(self._maintenance(windows, now))
         rows = self.storage.checks_worst_first(sorted(silent), PAGE_CHECKS)
         rows.sort(key=lambda row: (row.group is None, row.group or "", row.agent, row.name))
         for group, members in groupby(rows, key=lambda row: row.group or UNGROUPED):
             parts.append(f'<section class="group"><h2>{_e(group)}</h2>')
-            parts.extend(self._check_card(row, row.agent in silent, now) for row in members)
+            parts.extend(self._check_card(row, row.agent in silent, now, windows)
+                         for row in members)
             parts.append("</section>")
         if not rows:
             parts.append('<p class="none">No checks have been reported yet.</p>')
@@ -247,12 +279,29 @@ class StatusPage:
         return (f'<figure class="days">{uptime_bars(days)}<figcaption>uptime, last {BAR_DAYS} '
                 "days (UTC)</figcaption></figure>")
 
-    def _check_card(self, row: CheckRow, agent_silent: bool, now: float) -> str:
+    def _maintenance(self, windows: Sequence[Window], now: float) -> list[str]:
+        parts = [f'<section id="maintenance"><h2>Maintenance ({len(windows)})</h2><ul>']
+        for window in windows:
+            what = ", ".join(window.checks) if window.checks else "all checks, silence included"
+            parts.append(
+                f'<li class="window">{badge("maintenance")} <span class="summary">'
+                f"{_e(window.agent)}: {_e(what)}</span> <span class=\"when\">"
+                f"{_e(window.reason)}; ends {time_ago(window.ends_at, now)}</span></li>")
+        parts.append("</ul></section>")
+        return parts
+
+    def _check_card(self, row: CheckRow, agent_silent: bool, now: float,
+                    windows: Sequence[Window] = ()) -> str:
         status = "unknown" if agent_silent else row.status
+        window = next((window for window in windows if window.covers(row.agent, row.name)), None)
         target = f"{row.host}:{row.port}" if row.host else ""
         latency = "" if row.latency_ms is None else milliseconds(row.latency_ms)
         uptime = self.history.uptime(row.agent, row.name, now)
         why = "agent silent" if agent_silent else (row.reason if status != "up" else "")
+        if window is not None:
+            ends = duration_words(window.ends_at - now)
+            why = f"maintenance for {ends} more: {window.reason} (reports {status})"
+            status = "maintenance"
         return (
             f'<div class="check {_e(status)}" data-check="{_e(row.agent)}/{_e(row.name)}">'
             f'<div class="head">{badge(status)} <a class="name" '
@@ -301,6 +350,13 @@ class StatusPage:
         agents = [stored for stored in self.storage.agents() if stored.id == agent]
         agent_silent = bool(self._silent(agents, now))
         status = "unknown" if agent_silent else row.status
+        window = next((window for window in self._windows(now)
+                       if window.covers(agent, check)), None)
+        reason = "agent silent" if agent_silent else (row.reason or "")
+        if window is not None:
+            reason = (f"maintenance for {duration_words(window.ends_at - now)} more: "
+                      f"{window.reason} (reports {status})")
+            status = "maintenance"
         target = f"{row.host}:{row.port}" if row.host else "—"
         uptime = self.history.uptime(agent, check, now)
         title = f"{check} on {agent}"
@@ -308,7 +364,6 @@ class StatusPage:
         parts.append(f'<header><p><a href="/">← all checks</a></p><h1>{badge(status)} '
                      f"{_e(check)} <small>on {_e(agent)}</small></h1>"
                      f'<p class="generated">As of {time_ago(now, now)}.</p></header>')
-        reason = "agent silent" if agent_silent else (row.reason or "")
         latency = "—" if row.latency_ms is None else milliseconds(row.latency_ms)
         parts.append(
             '<section id="now"><table><tbody>'
@@ -379,6 +434,8 @@ STYLE: Final = (
     ".badge.up,.badge.alive{background:#15803d}.badge.down,.badge.silent{background:#b91c1c}"
     ".badge.degraded,.badge.flapping{background:#b45309}.badge.resolved{background:#4b5563}"
     ".badge.never-reported,.badge.unknown{background:#9ca3af}"
+    ".badge.maintenance{background:#6d28d9}.overall.maintenance{background:#6d28d9}"
+    ".check.maintenance{border-left-color:#6d28d9}.check.maintenance .reason{color:#6d28d9}"
     "ul{padding-left:0;list-style:none}li.incident{padding:.35rem 0;"
     "border-bottom:1px solid #e5e7eb}"
     ".check{background:#fff;border:1px solid #e5e7eb;border-left:4px solid #15803d;"

@@ -4,6 +4,7 @@
 GET   ``/api/v1/checks/<agent>/<check>/history``  one check's points (history_api.py)
 GET   ``/checks/<agent>/<check>``                 one check's page (page.py)
 GET   ``/metrics``                                Prometheus text format (metrics.py)
+GET   ``/api/v1/maintenance``                     the maintenance windows active now
 ====  ==========================================  ======================================
 
 :meth:`Routes.get` answers a path it knows and returns None for any other, so
@@ -17,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from agent.central.channels.base import rfc3339
 from agent.central.history import History
 from agent.central.history_api import history_json
+from agent.central.maintenance import Maintenance
 from agent.central.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.central.metrics import Metrics
 from agent.central.page import StatusPage
@@ -27,6 +30,7 @@ from agent.central.storage import Storage
 CHECKS_PREFIX: Final = "/api/v1/checks/"
 CHECK_PAGE_PREFIX: Final = "/checks/"
 METRICS_PATH: Final = "/metrics"
+MAINTENANCE_PATH: Final = "/api/v1/maintenance"
 HTML: Final = b"text/html; charset=utf-8"
 HISTORY_SUFFIX: Final = "/history"
 JSON: Final = b"application/json"
@@ -72,9 +76,17 @@ class Routes:
         self.page = page
         self.metrics = metrics
         self.wall_clock = wall_clock
+        self.maintenance: Maintenance | None = None
 
     def get(self, path: str, query_string: bytes) -> Page | None:
         """The answer to ``GET path?query_string``, or None when the path is not ours."""
+        if path == MAINTENANCE_PATH:
+            now = self.wall_clock()
+            windows = self.maintenance.windows(now) if self.maintenance is not None else []
+            return json_page(200, {"maintenance": [
+                {"id": window.id, "agent": window.agent, "checks": list(window.checks) or None,
+                 "starts_at": rfc3339(window.starts_at), "ends_at": rfc3339(window.ends_at),
+                 "reason": window.reason} for window in windows]})
         if path == METRICS_PATH:
             return Page(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
         if path.startswith(CHECKS_PREFIX) and path.endswith(HISTORY_SUFFIX):

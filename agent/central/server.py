@@ -29,6 +29,7 @@ from agent.central.dispatch import Dispatcher
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
+from agent.central.maintenance import Maintenance, MaintenanceStore
 from agent.central.metrics import Metrics, ReceiverCounters
 from agent.central.page import StatusPage
 from agent.central.routes import Routes
@@ -80,10 +81,15 @@ class Central:
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
         self.views = Views(config, self.storage, self.incidents, wall_clock)
         self.app = App(self.ingest, self.views, config.max_body_bytes)
+        self.maintenance = Maintenance(config.maintenance, MaintenanceStore(self.storage))
+        self.incidents.holds = self.maintenance.holds
         self.history = History(config, self.storage, wall_clock)
+        self.history.maintenance = self.maintenance
         self.ingest.history = self.history
         self.views.history = self.history
         self.page = StatusPage(config, self.storage, self.incidents, self.history, wall_clock)
+        self.page.maintenance = self.maintenance
+        self.views.maintenance = self.maintenance
         self.views.page = self.page
         self.counters = ReceiverCounters()
         self.app.on_answer = self.counters.count
@@ -93,6 +99,7 @@ class Central:
                 channel.wall_clock = wall_clock
         self.app.routes = Routes(self.storage, self.history, self.page,
                                  Metrics(self.views, self.counters, wall_clock), wall_clock)
+        self.app.routes.maintenance = self.maintenance
         self._last_prune = float("-inf")
 
     def apply_config(self, new: CentralConfig) -> None:
@@ -102,6 +109,7 @@ class Central:
         self.ingest.config = new
         self.views.config = new
         self.history.config = new
+        self.maintenance.weekly = new.maintenance
         self.page.config = new
 
     def reload(self) -> bool:
@@ -128,6 +136,7 @@ class Central:
                 log.info("forgot %d message ids older than the dedup retention", pruned)
             self._last_prune = now
         self.history.tick(now)
+        self.incidents.release_held(now)
         return next_due
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -16,6 +16,7 @@ from agent.central.channels.base import incident_json, rfc3339
 from agent.central.config import CentralConfig
 from agent.central.history import WINDOWS, History, Uptime
 from agent.central.incidents import Incidents
+from agent.central.maintenance import Maintenance
 from agent.central.page import StatusPage
 from agent.central.storage import Storage
 
@@ -41,6 +42,7 @@ class Views:
         self.wall_clock = wall_clock
         self.history: History | None = None
         self.page: StatusPage | None = None  # the page with history (page.py)
+        self.maintenance: Maintenance | None = None
 
     def agents(self) -> list[dict[str, Any]]:
         """Every registered or reporting agent, by id."""
@@ -79,6 +81,7 @@ class Views:
             if self.incidents.is_silent(row.id, row.last_heartbeat_at, row.interval_s, now)
         }
         uptimes = self.history.uptimes(now) if self.history is not None else {}
+        windows = self.maintenance.windows(now) if self.maintenance is not None else []
         return [
             {
                 "agent": row.agent,
@@ -92,6 +95,7 @@ class Views:
                 "latency_ms": row.latency_ms,
                 "at": row.at,
                 **uptime_fields(uptimes.get((row.agent, row.name))),
+                "maintenance": any(window.covers(row.agent, row.name) for window in windows),
             }
             for row in self.storage.checks()
         ]

@@ -10,7 +10,7 @@ STATE_DIR ?= .state
 .PHONY: run test lint check validate clean
 .PHONY: run-agent
 .PHONY: deb rpm package-check
-.PHONY: faults bench bench-outbox
+.PHONY: faults bench bench-outbox bench-history
 
 $(BIN)/heartwire: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ bench: $(BIN)/heartwire
 ## bench-outbox: enqueue rate and the drain of an hour of results; appends to bench/RESULTS-outbox.md
 bench-outbox: $(BIN)/heartwire
 	$(BIN)/python -m bench.outbox --write bench/RESULTS-outbox.md
+
+## bench-history: the receiver's ingest with history and its page/API at 50,000 checks with
+## 30 days of rollups (writes a 6 GB database to the temporary directory); appends to
+## bench/RESULTS-history.md
+bench-history: $(BIN)/heartwire
+	$(BIN)/python -m bench.bench_central_history --write bench/RESULTS-history.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -368,6 +368,7 @@ class JournalHandler(logging.Handler):
         self._sender: threading.Thread | None = None
         # Records the full queue turned away, and how many of them a warning reported.
         self.dropped = 0
+        self._count_lock = threading.Lock()
         self._dropped_reported = 0
         self._warned_at = -math.inf
 
@@ -400,14 +401,15 @@ class JournalHandler(logging.Handler):
         try:
             self._queue.put_nowait(fields)
         except queue.Full:
-            self.dropped += 1  # emit runs under the handler's lock
+            with self._count_lock:
+                self.dropped += 1
 
     def _send_queued(self) -> None:
         while (fields := self._queue.get()) is not None:
             try:
                 self._send(fields)
             except Exception:  # the journal went away: there is nowhere to say so
-                with self.lock:
+                with self._count_lock:
                     self.dropped += 1
             self._warn_of_drops()
             self._queue.task_done()

@@ -14,8 +14,12 @@ Bounds (``max_outbox_messages``, ``max_outbox_bytes``) are enforced on every
 insert by dropping, in this order: the oldest ``results``, then superseded
 heartbeats, and state changes only when nothing else is left (the newest heartbeat
 is never dropped: it is the liveness signal and carries the drop counts). A new heartbeat
-replaces every older undelivered one (only the newest matters). Each dropped
-message is counted by type, and the counts go out in the next heartbeat.
+replaces every older undelivered one (only the newest matters), except one that a
+destination is sending at that moment: that one is set aside until the attempt ends,
+so that a heartbeat is never both delivered and counted as dropped. Each dropped
+message is counted by type, and the counts go out in the next heartbeat. The depth
+(messages and bytes) is a counter in the file too, changed in the transaction that
+changes the messages, so what is reported is what the file holds.
 
 A full disk (or an I/O error) under the state directory does not stop the agent:
 a write that SQLite refuses with ``SQLITE_FULL`` or ``SQLITE_IOERR`` is rolled
@@ -59,6 +63,10 @@ _DROPPED: Final = {RESULTS: "dropped.results", HEARTBEAT: "dropped.heartbeats",
 # The counter names that heartbeats report (reset when a heartbeat takes them).
 REPORTED_COUNTERS: Final = ("dropped.results", "dropped.heartbeats", "dropped.state_changes",
                             "rejected")
+# What the messages table holds, kept beside it in the same transactions (so a
+# rolled-back write cannot leave the reported depth wrong).
+_DEPTH_MESSAGES: Final = "depth.messages"
+_DEPTH_BYTES: Final = "depth.bytes"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -176,10 +184,20 @@ class Outbox:
         # on power loss). bench/bench_outbox.py measures the cost.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
-        self._depth = OutboxDepth(count, size)
+        # The highest seq each destination was handed by pending(): what it may be
+        # sending right now (nothing, after a restart).
+        self._handed: dict[str, int] = {}
+        # Superseded heartbeats kept because a destination was sending them.
+        self._superseded: set[int] = set()
+        self._depth = OutboxDepth(0, 0)
         with self._transaction():
+            # Counted afresh at every start: the counters then follow every change.
+            count, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
+            self._db.executemany(
+                "INSERT INTO counters VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(_DEPTH_MESSAGES, count), (_DEPTH_BYTES, size)])
             known = {row[0] for row in self._db.execute("SELECT destination FROM cursors")}
             for name in destinations:
                 if name not in known:
@@ -190,6 +208,7 @@ class Outbox:
                 [(name,) for name in known - set(destinations)],
             )
             self._collect_garbage()
+        self._depth = self._stored_depth()
 
     def close(self) -> None:
         """Closes the file (a WAL checkpoint happens on the last close)."""
@@ -202,16 +221,28 @@ class Outbox:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """A write transaction that turns a full disk into :class:`OutboxFullError`."""
+        """A write transaction that turns a full disk into :class:`OutboxFullError`.
+
+        Afterwards, committed or rolled back, the cached depth is what the file holds.
+        """
+        superseded = set(self._superseded)
         try:
             with self._transaction():
                 yield
-        except sqlite3.Error as exc:
-            if not is_storage_error(exc):
+        except BaseException as exc:
+            self._superseded = superseded  # as the rolled-back transaction left them
+            if not isinstance(exc, sqlite3.Error) or not is_storage_error(exc):
                 raise
             if self._db.in_transaction:  # a failed COMMIT leaves it open
                 self._db.execute("ROLLBACK")
             raise OutboxFullError(f"cannot write to {self.path}: {exc}") from exc
+        finally:
+            if not self._db.in_transaction:
+                self._depth = self._stored_depth()
+
+    def _stored_depth(self) -> OutboxDepth:
+        """The depth as the counters in the file (or the open transaction) say."""
+        return OutboxDepth(self._counter(_DEPTH_MESSAGES), self._counter(_DEPTH_BYTES))
 
     @contextmanager
     def _storing(self, types: Sequence[str]) -> Iterator[None]:
@@ -221,12 +252,10 @@ class Outbox:
             OutboxFullError: SQLite could not write (full disk, I/O error); the
                 transaction was rolled back and the messages counted as dropped.
         """
-        depth = self._depth
         try:
             with self._writing():
                 yield
         except OutboxFullError as exc:
-            self._depth = depth  # what the rolled-back transaction counted is undone
             for msg_type in types:
                 name = _DROPPED[msg_type]
                 self._unstored[name] = self._unstored.get(name, 0) + 1
@@ -244,13 +273,13 @@ class Outbox:
         )
 
     def _delete(self, where: str, args: Sequence[object]) -> list[str]:
-        """Deletes messages; keeps the cached depth right. Returns their types."""
+        """Deletes messages (and counts them out of the depth). Returns their types."""
         rows = self._db.execute(
             f"DELETE FROM messages WHERE {where} RETURNING type, length(body)", args
         ).fetchall()
         if rows:
-            self._depth = OutboxDepth(self._depth.messages - len(rows),
-                                      self._depth.bytes - sum(row[1] for row in rows))
+            self._add(_DEPTH_MESSAGES, -len(rows))
+            self._add(_DEPTH_BYTES, -sum(row[1] for row in rows))
         return [row[0] for row in rows]
 
     def _insert(self, msg_type: str, data: Mapping[str, object], at: float) -> OutboxMessage:
@@ -263,8 +292,13 @@ class Outbox:
                         "timestamp": iso_time(at), "data": data})
         self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
                          (seq, message_id, msg_type, body))
-        self._depth = OutboxDepth(self._depth.messages + 1, self._depth.bytes + len(body))
+        self._add(_DEPTH_MESSAGES)
+        self._add(_DEPTH_BYTES, len(body))
         return OutboxMessage(seq, message_id, msg_type, body)
+
+    def _over_bounds(self) -> bool:
+        depth = self._stored_depth()
+        return depth.messages > self.max_messages or depth.bytes > self.max_bytes
 
     def _enforce_bounds(self) -> None:
         # The newest heartbeat is never dropped: it is one message, it says the agent
@@ -275,7 +309,7 @@ class Outbox:
                        "AND seq < (SELECT max(seq) FROM messages WHERE type = 'heartbeat')",
             STATE_CHANGE: "seq = (SELECT min(seq) FROM messages WHERE type = 'state_change')",
         }
-        while self._depth.messages > self.max_messages or self._depth.bytes > self.max_bytes:
+        while self._over_bounds():
             for msg_type in DROP_ORDER:
                 if self._delete(oldest[msg_type], ()):
                     self._add(_DROPPED[msg_type])
@@ -311,26 +345,67 @@ class Outbox:
             self._enforce_bounds()
         return stored
 
-    def _carry_forward_counts(self) -> None:
-        """The counts of heartbeats about to be superseded go back into the counters.
+    def _cursors(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT destination, delivered_seq FROM cursors"))
 
-        Only of those no destination has taken yet: a superseded heartbeat is never
-        sent, and its counts would be lost with it. (One some destination took already
-        keeps its counts: reporting them again would count them twice there.)
+    def _being_sent(self, seq: int, cursors: Mapping[str, int]) -> bool:
+        """Whether some destination was handed ``seq`` and has not finished with it."""
+        return any(cursor < seq <= self._handed.get(name, 0) for name, cursor in cursors.items())
+
+    def _supersede_heartbeats(self) -> None:
+        """Retires the heartbeats a new one replaces.
+
+        A heartbeat that some destination is sending (it was handed out by
+        :meth:`pending` and not acknowledged) is only set aside: no destination is
+        handed it again, and its fate is settled once nobody sends it any more
+        (:meth:`_settle_superseded`). The others are dropped at once.
         """
-        rows = self._db.execute(
-            "SELECT body FROM messages WHERE type = 'heartbeat' "
-            "AND seq > (SELECT coalesce(max(delivered_seq), 0) FROM cursors)").fetchall()
-        for (body,) in rows:
-            data = json.loads(body).get("data", {})
-            dropped = data.get("dropped") or {}
-            carried = {"dropped.results": dropped.get("results", 0),
-                       "dropped.heartbeats": dropped.get("heartbeats", 0),
-                       "dropped.state_changes": dropped.get("state_changes", 0),
-                       "rejected": data.get("rejected", 0)}
-            for name, amount in carried.items():
-                if isinstance(amount, int) and amount > 0:
-                    self._add(name, amount)
+        cursors = self._cursors()
+        rows = self._db.execute("SELECT seq FROM messages WHERE type = 'heartbeat' AND seq > ?",
+                                (min(cursors.values(), default=0),)).fetchall()
+        for (seq,) in rows:
+            if self._being_sent(seq, cursors):
+                self._superseded.add(seq)
+            else:
+                self._drop_superseded(seq, cursors)
+
+    def _settle_superseded(self) -> None:
+        """Drops the set-aside heartbeats that no destination is sending any more."""
+        if not self._superseded:
+            return
+        cursors = self._cursors()
+        for seq in sorted(self._superseded):
+            if not self._being_sent(seq, cursors):
+                self._superseded.discard(seq)
+                self._drop_superseded(seq, cursors)
+
+    def _drop_superseded(self, seq: int, cursors: Mapping[str, int]) -> None:
+        """Deletes a superseded heartbeat; counts it when no destination received it.
+
+        One that no destination took is counted in ``dropped.heartbeats``, and the
+        counts it carried go back into the counters for the next heartbeat. One that
+        some destination took was delivered, its counts with it: counting it again
+        would report it twice there.
+        """
+        row = self._db.execute("SELECT body FROM messages WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return  # collected or dropped by the bounds meanwhile
+        self._delete("seq = ?", (seq,))
+        if seq > max(cursors.values(), default=0):
+            self._add(_DROPPED[HEARTBEAT])
+            self._carry_forward_counts(row[0])
+
+    def _carry_forward_counts(self, body: bytes) -> None:
+        """The counts of a heartbeat that will never be sent go back into the counters."""
+        data = json.loads(body).get("data", {})
+        dropped = data.get("dropped") or {}
+        carried = {"dropped.results": dropped.get("results", 0),
+                   "dropped.heartbeats": dropped.get("heartbeats", 0),
+                   "dropped.state_changes": dropped.get("state_changes", 0),
+                   "rejected": data.get("rejected", 0)}
+        for name, amount in carried.items():
+            if isinstance(amount, int) and amount > 0:
+                self._add(name, amount)
 
     def enqueue_heartbeat(
         self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
@@ -347,16 +422,14 @@ class Outbox:
                 dropped and the counters stay for the next one.
         """
         with self._storing([HEARTBEAT]):
-            self._carry_forward_counts()
-            superseded = self._delete("type = ?", (HEARTBEAT,))
-            if superseded:
-                self._add(_DROPPED[HEARTBEAT], len(superseded))
+            self._supersede_heartbeats()
             counts = {name: self._counter(name) + self._unstored.get(name, 0)
                       for name in REPORTED_COUNTERS}
             self._db.execute(
                 f"DELETE FROM counters WHERE name IN ({','.join('?' * len(REPORTED_COUNTERS))})",
                 REPORTED_COUNTERS)
-            message = self._insert(HEARTBEAT, build(counts, self._depth), self._wall_clock())
+            message = self._insert(HEARTBEAT, build(counts, self._stored_depth()),
+                                   self._wall_clock())
             self._enforce_bounds()
         self._unstored.clear()  # committed: the heartbeat carries them now
         return message
@@ -377,13 +450,19 @@ class Outbox:
         marks = ",".join("?" * len(types))
         with self._writing():
             cursor = self._cursor(destination)
+            # Reading again means the destination is done with what it was handed.
+            self._handed[destination] = cursor
+            self._settle_superseded()
             rows = self._db.execute(
                 f"SELECT seq, id, type, body FROM messages WHERE seq > ? AND type IN ({marks}) "
-                "ORDER BY seq LIMIT ?", (cursor, *types, limit)).fetchall()
+                "ORDER BY seq LIMIT ?", (cursor, *types, limit + len(self._superseded))
+            ).fetchall()
+            rows = [row for row in rows if row[0] not in self._superseded][:limit]
             if not rows:
                 last = self._counter("last_seq")
                 if last > cursor:
                     self._move_cursor(destination, last)
+        self._handed[destination] = rows[-1][0] if rows else cursor
         return [OutboxMessage(seq, msg_id, msg_type, bytes(body))
                 for seq, msg_id, msg_type, body in rows]
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -223,3 +224,40 @@ def test_heartwire_run_on_a_full_disk_keeps_checking_and_reports_the_drops(
     # Messages the full disk refused never got a seq: the reports exceed the gaps.
     assert_exactly_once_in_order(received, through=before.last_seq,
                                  known_types=before.messages, exact_counts=False)
+
+
+def _depth_in_file(box: Outbox) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(box.path, timeout=5)) as reader:
+        count, size = reader.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
+    return int(count), int(size)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root (CI is root)")
+def test_the_depth_is_what_the_file_holds_whatever_a_full_disk_refused(tmp_path: Path) -> None:
+    with _small_tmpfs(tmp_path / "mnt", "1m") as mount:
+        box = open_outbox(mount, agent_id="a", destinations=["main"], max_messages=10**6,
+                          max_bytes=10**9)
+        try:
+            stored = box.enqueue_many([(RESULTS, {"pad": "x" * 2000}, None) for _ in range(20)])
+            _fill_to_the_last_byte(mount / "filler")
+            refused = 0
+            for message in stored:  # delivered one by one; the disk refuses moving the cursor
+                for attempt in range(3):
+                    try:
+                        box.acknowledge("main", message.seq)
+                    except OutboxFullError:
+                        refused += 1
+                    try:
+                        box.enqueue_heartbeat(lambda counts, depth: {"depth": depth.messages})
+                    except OutboxFullError:
+                        refused += 1
+                    depth = box.depth()
+                    assert depth.messages >= 0
+                    assert (depth.messages, depth.bytes) == _depth_in_file(box), (message, attempt)
+            assert refused > 0, "the disk never refused a write"
+            (mount / "filler").unlink()
+            box.acknowledge("main", stored[-1].seq)
+            assert (box.depth().messages, box.depth().bytes) == _depth_in_file(box)
+        finally:
+            box.close()

@@ -11,7 +11,10 @@ at-least-once and ordered per destination, and a dead destination holds back onl
 its own cursor.
 
 Bounds (``max_outbox_messages``, ``max_outbox_bytes``) are enforced on every
-insert by dropping, in this order: the oldest ``results``, then superseded
+insert; the byte bound counts what the outbox takes on disk (the database's pages
+in use, and the write-ahead log, which is checkpointed early and truncated, so it
+never outgrows its share), so an outbox works on any disk with room for its
+limits. They are enforced by dropping, in this order: the oldest ``results``, then superseded
 heartbeats, and state changes only when nothing else is left (the newest heartbeat
 is never dropped: it is the liveness signal and carries the drop counts). A new heartbeat
 replaces every older undelivered one (only the newest matters), except one that a
@@ -86,6 +89,9 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
+# The most the write-ahead log may take of ``max_outbox_bytes`` (see wal_limit_bytes).
+WAL_LIMIT_BYTES: Final = 1024 * 1024
+
 # SQLite's primary result codes (the low byte of an extended code) that mean the
 # disk, not the data, is the problem: the write may succeed once space returns.
 _STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
@@ -124,6 +130,16 @@ class OutboxDepth:
     bytes: int
 
 
+def wal_limit_bytes(max_bytes: int) -> int:
+    """The write-ahead log's share of ``max_bytes``: a quarter, at most ``WAL_LIMIT_BYTES``.
+
+    SQLite checkpoints once the log holds a quarter of that, so the rest is room for
+    the transaction that crosses the mark; after the checkpoint the log is truncated
+    back to the limit, and a commit that leaves it larger truncates it at once.
+    """
+    return min(WAL_LIMIT_BYTES, max_bytes // 4)
+
+
 def iso_time(seconds: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -147,7 +163,8 @@ class Outbox:
         agent_id: written into every envelope.
         destinations: the configured destination names; cursors of others are dropped.
         max_messages: the most messages kept.
-        max_bytes: the most bytes of message bodies kept.
+        max_bytes: the most bytes the outbox takes on disk: the database's pages in
+            use and the write-ahead log's share (:func:`wal_limit_bytes`).
         wall_clock: seconds since the epoch, for envelope timestamps.
     """
 
@@ -183,6 +200,14 @@ class Outbox:
         # (NORMAL in WAL mode survives a process crash but may lose the last commits
         # on power loss). bench/bench_outbox.py measures the cost.
         self._db.execute("PRAGMA synchronous=FULL")
+        # The write-ahead log is part of the outbox's size: SQLite's default lets it
+        # grow to about 4 MiB before a checkpoint (and never shrinks it), which alone
+        # fills a small state disk. Checkpoint early, and truncate it back after.
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self.wal_limit_bytes = wal_limit_bytes(max_bytes)
+        checkpoint_pages = max(1, self.wal_limit_bytes // self._page_size // 4)
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
+        self._db.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes}")
         self._db.executescript(_SCHEMA)
         # The highest seq each destination was handed by pending(): what it may be
         # sending right now (nothing, after a restart).
@@ -208,6 +233,7 @@ class Outbox:
                 [(name,) for name in known - set(destinations)],
             )
             self._collect_garbage()
+            self._enforce_bounds()  # the limits may be lower than when it was written
         self._depth = self._stored_depth()
 
     def close(self) -> None:
@@ -239,6 +265,24 @@ class Outbox:
         finally:
             if not self._db.in_transaction:
                 self._depth = self._stored_depth()
+        self._keep_wal_small()
+
+    def _keep_wal_small(self) -> None:
+        """Truncates the write-ahead log once a transaction left it above its share.
+
+        The automatic checkpoint keeps it there in general; a transaction bigger than
+        the rest of the share would otherwise leave it larger until the next one.
+        """
+        try:
+            wal_bytes = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return
+        if wal_bytes > self.wal_limit_bytes:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                if not is_storage_error(exc):
+                    raise  # a full disk: the log stays until the next commit
 
     def _stored_depth(self) -> OutboxDepth:
         """The depth as the counters in the file (or the open transaction) say."""
@@ -296,9 +340,17 @@ class Outbox:
         self._add(_DEPTH_BYTES, len(body))
         return OutboxMessage(seq, message_id, msg_type, body)
 
+    def stored_bytes(self) -> int:
+        """What the outbox may take on disk now: the database's pages in use (as the
+        open transaction leaves them) and the write-ahead log's allowance."""
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free_pages = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free_pages) * self._page_size + self.wal_limit_bytes
+
     def _over_bounds(self) -> bool:
-        depth = self._stored_depth()
-        return depth.messages > self.max_messages or depth.bytes > self.max_bytes
+        if self._stored_depth().messages > self.max_messages:
+            return True
+        return self.stored_bytes() > self.max_bytes
 
     def _enforce_bounds(self) -> None:
         # The newest heartbeat is never dropped: it is one message, it says the agent

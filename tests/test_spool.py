@@ -139,13 +139,20 @@ def test_drop_policy_results_first_then_heartbeats_never_state_changes_first(
 
 
 def test_byte_bound_drops_results_before_a_state_change(tmp_path: Path) -> None:
-    box = _open(tmp_path, max_bytes=600)
-    box.enqueue(STATE_CHANGE, {"pad": "s" * 100})
-    box.enqueue(RESULTS, {"pad": "r" * 200})
-    box.enqueue(STATE_CHANGE, {"pad": "t" * 200})  # over 600 bytes: results go
+    # The bound counts the file's pages in use and the write-ahead log's share.
+    limit = 256 * 1024
+    box = _open(tmp_path, max_bytes=limit)
+    box.enqueue(STATE_CHANGE, {"pad": "s" * 50_000})
+    box.enqueue(RESULTS, {"pad": "r" * 60_000})
+    assert box.counters().get("dropped.results", 0) == 0
+    box.enqueue(STATE_CHANGE, {"pad": "t" * 70_000})  # over the bound: results go
     assert [m.type for m in box.pending("a")] == [STATE_CHANGE, STATE_CHANGE]
-    assert box.depth().bytes <= 600
+    assert box.stored_bytes() <= limit
     assert box.counters()["dropped.results"] == 1
+    # The write-ahead log is bounded too: a quarter of the limit.
+    assert box.wal_limit_bytes == limit // 4
+    wal = tmp_path / "outbox.sqlite3-wal"
+    assert wal.stat().st_size <= box.wal_limit_bytes
 
 
 def test_rejections_are_counted_for_the_next_heartbeat(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ each call in a worker thread (``trio.to_thread``), one at a time, so a slow disk
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sqlite3
@@ -93,8 +94,15 @@ CREATE TABLE IF NOT EXISTS counters (
 WAL_LIMIT_BYTES: Final = 1024 * 1024
 
 # SQLite's primary result codes (the low byte of an extended code) that mean the
-# disk, not the data, is the problem: the write may succeed once space returns.
-_STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+# disk, not the data, is the problem: the write may succeed once space returns, or
+# once another process (an operator's sqlite3 shell) lets go of the file's lock.
+_STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+                                    sqlite3.SQLITE_BUSY})
+
+# trio 0.23 renamed to_thread.run_sync's cancellable= to abandon_on_cancel= (Debian 12
+# ships trio 0.22).
+_HAS_ABANDON_ON_CANCEL: Final = (
+    "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -146,7 +154,7 @@ def iso_time(seconds: float) -> str:
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite saying the disk is full or failing (not a bug)."""
+    """Whether ``exc`` is SQLite saying the disk is full, failing or locked (not a bug)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_ERRORS
 
@@ -612,7 +620,10 @@ class AsyncOutbox:
         if not self._offload:
             await trio.lowlevel.checkpoint()
             return call()
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        # Cancellation does not wait for a call stuck in a hung disk: the caller goes
+        # on, the call finishes (and commits) in its thread, and the limiter stays
+        # taken until it has, so calls on the connection never overlap.
+        return await _run_in_thread(call, self._limiter)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -654,9 +665,21 @@ class AsyncOutbox:
         await self._run(self.sync.acknowledge, destination, seq, rejected=rejected)
 
     async def aclose(self) -> None:
-        """Closes the file once no call is running."""
+        """Closes the file once no call is running.
+
+        Bounded by the caller's deadline: when a call is stuck in a hung disk the
+        file is left open (the process is on its way out; SQLite recovers the log).
+        """
         async with self._limiter:
             self.sync.close()
+
+
+async def _run_in_thread(call: Callable[[], R], limiter: trio.CapacityLimiter) -> R:
+    """``trio.to_thread.run_sync``, abandoning the thread when cancelled."""
+    if _HAS_ABANDON_ON_CANCEL:
+        return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
+        call, limiter=limiter, cancellable=True)
 
 
 def open_outbox(

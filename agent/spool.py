@@ -90,6 +90,9 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
+# How long a write waits for another process's lock on the file before it counts as
+# a storage failure (sqlite3's default).
+_BUSY_TIMEOUT_MS: Final = 5000
 # The most the write-ahead log may take of ``max_outbox_bytes`` (see wal_limit_bytes).
 WAL_LIMIT_BYTES: Final = 1024 * 1024
 
@@ -202,7 +205,8 @@ class Outbox:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so a
         # transaction is exactly one method call. check_same_thread=False because
         # AsyncOutbox moves calls between worker threads (one at a time).
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=_BUSY_TIMEOUT_MS / 1000)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before enqueue returns, also across power loss
         # (NORMAL in WAL mode survives a process crash but may lose the last commits
@@ -286,11 +290,16 @@ class Outbox:
         except FileNotFoundError:
             return
         if wal_bytes > self.wal_limit_bytes:
+            # Without waiting: while another process reads the file the log cannot
+            # be truncated, and a write must not wait for that.
+            self._db.execute("PRAGMA busy_timeout = 0")
             try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.Error as exc:
                 if not is_storage_error(exc):
                     raise  # a full disk: the log stays until the next commit
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
     def _stored_depth(self) -> OutboxDepth:
         """The depth as the counters in the file (or the open transaction) say."""

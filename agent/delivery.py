@@ -339,7 +339,7 @@ class Deliverer:
 
 
 # The most a stopping agent waits for its HTTP clients to close.
-CLIENT_CLOSE_TIMEOUT_S = 1.0
+CLIENT_CLOSE_TIMEOUT_S = 0.5
 
 
 class Delivery:

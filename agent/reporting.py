@@ -60,7 +60,9 @@ RESULTS_PER_MESSAGE = 1_000
 # A full-disk episode ends when no write failed for this long (see Reporting._store).
 STORAGE_QUIET_S = 60.0
 # How long a stopping agent may spend writing what is still in memory and closing
-# the outbox; with the journal's flush, SIGTERM ends the process within 5 s (README).
+# the outbox. With closing the HTTP clients (delivery.CLIENT_CLOSE_TIMEOUT_S) and
+# the journal's flush (systemd.FLUSH_TIMEOUT_S, twice), SIGTERM ends the process
+# within 5 s (README).
 CLOSE_TIMEOUT_S = 3.0
 
 

@@ -53,7 +53,7 @@ _SEND_TIMEOUT_S = 1.0
 # long the exit waits for the queue to empty.
 JOURNAL_QUEUE_SIZE = 4096
 DROP_WARNING_INTERVAL_S = 60.0
-FLUSH_TIMEOUT_S = 0.5
+FLUSH_TIMEOUT_S = 0.25
 
 NotifySender = Callable[[str], None]
 JournalSender = Callable[[Mapping[str, str]], None]

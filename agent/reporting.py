@@ -271,8 +271,8 @@ class Reporting:
             await self.flush_results()
             await self.outbox.aclose()
         if scope.cancelled_caught:
-            log.warning("the outbox did not answer within %gs of stopping: messages still in "
-                        "memory are lost", CLOSE_TIMEOUT_S)
+            log.warning("the outbox did not finish within %gs of stopping: messages still in "
+                        "memory may be lost", CLOSE_TIMEOUT_S)
 
     async def _beat(self) -> None:
         due = trio.current_time()

@@ -272,16 +272,19 @@ async def test_a_journal_that_does_not_read_never_delays_the_event_loop(tmp_path
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_checkpoints)
                 await trio.sleep(0.01)
-                started = time.monotonic()
+                longest_call_s = 0.0
                 for n in range(5000):  # a mass outage's burst, beyond the queue's size
+                    started = time.monotonic()
                     logger.warning("db%d: up -> down", n)
-                    await trio.lowlevel.checkpoint()
-                    if time.monotonic() - started > 1.0:
+                    longest_call_s = max(longest_call_s, time.monotonic() - started)
+                    if longest_call_s > 0.5:
                         break  # blocked: no need to wait for the rest
-                logging_s = time.monotonic() - started
+                    await trio.lowlevel.checkpoint()
                 nursery.cancel_scope.cancel()
-            assert logging_s < 1.0, f"logging took {logging_s:.2f}s"
-            assert longest_gap_s < 0.2, f"the event loop stalled {longest_gap_s:.2f}s"
+            # A blocking send waits up to a second per record; a queued one, microseconds
+            # (the bounds leave room for a machine busy with other work).
+            assert longest_call_s < 0.5, f"one log call took {longest_call_s:.2f}s"
+            assert longest_gap_s < 0.5, f"the event loop stalled {longest_gap_s:.2f}s"
             assert handler.dropped >= 5000 - 4096 - 10  # bounded: the excess is counted
 
             # Once the journal reads again, what was queued arrives, then the warning.

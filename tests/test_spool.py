@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -263,3 +265,20 @@ def test_a_superseded_heartbeat_whose_sending_failed_is_counted_once_and_never_s
     fourth = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
     dropped = [_reported(beat.body)["dropped.heartbeats"] for beat in (second, third, fourth)]
     assert sum(dropped) == 2  # the first and the second, each once
+
+
+async def test_a_call_stuck_on_a_locked_file_is_abandoned_when_cancelled(tmp_path: Path) -> None:
+    outbox = AsyncOutbox(_open(tmp_path, ("a",)))
+    with contextlib.closing(sqlite3.connect(outbox.sync.path, isolation_level=None,
+                                            timeout=10)) as other_process:
+        other_process.execute("BEGIN IMMEDIATE")  # the outbox's writes wait for this lock
+        started = time.monotonic()
+        with trio.move_on_after(0.2):
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": 1}, None)])
+        waited_s = time.monotonic() - started
+        other_process.execute("ROLLBACK")
+    assert waited_s < 1.0, f"cancelling took {waited_s:.1f}s"
+    # The abandoned call still ran to its end (and committed) before the next one.
+    stored = await outbox.enqueue_many([(STATE_CHANGE, {"n": 2}, None)])
+    assert stored[0].seq == 2
+    await outbox.aclose()

@@ -1,6 +1,7 @@
 """The long-running agent: loads the config, runs the scheduler, handles signals.
 
-SIGTERM and SIGINT stop it (cancellation closes every socket at once); SIGHUP
+SIGTERM and SIGINT stop it (cancellation closes every socket at once; what is
+still in memory gets ``reporting.CLOSE_TIMEOUT_S`` to reach the outbox); SIGHUP
 reloads the config: a valid new config replaces the old one without losing the
 status of unchanged checks, an invalid one is logged as one line and the running
 config stays.

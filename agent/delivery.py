@@ -338,6 +338,10 @@ class Deliverer:
         await self._pause(delay)
 
 
+# The most a stopping agent waits for its HTTP clients to close.
+CLIENT_CLOSE_TIMEOUT_S = 0.5
+
+
 class Delivery:
     """Every destination's deliverer, run side by side.
 
@@ -360,6 +364,8 @@ class Delivery:
                     await nursery.start(deliverer.run)
                 task_status.started()
         finally:
-            with trio.CancelScope(shield=True):
+            # Shielded from the shutdown, but bounded: a peer that hangs must not
+            # hold up the exit (closing a connection needs no answer).
+            with trio.move_on_after(CLIENT_CLOSE_TIMEOUT_S, shield=True):
                 for deliverer in self.deliverers:
                     await deliverer.client.aclose()

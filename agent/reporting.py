@@ -20,6 +20,7 @@ per episode, and reported in the first heartbeat stored once space returns.
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 import time
@@ -58,8 +59,11 @@ WRITE_BATCH = 500
 RESULTS_PER_MESSAGE = 1_000
 # A full-disk episode ends when no write failed for this long (see Reporting._store).
 STORAGE_QUIET_S = 60.0
-# How long a stopping agent may spend writing what is still in memory.
-CLOSE_TIMEOUT_S = 5.0
+# How long a stopping agent may spend writing what is still in memory and closing
+# the outbox. With closing the HTTP clients (delivery.CLIENT_CLOSE_TIMEOUT_S) and
+# the journal's flush (systemd.FLUSH_TIMEOUT_S, twice), SIGTERM ends the process
+# within 5 s (README).
+CLOSE_TIMEOUT_S = 3.0
 
 
 def observation_data(result: Result) -> dict[str, Any]:
@@ -210,7 +214,12 @@ class Reporting:
             self._results.append(observation_data(result))
 
     def _put(self, msg_type: str, data: dict[str, Any]) -> None:
-        self._send.send_nowait((msg_type, data))
+        try:
+            self._send.send_nowait((msg_type, data))
+        except trio.ClosedResourceError:
+            # Stopping: a probe that finished while being cancelled; its state
+            # change is seen again at the next start.
+            log.debug("stopping: %s not stored", msg_type)
 
     def _snapshot(self) -> list[CheckSnapshot]:
         return [
@@ -241,30 +250,29 @@ class Reporting:
         while len(batch) < WRITE_BATCH:
             try:
                 batch.append(self._receive.receive_nowait())
-            except trio.WouldBlock:
+            except (trio.WouldBlock, trio.EndOfChannel):
                 return
 
-    async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        # Shielded: a batch taken off the channel is written even when shutdown
-        # cancels us mid-way (a write takes milliseconds).
-        with trio.CancelScope(shield=True):
-            await self._store(lambda: self.outbox.enqueue_many([(t, d, None) for t, d in batch]))
+    async def _write_pending(self, scope: trio.CancelScope) -> None:
+        """Moves what gathers on the channel into the outbox until the channel closes,
+        then the results gathered so far, then closes the outbox.
 
-    async def _write_pending(self) -> None:
-        async for first in self._receive:
-            batch = [first]
-            self._take_waiting(batch)
-            await self._write(batch)
-
-    async def _write_before_close(self) -> None:
-        """On the way out: what is still in memory goes to the outbox, not away."""
-        batch: list[tuple[str, dict[str, Any]]] = []
-        self._take_waiting(batch)
-        while batch:
-            await self._write(batch)
-            batch = []
-            self._take_waiting(batch)
-        await self.flush_results()
+        ``scope`` shields this from the shutdown that stops everything else, so that
+        nothing taken off the channel is lost; the shutdown gives it a deadline
+        instead (``CLOSE_TIMEOUT_S``). Past it, a write stuck in a hung disk is
+        abandoned (it finishes in its thread, or dies with the process).
+        """
+        with scope:
+            async for first in self._receive:
+                batch = [first]
+                self._take_waiting(batch)
+                items = [(msg_type, data, None) for msg_type, data in batch]
+                await self._store(functools.partial(self.outbox.enqueue_many, items))
+            await self.flush_results()
+            await self.outbox.aclose()
+        if scope.cancelled_caught:
+            log.warning("the outbox did not finish within %gs of stopping: messages still in "
+                        "memory may be lost", CLOSE_TIMEOUT_S)
 
     async def _beat(self) -> None:
         due = trio.current_time()
@@ -292,20 +300,24 @@ class Reporting:
             await self.flush_results()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Runs the writer, the heartbeat, the results batcher and delivery."""
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_pending)
-                await nursery.start(self.delivery.run)
-                nursery.start_soon(self._beat)
-                if self.wants_results:
-                    nursery.start_soon(self._batch_results)
-                task_status.started()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-                await self._write_before_close()
-            with trio.CancelScope(shield=True):
-                await self.outbox.aclose()
+        """Runs the writer, the heartbeat, the results batcher and delivery.
+
+        When cancelled, everything but the writer stops at once; the writer stores
+        what is still in memory and closes the outbox within ``CLOSE_TIMEOUT_S``.
+        """
+        writer_scope = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as writer_nursery:
+            writer_nursery.start_soon(self._write_pending, writer_scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.delivery.run)
+                    nursery.start_soon(self._beat)
+                    if self.wants_results:
+                        nursery.start_soon(self._batch_results)
+                    task_status.started()
+            finally:
+                writer_scope.deadline = trio.current_time() + CLOSE_TIMEOUT_S
+                self._send.close()  # the writer empties the channel, then ends
 
     def note_reload(self, new_config: Config) -> None:
         """Destinations and ``[central]`` are read at start: say so when a reload changes them."""

@@ -11,11 +11,18 @@ at-least-once and ordered per destination, and a dead destination holds back onl
 its own cursor.
 
 Bounds (``max_outbox_messages``, ``max_outbox_bytes``) are enforced on every
-insert by dropping, in this order: the oldest ``results``, then superseded
+insert; the byte bound counts what the outbox takes on disk (the database's pages
+in use, and the write-ahead log, which is checkpointed early and truncated, so it
+never outgrows its share), so an outbox works on any disk with room for its
+limits. They are enforced by dropping, in this order: the oldest ``results``, then superseded
 heartbeats, and state changes only when nothing else is left (the newest heartbeat
 is never dropped: it is the liveness signal and carries the drop counts). A new heartbeat
-replaces every older undelivered one (only the newest matters). Each dropped
-message is counted by type, and the counts go out in the next heartbeat.
+replaces every older undelivered one (only the newest matters), except one that a
+destination is sending at that moment: that one is set aside until the attempt ends,
+so that a heartbeat is never both delivered and counted as dropped. Each dropped
+message is counted by type, and the counts go out in the next heartbeat. The depth
+(messages and bytes) is a counter in the file too, changed in the transaction that
+changes the messages, so what is reported is what the file holds.
 
 A full disk (or an I/O error) under the state directory does not stop the agent:
 a write that SQLite refuses with ``SQLITE_FULL`` or ``SQLITE_IOERR`` is rolled
@@ -30,6 +37,7 @@ each call in a worker thread (``trio.to_thread``), one at a time, so a slow disk
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sqlite3
@@ -59,6 +67,10 @@ _DROPPED: Final = {RESULTS: "dropped.results", HEARTBEAT: "dropped.heartbeats",
 # The counter names that heartbeats report (reset when a heartbeat takes them).
 REPORTED_COUNTERS: Final = ("dropped.results", "dropped.heartbeats", "dropped.state_changes",
                             "rejected")
+# What the messages table holds, kept beside it in the same transactions (so a
+# rolled-back write cannot leave the reported depth wrong).
+_DEPTH_MESSAGES: Final = "depth.messages"
+_DEPTH_BYTES: Final = "depth.bytes"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -78,9 +90,22 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
+# How long a write waits for another process's lock on the file before it counts as
+# a storage failure (sqlite3's default).
+_BUSY_TIMEOUT_MS: Final = 5000
+# The most the write-ahead log may take of ``max_outbox_bytes`` (see wal_limit_bytes).
+WAL_LIMIT_BYTES: Final = 1024 * 1024
+
 # SQLite's primary result codes (the low byte of an extended code) that mean the
-# disk, not the data, is the problem: the write may succeed once space returns.
-_STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+# disk, not the data, is the problem: the write may succeed once space returns, or
+# once another process (an operator's sqlite3 shell) lets go of the file's lock.
+_STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
+                                    sqlite3.SQLITE_BUSY})
+
+# trio 0.23 renamed to_thread.run_sync's cancellable= to abandon_on_cancel= (Debian 12
+# ships trio 0.22).
+_HAS_ABANDON_ON_CANCEL: Final = (
+    "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -116,13 +141,23 @@ class OutboxDepth:
     bytes: int
 
 
+def wal_limit_bytes(max_bytes: int) -> int:
+    """The write-ahead log's share of ``max_bytes``: a quarter, at most ``WAL_LIMIT_BYTES``.
+
+    SQLite checkpoints once the log holds a quarter of that, so the rest is room for
+    the transaction that crosses the mark; after the checkpoint the log is truncated
+    back to the limit, and a commit that leaves it larger truncates it at once.
+    """
+    return min(WAL_LIMIT_BYTES, max_bytes // 4)
+
+
 def iso_time(seconds: float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite saying the disk is full or failing (not a bug)."""
+    """Whether ``exc`` is SQLite saying the disk is full, failing or locked (not a bug)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_ERRORS
 
@@ -139,7 +174,8 @@ class Outbox:
         agent_id: written into every envelope.
         destinations: the configured destination names; cursors of others are dropped.
         max_messages: the most messages kept.
-        max_bytes: the most bytes of message bodies kept.
+        max_bytes: the most bytes the outbox takes on disk: the database's pages in
+            use and the write-ahead log's share (:func:`wal_limit_bytes`).
         wall_clock: seconds since the epoch, for envelope timestamps.
     """
 
@@ -169,17 +205,36 @@ class Outbox:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves, so a
         # transaction is exactly one method call. check_same_thread=False because
         # AsyncOutbox moves calls between worker threads (one at a time).
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=_BUSY_TIMEOUT_MS / 1000)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before enqueue returns, also across power loss
         # (NORMAL in WAL mode survives a process crash but may lose the last commits
         # on power loss). bench/bench_outbox.py measures the cost.
         self._db.execute("PRAGMA synchronous=FULL")
+        # The write-ahead log is part of the outbox's size: SQLite's default lets it
+        # grow to about 4 MiB before a checkpoint (and never shrinks it), which alone
+        # fills a small state disk. Checkpoint early, and truncate it back after.
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self.wal_limit_bytes = wal_limit_bytes(max_bytes)
+        checkpoint_pages = max(1, self.wal_limit_bytes // self._page_size // 4)
+        self._db.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
+        self._db.execute(f"PRAGMA journal_size_limit = {self.wal_limit_bytes}")
         self._db.executescript(_SCHEMA)
-        count, size = self._db.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
-        self._depth = OutboxDepth(count, size)
+        # The highest seq each destination was handed by pending(): what it may be
+        # sending right now (nothing, after a restart).
+        self._handed: dict[str, int] = {}
+        # Superseded heartbeats kept because a destination was sending them.
+        self._superseded: set[int] = set()
+        self._depth = OutboxDepth(0, 0)
         with self._transaction():
+            # Counted afresh at every start: the counters then follow every change.
+            count, size = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
+            self._db.executemany(
+                "INSERT INTO counters VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [(_DEPTH_MESSAGES, count), (_DEPTH_BYTES, size)])
             known = {row[0] for row in self._db.execute("SELECT destination FROM cursors")}
             for name in destinations:
                 if name not in known:
@@ -190,6 +245,8 @@ class Outbox:
                 [(name,) for name in known - set(destinations)],
             )
             self._collect_garbage()
+            self._enforce_bounds()  # the limits may be lower than when it was written
+        self._depth = self._stored_depth()
 
     def close(self) -> None:
         """Closes the file (a WAL checkpoint happens on the last close)."""
@@ -202,16 +259,51 @@ class Outbox:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """A write transaction that turns a full disk into :class:`OutboxFullError`."""
+        """A write transaction that turns a full disk into :class:`OutboxFullError`.
+
+        Afterwards, committed or rolled back, the cached depth is what the file holds.
+        """
+        superseded = set(self._superseded)
         try:
             with self._transaction():
                 yield
-        except sqlite3.Error as exc:
-            if not is_storage_error(exc):
+        except BaseException as exc:
+            self._superseded = superseded  # as the rolled-back transaction left them
+            if not isinstance(exc, sqlite3.Error) or not is_storage_error(exc):
                 raise
             if self._db.in_transaction:  # a failed COMMIT leaves it open
                 self._db.execute("ROLLBACK")
             raise OutboxFullError(f"cannot write to {self.path}: {exc}") from exc
+        finally:
+            if not self._db.in_transaction:
+                self._depth = self._stored_depth()
+        self._keep_wal_small()
+
+    def _keep_wal_small(self) -> None:
+        """Truncates the write-ahead log once a transaction left it above its share.
+
+        The automatic checkpoint keeps it there in general; a transaction bigger than
+        the rest of the share would otherwise leave it larger until the next one.
+        """
+        try:
+            wal_bytes = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            return
+        if wal_bytes > self.wal_limit_bytes:
+            # Without waiting: while another process reads the file the log cannot
+            # be truncated, and a write must not wait for that.
+            self._db.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                if not is_storage_error(exc):
+                    raise  # a full disk: the log stays until the next commit
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+    def _stored_depth(self) -> OutboxDepth:
+        """The depth as the counters in the file (or the open transaction) say."""
+        return OutboxDepth(self._counter(_DEPTH_MESSAGES), self._counter(_DEPTH_BYTES))
 
     @contextmanager
     def _storing(self, types: Sequence[str]) -> Iterator[None]:
@@ -221,12 +313,10 @@ class Outbox:
             OutboxFullError: SQLite could not write (full disk, I/O error); the
                 transaction was rolled back and the messages counted as dropped.
         """
-        depth = self._depth
         try:
             with self._writing():
                 yield
         except OutboxFullError as exc:
-            self._depth = depth  # what the rolled-back transaction counted is undone
             for msg_type in types:
                 name = _DROPPED[msg_type]
                 self._unstored[name] = self._unstored.get(name, 0) + 1
@@ -244,13 +334,13 @@ class Outbox:
         )
 
     def _delete(self, where: str, args: Sequence[object]) -> list[str]:
-        """Deletes messages; keeps the cached depth right. Returns their types."""
+        """Deletes messages (and counts them out of the depth). Returns their types."""
         rows = self._db.execute(
             f"DELETE FROM messages WHERE {where} RETURNING type, length(body)", args
         ).fetchall()
         if rows:
-            self._depth = OutboxDepth(self._depth.messages - len(rows),
-                                      self._depth.bytes - sum(row[1] for row in rows))
+            self._add(_DEPTH_MESSAGES, -len(rows))
+            self._add(_DEPTH_BYTES, -sum(row[1] for row in rows))
         return [row[0] for row in rows]
 
     def _insert(self, msg_type: str, data: Mapping[str, object], at: float) -> OutboxMessage:
@@ -263,8 +353,21 @@ class Outbox:
                         "timestamp": iso_time(at), "data": data})
         self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
                          (seq, message_id, msg_type, body))
-        self._depth = OutboxDepth(self._depth.messages + 1, self._depth.bytes + len(body))
+        self._add(_DEPTH_MESSAGES)
+        self._add(_DEPTH_BYTES, len(body))
         return OutboxMessage(seq, message_id, msg_type, body)
+
+    def stored_bytes(self) -> int:
+        """What the outbox may take on disk now: the database's pages in use (as the
+        open transaction leaves them) and the write-ahead log's allowance."""
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free_pages = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free_pages) * self._page_size + self.wal_limit_bytes
+
+    def _over_bounds(self) -> bool:
+        if self._stored_depth().messages > self.max_messages:
+            return True
+        return self.stored_bytes() > self.max_bytes
 
     def _enforce_bounds(self) -> None:
         # The newest heartbeat is never dropped: it is one message, it says the agent
@@ -275,7 +378,7 @@ class Outbox:
                        "AND seq < (SELECT max(seq) FROM messages WHERE type = 'heartbeat')",
             STATE_CHANGE: "seq = (SELECT min(seq) FROM messages WHERE type = 'state_change')",
         }
-        while self._depth.messages > self.max_messages or self._depth.bytes > self.max_bytes:
+        while self._over_bounds():
             for msg_type in DROP_ORDER:
                 if self._delete(oldest[msg_type], ()):
                     self._add(_DROPPED[msg_type])
@@ -311,26 +414,67 @@ class Outbox:
             self._enforce_bounds()
         return stored
 
-    def _carry_forward_counts(self) -> None:
-        """The counts of heartbeats about to be superseded go back into the counters.
+    def _cursors(self) -> dict[str, int]:
+        return dict(self._db.execute("SELECT destination, delivered_seq FROM cursors"))
 
-        Only of those no destination has taken yet: a superseded heartbeat is never
-        sent, and its counts would be lost with it. (One some destination took already
-        keeps its counts: reporting them again would count them twice there.)
+    def _being_sent(self, seq: int, cursors: Mapping[str, int]) -> bool:
+        """Whether some destination was handed ``seq`` and has not finished with it."""
+        return any(cursor < seq <= self._handed.get(name, 0) for name, cursor in cursors.items())
+
+    def _supersede_heartbeats(self) -> None:
+        """Retires the heartbeats a new one replaces.
+
+        A heartbeat that some destination is sending (it was handed out by
+        :meth:`pending` and not acknowledged) is only set aside: no destination is
+        handed it again, and its fate is settled once nobody sends it any more
+        (:meth:`_settle_superseded`). The others are dropped at once.
         """
-        rows = self._db.execute(
-            "SELECT body FROM messages WHERE type = 'heartbeat' "
-            "AND seq > (SELECT coalesce(max(delivered_seq), 0) FROM cursors)").fetchall()
-        for (body,) in rows:
-            data = json.loads(body).get("data", {})
-            dropped = data.get("dropped") or {}
-            carried = {"dropped.results": dropped.get("results", 0),
-                       "dropped.heartbeats": dropped.get("heartbeats", 0),
-                       "dropped.state_changes": dropped.get("state_changes", 0),
-                       "rejected": data.get("rejected", 0)}
-            for name, amount in carried.items():
-                if isinstance(amount, int) and amount > 0:
-                    self._add(name, amount)
+        cursors = self._cursors()
+        rows = self._db.execute("SELECT seq FROM messages WHERE type = 'heartbeat' AND seq > ?",
+                                (min(cursors.values(), default=0),)).fetchall()
+        for (seq,) in rows:
+            if self._being_sent(seq, cursors):
+                self._superseded.add(seq)
+            else:
+                self._drop_superseded(seq, cursors)
+
+    def _settle_superseded(self) -> None:
+        """Drops the set-aside heartbeats that no destination is sending any more."""
+        if not self._superseded:
+            return
+        cursors = self._cursors()
+        for seq in sorted(self._superseded):
+            if not self._being_sent(seq, cursors):
+                self._superseded.discard(seq)
+                self._drop_superseded(seq, cursors)
+
+    def _drop_superseded(self, seq: int, cursors: Mapping[str, int]) -> None:
+        """Deletes a superseded heartbeat; counts it when no destination received it.
+
+        One that no destination took is counted in ``dropped.heartbeats``, and the
+        counts it carried go back into the counters for the next heartbeat. One that
+        some destination took was delivered, its counts with it: counting it again
+        would report it twice there.
+        """
+        row = self._db.execute("SELECT body FROM messages WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return  # collected or dropped by the bounds meanwhile
+        self._delete("seq = ?", (seq,))
+        if seq > max(cursors.values(), default=0):
+            self._add(_DROPPED[HEARTBEAT])
+            self._carry_forward_counts(row[0])
+
+    def _carry_forward_counts(self, body: bytes) -> None:
+        """The counts of a heartbeat that will never be sent go back into the counters."""
+        data = json.loads(body).get("data", {})
+        dropped = data.get("dropped") or {}
+        carried = {"dropped.results": dropped.get("results", 0),
+                   "dropped.heartbeats": dropped.get("heartbeats", 0),
+                   "dropped.state_changes": dropped.get("state_changes", 0),
+                   "rejected": data.get("rejected", 0)}
+        for name, amount in carried.items():
+            if isinstance(amount, int) and amount > 0:
+                self._add(name, amount)
 
     def enqueue_heartbeat(
         self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
@@ -347,16 +491,14 @@ class Outbox:
                 dropped and the counters stay for the next one.
         """
         with self._storing([HEARTBEAT]):
-            self._carry_forward_counts()
-            superseded = self._delete("type = ?", (HEARTBEAT,))
-            if superseded:
-                self._add(_DROPPED[HEARTBEAT], len(superseded))
+            self._supersede_heartbeats()
             counts = {name: self._counter(name) + self._unstored.get(name, 0)
                       for name in REPORTED_COUNTERS}
             self._db.execute(
                 f"DELETE FROM counters WHERE name IN ({','.join('?' * len(REPORTED_COUNTERS))})",
                 REPORTED_COUNTERS)
-            message = self._insert(HEARTBEAT, build(counts, self._depth), self._wall_clock())
+            message = self._insert(HEARTBEAT, build(counts, self._stored_depth()),
+                                   self._wall_clock())
             self._enforce_bounds()
         self._unstored.clear()  # committed: the heartbeat carries them now
         return message
@@ -377,13 +519,19 @@ class Outbox:
         marks = ",".join("?" * len(types))
         with self._writing():
             cursor = self._cursor(destination)
+            # Reading again means the destination is done with what it was handed.
+            self._handed[destination] = cursor
+            self._settle_superseded()
             rows = self._db.execute(
                 f"SELECT seq, id, type, body FROM messages WHERE seq > ? AND type IN ({marks}) "
-                "ORDER BY seq LIMIT ?", (cursor, *types, limit)).fetchall()
+                "ORDER BY seq LIMIT ?", (cursor, *types, limit + len(self._superseded))
+            ).fetchall()
+            rows = [row for row in rows if row[0] not in self._superseded][:limit]
             if not rows:
                 last = self._counter("last_seq")
                 if last > cursor:
                     self._move_cursor(destination, last)
+        self._handed[destination] = rows[-1][0] if rows else cursor
         return [OutboxMessage(seq, msg_id, msg_type, bytes(body))
                 for seq, msg_id, msg_type, body in rows]
 
@@ -481,7 +629,10 @@ class AsyncOutbox:
         if not self._offload:
             await trio.lowlevel.checkpoint()
             return call()
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        # Cancellation does not wait for a call stuck in a hung disk: the caller goes
+        # on, the call finishes (and commits) in its thread, and the limiter stays
+        # taken until it has, so calls on the connection never overlap.
+        return await _run_in_thread(call, self._limiter)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -523,9 +674,21 @@ class AsyncOutbox:
         await self._run(self.sync.acknowledge, destination, seq, rejected=rejected)
 
     async def aclose(self) -> None:
-        """Closes the file once no call is running."""
+        """Closes the file once no call is running.
+
+        Bounded by the caller's deadline: when a call is stuck in a hung disk the
+        file is left open (the process is on its way out; SQLite recovers the log).
+        """
         async with self._limiter:
             self.sync.close()
+
+
+async def _run_in_thread(call: Callable[[], R], limiter: trio.CapacityLimiter) -> R:
+    """``trio.to_thread.run_sync``, abandoning the thread when cancelled."""
+    if _HAS_ABANDON_ON_CANCEL:
+        return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
+        call, limiter=limiter, cancellable=True)
 
 
 def open_outbox(

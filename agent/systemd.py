@@ -9,6 +9,9 @@ Two protocols, each with two transports:
   ``/run/systemd/journal/socket``, so that log records keep their structured
   fields (``CHECK=``, ``STATUS=``, ``REASON=``, ``LATENCY_MS=``).
 
+Journal entries never block the caller: :class:`JournalHandler` queues them (bounded,
+dropping and counting the excess) for one thread that sends them over one socket.
+
 ``systemd-python`` (Debian's ``python3-systemd``) is used when it is importable;
 otherwise a small pure-Python sender speaks the same protocol. Both transports are
 plain callables, so tests and callers can hand in their own.
@@ -24,14 +27,19 @@ import errno
 import functools
 import importlib
 import logging
+import math
 import os
+import queue
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from agent.logs import EscapingFormatter, escape_control
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
@@ -40,6 +48,12 @@ SYSLOG_IDENTIFIER = "heartwire"
 
 # A notification must reach the manager or fail at once, never block the event loop.
 _SEND_TIMEOUT_S = 1.0
+# Log records waiting for the journal (a burst of a mass outage fits; beyond it they
+# are dropped and counted), how often at most a warning reports the drops, and how
+# long the exit waits for the queue to empty.
+JOURNAL_QUEUE_SIZE = 4096
+DROP_WARNING_INTERVAL_S = 60.0
+FLUSH_TIMEOUT_S = 0.25
 
 NotifySender = Callable[[str], None]
 JournalSender = Callable[[Mapping[str, str]], None]
@@ -256,13 +270,26 @@ def encode_journal_fields(fields: Mapping[str, str]) -> bytes:
     return b"".join(parts)
 
 
-def send_journal_datagram(fields: Mapping[str, str], path: Path = JOURNAL_SOCKET) -> None:
-    """The pure-Python journal sender: one datagram, or a memfd for a big entry."""
-    payload = encode_journal_fields(fields)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.settimeout(_SEND_TIMEOUT_S)
+class JournalSocket:
+    """The pure-Python journal sender: one datagram per entry (a memfd for a big one),
+    over one socket kept for the life of the sender.
+
+    Args:
+        path: journald's native socket.
+    """
+
+    def __init__(self, path: Path = JOURNAL_SOCKET) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+
+    def __call__(self, fields: Mapping[str, str]) -> None:
+        """Sends one entry (blocking for at most about a second)."""
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.settimeout(_SEND_TIMEOUT_S)
+        payload = encode_journal_fields(fields)
         try:
-            sock.sendto(payload, str(path))
+            self._sock.sendto(payload, str(self.path))
             return
         except OSError as exc:
             if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
@@ -274,10 +301,26 @@ def send_journal_datagram(fields: Mapping[str, str], path: Path = JOURNAL_SOCKET
             os.write(memfd, payload)
             with contextlib.suppress(OSError):  # sealing is advisory for journald
                 _seal(memfd)
-            sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", memfd))],
-                          0, str(path))
+            self._sock.sendmsg(
+                [], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", memfd))],
+                0, str(self.path))
         finally:
             os.close(memfd)
+
+    def close(self) -> None:
+        """Closes the socket (the next entry opens a new one)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def send_journal_datagram(fields: Mapping[str, str], path: Path = JOURNAL_SOCKET) -> None:
+    """Sends one entry over a socket of its own (see :class:`JournalSocket`)."""
+    sender = JournalSocket(path)
+    try:
+        sender(fields)
+    finally:
+        sender.close()
 
 
 def _seal(fd: int) -> None:
@@ -302,18 +345,35 @@ def _library_journal() -> JournalSender | None:
 class JournalHandler(logging.Handler):
     """A logging handler that writes journal entries with structured fields.
 
+    Logging must never wait for the journal: a record is formatted where it is
+    logged and put on a bounded queue; one thread sends what is queued, in order.
+    When the queue is full (the journal does not keep up) the record is dropped and
+    counted, and once the journal takes entries again a warning says how many were
+    lost (at most every ``DROP_WARNING_INTERVAL_S``). Closing (``logging.shutdown``
+    at exit) waits at most ``FLUSH_TIMEOUT_S`` for the queue to empty.
+
     Args:
-        send: delivers one entry's fields (systemd-python's or the pure-Python sender).
+        send: delivers one entry's fields (systemd-python's or a :class:`JournalSocket`).
         identifier: ``SYSLOG_IDENTIFIER=`` of every entry.
+        queue_size: the most records waiting for the journal.
     """
 
-    def __init__(self, send: JournalSender, *, identifier: str = SYSLOG_IDENTIFIER) -> None:
+    def __init__(self, send: JournalSender, *, identifier: str = SYSLOG_IDENTIFIER,
+                 queue_size: int = JOURNAL_QUEUE_SIZE) -> None:
         super().__init__()
+        self.setFormatter(EscapingFormatter())
         self._send = send
         self._identifier = identifier
+        self._queue: queue.Queue[dict[str, str] | None] = queue.Queue(maxsize=queue_size)
+        self._sender: threading.Thread | None = None
+        # Records the full queue turned away, and how many of them a warning reported.
+        self.dropped = 0
+        self._count_lock = threading.Lock()
+        self._dropped_reported = 0
+        self._warned_at = -math.inf
 
     def journal_fields(self, record: logging.LogRecord) -> dict[str, str]:
-        """The fields of the entry for one log record."""
+        """The fields of the entry for one log record (control characters escaped)."""
         fields: dict[str, object] = {
             "MESSAGE": self.format(record),
             "PRIORITY": syslog_priority(record.levelno),
@@ -324,14 +384,76 @@ class JournalHandler(logging.Handler):
             "CODE_FUNC": record.funcName,
         }
         for attribute, field_name in STRUCTURED_FIELDS.items():
-            fields[field_name] = getattr(record, attribute, None)
+            value = getattr(record, attribute, None)
+            fields[field_name] = None if value is None else escape_control(_field_text(value))
         return {key: _field_text(value) for key, value in fields.items() if value is not None}
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._send(self.journal_fields(record))
+            fields = self.journal_fields(record)
         except Exception:
             self.handleError(record)
+            return
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_queued, name="heartwire-journal",
+                                            daemon=True)
+            self._sender.start()
+        try:
+            self._queue.put_nowait(fields)
+        except queue.Full:
+            with self._count_lock:
+                self.dropped += 1
+
+    def _send_queued(self) -> None:
+        while (fields := self._queue.get()) is not None:
+            try:
+                self._send(fields)
+            except Exception:  # the journal went away: there is nowhere to say so
+                with self._count_lock:
+                    self.dropped += 1
+            self._warn_of_drops()
+            self._queue.task_done()
+        self._queue.task_done()
+        close_sender = getattr(self._send, "close", None)  # a JournalSocket's socket
+        if close_sender is not None:
+            close_sender()
+
+    def _warn_of_drops(self) -> None:
+        dropped = self.dropped
+        now = time.monotonic()
+        if dropped == self._dropped_reported or now - self._warned_at < DROP_WARNING_INTERVAL_S:
+            return
+        self._warned_at = now
+        lost = dropped - self._dropped_reported
+        self._dropped_reported = dropped
+        with contextlib.suppress(Exception):
+            self._send({
+                "MESSAGE": f"{lost} log records dropped: the journal did not take them fast "
+                           f"enough ({dropped} since start)",
+                "PRIORITY": str(syslog_priority(logging.WARNING)),
+                "SYSLOG_IDENTIFIER": self._identifier,
+                "LOGGER": "heartwire.systemd",
+                "DROPPED": str(dropped),
+            })
+
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> None:
+        """Waits (at most ``timeout_s``) until every queued record went to the journal."""
+        deadline = time.monotonic() + timeout_s
+        while self._sender is not None and self._queue.unfinished_tasks \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        """Sends what is queued (within ``FLUSH_TIMEOUT_S``) and stops the thread."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            deadline = time.monotonic() + FLUSH_TIMEOUT_S
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=FLUSH_TIMEOUT_S)
+            # A journal that reads nothing must not hold up the exit: the thread is a
+            # daemon thread, left behind after the deadline.
+            sender.join(timeout=max(0.0, deadline - time.monotonic()))
+        super().close()
 
 
 def _field_text(value: object) -> str:
@@ -365,5 +487,5 @@ def journal_handler(
         return None
     send = _library_journal() if prefer_library and socket_path == JOURNAL_SOCKET else None
     if send is None:
-        send = functools.partial(send_journal_datagram, path=socket_path)
+        send = JournalSocket(socket_path)
     return JournalHandler(send)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,14 +103,13 @@ def test_the_read_token_comes_from_a_private_file_never_inline(tmp_path: Path) -
         central_config.load(path)
 
 
-async def test_a_public_plaintext_listener_is_warned_about(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def _exposure_warnings(config: Any, caplog: pytest.LogCaptureFixture) -> str:
     import logging
 
     from agent.central.server import Central
 
-    central = Central(make_config(tmp_path, listen=("0.0.0.0:0",)))
+    caplog.clear()
+    central = Central(config)
     try:
         with caplog.at_level(logging.WARNING, logger="heartwire.central"):
             central.warn_about_exposure()
@@ -117,16 +117,14 @@ async def test_a_public_plaintext_listener_is_warned_about(
         await central.client.aclose()
         central.storage.close()
         central.reader.close()
-    text = caplog.text
-    assert "listening on 0.0.0.0:0 without TLS" in text
-    assert "read_token_file" in text
-    caplog.clear()
-    loopback = Central(make_config(tmp_path))
-    try:
-        with caplog.at_level(logging.WARNING, logger="heartwire.central"):
-            loopback.warn_about_exposure()
-    finally:
-        await loopback.client.aclose()
-        loopback.storage.close()
-        loopback.reader.close()
-    assert "without TLS" not in caplog.text
+    return caplog.text
+
+
+async def test_a_public_plaintext_listener_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    public = await _exposure_warnings(make_config(tmp_path, listen=("0.0.0.0:0",)), caplog)
+    assert "listening on 0.0.0.0:0 without TLS" in public
+    assert "read_token_file" in public
+    loopback = await _exposure_warnings(make_config(tmp_path), caplog)
+    assert "without TLS" not in loopback

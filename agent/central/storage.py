@@ -40,7 +40,13 @@ from typing import Any, Final
 
 DATABASE_NAME: Final = "central.sqlite3"
 
-_SCHEMA: Final = """
+# Dedup is per agent: one agent must not make another's message a duplicate.
+_MESSAGES_COLUMNS: Final = (
+    "agent TEXT NOT NULL, msg_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
+    " received_at REAL NOT NULL, PRIMARY KEY (agent, msg_id)"
+)
+
+_SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS agents (
     id TEXT PRIMARY KEY,
     first_seen REAL NOT NULL,
@@ -74,14 +80,7 @@ CREATE TABLE IF NOT EXISTS state_history (
     received_at REAL NOT NULL,
     msg_id TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS messages (
-    agent TEXT NOT NULL,
-    msg_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (agent, msg_id)
-);
+CREATE TABLE IF NOT EXISTS messages ({_MESSAGES_COLUMNS});
 CREATE INDEX IF NOT EXISTS messages_received_at ON messages (received_at);
 CREATE TABLE IF NOT EXISTS seq_gaps (
     id INTEGER PRIMARY KEY,
@@ -126,16 +125,9 @@ CREATE INDEX IF NOT EXISTS notifications_incident ON notifications (incident_id)
 # another's genuine message a "duplicate". _MIGRATIONS[n] takes version n to n+1.
 SCHEMA_VERSION: Final = 1
 _MIGRATIONS: Final = (
-    """
+    f"""
     ALTER TABLE messages RENAME TO messages_v0;
-    CREATE TABLE messages (
-        agent TEXT NOT NULL,
-        msg_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        PRIMARY KEY (agent, msg_id)
-    );
+    CREATE TABLE messages ({_MESSAGES_COLUMNS});
     INSERT INTO messages (agent, msg_id, seq, type, received_at)
         SELECT agent, msg_id, seq, type, received_at FROM messages_v0;
     DROP TABLE messages_v0;

@@ -110,3 +110,26 @@ async def test_a_good_agent_stays_fast_while_a_big_agents_page_is_hammered(
             stop.set()
         assert statistics.median(latencies) < 0.25, latencies
         assert central.storage.count("messages") == 21
+
+
+async def test_past_the_request_limit_with_no_slow_reader_a_newcomer_is_told_to_retry(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, max_concurrent_requests=1)
+    async with running_central(config) as (central, client):
+        answers: dict[str, httpx.Response] = {}
+
+        async def first() -> None:
+            answers["first"] = await client.get("/")
+
+        async with trio.open_nursery() as nursery:
+            async with central.workers.reader:  # the page cannot render yet
+                nursery.start_soon(first)
+                await trio.sleep(0.3)
+                async with httpx.AsyncClient(base_url=client.base_url) as other:
+                    answers["second"] = await other.get("/api/v1/agents")
+        assert answers["first"].status_code == 200
+        assert answers["second"].status_code == 503
+        assert answers["second"].headers["retry-after"] == "1"
+        assert answers["second"].json()["error"] == "busy"
+        assert (await client.get("/healthz")).status_code == 200  # the slot is free again

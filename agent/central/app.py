@@ -17,7 +17,8 @@ Nothing a client does can stall the others:
   most ``max_body_bytes`` of it is read (413);
 * at most ``max_concurrent_requests`` requests are handled at once; one more makes the
   request that has been reading its body longest give way (408), so clients
-  trickling bytes cannot lock out an agent that sends its body at once;
+  trickling bytes cannot lock out an agent that sends its body at once; when none
+  is reading, the newcomer is answered 503 with ``Retry-After: 1``;
 * with ``read_token_*`` set, the read side answers 401 without the token (a bearer
   token, or basic auth with any user name and the token as password).
 """
@@ -81,14 +82,18 @@ class _Slots:
         self._evicted: set[int] = set()
         self.busy = 0
 
-    def enter(self) -> None:
-        self.busy += 1
-        while self.busy > self.limit and self._reading:
+    def enter(self) -> bool:
+        """Counts a new request in; False when it must be turned away (all slots busy)."""
+        while self.busy >= self.limit and self._reading:
             oldest, scope = next(iter(self._reading.items()))
             del self._reading[oldest]
             scope.cancel()
             self._evicted.add(oldest)
             self.busy -= 1  # the evicted request stops counting now
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
 
     def leave(self, key: int) -> bool:
         """Ends a request; returns whether it was evicted."""
@@ -142,7 +147,12 @@ class App:
             return
         if scope["type"] != "http":
             return
-        self._slots.enter()
+        if not self._slots.enter():
+            # Every slot is working, none merely waiting for bytes: come back soon.
+            await _json(send, 503, {"error": "busy", "message": "the receiver is at "
+                                    "max_concurrent_requests; retry shortly"},
+                        [(b"retry-after", b"1"), (b"connection", b"close")])
+            return
         key = id(scope)
         with trio.CancelScope() as evictable:
             self._slots.reading(key, evictable)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from tests.central_support import Messages, check_item, make_config, running_central, signed
@@ -41,8 +43,9 @@ async def _trickle(port: int, declared: int, results: list[str], pace_s: float) 
 
 
 async def test_clients_trickling_big_bodies_are_cut_off_and_a_good_agent_gets_through(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     config = make_config(tmp_path, body_timeout_s=2.0, max_concurrent_requests=20)
     messages = Messages()
     async with running_central(config) as (central, client):
@@ -50,7 +53,7 @@ async def test_clients_trickling_big_bodies_are_cut_off_and_a_good_agent_gets_th
         results: list[str] = []
         latencies: list[float] = []
         async with trio.open_nursery() as nursery:
-            for _ in range(60):
+            for _ in range(300):
                 nursery.start_soon(_trickle, port, 1_000_000, results, 0.2)
             await trio.sleep(0.5)  # the slow clients are in
             for _ in range(5):
@@ -63,9 +66,11 @@ async def test_clients_trickling_big_bodies_are_cut_off_and_a_good_agent_gets_th
         assert central.storage.count("messages") == 5
         assert max(latencies) < 1.5, latencies
         # Every slow client was answered 408 (timed out, or evicted) and none is left.
-        assert len(results) == 60
+        assert len(results) == 300
         assert set(results) <= {"HTTP/1.1 408 ", "closed"}, set(results)
-        assert results.count("HTTP/1.1 408 ") >= 40
+        assert results.count("HTTP/1.1 408 ") >= 20
+    # Refusing a client that is still sending races Hypercorn's close: no traceback.
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 async def test_a_good_agent_stays_fast_while_a_big_agents_page_is_hammered(

@@ -292,8 +292,13 @@ async def _respond(
 ) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
                (b"cache-control", b"no-store"), *(extra or [])]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+        # The connection is gone or Hypercorn is closing it (a client still sending
+        # the body we refused races our answer): nobody is left to read it.
+        log.debug("answer %d not delivered: the connection is closing", status)
 
 
 async def _json(send: Send, status: int, value: object,

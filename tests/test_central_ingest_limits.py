@@ -257,3 +257,21 @@ def test_a_receiver_starts_on_yesterdays_database_and_keeps_its_message_ids(
     reopened = Storage(path)  # the migration runs once
     assert reopened.count("messages") == 2
     reopened.close()
+
+
+async def test_a_failing_store_is_a_503_with_retry_after_not_a_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_central(make_config(tmp_path)) as (central, client):
+        central.storage._db.execute("PRAGMA query_only = ON")  # every write now fails
+        headers, body = signed(Messages().heartbeat())
+        with caplog.at_level(logging.DEBUG):
+            response = await client.post(INGEST, content=body, headers=headers)
+        central.storage._db.execute("PRAGMA query_only = OFF")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "30"
+        assert response.json()["error"] == "storage_unavailable"
+        _stored_nothing(central)
+        response = await client.post(INGEST, content=body, headers=headers)
+        assert response.json()["status"] == "stored"  # the retry goes through
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []

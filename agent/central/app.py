@@ -46,6 +46,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 INGEST_PATH: Final = "/v1/ingest"
 PUBLIC_PATHS: Final = frozenset({"/healthz"})
+# Seconds an agent waits after the store failed (a full disk is not fixed at once).
+STORAGE_RETRY_AFTER: Final = b"30"
 
 log = get_logger("central.http")
 
@@ -245,6 +247,8 @@ class App:
             answer = await self.workers.write(self.ingest.handle, headers, b"".join(chunks),
                                               self.wall_clock())
         extra = [(b"connection", b"close")] if answer.status in (408, 413) else None
+        if answer.status == 503:
+            extra = [(b"retry-after", STORAGE_RETRY_AFTER)]
         await _json(send, answer.status, answer.body, extra)
 
 

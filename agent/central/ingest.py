@@ -13,6 +13,7 @@ the reason; a refused message is never stored:
 401   ``bad_signature``     no signature verifies with the agent's keys
 400   ``id_mismatch``       the body's ``id`` is not the ``webhook-id``
 422   ``invalid_message``   the message does not follow docs/protocol.md
+503   ``storage_unavailable``  the store failed (nothing committed; the agent retries)
 ====  ====================  ================================================
 
 A message whose id this agent already sent is acknowledged (200, ``duplicate``) and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -112,11 +114,20 @@ class Ingest:
         """
         now = self.wall_clock() if now is None else now
         try:
-            return self._apply(self._verified_envelope(headers, body, now), now)
+            message = self._verified_envelope(headers, body, now)
         except Rejected as exc:
             log.warning("rejected message from agent %s: %s: %s", _agent_hint(body), exc.code,
                         exc.reason)
             return Answer(exc.status, {"error": exc.code, "message": exc.reason})
+        try:
+            return self._apply(message, now)
+        except sqlite3.Error as exc:
+            # Not the message's fault (a full disk, a broken file): the agent keeps it
+            # and retries; nothing was committed.
+            log.error("cannot store message %s from agent %s: %s", message.id, message.agent,
+                      exc)
+            return Answer(503, {"error": "storage_unavailable",
+                                "message": "the receiver cannot store messages right now"})
 
     def too_large(self, body_prefix: bytes) -> Answer:
         """The answer to a body over the size limit (logged like every rejection)."""

@@ -45,6 +45,7 @@ CHANNEL_TIMEOUT_S = 15.0
 GRACEFUL_TIMEOUT_S = 5.0
 # Database files, log sockets, alert channels' connections, listeners.
 FILES_BESIDES_REQUESTS = 64
+READ_TIMEOUT_MARGIN_S = 5
 
 
 class Central:
@@ -158,7 +159,8 @@ class Central:
         settings.graceful_timeout = GRACEFUL_TIMEOUT_S
         # A connection whose next bytes do not come within the body timeout is closed
         # (the app bounds a whole body's time; this bounds a read that never returns).
-        settings.read_timeout = math.ceil(self.config.body_timeout_s)
+        # Later than the app's own limit, so that the app's 408 answers first.
+        settings.read_timeout = math.ceil(self.config.body_timeout_s) + READ_TIMEOUT_MARGIN_S
         return settings
 
     def warn_about_exposure(self) -> None:

@@ -333,3 +333,23 @@ def central_notifications(tmp_path: Path) -> list[dict[str, Any]]:
         return storage.notifications()
     finally:
         storage.close()
+
+
+async def test_a_failing_store_pauses_the_watcher_and_the_dispatcher_it_ends_neither(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook = Hook()
+    with caplog.at_level(logging.INFO):
+        async with watching(_config(tmp_path), hook) as central:
+            send(central, Messages().heartbeat(interval_s=30))
+            central.storage._db.execute("PRAGMA query_only = ON")  # a full disk, in effect
+            await trio.sleep(120)  # the silence is due, but nothing can be written
+            assert hook.received == []
+            central.storage._db.execute("PRAGMA query_only = OFF")
+            await trio.sleep(15)
+            assert hook.events() == [("incident.trigger", "agent_silent")]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cannot use the store" in errors[0]  # once, not every sweep
+    assert not [r for r in caplog.records if r.exc_info]
+    assert "can use the store again" in caplog.text

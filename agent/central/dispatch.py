@@ -19,6 +19,7 @@ marked ``failed`` after ``MAX_CRASHED_ATTEMPTS`` attempts.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable, Mapping
 
 import trio
@@ -38,6 +39,8 @@ IDLE_WAKE_S = 60.0
 # nobody foresaw) is marked failed after this many attempts, so that the alerts
 # queued behind it go out.
 MAX_CRASHED_ATTEMPTS = 5
+# How soon a store that failed (a full disk) is tried again.
+STORE_RETRY_S = 10.0
 
 
 class Dispatcher:
@@ -167,9 +170,21 @@ class Dispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Delivers forever (until cancelled)."""
         task_status.started()
+        failing = False
         while True:
             self._wake = trio.Event()
-            next_due = await self.run_once()
+            try:
+                next_due = await self.run_once()
+                recovered, failing = failing, False
+            except* sqlite3.Error as group:
+                # The queue stays where it is; a full disk must not end the receiver.
+                if not failing:
+                    log.error("the delivery queue cannot be read or updated: %s; retrying"
+                              " every %gs", group.exceptions[0], STORE_RETRY_S)
+                failing, recovered = True, False
+                next_due = self.wall_clock() + STORE_RETRY_S
+            if recovered:
+                log.info("the delivery queue can be used again")
             if next_due is not None and next_due <= self.wall_clock():
                 await trio.lowlevel.checkpoint()
                 continue

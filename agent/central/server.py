@@ -14,6 +14,7 @@ import logging
 import math
 import resource
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,9 +142,21 @@ class Central:
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweeps until cancelled: at each deadline, and at least every SWEEP_EVERY_S."""
         task_status.started()
+        failing = False
         while True:
-            async with self.workers.writer:  # the store's connection is shared with ingest
-                next_due = self.watch_once()
+            try:
+                async with self.workers.writer:  # the store's connection is shared with ingest
+                    next_due = self.watch_once()
+            except sqlite3.Error as exc:
+                # A full disk must not end the receiver: say so once, sweep again soon.
+                if not failing:
+                    log.error("the watcher cannot use the store: %s; retrying every %gs",
+                              exc, SWEEP_EVERY_S)
+                failing, next_due = True, None
+            else:
+                if failing:
+                    log.info("the watcher can use the store again")
+                failing = False
             wait = SWEEP_EVERY_S if next_due is None else next_due - self.wall_clock()
             await trio.sleep(max(0.0, min(wait, SWEEP_EVERY_S)))
 

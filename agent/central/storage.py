@@ -535,10 +535,11 @@ class Storage:
         ).fetchone()
         return _incident(row) if row else None
 
-    def open_incidents(self) -> list[Incident]:
-        """Every open incident, oldest first."""
+    def open_incidents(self, limit: int = -1) -> list[Incident]:
+        """The open incidents, oldest first (at most ``limit``; -1: all)."""
         rows = self._db.execute(
             f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY id"
+            " LIMIT ?", (limit,)
         )
         return [_incident(row) for row in rows]
 

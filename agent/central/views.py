@@ -6,7 +6,8 @@ While an agent is silent (past its interval plus grace) its checks are shown as
 
 Every answer is bounded whatever the agents report: the page shows at most
 :data:`PAGE_CHECKS` checks (those not ``up`` first) and ``/api/v1/checks`` is paged
-(``?offset=&limit=``, at most :data:`MAX_API_CHECKS` rows per page).
+(``?offset=&limit=``, at most :data:`MAX_API_CHECKS` rows per page); the open
+incidents are listed up to the same bounds, oldest first.
 """
 
 from __future__ import annotations
@@ -115,9 +116,9 @@ class Views:
             page["next"] = f"/api/v1/checks?offset={offset + limit}&limit={limit}"
         return page
 
-    def open_incidents(self) -> list[dict[str, object]]:
-        """The open incidents, oldest first."""
-        return [incident_json(incident) for incident in self.storage.open_incidents()]
+    def open_incidents(self, limit: int = MAX_API_CHECKS) -> list[dict[str, object]]:
+        """The open incidents, oldest first (at most ``limit``)."""
+        return [incident_json(incident) for incident in self.storage.open_incidents(limit)]
 
     def status_page(self, now: float | None = None) -> str:
         """The status page as HTML (at most PAGE_CHECKS checks, problems first)."""
@@ -137,7 +138,7 @@ class Views:
             f'<p class="generated">As of {_e(rfc3339(now))}; '
             f"this page refreshes every {REFRESH_S} s.</p>",
         ]
-        incidents = self.open_incidents()[:PAGE_CHECKS]
+        incidents = self.open_incidents(PAGE_CHECKS)
         parts.append(f'<section id="incidents"><h2>Open incidents ({len(incidents)})</h2>')
         if incidents:
             parts.append("<ul>")

@@ -64,7 +64,7 @@ async def test_clients_trickling_big_bodies_are_cut_off_and_a_good_agent_gets_th
                 assert response.status_code == 200, response.text
                 await trio.sleep(0.3)
         assert central.storage.count("messages") == 5
-        assert max(latencies) < 1.5, latencies
+        assert max(latencies) < 3.0, latencies
         # Every slow client was answered 408 (timed out, or evicted) and none is left.
         assert len(results) == 300
         assert set(results) <= {"HTTP/1.1 408 ", "closed"}, set(results)

@@ -91,3 +91,19 @@ def test_chromium_is_where_ci_expects_it() -> None:
         version = subprocess.run([BROWSER, "--version"], capture_output=True, text=True,
                                  timeout=30, check=False)
         assert "Chromium" in version.stdout
+
+
+async def test_open_incidents_are_bounded_on_the_page_and_in_the_api(tmp_path: Path) -> None:
+    from tests.central_support import HMAC_AGENT_SECRET
+
+    config = make_config(tmp_path)
+    async with running_central(config) as (central, client):
+        heartbeat = Messages("hmac-agent").heartbeat(
+            [check_item(f"c{i:04d}", "down") for i in range(1200)])
+        headers, body = signed(heartbeat, HMAC_AGENT_SECRET)
+        assert (await client.post("/v1/ingest", content=body, headers=headers)).status_code == 200
+        assert central.storage.count("incidents") == 1200
+        api = (await client.get("/api/v1/incidents")).json()["incidents"]
+        assert len(api) == 1000 and api[0]["check"] == "c0000"
+        page = (await client.get("/")).text
+        assert page.count('class="incident ') == 500

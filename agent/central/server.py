@@ -1,7 +1,8 @@
 """The running receiver: Hypercorn's trio worker and the receiver's own tasks, one nursery.
 
 Tasks: the HTTP server, the watcher (dead man's switch sweeps, flapping ends,
-pruning of old message ids) and the dispatcher (alert deliveries). SIGTERM and
+hourly pruning of history past its retention) and the dispatcher (alert
+deliveries). SIGTERM and
 SIGINT stop it gracefully (Hypercorn finishes the requests in flight); SIGHUP
 re-reads the config's agents and alert settings (channels and listen addresses
 need a restart).
@@ -10,7 +11,10 @@ need a restart).
 from __future__ import annotations
 
 import logging
+import math
+import resource
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +26,8 @@ from hypercorn.trio import serve
 
 from agent import __version__
 from agent.central import config as central_config
-from agent.central.app import App
-from agent.central.config import CentralConfig
+from agent.central.app import App, Workers
+from agent.central.config import CentralConfig, is_loopback
 from agent.central.dispatch import Dispatcher
 from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
@@ -40,6 +44,9 @@ SWEEP_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 CHANNEL_TIMEOUT_S = 15.0
 GRACEFUL_TIMEOUT_S = 5.0
+# Database files, log sockets, alert channels' connections, listeners.
+FILES_BESIDES_REQUESTS = 64
+READ_TIMEOUT_MARGIN_S = 5
 
 
 class Central:
@@ -64,18 +71,40 @@ class Central:
         self.config_path = config_path
         self.wall_clock = wall_clock
         self.storage = Storage.open_in(config.state_dir)
+        # The read side's own connection: pages are read while a write goes on.
+        self.reader = Storage.open_in(config.state_dir)
+        self.workers = Workers()
         self.client = httpx.AsyncClient(transport=transport, timeout=CHANNEL_TIMEOUT_S)
         channels = {name: settings.open(self.client) for name, settings in config.channels.items()}
         self.dispatcher = Dispatcher(
             self.storage, channels, wall_clock=wall_clock,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
+            store_lock=self.workers.writer,
         )
-        self.incidents = Incidents(self.storage, config, list(channels), self.dispatcher.wake,
+        self.incidents = Incidents(self.storage, config, list(channels), self._wake_dispatcher,
                                    watching_since=wall_clock())
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
-        self.views = Views(config, self.storage, self.incidents, wall_clock)
-        self.app = App(self.ingest, self.views, config.max_body_bytes)
+        self.views = Views(config, self.reader, self.incidents, wall_clock)
+        self.app = App(
+            self.ingest, self.views, config.max_body_bytes, wall_clock=wall_clock,
+            workers=self.workers, body_timeout_s=config.body_timeout_s,
+            max_concurrent_requests=config.max_concurrent_requests,
+            read_tokens=config.read_tokens,
+        )
         self._last_prune = float("-inf")
+
+    def _wake_dispatcher(self) -> None:
+        # Incidents are queued by ingest in a worker thread, or by the watcher on
+        # the event loop: a trio.Event may only be set from the loop's thread.
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            try:
+                trio.from_thread.run_sync(self.dispatcher.wake)
+                return
+            except RuntimeError:
+                pass  # no trio at all (a command-line use of the store)
+        self.dispatcher.wake()
 
     def apply_config(self, new: CentralConfig) -> None:
         """Uses a new config's agents and alert settings from now on."""
@@ -83,6 +112,7 @@ class Central:
         self.incidents.config = new
         self.ingest.config = new
         self.views.config = new
+        self.app.read_tokens = new.read_tokens
 
     def reload(self) -> bool:
         """Re-reads the config file; keeps the running config when it is invalid."""
@@ -102,18 +132,31 @@ class Central:
         now = self.wall_clock()
         next_due = self.incidents.sweep(now)
         if now - self._last_prune >= PRUNE_EVERY_S:
-            with self.storage.transaction():
-                pruned = self.storage.prune_messages(now - self.config.dedup_retention_s)
-            if pruned:
-                log.info("forgot %d message ids older than the dedup retention", pruned)
+            pruned = self.storage.prune(self.config.retention, now)
+            if any(pruned.values()):
+                log.info("pruned past their retention: %s",
+                         ", ".join(f"{count} {table}" for table, count in pruned.items()))
             self._last_prune = now
         return next_due
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweeps until cancelled: at each deadline, and at least every SWEEP_EVERY_S."""
         task_status.started()
+        failing = False
         while True:
-            next_due = self.watch_once()
+            try:
+                async with self.workers.writer:  # the store's connection is shared with ingest
+                    next_due = self.watch_once()
+            except sqlite3.Error as exc:
+                # A full disk must not end the receiver: say so once, sweep again soon.
+                if not failing:
+                    log.error("the watcher cannot use the store: %s; retrying every %gs",
+                              exc, SWEEP_EVERY_S)
+                failing, next_due = True, None
+            else:
+                if failing:
+                    log.info("the watcher can use the store again")
+                failing = False
             wait = SWEEP_EVERY_S if next_due is None else next_due - self.wall_clock()
             await trio.sleep(max(0.0, min(wait, SWEEP_EVERY_S)))
 
@@ -127,7 +170,30 @@ class Central:
         settings.accesslog = None
         settings.errorlog = logging.getLogger("heartwire.central.http")
         settings.graceful_timeout = GRACEFUL_TIMEOUT_S
+        # A connection whose next bytes do not come within the body timeout is closed
+        # (the app bounds a whole body's time; this bounds a read that never returns).
+        # Later than the app's own limit, so that the app's 408 answers first.
+        settings.read_timeout = math.ceil(self.config.body_timeout_s) + READ_TIMEOUT_MARGIN_S
         return settings
+
+    def warn_about_exposure(self) -> None:
+        """Logs what makes this receiver easier to attack than it needs to be."""
+        if self.config.certfile is None:
+            for address in self.config.listen:
+                if not is_loopback(address):
+                    log.warning(
+                        "listening on %s without TLS: messages and the status page travel in"
+                        " clear text; set [server] certfile/keyfile or listen on loopback"
+                        " behind a TLS reverse proxy", address)
+        if not self.config.read_tokens and not all(map(is_loopback, self.config.listen)):
+            log.warning("the status page and /api/v1 are public; set [server] read_token_file"
+                        " to require a token")
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = self.config.max_concurrent_requests + FILES_BESIDES_REQUESTS
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            log.warning("the open-files limit (%d) is below max_concurrent_requests + %d;"
+                        " raise LimitNOFILE= or lower max_concurrent_requests",
+                        soft, FILES_BESIDES_REQUESTS)
 
     async def serve(
         self,
@@ -137,6 +203,7 @@ class Central:
     ) -> None:
         """Serves until ``shutdown`` is set (or cancelled); reports the bound URLs."""
         stop = trio.Event() if shutdown is None else shutdown
+        self.warn_about_exposure()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.dispatcher.run)
@@ -150,6 +217,7 @@ class Central:
             with trio.CancelScope(shield=True):
                 await self.client.aclose()
             self.storage.close()
+            self.reader.close()
 
     async def _http(
         self, stop: trio.Event, scope: trio.CancelScope,

@@ -3,6 +3,11 @@ status page at ``/`` (plain HTML, no JavaScript, refreshed by a meta tag).
 
 While an agent is silent (past its interval plus grace) its checks are shown as
 ``unknown``, not as their last reported status: nobody is looking at them.
+
+Every answer is bounded whatever the agents report: the page shows at most
+:data:`PAGE_CHECKS` checks (those not ``up`` first) and ``/api/v1/checks`` is paged
+(``?offset=&limit=``, at most :data:`MAX_API_CHECKS` rows per page); the open
+incidents are listed up to the same bounds, oldest first.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from agent.central.storage import Storage
 
 UNGROUPED = "Ungrouped"
 REFRESH_S = 30
+PAGE_CHECKS = 500
+MAX_API_CHECKS = 1000
 
 
 class Views:
@@ -38,10 +45,11 @@ class Views:
         self.incidents = incidents
         self.wall_clock = wall_clock
 
-    def agents(self) -> list[dict[str, Any]]:
-        """Every registered or reporting agent, by id."""
-        now = self.wall_clock()
+    def agents(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every registered or reporting agent, by id (as of ``now``, default the clock)."""
+        now = self.wall_clock() if now is None else now
         stored = {row.id: row for row in self.storage.agents()}
+        gaps = self.storage.seq_gap_counts()
         open_by_agent: dict[str, int] = {}
         for incident in self.storage.open_incidents():
             open_by_agent[incident.agent] = open_by_agent.get(incident.agent, 0) + 1
@@ -61,14 +69,22 @@ class Views:
                 "version": row.version if row else None,
                 "started_at": row.started_at if row else None,
                 "last_seq": row.last_seq if row else 0,
-                "seq_gaps": len(self.storage.seq_gaps(agent_id)),
+                "seq_gaps": gaps.get(agent_id, 0),
                 "open_incidents": open_by_agent.get(agent_id, 0),
             })
         return rows
 
-    def checks(self) -> list[dict[str, Any]]:
-        """Every check of every agent, with the status to show."""
-        now = self.wall_clock()
+    def checks(self, now: float | None = None, *, offset: int = 0, limit: int = -1,
+               problems_first: bool = False) -> list[dict[str, Any]]:
+        """Checks of every agent, with the status to show.
+
+        Args:
+            now: the time to judge silence by (default: the clock).
+            offset: rows to skip, by agent and name.
+            limit: at most this many rows (-1: all).
+            problems_first: checks whose agent reports them not ``up`` first.
+        """
+        now = self.wall_clock() if now is None else now
         silent = {
             row.id
             for row in self.storage.agents()
@@ -87,17 +103,30 @@ class Views:
                 "latency_ms": row.latency_ms,
                 "at": row.at,
             }
-            for row in self.storage.checks()
+            for row in self.storage.checks(limit=limit, offset=offset,
+                                           problems_first=problems_first)
         ]
 
-    def open_incidents(self) -> list[dict[str, object]]:
-        """The open incidents, oldest first."""
-        return [incident_json(incident) for incident in self.storage.open_incidents()]
+    def checks_page(self, offset: int, limit: int, now: float | None = None) -> dict[str, Any]:
+        """One page of ``/api/v1/checks``: the rows and, when there are more, the next page."""
+        limit = max(1, min(limit, MAX_API_CHECKS))
+        rows = self.checks(now, offset=offset, limit=limit + 1)
+        page: dict[str, Any] = {"checks": rows[:limit], "total": self.storage.count("checks")}
+        if len(rows) > limit:
+            page["next"] = f"/api/v1/checks?offset={offset + limit}&limit={limit}"
+        return page
 
-    def status_page(self) -> str:
-        """The whole status page as HTML."""
-        checks = sorted(self.checks(), key=lambda row: (row["group"] or "\uffff", row["agent"],
-                                                        row["name"]))
+    def open_incidents(self, limit: int = MAX_API_CHECKS) -> list[dict[str, object]]:
+        """The open incidents, oldest first (at most ``limit``)."""
+        return [incident_json(incident) for incident in self.storage.open_incidents(limit)]
+
+    def status_page(self, now: float | None = None) -> str:
+        """The status page as HTML (at most PAGE_CHECKS checks, problems first)."""
+        now = self.wall_clock() if now is None else now
+        shown = self.checks(now, limit=PAGE_CHECKS, problems_first=True)
+        total = self.storage.count("checks")
+        checks = sorted(shown, key=lambda row: (row["group"] or "\uffff", row["agent"],
+                                                row["name"]))
         parts = [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
@@ -106,10 +135,10 @@ class Views:
             "<title>heartwire status</title>",
             f"<style>{_STYLE}</style></head><body>",
             "<h1>heartwire status</h1>",
-            f'<p class="generated">As of {_e(rfc3339(self.wall_clock()))}; '
+            f'<p class="generated">As of {_e(rfc3339(now))}; '
             f"this page refreshes every {REFRESH_S} s.</p>",
         ]
-        incidents = self.open_incidents()
+        incidents = self.open_incidents(PAGE_CHECKS)
         parts.append(f'<section id="incidents"><h2>Open incidents ({len(incidents)})</h2>')
         if incidents:
             parts.append("<ul>")
@@ -126,7 +155,7 @@ class Views:
         parts.append('<section id="agents"><h2>Agents</h2><table><thead><tr>'
                      "<th>Agent</th><th>State</th><th>Last heartbeat</th><th>Version</th>"
                      "</tr></thead><tbody>")
-        for agent in self.agents():
+        for agent in self.agents(now):
             parts.append(
                 f'<tr class="agent" data-agent="{_e(agent["id"])}"><td>{_e(agent["id"])}</td>'
                 f'<td class="state {_e(agent["state"]).replace(" ", "-")}">'
@@ -152,6 +181,9 @@ class Views:
             parts.append("</tbody></table></section>")
         if not checks:
             parts.append('<p class="none">No checks have been reported yet.</p>')
+        elif total > len(checks):
+            parts.append(f'<p class="more">Showing {len(checks)} of {total} checks, those not '
+                         'up first; every check: <a href="/api/v1/checks">/api/v1/checks</a>.</p>')
         parts.append("</body></html>")
         return "\n".join(parts)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.checks import PROBES
+from agent.common.names import NAME_RULE, is_valid_name
 from agent.destinations import (
     CentralSettings,
     DestinationConfig,
@@ -27,7 +28,7 @@ from agent.destinations import (
 )
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
-from agent.tables import Table, format_duration
+from agent.tables import Table, format_duration, loads_bounded
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
 CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
@@ -35,9 +36,6 @@ CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
 STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 DROPIN_DIR = "conf.d"
 
-# Check and agent names end up in log fields, URLs and file names: keep them plain.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_NAME_RULE = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_TIMEOUT_S = 5.0
@@ -166,7 +164,7 @@ def read_toml(path: Path) -> dict[str, object]:
     """Reads one TOML file; unreadable or malformed files become a ConfigError."""
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            return loads_bounded(handle.read().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), None, "no such file") from None
     except IsADirectoryError:
@@ -177,6 +175,8 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(str(path), None, "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
+    except ValueError as exc:  # nested too deeply
+        raise ConfigError(str(path), None, str(exc)) from None
     except OSError as exc:
         raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
 
@@ -246,8 +246,8 @@ def _collect_keyed(
 
 def _read_agent(table: Table) -> AgentSettings:
     agent_id = table.nonempty_string("id", socket.gethostname() or "heartwire")
-    if not _NAME.match(agent_id):
-        raise table.error("id", f"{_NAME_RULE}, got {agent_id!r}")
+    if not is_valid_name(agent_id):
+        raise table.error("id", f"{NAME_RULE}, got {agent_id!r}")
     settings = AgentSettings(
         id=agent_id,
         state_dir=Path(table.nonempty_string("state_dir", str(DEFAULT_STATE_DIR))),
@@ -310,8 +310,8 @@ def _check_literal_family(table: Table, host: str, family: str) -> None:
 
 def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     name = table.path.split(".", 1)[1]
-    if not _NAME.match(name):
-        raise table.error(None, f"check name {_NAME_RULE}, got {name!r}")
+    if not is_valid_name(name):
+        raise table.error(None, f"check name {NAME_RULE}, got {name!r}")
     kind_name = table.choice("kind", sorted(PROBES), "tcp")
     host = table.nonempty_string("host")
     if any(char.isspace() for char in host):
@@ -372,10 +372,3 @@ def definition_line(file: str | Path, section: str, name: str) -> int | None:
             return number
     return None
 
-
-NAME_RULE = _NAME_RULE
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` is a valid check or agent name (also safe as a file name part)."""
-    return bool(_NAME.match(name))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, TypeVar
 
@@ -27,6 +28,47 @@ REQUIRED: Final = _Required()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_HINT = 'a duration such as "250ms", "5s", "2m", "1h" or a number of seconds'
+# No config needs more than a few levels of tables and arrays; past this a document
+# is refused before any code walks it recursively (tomllib's parser, tomli-w, ...).
+MAX_NESTING = 32
+NESTING_MESSAGE = f"nested more than {MAX_NESTING} levels deep"
+
+
+def loads_bounded(text: str) -> dict[str, object]:
+    """Parses TOML text whose tables and arrays nest at most :data:`MAX_NESTING` deep.
+
+    tomllib parses nested values recursively: thousands of levels would raise
+    RecursionError (a traceback, not an error message), and a few hundred would
+    parse but make every later recursive walk fragile.
+
+    Raises:
+        tomllib.TOMLDecodeError: for invalid TOML.
+        ValueError: with :data:`NESTING_MESSAGE` for too deep a document.
+    """
+    try:
+        document = tomllib.loads(text)
+    except RecursionError:
+        raise ValueError(NESTING_MESSAGE) from None
+    if _deeper_than(document, MAX_NESTING):
+        raise ValueError(NESTING_MESSAGE)
+    return document
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether tables/arrays in ``value`` nest more than ``limit`` levels (no recursion)."""
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def parse_duration(value: object) -> float:
@@ -105,6 +147,11 @@ class Table:
         if key in self.raw:
             return self.raw[key]
         if default is REQUIRED:
+            # A typo of a required key is two errors; the typo is the one to report.
+            unknown = [name for name in self.raw if name not in self._read]
+            close = difflib.get_close_matches(key, unknown, n=1)
+            if close:
+                raise self.error(close[0], f"unknown key (did you mean {key!r}?)")
             raise self.error(key, "is required")
         return default
 

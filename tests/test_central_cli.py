@@ -67,6 +67,7 @@ def test_agents_add_with_a_secret_file(
 
 @pytest.mark.parametrize(("argv", "error"), [
     (["bad/id", "--public-key", "whpk_x"], "agent id 'bad/id' must be"),
+    (["dc1\n", "--public-key", "whpk_x"], "agent id 'dc1\\n' must be"),
     (["dc1", "--public-key", SECRET], "--public-key expects a whpk_... key"),
     (["dc1", "--public-key", "whpk_AAAA"], "an Ed25519 public key must be 32 bytes"),
     (["dc1", "--public-key", "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=",

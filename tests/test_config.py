@@ -223,3 +223,31 @@ def test_config_path_precedence() -> None:
 def test_bracketed_ipv6_host_is_accepted(tmp_path: Path) -> None:
     (check,) = load_text(tmp_path, '[checks.db]\nhost = "[::1]"\nport = 1\n').checks
     assert check.host == "::1"
+
+
+@pytest.mark.parametrize("name", ['"web\\n"', '"web\\r"'])
+def test_a_check_name_with_a_line_break_is_refused(tmp_path: Path, name: str) -> None:
+    message = error_of(tmp_path, f'[checks.{name}]\nhost = "h"\nport = 1\n')
+    assert "check name must be 1-64 letters" in message
+
+
+def test_an_agent_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[agent]\nid = "box\\n"\n')
+    assert "agent.id: must be 1-64 letters" in message
+
+
+def test_a_missing_key_beside_a_near_miss_says_which_was_meant(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[checks.db]\nhost = "h"\nprot = 1\n')
+    assert message.endswith("checks.db.prot: unknown key (did you mean 'port'?)")
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_deeply_nested_tables_are_one_config_error(tmp_path: Path, depth: int) -> None:
+    nested = "{a = " * depth + "1" + "}" * depth
+    message = error_of(tmp_path, f'[checks.db]\nhost = "h"\nport = 1\nx = {nested}\n')
+    assert message == f"{tmp_path / 'agent.toml'}: nested more than 32 levels deep"
+
+
+def test_deeply_nested_arrays_are_one_config_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert message == f"{tmp_path / 'agent.toml'}: nested more than 32 levels deep"

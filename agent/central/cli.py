@@ -19,6 +19,7 @@ import trio
 
 from agent import logs
 from agent.central import config as central_config
+from agent.common.names import NAME_RULE, is_valid_name
 from agent.errors import ConfigError, HeartwireError, UsageError
 from agent.keyfiles import read_private_file
 from agent.signing import PUBLIC_KEY_PREFIX, read_verify_key
@@ -113,8 +114,8 @@ def _add_agent(
     path: Path, agent_id: str, public_key: str | None, secret_file: str | None,
     grace: str | None,
 ) -> int:
-    if not central_config.AGENT_ID.match(agent_id):
-        raise UsageError(f"agent id {agent_id!r} {central_config.AGENT_ID_RULE}")
+    if not is_valid_name(agent_id):
+        raise UsageError(f"agent id {agent_id!r} {NAME_RULE}")
     if public_key is not None:
         if not public_key.startswith(PUBLIC_KEY_PREFIX):
             raise UsageError(f"--public-key expects a {PUBLIC_KEY_PREFIX}... key")

@@ -80,3 +80,12 @@ def test_agents_add_refuses_bad_input(
     assert main(["central", "agents", "add", *argv, "--config", str(config_file)]) == EXIT_UNKNOWN
     assert error in capsys.readouterr().err
     assert not (config_file.parent / "agents.d").exists()
+
+
+def test_validate_counts_in_the_singular(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = Ed25519SigningKey.generate().public_key().to_text()
+    config_file.write_text(f'[agents.dc1]\nkeys = ["{key}"]\n')
+    assert main(["central", "validate", "--config", str(config_file)]) == EXIT_OK
+    assert capsys.readouterr().out == f"{config_file}: OK, 1 agent, 0 channels from 1 file\n"

@@ -96,7 +96,7 @@ def test_round_trip_add_list_set_remove(heartwire: Heartwire, main: Path) -> Non
     assert heartwire.stdout == f"removed check 'web': {web}\n"
     assert not web.exists()
     assert heartwire("validate") == 0
-    assert heartwire.stdout == f"{main}: OK, 1 checks from 1 file\n"
+    assert heartwire.stdout == f"{main}: OK, 1 check from 1 file\n"
     assert statuses(heartwire) == {"db": ("up", "open")}
     assert main.read_bytes() == original
 

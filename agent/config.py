@@ -116,6 +116,9 @@ class Config:
         files: the files read, in order.
         central: the ``[central]`` reporting settings.
         destinations: where reports go (``[destinations.*]``), in file order.
+        effective: the same config as one TOML document in the files' own terms
+            (every key the readers know, defaults filled in, drop-ins merged), for
+            ``heartwire config show``; not redacted. Left out of comparisons.
     """
 
     agent: AgentSettings
@@ -124,6 +127,9 @@ class Config:
     files: tuple[str, ...]
     central: CentralSettings = field(default_factory=CentralSettings)
     destinations: tuple[DestinationConfig, ...] = ()
+    effective: Mapping[str, object] = field(
+        default_factory=dict, compare=False, repr=False, metadata={"internal": True}
+    )
 
     def check_names(self) -> list[str]:
         """The names of all checks, in config order."""
@@ -208,6 +214,9 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
     main.finish()
 
     checks = tuple(_read_check(table, defaults) for table in check_tables)
+    effective = main.effective()
+    effective["checks"] = {check.name: table.effective()
+                           for check, table in zip(checks, check_tables, strict=True)}
     return Config(
         agent=agent,
         defaults=defaults,
@@ -215,6 +224,7 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
         files=tuple(file for file, _ in documents),
         central=central,
         destinations=destinations,
+        effective=effective,
     )
 
 

@@ -23,7 +23,7 @@ import trio
 
 from agent import __version__, config, logs
 from agent.common import stdout
-from agent.common.wording import counted
+from agent.common.wording import counted, one_line
 from agent.errors import HeartwireError, UsageError
 from agent.model import Result, Status
 
@@ -117,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeartwireError as exc:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        # One line whatever the input was: a name or path can hold a newline or ESC.
+        print(f"{PROG}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_UNKNOWN
     except KeyboardInterrupt:
         return 130

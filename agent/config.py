@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
 # Overrides ``[agent] state_dir`` (as does ``heartwire run --state-dir``).
 STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 DROPIN_DIR = "conf.d"
+# A config file larger than this is refused unread (a thousand checks take ~100 KiB).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 DEFAULT_INTERVAL_S = 60.0
@@ -169,8 +172,19 @@ def dropin_files(main_file: Path) -> list[Path]:
 def read_toml(path: Path) -> dict[str, object]:
     """Reads one TOML file; unreadable or malformed files become a ConfigError."""
     try:
+        # Not a regular file (a FIFO, /dev/zero) could block or never end: refuse
+        # before opening. A regular file is read up to the bound, never further.
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise ConfigError(str(path), None, "is not a regular file")
         with path.open("rb") as handle:
-            return loads_bounded(handle.read().decode("utf-8"))
+            content = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), None,
+                              f"is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+        return loads_bounded(content.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), None, "no such file") from None
     except IsADirectoryError:

@@ -225,3 +225,23 @@ def test_validate_counts_in_the_singular(
     path = write_config(tmp_path, {"a": 1})
     assert main(["validate", "--config", str(path)]) == 0
     assert capsys.readouterr().out == f"{path}: OK, 1 check from 1 file\n"
+
+
+def test_control_characters_in_an_error_are_escaped_on_its_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, {"a": 1})
+    assert main(["check", "--config", str(path), "x\nnope\x1b[31m"]) == 3
+    err = capsys.readouterr().err
+    assert err == f"heartwire: no check named x\\nnope\\x1b[31m in {path} (known: a)\n"
+    assert main(["validate", "--config", "/nowhere/a\nb"]) == 3
+    assert capsys.readouterr().err == "heartwire: /nowhere/a\\nb: no such file\n"
+
+
+def test_an_error_about_a_huge_argument_stays_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, {"a": 1})
+    assert main(["check", "--config", str(path), "n" * 100_000]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 1200 and "more characters" in err

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,20 @@ def test_deeply_nested_tables_are_one_config_error(tmp_path: Path, depth: int) -
 def test_deeply_nested_arrays_are_one_config_error(tmp_path: Path) -> None:
     message = error_of(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
     assert message == f"{tmp_path / 'agent.toml'}: nested more than 32 levels deep"
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_reading(tmp_path: Path) -> None:
+    fifo = tmp_path / "agent.toml"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    with pytest.raises(ConfigError, match=r"agent\.toml: is not a regular file"):
+        config.load(fifo)
+    with pytest.raises(ConfigError, match=r"^/dev/zero: is not a regular file"):
+        config.load(Path("/dev/zero"))
+
+
+def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    huge = tmp_path / "agent.toml"
+    with huge.open("wb") as handle:
+        handle.truncate(config.MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(ConfigError, match=r"is larger than 16 MiB"):
+        config.load(huge)

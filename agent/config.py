@@ -340,6 +340,8 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     host = table.nonempty_string("host")
     if any(char.isspace() for char in host):
         raise table.error("host", f"must not contain white space, got {host!r}")
+    if not host.isprintable():  # DEL, ESC, bidi overrides: never a host, often a trick
+        raise table.error("host", f"must not contain control characters, got {host!r}")
     port = table.integer("port", minimum=1, maximum=65535)
     timing = _read_timing(table, defaults)
     _check_literal_family(table, host.strip("[]"), timing.family)

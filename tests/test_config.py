@@ -269,3 +269,9 @@ def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path: Path) ->
         handle.truncate(config.MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
     with pytest.raises(ConfigError, match=r"is larger than 16 MiB"):
         config.load(huge)
+
+
+@pytest.mark.parametrize("host", ['"db\\u007f"', '"db\\u202e"', '"db\\u001b[2J"'])
+def test_a_host_with_control_characters_is_refused(tmp_path: Path, host: str) -> None:
+    message = error_of(tmp_path, f"[checks.db]\nhost = {host}\nport = 1\n")
+    assert "checks.db.host: must not contain control characters" in message

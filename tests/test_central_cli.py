@@ -89,3 +89,17 @@ def test_validate_counts_in_the_singular(
     config_file.write_text(f'[agents.dc1]\nkeys = ["{key}"]\n')
     assert main(["central", "validate", "--config", str(config_file)]) == EXIT_OK
     assert capsys.readouterr().out == f"{config_file}: OK, 1 agent, 0 channels from 1 file\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "central", "validate", "--config", "{path}"],
+    ["central", "--debug", "validate", "--config", "{path}"],
+    ["central", "validate", "--debug", "--config", "{path}"],
+    ["--config", "{path}", "central", "validate"],
+    ["central", "--config", "{path}", "agents", "list"],
+])
+def test_global_flags_go_before_or_after_each_command(
+    config_file: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main([part.format(path=config_file) for part in argv]) == EXIT_OK, \
+        capsys.readouterr().err

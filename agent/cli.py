@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -21,9 +22,12 @@ from typing import NoReturn
 import trio
 
 from agent import __version__, config, logs
+from agent.common import stdout
+from agent.common.wording import counted, one_line
 from agent.errors import HeartwireError, UsageError
 from agent.model import Result, Status
 
+PROG = "heartwire"
 EXIT_OK = 0
 EXIT_DEGRADED = 1
 EXIT_DOWN = 2
@@ -36,20 +40,34 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits with 2 on bad usage; 2 means "down" here, so raise instead."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        # main() prints "heartwire: " before every error; name only the subcommand.
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
+def _global_flags() -> _Parser:
+    """``--config`` and ``--debug``, accepted before the command and after it.
+
+    Their defaults are suppressed: a subcommand's parser would otherwise reset a
+    flag given before it (``heartwire --debug check``) to its own default.
+    """
+    flags = _Parser(add_help=False)
+    flags.add_argument(
         "--config",
         metavar="PATH",
+        default=argparse.SUPPRESS,
         help=f"main config file (default: ${config.CONFIG_ENV_VAR}, "
         f"else {config.DEFAULT_CONFIG_PATH})",
     )
-    common.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    flags.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="verbose logs and tracebacks")
+    return flags
 
-    parser = _Parser(prog="heartwire", description="Checks private services, reports outbound.")
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _global_flags()
+    parser = _Parser(prog=PROG, parents=[common],
+                     description="Checks private services, reports outbound.")
     parser.add_argument("--version", action="version", version=f"heartwire {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -69,10 +87,10 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="send one signed heartbeat to each destination, step by step")
 
     keygen = commands.add_parser(
-        "keygen", help="write a new Ed25519 signing key (mode 0600) and print its public key")
+        "keygen", parents=[common],
+        help="write a new Ed25519 signing key (mode 0600) and print its public key")
     keygen.add_argument("--out", required=True, metavar="PATH", help="the private key file")
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
-    keygen.add_argument("--debug", action="store_true", help="tracebacks on errors")
     _add_editing_commands(commands, common)
 
     from agent.central.cli import add_parser as add_central_parser
@@ -82,35 +100,49 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line and returns the process exit code."""
-    parser = _build_parser()
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser.parse_args(argv)
-        logs.configure(debug=args.debug)
-        if args.command == "keygen":
-            return _keygen(Path(args.out), overwrite=args.force)
-        if args.command == "central":
-            from agent.central.cli import main as central_main
+    """Runs the command line and returns the process exit code.
 
-            return central_main(args)
-        path = config.config_path(args.config)
-        if args.command in _EDITING_COMMANDS:
-            return _run_editing_command(path, args)
-        if args.command == "send-test":
-            return _send_test(path)
-        if args.command == "validate":
-            return _validate(path)
-        if args.command == "check":
-            return _check(path, args.names, as_json=args.json)
-        return _run(path, state_dir=args.state_dir)
+    Every error an operator can cause is one line on stderr and exit code 3, with
+    ``--debug`` too (which prints the traceback before that line): Nagios reads 1
+    as "degraded", so a broken config must never exit 1.
+    """
+    parser = _build_parser()
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in arguments  # before parsing: a usage error has no args yet
+    try:
+        args = parser.parse_args(arguments)
+        debug = getattr(args, "debug", False)
+        logs.configure(debug=debug)
+        return _dispatch(args)
     except HeartwireError as exc:
         if debug:
-            raise
-        print(f"heartwire: {exc}", file=sys.stderr)
+            traceback.print_exc()
+        # One line whatever the input was: a name or path can hold a newline or ESC.
+        print(f"{PROG}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_UNKNOWN
     except KeyboardInterrupt:
         return 130
+    finally:
+        stdout.flush()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        return _keygen(Path(args.out), overwrite=args.force)
+    if args.command == "central":
+        from agent.central.cli import main as central_main
+
+        return central_main(args)
+    path = config.config_path(getattr(args, "config", None))
+    if args.command in _EDITING_COMMANDS:
+        return _run_editing_command(path, args)
+    if args.command == "send-test":
+        return _send_test(path)
+    if args.command == "validate":
+        return _validate(path)
+    if args.command == "check":
+        return _check(path, args.names, as_json=args.json)
+    return _run(path, state_dir=args.state_dir)
 
 
 def _validate(path: Path) -> int:
@@ -118,8 +150,8 @@ def _validate(path: Path) -> int:
     from agent.destinations import check_secrets
 
     check_secrets(loaded.destinations)
-    files = len(loaded.files)
-    print(f"{path}: OK, {len(loaded.checks)} checks from {files} file{'s' * (files != 1)}")
+    stdout.emit(f"{path}: OK, {counted(len(loaded.checks), 'check')} "
+                f"from {counted(len(loaded.files), 'file')}")
     return EXIT_OK
 
 
@@ -130,7 +162,7 @@ def _send_test(path: Path) -> int:
     if not loaded.destinations:
         raise UsageError(f"no [destinations.*] are configured in {path}")
     reports = trio.run(send_test, loaded)
-    print(render(reports))
+    stdout.emit(render(reports))
     return EXIT_OK if all(report.ok for report in reports) else EXIT_DOWN
 
 
@@ -142,7 +174,7 @@ def _keygen(out: Path, *, overwrite: bool) -> int:
     write_private_file(out, key.to_text(), overwrite=overwrite)
     print(f"wrote the private key to {out} (mode 0600); give the central this public key:",
           file=sys.stderr)
-    print(key.public_key().to_text())
+    stdout.emit(key.public_key().to_text())
     return EXIT_OK
 
 
@@ -175,9 +207,9 @@ def _check(path: Path, names: list[str], *, as_json: bool) -> int:
     by_check = {check.name: check for check in checks}
     if as_json:
         rows = [_result_json(result, by_check[result.check]) for result in results]
-        print(json.dumps(rows, indent=2))
+        stdout.emit(json.dumps(rows, indent=2))
     else:
-        print(_result_table(results, by_check))
+        stdout.emit(_result_table(results, by_check))
     return max(_STATUS_EXIT[result.status] for result in results)
 
 
@@ -237,7 +269,8 @@ _EDITING_COMMANDS = ("checks", "config")
 def _add_editing_commands(
     commands: argparse._SubParsersAction[_Parser], common: _Parser
 ) -> None:
-    checks = commands.add_parser("checks", help="list, add, change or remove checks")
+    checks = commands.add_parser("checks", parents=[common],
+                                 help="list, add, change or remove checks")
     actions = checks.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     actions.required = True
     listing = actions.add_parser("list", parents=[common], help="every check and its file")
@@ -264,7 +297,8 @@ def _add_editing_commands(
     change.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
                         help="VALUE is a TOML value or plain text; KEY= unsets KEY")
 
-    config_command = commands.add_parser("config", help="show the effective config")
+    config_command = commands.add_parser("config", parents=[common],
+                                         help="show the effective config")
     config_actions = config_command.add_subparsers(
         dest="action", metavar="ACTION", parser_class=_Parser
     )
@@ -281,14 +315,15 @@ def _run_editing_command(path: Path, args: argparse.Namespace) -> int:
     if args.command == "config":
         loaded = config.load(path)
         if args.json:
-            print(json.dumps(config_view.effective_json(loaded), indent=2))
+            stdout.emit(json.dumps(config_view.effective_json(loaded), indent=2))
         else:
-            print(config_view.effective_toml(loaded), end="")
+            stdout.emit(config_view.effective_toml(loaded), end="")
         return EXIT_OK
     if args.action == "list":
         loaded = config.load(path)
         rows = config_view.check_rows(loaded, editing.locate_checks(path))
-        print(json.dumps(rows, indent=2) if args.json else config_view.format_check_rows(rows))
+        stdout.emit(
+            json.dumps(rows, indent=2) if args.json else config_view.format_check_rows(rows))
         return EXIT_OK
 
     if args.action == "add":
@@ -297,10 +332,10 @@ def _run_editing_command(path: Path, args: argparse.Namespace) -> int:
         result = editing.remove_check(path, args.name)
     else:
         result = editing.set_check(path, args.name, editing.parse_assignments(args.assignments))
-    print(f"{result.action} check {args.name!r}: {result.file}")
+    stdout.emit(f"{result.action} check {args.name!r}: {result.file}")
     if args.reload:
         state_dir = config.state_dir_override(None) or result.config.agent.state_dir
-        print(_reload_daemon(result.file, state_dir))
+        stdout.emit(_reload_daemon(result.file, state_dir))
     return EXIT_OK
 
 

@@ -13,12 +13,14 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.checks import PROBES
+from agent.common.names import NAME_RULE, is_valid_name
 from agent.destinations import (
     CentralSettings,
     DestinationConfig,
@@ -27,17 +29,16 @@ from agent.destinations import (
 )
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
-from agent.tables import Table, format_duration
+from agent.tables import Table, format_duration, loads_bounded
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
 CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
 # Overrides ``[agent] state_dir`` (as does ``heartwire run --state-dir``).
 STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 DROPIN_DIR = "conf.d"
+# A config file larger than this is refused unread (a thousand checks take ~100 KiB).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
-# Check and agent names end up in log fields, URLs and file names: keep them plain.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_NAME_RULE = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_TIMEOUT_S = 5.0
@@ -118,6 +119,9 @@ class Config:
         files: the files read, in order.
         central: the ``[central]`` reporting settings.
         destinations: where reports go (``[destinations.*]``), in file order.
+        effective: the same config as one TOML document in the files' own terms
+            (every key the readers know, defaults filled in, drop-ins merged), for
+            ``heartwire config show``; not redacted. Left out of comparisons.
     """
 
     agent: AgentSettings
@@ -126,6 +130,9 @@ class Config:
     files: tuple[str, ...]
     central: CentralSettings = field(default_factory=CentralSettings)
     destinations: tuple[DestinationConfig, ...] = ()
+    effective: Mapping[str, object] = field(
+        default_factory=dict, compare=False, repr=False, metadata={"internal": True}
+    )
 
     def check_names(self) -> list[str]:
         """The names of all checks, in config order."""
@@ -165,8 +172,19 @@ def dropin_files(main_file: Path) -> list[Path]:
 def read_toml(path: Path) -> dict[str, object]:
     """Reads one TOML file; unreadable or malformed files become a ConfigError."""
     try:
+        # Not a regular file (a FIFO, /dev/zero) could block or never end: refuse
+        # before opening. A regular file is read up to the bound, never further.
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise ConfigError(str(path), None, "is not a regular file")
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            content = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), None,
+                              f"is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+        return loads_bounded(content.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(str(path), None, "no such file") from None
     except IsADirectoryError:
@@ -177,6 +195,8 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(str(path), None, "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
+    except ValueError as exc:  # nested too deeply
+        raise ConfigError(str(path), None, str(exc)) from None
     except OSError as exc:
         raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
 
@@ -208,6 +228,9 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
     main.finish()
 
     checks = tuple(_read_check(table, defaults) for table in check_tables)
+    effective = main.effective()
+    effective["checks"] = {check.name: table.effective()
+                           for check, table in zip(checks, check_tables, strict=True)}
     return Config(
         agent=agent,
         defaults=defaults,
@@ -215,6 +238,7 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
         files=tuple(file for file, _ in documents),
         central=central,
         destinations=destinations,
+        effective=effective,
     )
 
 
@@ -246,8 +270,8 @@ def _collect_keyed(
 
 def _read_agent(table: Table) -> AgentSettings:
     agent_id = table.nonempty_string("id", socket.gethostname() or "heartwire")
-    if not _NAME.match(agent_id):
-        raise table.error("id", f"{_NAME_RULE}, got {agent_id!r}")
+    if not is_valid_name(agent_id):
+        raise table.error("id", f"{NAME_RULE}, got {agent_id!r}")
     settings = AgentSettings(
         id=agent_id,
         state_dir=Path(table.nonempty_string("state_dir", str(DEFAULT_STATE_DIR))),
@@ -310,12 +334,14 @@ def _check_literal_family(table: Table, host: str, family: str) -> None:
 
 def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     name = table.path.split(".", 1)[1]
-    if not _NAME.match(name):
-        raise table.error(None, f"check name {_NAME_RULE}, got {name!r}")
+    if not is_valid_name(name):
+        raise table.error(None, f"check name {NAME_RULE}, got {name!r}")
     kind_name = table.choice("kind", sorted(PROBES), "tcp")
     host = table.nonempty_string("host")
     if any(char.isspace() for char in host):
         raise table.error("host", f"must not contain white space, got {host!r}")
+    if not host.isprintable():  # DEL, ESC, bidi overrides: never a host, often a trick
+        raise table.error("host", f"must not contain control characters, got {host!r}")
     port = table.integer("port", minimum=1, maximum=65535)
     timing = _read_timing(table, defaults)
     _check_literal_family(table, host.strip("[]"), timing.family)
@@ -372,10 +398,3 @@ def definition_line(file: str | Path, section: str, name: str) -> int | None:
             return number
     return None
 
-
-NAME_RULE = _NAME_RULE
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` is a valid check or agent name (also safe as a file name part)."""
-    return bool(_NAME.match(name))

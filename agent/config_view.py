@@ -1,10 +1,12 @@
 """What ``heartwire config show`` and ``heartwire checks list`` print.
 
 ``config show`` prints the effective config: every file merged, every default filled
-in, secrets redacted. The JSON form is the :class:`~agent.config.Config` dataclasses
-as they are (durations in seconds, ``interval_s``); the default form is TOML written
-the way the config file is (``interval = "30s"``), with each check's source file and
-line as a comment, so that it is itself a valid config.
+in, secrets redacted. The default form is TOML in the config file's own terms
+(``interval = "30s"``, a kind's own keys in the check's table), with each check's
+source file and line as a comment: exactly the keys the config readers know and the
+values they used (see :meth:`agent.tables.Table.effective`), so it is itself a valid
+config. The JSON form is the :class:`~agent.config.Config` dataclasses as they are
+(durations in seconds, ``interval_s``).
 
 Redaction is by key name, so that sections added later are covered without a list
 to keep up to date. A value is replaced by ``"<redacted>"`` when its key, split
@@ -14,10 +16,15 @@ into words (``signing_key`` → signing, key; ``apiToken`` → api, token):
   apikey, authorization or cookie, or
 * ends with the word key or keys (``key``, ``signing_key``, ``private_keys``),
 
-unless its last word is file, files, path, paths, dir or directory: a path to a
-secret (``secret_file``, ``signing_key_file``) is shown, never the secret. In any
-string, the password of a URL (``https://user:PASSWORD@host``) and the values of
-query parameters whose names match the rule (``?token=...``) are redacted too.
+unless it has more than one word and its last word is file, files, path, paths, dir,
+directory, env or credential: that names where a secret is (``secret_file``,
+``signing_key_env``, ``ping_key_credential``), never the secret, and is shown, so the
+output still reads the same secrets when it is used as a config. Under a secret key
+a table keeps its keys and loses its values (``push_tokens.web``). In any string, the
+password of a URL (``https://user:PASSWORD@host``) and the values of query
+parameters whose names match the rule (``?token=...``) are redacted too; a URL that
+is a secret as a whole (Better Stack's heartbeat URLs, Healthchecks check UUIDs)
+loses the part that is the secret (:func:`redact_secret_url`).
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import tomli_w
 
 from agent import config
+from agent.common.names import is_uuid
+from agent.destinations import DestinationConfig
 from agent.editing import CheckLocation
 from agent.tables import format_duration
 
@@ -40,9 +50,15 @@ _SECRET_WORDS = frozenset({
     "passphrase", "credential", "credentials", "apikey", "authorization", "cookie",
 })
 _KEY_WORDS = frozenset({"key", "keys"})
-_PATH_WORDS = frozenset({"file", "files", "path", "paths", "dir", "directory"})
+# The last word of a key that holds where a secret is, not the secret itself.
+_REFERENCE_WORDS = frozenset({
+    "file", "files", "path", "paths", "dir", "directory", "env", "credential",
+})
 _URL_PASSWORD = re.compile(r"(?P<user>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
 _QUERY_PARAMETER = re.compile(r"(?P<name>[?&;][^=&;#\s]+=)(?P<value>[^&;#\s]*)")
+# Destination kinds whose URLs are secrets as a whole (whoever has one can ping),
+# and the keys that hold them.
+_SECRET_URL_KEYS = {"betterstack": ("url", "check_urls")}
 Plain = dict[str, object]
 
 
@@ -50,8 +66,10 @@ def is_secret_key(name: str) -> bool:
     """Whether a value stored under key ``name`` is redacted (see the module docstring)."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
     words = [word for word in re.split(r"[^a-z0-9]+", spaced) if word]
-    if not words or words[-1] in _PATH_WORDS:
+    if not words or (len(words) > 1 and words[-1] in _REFERENCE_WORDS):
         return False
+    if words[-1] in _REFERENCE_WORDS - {"credential"}:
+        return False  # a bare "file" or "path"
     return bool(_SECRET_WORDS.intersection(words)) or words[-1] in _KEY_WORDS
 
 
@@ -66,14 +84,31 @@ def redact_text(text: str) -> str:
     return _QUERY_PARAMETER.sub(parameter, text) if "?" in text else text
 
 
+def redact_secret_url(url: str) -> str:
+    """A URL whose path ends in a secret (a Better Stack heartbeat URL), made harmless.
+
+    The last path segment is replaced, and the password and query values go as in
+    :func:`redact_text`: ``https://uptime.betterstack.com/api/v1/heartbeat/<redacted>``.
+    The result is still a URL, so the shown config stays valid. This is the one
+    place that decides how such a URL is shown.
+    """
+    parts = urlsplit(redact_text(url))
+    head, _, last = parts.path.rstrip("/").rpartition("/")
+    path = f"{head}/{REDACTED}" if last else parts.path
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
 def to_plain(value: object, key: str | None = None) -> object:
     """Turns config values (dataclasses, paths, tuples, ...) into JSON-ready data, redacted."""
     if key is not None and value is not None and is_secret_key(key):
         return REDACTED
+    if isinstance(value, DestinationConfig) and value.kind in _SECRET_URL_KEYS:
+        value = dataclasses.replace(value, url=redact_secret_url(value.url))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             item.name: to_plain(getattr(value, item.name), item.name)
             for item in dataclasses.fields(value)
+            if not item.metadata.get("internal")
         }
     if isinstance(value, Mapping):
         return {str(name): to_plain(item, str(name)) for name, item in value.items()}
@@ -100,61 +135,87 @@ def effective_json(loaded: config.Config) -> Plain:
 
 
 def effective_toml(loaded: config.Config) -> str:
-    """The effective config as TOML in the config file's own terms (``config show``)."""
-    plain = effective_json(loaded)
-    files = plain.pop("files", [])
-    assert isinstance(files, list)
+    """The effective config as TOML in the config file's own terms (``config show``).
+
+    Fed back to ``heartwire validate`` it is accepted and means the same config,
+    except that a secret written inline (a push token, a Better Stack URL) reads as
+    ``<redacted>``; secrets named by file, environment variable or credential are
+    shown as those names and keep working.
+    """
+    document = dict(loaded.effective)
+    sources = {check.name: check.source for check in loaded.checks}
     parts = ["# The effective heartwire config, read from:\n"]
-    parts += [f"#   {file}\n" for file in files]
-    for section, value in plain.items():
-        if isinstance(value, dict):
-            parts.append("\n" + tomli_w.dumps({section: _toml_table(value)}))
-        elif _is_named_tables(value):
-            assert isinstance(value, list)
-            for item in value:
-                parts.append("\n" + _named_table(section, item))
-        elif value is not None:
-            parts.append(tomli_w.dumps({section: value}))
+    parts += [f"#   {file}\n" for file in loaded.files]
+    for section, value in document.items():
+        if section == "checks" and isinstance(value, Mapping):
+            for name, table in value.items():
+                parts.append("\n" + _source_comment(section, name, sources.get(name, "")))
+                parts.append(tomli_w.dumps({section: {name: redact_table(table)}}))
+        elif section == "destinations" and isinstance(value, Mapping):
+            for name, table in value.items():
+                parts.append("\n" + tomli_w.dumps({section: {name: _redact_destination(table)}}))
+        elif isinstance(value, Mapping):
+            parts.append("\n" + tomli_w.dumps({section: redact_table(value)}))
     return "".join(parts)
 
 
-def _is_named_tables(value: object) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(item, dict) and isinstance(item.get("name"), str) for item in value
-    )
+def redact_table(value: object, key: str | None = None) -> object:
+    """A TOML value with every secret redacted by key name, its shape kept.
 
-
-def _named_table(section: str, item: Plain) -> str:
-    """One ``[section.NAME]`` table, with where it came from as a comment."""
-    table = dict(item)
-    name = str(table.pop("name"))
-    source = table.pop("source", None)
-    comment = ""
-    if isinstance(source, str) and source:
-        line = config.definition_line(source, section, name)
-        comment = f"# from {source}{f':{line}' if line else ''}\n"
-    return comment + tomli_w.dumps({section: {name: _toml_table(table)}})
-
-
-def _toml_table(plain: Plain) -> Plain:
-    """Field names back to file keys: ``interval_s: 30.0`` → ``interval = "30s"``.
-
-    None (not set) is left out, as TOML has no null; ``options`` (a kind's own
-    keys) sit in the check's table in the file, so they are flattened back into it.
+    Under a secret key, a table keeps its keys (``push_tokens.web``) and an array
+    its length, so the result still reads as a config of the same shape.
     """
-    table: Plain = {}
-    for name, value in plain.items():
-        if value is None:
-            continue
-        if name == "options" and isinstance(value, dict):
-            table.update(_toml_table(value))
-        elif name.endswith("_s") and isinstance(value, int | float) and value is not True:
-            table[name[:-2]] = format_duration(float(value))
+    if key is not None and is_secret_key(key):
+        return _redacted_leaves(value)
+    if isinstance(value, Mapping):
+        return {str(name): redact_table(item, str(name)) for name, item in value.items()}
+    if isinstance(value, list):
+        return [redact_table(item) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def _redacted_leaves(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {str(name): _redacted_leaves(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted_leaves(item) for item in value]
+    return REDACTED
+
+
+def _redact_destination(table: object) -> object:
+    """One destination's table: by key name, then what its kind makes secret."""
+    redacted = redact_table(table)
+    if not isinstance(redacted, dict):
+        return redacted
+    kind = redacted.get("kind")
+    for key in _SECRET_URL_KEYS.get(str(kind), ()):
+        value = redacted.get(key)
+        if isinstance(value, str):
+            redacted[key] = redact_secret_url(value)
         elif isinstance(value, dict):
-            table[name] = _toml_table(value)
-        else:
-            table[name] = value
-    return table
+            redacted[key] = {name: redact_secret_url(url) if isinstance(url, str) else url
+                             for name, url in value.items()}
+    if kind == "healthchecks":
+        # A check UUID needs no ping key: it is all it takes to ping that check.
+        if isinstance(redacted.get("check"), str) and is_uuid(str(redacted["check"])):
+            redacted["check"] = REDACTED
+        per_check = redacted.get("checks")
+        if isinstance(per_check, dict):
+            redacted["checks"] = {
+                name: REDACTED if isinstance(slug, str) and is_uuid(slug) else slug
+                for name, slug in per_check.items()
+            }
+    return redacted
+
+
+def _source_comment(section: str, name: str, source: str) -> str:
+    """``# from FILE:LINE`` for a check, when its file is known."""
+    if not source:
+        return ""
+    line = config.definition_line(source, section, name)
+    return f"# from {source}{f':{line}' if line else ''}\n"
 
 
 def check_rows(loaded: config.Config, locations: Sequence[CheckLocation]) -> list[Plain]:

@@ -45,6 +45,7 @@ import httpx
 import trio
 
 from agent.common.backoff import backoff_delay
+from agent.common.connect_errors import describe
 from agent.common.retry_after import parse_retry_after
 from agent.destinations import DestinationConfig
 from agent.errors import (
@@ -250,7 +251,8 @@ class Deliverer:
             except httpx.TransportError as exc:
                 # Translate at the boundary: the loop only knows our hierarchy.
                 raise RetryableDeliveryError(
-                    f"{type(exc).__name__} to {request.url.host}: {exc or 'no detail'}") from exc
+                    f"{type(exc).__name__} to {request.url.host}: {describe(exc) or 'no detail'}"
+                ) from exc
             except trio.TooSlowError:
                 raise RetryableDeliveryError(
                     f"no complete answer from {request.url.host} within "

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
+from agent.common.names import is_uuid
 from agent.errors import ConfigError, SecretFileError, SigningKeyError
 from agent.keyfiles import SecretSource, read_secret, read_sources
 from agent.signing import SigningKey, read_signing_key
@@ -37,8 +38,7 @@ DEFAULT_HEALTHCHECKS_URL: Final = "https://hc-ping.com"
 
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
 # Healthchecks slugs: a-z, 0-9, hyphens and underscores.
-_SLUG: Final = re.compile(r"^[a-z0-9_-]+$")
-_UUID: Final = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+_SLUG: Final = re.compile(r"[a-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +198,9 @@ def read_destination(table: Table) -> DestinationConfig:
         check = table.optional_string("check")
         per_check = _names(table, "checks")
         for key, slug in [("check", check), *((f"checks.{k}", v) for k, v in per_check.items())]:
-            if slug is None or _UUID.match(slug):
+            if slug is None or is_uuid(slug):
                 continue  # a UUID needs no ping key
-            if not _SLUG.match(slug):
+            if not _SLUG.fullmatch(slug):
                 raise table.error(key, f"a slug holds only a-z, 0-9, '-' and '_', got {slug!r}")
             if token is None:
                 raise table.error(key, f"slug {slug!r} needs ping_key_file, ping_key_env or "

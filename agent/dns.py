@@ -5,14 +5,22 @@ Instead a name is answered, in the order glibc's default ``hosts: files dns`` us
 
 1. the hosts file (``/etc/hosts``): its addresses, re-read when the file changes;
 2. DNS, asked directly with dnspython (servers and search list from
-   ``/etc/resolv.conf``): A and/or AAAA records, cached for the smallest TTL of
-   the answer (CNAME chain included), at most :data:`MAX_TTL_S`.
+   ``/etc/resolv.conf``, re-read when it changes): A and/or AAAA records, cached
+   for the smallest TTL of the answer (CNAME chain included), at most
+   :data:`MAX_TTL_S`.
+
+With ``family = "any"`` both types are asked at once and, as glibc's
+``getaddrinfo(AF_UNSPEC)`` does, one family answering is enough: a SERVFAIL or an
+unanswered AAAA query (broken middleboxes drop them) leaves the A records, and the
+other way round. Once one type has given addresses, the other gets
+:data:`OTHER_FAMILY_GRACE_S` more, so a query that is never answered does not use
+up the check's timeout. Such a half answer is used but not cached.
 
 Failures are never cached and never hidden:
 
-* a failed lookup (NXDOMAIN, no address records, SERVFAIL, no server answering)
-  raises :class:`ResolutionFailed` every time it happens, and drops whatever the
-  cache held for that name;
+* a failed lookup (NXDOMAIN, no address records, SERVFAIL, no server answering,
+  for every type asked) raises :class:`ResolutionFailed` every time it happens,
+  and drops whatever the cache held for that name;
 * an expired entry is not served while it is refreshed ("serve-stale", RFC 8767,
   is deliberately not done): the check that finds it expired waits for a fresh
   answer, so a DNS outage shows as ``dns`` failures at once.
@@ -47,12 +55,20 @@ if TYPE_CHECKING:
     import dns.resolver
 
 DEFAULT_HOSTS_PATH = Path("/etc/hosts")
+DEFAULT_RESOLV_CONF_PATH = Path("/etc/resolv.conf")
 # Answers are kept at most this long whatever their TTL says: a record published
 # with a week-long TTL by mistake should not pin a moved service for a week.
 MAX_TTL_S = 3600.0
 # The hosts file is checked for changes at most this often (a stat per check costs
 # more than the cache lookup itself at thousands of checks per second).
 HOSTS_RECHECK_S = 1.0
+# ... and so is /etc/resolv.conf (DHCP, VPNs and NetworkManager rewrite it).
+RESOLV_CONF_RECHECK_S = 1.0
+# With family "any": how long the other record type may still take once one type
+# has answered with addresses. RFC 8305 waits 50 ms for AAAA after A; a little more
+# here, since the probe then connects to what it got and the rest is only lost
+# for this one run.
+OTHER_FAMILY_GRACE_S = 0.25
 # Cached names beyond this are dropped, expired ones first, then the oldest.
 MAX_ENTRIES = 100_000
 
@@ -158,11 +174,14 @@ class Resolver:
     """Resolves names to connectable addresses, caching DNS answers for their TTL.
 
     Args:
-        nameservers: (address, port) pairs to ask; None: those of ``/etc/resolv.conf``.
+        nameservers: (address, port) pairs to ask; None: those of ``resolv_conf_path``.
         search: search domains for short names (used only with ``nameservers``).
         hosts_path: the hosts file consulted before DNS.
         timeout_s: the longest one DNS lookup may take (the caller's deadline
             usually ends it sooner).
+        resolv_conf_path: where the servers are listed (when ``nameservers`` is
+            None); read again when it changes.
+        dns_port: the port of the servers listed there (resolv.conf has none).
     """
 
     def __init__(
@@ -172,8 +191,15 @@ class Resolver:
         search: Sequence[str] = (),
         hosts_path: Path = DEFAULT_HOSTS_PATH,
         timeout_s: float = 5.0,
+        resolv_conf_path: Path = DEFAULT_RESOLV_CONF_PATH,
+        dns_port: int = 53,
     ) -> None:
-        self._dns = _make_dns_resolver(nameservers, search)
+        self._resolv_conf: _ResolvConf | None = None
+        if nameservers is None:
+            self._resolv_conf = _ResolvConf(resolv_conf_path, dns_port)
+            self._dns = self._resolv_conf.read()
+        else:
+            self._dns = _make_dns_resolver(nameservers, search)
         self._timeout_s = timeout_s
         self._hosts_path = hosts_path
         self._hosts: dict[str, list[str]] = {}
@@ -217,6 +243,7 @@ class Resolver:
         if literal is not None:
             return [sockaddr_for(literal, port)]
         name = normalise_name(host)
+        self._reload_resolv_conf()
         from_hosts = self._hosts_addresses(name, family)
         if from_hosts:
             return [sockaddr_for(address, port) for address in from_hosts]
@@ -237,6 +264,14 @@ class Resolver:
         if family == "ipv6":
             return [address for address in addresses if ":" in address]
         return addresses
+
+    def _reload_resolv_conf(self) -> None:
+        """Uses the servers of a changed resolv.conf, and forgets the old ones' answers."""
+        if self._resolv_conf is None or not self._resolv_conf.due():
+            return
+        if self._resolv_conf.changed():
+            self._dns = self._resolv_conf.read()
+            self._cache.clear()
 
     def _reload_hosts(self) -> None:
         try:
@@ -292,38 +327,66 @@ class Resolver:
         return addresses
 
     async def _dns_lookup(self, name: str, family: str) -> tuple[list[Address], float]:
-        assert self._dns is not None
-        import dns.exception
+        """Asks every record type of ``family`` at once.
 
-        answers: dict[str, dns.resolver.Answer] = {}
-        try:
-            async with trio.open_nursery() as nursery:
-                for rdtype in _RECORD_TYPES[family]:
-                    nursery.start_soon(self._query, name, rdtype, answers)
-        except* (dns.exception.DNSException, OSError) as group:
-            raise ResolutionFailed(_describe(name, group.exceptions[0])) from None
+        Returns:
+            The addresses in preference order, and how long they may be cached
+            (0 for a half answer: one type failed or was cut short).
+        """
+        assert self._dns is not None
+        rdtypes = _RECORD_TYPES[family]
+        outcomes = await self._query_all(name, rdtypes)
         addresses: list[Address] = []
         ttls: list[float] = []
-        for rdtype in _RECORD_TYPES[family]:
-            answer = answers[rdtype]
-            if answer.rrset is None:
+        for rdtype in rdtypes:
+            answer = outcomes.get(rdtype)
+            if isinstance(answer, BaseException) or answer is None or answer.rrset is None:
                 continue
             ttls.append(answer.chaining_result.minimum_ttl)
             addresses += [sockaddr_for(str(rdata), 0) for rdata in answer.rrset]
         if not addresses:
+            failures = [o for o in outcomes.values() if isinstance(o, BaseException)]
+            if failures:
+                raise ResolutionFailed(_describe(name, failures[0]))
             raise ResolutionFailed(f"{name}: the name has no address records")
-        return addresses, min(ttls)
-
-    async def _query(
-        self,
-        name: str,
-        rdtype: str,
-        answers: dict[str, dns.resolver.Answer],
-    ) -> None:
-        assert self._dns is not None
-        answers[rdtype] = await self._dns.resolve(
-            name, rdtype, raise_on_no_answer=False, lifetime=self._timeout_s, search=True
+        complete = all(
+            rdtype in outcomes and not isinstance(outcomes[rdtype], BaseException)
+            for rdtype in rdtypes
         )
+        return addresses, min(ttls) if complete else 0.0
+
+    async def _query_all(
+        self, name: str, rdtypes: Sequence[str]
+    ) -> dict[str, dns.resolver.Answer | BaseException]:
+        """Each type's answer or error; a type cut short by the grace is absent."""
+        import dns.exception
+
+        assert self._dns is not None
+        resolver = self._dns
+        outcomes: dict[str, dns.resolver.Answer | BaseException] = {}
+
+        async with trio.open_nursery() as nursery:
+
+            async def query(rdtype: str) -> None:
+                try:
+                    answer = await resolver.resolve(
+                        name, rdtype, raise_on_no_answer=False, lifetime=self._timeout_s,
+                        search=True,
+                    )
+                except (dns.exception.DNSException, OSError) as exc:
+                    outcomes[rdtype] = exc
+                    return
+                outcomes[rdtype] = answer
+                if answer.rrset is not None and len(outcomes) < len(rdtypes):
+                    # Addresses in hand: the other type gets a little longer, no more.
+                    nursery.cancel_scope.deadline = min(
+                        nursery.cancel_scope.deadline,
+                        trio.current_time() + OTHER_FAMILY_GRACE_S,
+                    )
+
+            for rdtype in rdtypes:
+                nursery.start_soon(query, rdtype)
+        return outcomes
 
     def _store(self, key: tuple[str, str], entry: _Entry) -> None:
         if len(self._cache) >= MAX_ENTRIES:
@@ -335,18 +398,55 @@ class Resolver:
         self._cache[key] = entry
 
 
+class _ResolvConf:
+    """resolv.conf, and whether it changed since it was last read."""
+
+    def __init__(self, path: Path, port: int) -> None:
+        self.path = path
+        self.port = port
+        self._signature: tuple[int, int, int] | None = None
+        self._checked_at = -float("inf")
+
+    def due(self) -> bool:
+        """Whether it is time to look at the file again (at most once a second)."""
+        now = trio.current_time()
+        if now - self._checked_at < RESOLV_CONF_RECHECK_S:
+            return False
+        self._checked_at = now
+        return True
+
+    def changed(self) -> bool:
+        """Whether the file differs from the one last read (also when replaced by rename)."""
+        return self._stat() != self._signature
+
+    def read(self) -> dns.asyncresolver.Resolver | None:
+        """A dnspython resolver for the file's servers; None without usable ones."""
+        import dns.asyncresolver
+        import dns.exception
+
+        self._signature = self._stat()
+        try:
+            resolver = dns.asyncresolver.Resolver(filename=str(self.path))
+        except (dns.exception.DNSException, OSError, ValueError):  # missing or no servers
+            return None
+        resolver.port = self.port
+        resolver.nameservers = [str(server) for server in resolver.nameservers]
+        return resolver
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def _make_dns_resolver(
-    nameservers: Sequence[tuple[str, int]] | None, search: Sequence[str]
-) -> dns.asyncresolver.Resolver | None:
+    nameservers: Sequence[tuple[str, int]], search: Sequence[str]
+) -> dns.asyncresolver.Resolver:
     import dns.asyncresolver
-    import dns.exception
     import dns.name
 
-    if nameservers is None:
-        try:
-            return dns.asyncresolver.Resolver()
-        except dns.exception.DNSException:  # no (usable) /etc/resolv.conf
-            return None
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = [address for address, _ in nameservers]
     resolver.nameserver_ports = dict(nameservers)

@@ -39,7 +39,9 @@ from agent.atomic_files import (
     sync_directory,
     write_atomically,
 )
+from agent.common.names import NAME_RULE, is_valid_name
 from agent.errors import ConfigError, EditError, UsageError
+from agent.tables import loads_bounded
 
 SECTION = "checks"
 DROPIN_PREFIX = "50-check-"
@@ -49,7 +51,7 @@ MANAGED_HEADER = (
     "(hand edits are lost).\n"
 )
 # Keys that may be given on the command line: plain TOML bare keys.
-_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 Documents = dict[Path, dict[str, object]]
 
@@ -94,8 +96,8 @@ def dropin_path(main_file: Path, name: str) -> Path:
     Raises:
         UsageError: when ``name`` is not a valid check name (it becomes a file name).
     """
-    if not config.is_valid_name(name):
-        raise UsageError(f"check name {config.NAME_RULE}, got {name!r}")
+    if not is_valid_name(name):
+        raise UsageError(f"check name {NAME_RULE}, got {name!r}")
     return main_file.parent / config.DROPIN_DIR / f"{DROPIN_PREFIX}{name}.toml"
 
 
@@ -105,11 +107,16 @@ def parse_value(text: str) -> object:
     ``5432`` is an integer, ``true`` a boolean, ``["a", "b"]`` an array and
     ``"30s"`` a string; anything that is not a TOML value (``db1.internal``,
     ``30s``, ``::1``) is taken as the string it reads as.
+
+    Raises:
+        UsageError: for a value nested more than :data:`~agent.tables.MAX_NESTING` deep.
     """
     try:
-        return tomllib.loads(f"value = {text}")["value"]
+        return loads_bounded(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+    except ValueError as exc:  # nested too deeply
+        raise UsageError(f"value {exc}") from None
 
 
 def parse_assignments(assignments: Iterable[str]) -> dict[str, object | None]:
@@ -122,7 +129,7 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, object | None]:
     for assignment in assignments:
         key, equals, value = assignment.partition("=")
         key = key.strip()
-        if not equals or not _KEY.match(key):
+        if not equals or not _KEY.fullmatch(key):
             raise UsageError(f"expected KEY=VALUE with a plain key, got {assignment!r}")
         changes[key] = parse_value(value) if value else None
     return changes

@@ -22,6 +22,7 @@ import httpx
 import trio
 
 from agent import __version__
+from agent.common.connect_errors import describe
 from agent.config import Config
 from agent.delivery import judge, open_client, ssl_context
 from agent.destinations import DestinationConfig, load_secret, load_signing_keys
@@ -97,7 +98,7 @@ async def _network_steps(report: Report, url: httpx.URL) -> bool:
         with trio.fail_after(destination.connect_timeout_s):
             stream = await trio.open_tcp_stream(host, port)
     except (OSError, trio.TooSlowError) as exc:
-        report.step("connect", False, f"{host}:{port}: {exc or 'timed out'}")
+        report.step("connect", False, f"{host}:{port}: {describe(exc) or 'timed out'}")
         return False
     report.step("connect", True, f"{host}:{port} ({_ms(start)})")
     if url.scheme != "https":
@@ -142,7 +143,7 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
                 with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
                     response = await client.send(request)
             except (httpx.HTTPError, trio.TooSlowError) as exc:
-                report.step("http", False, f"{type(exc).__name__}: {exc or 'timed out'}")
+                report.step("http", False, f"{type(exc).__name__}: {describe(exc) or 'timed out'}")
                 continue
             try:
                 judge(response, sink, now=time.time())

@@ -3,12 +3,19 @@
 Every config section is read through a :class:`Table`: each accessor checks the
 value's type and range, and :meth:`Table.finish` rejects keys nobody asked for, so a
 typo (``intervall = "30s"``) is an error instead of a silently ignored setting.
+
+A table also remembers, in the file's own terms, every key it was asked for and the
+value that was used: as written, or the default when the key is absent (and the
+default is a value the key accepts). :meth:`Table.effective` returns that, which is
+what ``heartwire config show`` prints: a config every reader accepts again, with
+exactly the keys the readers know.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final, TypeVar
 
@@ -27,6 +34,47 @@ REQUIRED: Final = _Required()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_HINT = 'a duration such as "250ms", "5s", "2m", "1h" or a number of seconds'
+# No config needs more than a few levels of tables and arrays; past this a document
+# is refused before any code walks it recursively (tomllib's parser, tomli-w, ...).
+MAX_NESTING = 32
+NESTING_MESSAGE = f"nested more than {MAX_NESTING} levels deep"
+
+
+def loads_bounded(text: str) -> dict[str, object]:
+    """Parses TOML text whose tables and arrays nest at most :data:`MAX_NESTING` deep.
+
+    tomllib parses nested values recursively: thousands of levels would raise
+    RecursionError (a traceback, not an error message), and a few hundred would
+    parse but make every later recursive walk fragile.
+
+    Raises:
+        tomllib.TOMLDecodeError: for invalid TOML.
+        ValueError: with :data:`NESTING_MESSAGE` for too deep a document.
+    """
+    try:
+        document = tomllib.loads(text)
+    except RecursionError:
+        raise ValueError(NESTING_MESSAGE) from None
+    if _deeper_than(document, MAX_NESTING):
+        raise ValueError(NESTING_MESSAGE)
+    return document
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether tables/arrays in ``value`` nest more than ``limit`` levels (no recursion)."""
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def parse_duration(value: object) -> float:
@@ -84,6 +132,23 @@ class Table:
         self.file = file
         self.path = path
         self._read: set[str] = set()
+        # key → the value used, as TOML would write it (a sub-Table for tables).
+        self._used: dict[str, object] = {}
+
+    def effective(self) -> dict[str, object]:
+        """Every key read and the value used, defaults included, as a TOML table.
+
+        Keys appear in the order they were read; a default that the key itself
+        would refuse (a "not set" sentinel) is left out, as are defaults of None.
+        """
+        table: dict[str, object] = {}
+        for key, value in self._used.items():
+            table[key] = value.effective() if isinstance(value, Table) else value
+        return table
+
+    def _use_default(self, key: str, value: object) -> None:
+        if key not in self.raw:
+            self._used.setdefault(key, value)
 
     def key_path(self, key: str) -> str:
         """The dotted path of ``key`` in this table."""
@@ -103,8 +168,14 @@ class Table:
     def _take(self, key: str, default: object) -> object:
         self._read.add(key)
         if key in self.raw:
+            self._used.setdefault(key, self.raw[key])
             return self.raw[key]
         if default is REQUIRED:
+            # A typo of a required key is two errors; the typo is the one to report.
+            unknown = [name for name in self.raw if name not in self._read]
+            close = difflib.get_close_matches(key, unknown, n=1)
+            if close:
+                raise self.error(close[0], f"unknown key (did you mean {key!r}?)")
             raise self.error(key, "is required")
         return default
 
@@ -120,6 +191,8 @@ class Table:
     def string(self, key: str, default: str | _Required | None = REQUIRED) -> str:
         """A string value; leading and trailing space is an error, not trimmed."""
         value = self._typed(key, default, str, "a string")
+        if isinstance(default, str):
+            self._use_default(key, default)
         return value
 
     def nonempty_string(self, key: str, default: str | _Required = REQUIRED) -> str:
@@ -138,6 +211,8 @@ class Table:
 
     def boolean(self, key: str, default: bool | _Required = REQUIRED) -> bool:
         """A true/false value."""
+        if isinstance(default, bool):
+            self._use_default(key, default)
         return self._typed(key, default, bool, "true or false")
 
     def integer(
@@ -157,6 +232,10 @@ class Table:
                 raise self.error(key, f"must be at least {minimum}, got {value}")
             if maximum is not None and value > maximum:
                 raise self.error(key, f"must be at most {maximum}, got {value}")
+        elif isinstance(default, int) and (minimum is None or default >= minimum) and (
+            maximum is None or default <= maximum
+        ):
+            self._use_default(key, default)
         return value
 
     def duration(
@@ -165,6 +244,8 @@ class Table:
         """A duration in seconds, written "250ms", "5s", "2m", "1h", "1d" or as a number."""
         value = self._take(key, default)
         if key not in self.raw:
+            if isinstance(default, float | int) and (default > 0 or not positive):
+                self._use_default(key, format_duration(float(default)))
             return value  # type: ignore[return-value]
         try:
             seconds = parse_duration(value)
@@ -185,6 +266,7 @@ class Table:
     def string_list(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
         """An array of non-empty strings."""
         value = self._take(key, list(default))
+        self._use_default(key, list(default))
         if not isinstance(value, list):
             raise self.error(key, f"expected an array of strings, got {_type_name(value)}")
         for index, item in enumerate(value):
@@ -197,7 +279,9 @@ class Table:
         value = self._take(key, REQUIRED if required else {})
         if not isinstance(value, dict):
             raise self.error(key, f"expected a table, got {_type_name(value)}")
-        return Table(value, self.file, self.key_path(key))
+        table = Table(value, self.file, self.key_path(key))
+        self._used[key] = table
+        return table
 
     def mark_read(self, *keys: str) -> None:
         """Marks keys as handled elsewhere so :meth:`finish` does not reject them."""
@@ -207,6 +291,8 @@ class Table:
         """Rejects every key that no accessor asked for (typos, misplaced settings)."""
         for key in self.raw:
             if key in self._read:
+                # Read straight from ``raw`` elsewhere: shown as written.
+                self._used.setdefault(key, self.raw[key])
                 continue
             message = "unknown key"
             close = difflib.get_close_matches(key, sorted(self._read), n=1)

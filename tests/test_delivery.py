@@ -89,6 +89,7 @@ async def test_through_every_fault_each_message_arrives_once_after_dedup_in_orde
         await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
         await trio.sleep(0.3)  # the central is down: connection refused, retried
         assert deliverer.stats.failures >= 1 and deliverer.stats.delivered == 0
+        assert f"(127.0.0.1:{port}: Connection refused)" in (deliverer.stats.last_error or "")
         with running_receiver(plan, port=port) as receiver:
             await _wait_until(lambda: deliverer.stats.delivered == count)
             nursery.cancel_scope.cancel()

@@ -75,6 +75,8 @@ def test_send_test_names_the_failing_step(
     out = capsys.readouterr().out
     assert code == cli.EXIT_DOWN
     assert "FAILED" in out and f"connect  FAIL  127.0.0.1:{port}" in out
+    # ... and why: trio's "all attempts to connect ... failed" alone does not say.
+    assert f"(127.0.0.1:{port}: Connection refused)" in out
 
 
 def test_send_test_verifies_tls_with_the_configured_ca_only(

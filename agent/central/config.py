@@ -10,7 +10,6 @@ receiver only sees the frozen dataclasses below.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Final
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.central.schema import DEFAULT_MAX_CHECKS
 from agent.central.storage import Retention
+from agent.common.names import NAME_RULE, is_valid_name
 from agent.config import read_toml
 from agent.errors import ConfigError, HeartwireError
 from agent.keyfiles import read_secret, read_sources
@@ -52,11 +52,6 @@ DEFAULT_FLAP_THRESHOLD: Final = 3
 DEFAULT_RETRY_INITIAL_S: Final = 10.0
 DEFAULT_RETRY_MAX_S: Final = 600.0
 
-# The same rule as agent ids in agent/config.py: they end up in URLs and file names.
-AGENT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-AGENT_ID_RULE: Final = (
-    "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +197,8 @@ def _read_keys(table: Table) -> tuple[VerifyKey, ...]:
 
 def read_agent(table: Table, agent_id: str) -> AgentSettings:
     """Reads one ``[agents.<id>]`` table."""
-    if not AGENT_ID.match(agent_id):
-        raise table.error(None, f"agent id {agent_id!r} {AGENT_ID_RULE}")
+    if not is_valid_name(agent_id):
+        raise table.error(None, f"agent id {agent_id!r} {NAME_RULE}")
     settings = AgentSettings(
         id=agent_id,
         keys=_read_keys(table),

@@ -15,14 +15,12 @@ Healthchecks answers ``200 OK`` / ``201 Created`` with the body ``OK`` or
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
+from agent.common.names import is_uuid
 from agent.destinations import DestinationConfig
 from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 RECORDED_BODIES = ("OK", "Created")
 
 
@@ -35,7 +33,7 @@ class HealthchecksSink(PingSink):
 
     def ping_url(self, check: str, *, fail: bool = False) -> str:
         """The ping URL of a Healthchecks check named by UUID or slug."""
-        if _UUID.match(check):
+        if is_uuid(check):
             return f"{self.url}/{check}" + ("/fail" if fail else "")
         url = f"{self.url}/{self.secret}/{check}" + ("/fail" if fail else "")
         return url + ("?create=1" if self.create else "")

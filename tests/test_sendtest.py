@@ -6,12 +6,14 @@ import json
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent import cli
 from agent.signing import Ed25519SigningKey, verify
 from tests.certs import make_pki
 from tests.receiver import free_port, running_receiver
+from tests.test_central_e2e import running
 
 KEY = Ed25519SigningKey.generate()
 
@@ -104,3 +106,28 @@ def test_send_test_without_destinations_is_a_usage_error(
     path.write_text('[checks.a]\nhost = "127.0.0.1"\nport = 1\n')
     assert _send_test(path) == cli.EXIT_UNKNOWN
     assert "no [destinations.*] are configured" in capsys.readouterr().err
+
+
+def test_send_test_passes_against_the_real_receiver_which_stores_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`heartwire central` as a process: the seq-0 heartbeat is verified, answered 2xx
+    and leaves no trace (docs/protocol.md)."""
+    central_toml = tmp_path / "central.toml"
+    central_toml.write_text(
+        f'[storage]\nstate_dir = "{tmp_path / "central-state"}"\n'
+        f'[agents.agent-1]\nkeys = ["{KEY.public_key().to_text()}"]\n')
+    with running("central", "--config", str(central_toml), "--listen", "127.0.0.1:0") \
+            as central:
+        base = central.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        code = _send_test(_write_config(tmp_path, f"{base}/v1/ingest"))
+        out = capsys.readouterr().out
+        with httpx.Client(base_url=base, timeout=5) as api:
+            agents = api.get("/api/v1/agents").json()["agents"]
+            checks = api.get("/api/v1/checks").json()["checks"]
+    assert code == 0, out
+    assert "http     ok    POST /v1/ingest -> 200 " in out
+    assert "'status': 'test'" in out.replace('"', "'")
+    assert [(a["id"], a["state"]) for a in agents] == [("agent-1", "never reported")]
+    assert checks == []
+    assert not [line for line in central.lines if "rejected message" in line]

@@ -243,15 +243,23 @@ class Ingest:
             if kind not in MESSAGE_TYPES:
                 raise InvalidMessage(f"message.type must be one of {', '.join(MESSAGE_TYPES)}")
             seq = _need(envelope, "seq", int, "message")
-            if seq < 1:
-                raise InvalidMessage("message.seq must be at least 1")
+            data = _need(envelope, "data", dict, "message")
+            # Sequence 0 is only the test heartbeat of `heartwire send-test`.
+            is_test = seq == 0 and kind == "heartbeat" and data.get("test") is True
+            if seq < 1 and not is_test:
+                raise InvalidMessage("message.seq must be at least 1 (0 only for a test "
+                                     "heartbeat, with data.test true)")
             _need(envelope, "timestamp", str, "message")
-            interval, reports = parse_reports(kind, _need(envelope, "data", dict, "message"))
+            interval, reports = parse_reports(kind, data)
         except InvalidMessage as exc:
             raise Rejected(422, "invalid_message", str(exc)) from None
 
         agent: str = envelope["agent"]
         msg_id: str = envelope["id"]
+        if is_test:
+            # Verified and valid, and stored nowhere (docs/protocol.md).
+            log.info("test heartbeat %s from agent %s verified, not stored", msg_id, agent)
+            return Answer(200, {"status": "test", "id": msg_id})
         if self.storage.has_message(msg_id):
             log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
             return Answer(200, {"status": "duplicate", "id": msg_id})

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from agent import __version__
+from agent.common.redact import redact_url
 from agent.config import STATE_DIR_ENV_VAR, Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
 from agent.destinations import load_secret, load_signing_keys
@@ -371,8 +372,10 @@ def open_reporting(
             f"(--state-dir or ${STATE_DIR_ENV_VAR})") from None
     for destination, keys, secret in secrets:
         if destination.url.startswith("http://"):
-            log.warning("%s: %s is plain http: messages are signed but not encrypted",
-                        destination.name, destination.url)
+            signed = "signed but " if destination.kind == "native" else ""
+            log.warning("%s: %s is plain http: messages are %snot encrypted",
+                        destination.name, redact_url(destination.url, destination.kind),
+                        signed)
         auth = WebhookAuth(keys, wall_clock=wall_clock) if keys else None
         deliverers.append(Deliverer(
             destination.name, make_sink(destination, secret), open_client(destination, auth),

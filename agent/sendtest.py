@@ -22,9 +22,10 @@ import httpx
 import trio
 
 from agent import __version__
+from agent.common.redact import redact_text, redact_url
 from agent.config import Config
 from agent.delivery import judge, open_client, ssl_context
-from agent.destinations import DestinationConfig, load_secret, load_signing_keys
+from agent.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
 from agent.errors import DeliveryError, HeartwireError
 from agent.signing import WebhookAuth, new_message_id
 from agent.sinks import make_sink
@@ -41,9 +42,12 @@ class Report:
     destination: DestinationConfig
     lines: list[str] = field(default_factory=list)
     ok: bool = True
+    # What must never be printed: the ping key, push tokens, ... (see secrets_of).
+    secrets: tuple[str, ...] = ()
 
     def step(self, name: str, ok: bool | str | None, text: str) -> None:
-        """Adds a line; ``ok`` None means skipped, a string is shown as the mark."""
+        """Adds a line (secrets redacted); ``ok`` None means skipped, a string is the mark."""
+        text = redact_text(text, self.secrets)
         if isinstance(ok, str):
             mark = ok
         else:
@@ -81,7 +85,8 @@ async def _network_steps(report: Report, url: httpx.URL) -> bool:
     proxy = destination.proxy or next((os.environ[v] for v in _PROXY_VARIABLES
                                        if os.environ.get(v)), None)
     if proxy:
-        report.step("proxy", None, f"via {proxy}: DNS, connect and TLS are the proxy's")
+        report.step("proxy", None,
+                    f"via {redact_url(proxy)}: DNS, connect and TLS are the proxy's")
         return True
     start = time.perf_counter()
     try:
@@ -124,7 +129,9 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
     report = Report(destination)
     try:
         keys = load_signing_keys(destination)
-        sink = make_sink(destination, load_secret(destination))
+        secret = load_secret(destination)
+        report.secrets = secrets_of(destination, secret)
+        sink = make_sink(destination, secret)
         client = open_client(destination, WebhookAuth(keys) if keys else None)
     except HeartwireError as exc:
         report.step("config", False, str(exc))
@@ -149,7 +156,9 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
                 verdict = True
             except DeliveryError:
                 verdict = False
-            report.step("http", verdict, f"{request.method} {request.url.path} -> "
+            path = httpx.URL(redact_url(str(request.url), destination.kind,
+                                        secrets=report.secrets)).path
+            report.step("http", verdict, f"{request.method} {path} -> "
                         f"{response.status_code} {response.reason_phrase} ({_ms(start)})")
             body = response.text.strip()
             report.step("body", "" if verdict else False,
@@ -167,6 +176,7 @@ def render(reports: list[Report]) -> str:
     lines = []
     for report in reports:
         d = report.destination
-        lines.append(f"{d.name} ({d.kind}) {d.url}: {'OK' if report.ok else 'FAILED'}")
+        url = redact_url(d.url, d.kind, secrets=report.secrets)
+        lines.append(f"{d.name} ({d.kind}) {url}: {'OK' if report.ok else 'FAILED'}")
         lines += report.lines
     return "\n".join(lines)

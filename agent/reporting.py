@@ -34,7 +34,7 @@ from agent import __version__
 from agent.common.redact import redact_url
 from agent.config import STATE_DIR_ENV_VAR, Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
-from agent.destinations import load_secret, load_signing_keys
+from agent.destinations import load_secret, load_signing_keys, secrets_of
 from agent.errors import ConfigError, OutboxFullError
 from agent.liveness import CounterProgress
 from agent.logs import get_logger
@@ -129,6 +129,7 @@ def heartbeat_data(
             "results": counts.get("dropped.results", 0),
             "heartbeats": counts.get("dropped.heartbeats", 0),
             "state_changes": counts.get("dropped.state_changes", 0),
+            "set_aside": counts.get("dropped.set_aside", 0),
         },
         "rejected": counts.get("rejected", 0),
     }
@@ -380,7 +381,8 @@ def open_reporting(
         deliverers.append(Deliverer(
             destination.name, make_sink(destination, secret), open_client(destination, auth),
             outbox, max_backoff_s=config.central.max_backoff_s, wall_clock=wall_clock,
-            request_deadline_s=destination.connect_timeout_s + destination.timeout_s))
+            request_deadline_s=destination.connect_timeout_s + destination.timeout_s,
+            secrets=secrets_of(destination, secret)))
     log.info("reporting to %s; outbox %s", ", ".join(f"{d.name} ({d.kind})"
                                                     for d in config.destinations),
              outbox.sync.path)

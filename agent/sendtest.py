@@ -24,7 +24,7 @@ import trio
 from agent import __version__
 from agent.common.redact import redact_text, redact_url
 from agent.config import Config
-from agent.delivery import judge, open_client, ssl_context
+from agent.delivery import judge, open_client, read_answer, ssl_context
 from agent.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
 from agent.errors import DeliveryError, HeartwireError
 from agent.signing import WebhookAuth, new_message_id
@@ -73,7 +73,8 @@ def heartbeat_for_test(
         "data": {"version": __version__, "started_at": iso_time(now),
                  "interval_s": config.central.heartbeat_interval_s, "checks": [], "runs": 0,
                  "skipped": 0, "outbox": {"depth": 0, "bytes": 0},
-                 "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0},
+                 "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0,
+                             "set_aside": 0},
                  "rejected": 0, "test": True},
     }, separators=(",", ":")).encode()
     return OutboxMessage(0, msg_id, HEARTBEAT, body)
@@ -147,20 +148,20 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
             start = time.perf_counter()
             try:
                 with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
-                    response = await client.send(request)
-            except (httpx.HTTPError, trio.TooSlowError) as exc:
-                report.step("http", False, f"{type(exc).__name__}: {exc or 'timed out'}")
+                    answer = await read_answer(client, request)
+            except (DeliveryError, trio.TooSlowError) as exc:
+                report.step("http", False, f"{exc or 'timed out'}")
                 continue
             try:
-                judge(response, sink, now=time.time())
+                judge(answer, sink, now=time.time())
                 verdict = True
             except DeliveryError:
                 verdict = False
             path = httpx.URL(redact_url(str(request.url), destination.kind,
                                         secrets=report.secrets)).path
             report.step("http", verdict, f"{request.method} {path} -> "
-                        f"{response.status_code} {response.reason_phrase} ({_ms(start)})")
-            body = response.text.strip()
+                        f"{answer.status} {answer.reason} ({_ms(start)})")
+            body = answer.body.strip()
             report.step("body", "" if verdict else False,
                         repr(body[:300]) if body else "(empty)")
     return report

@@ -109,7 +109,7 @@ async def test_heartbeats_on_interval_state_changes_at_once_results_batched(
                                "status": "down", "reason": "refused",
                                "latency_ms": None, "at": last["checks"][0]["at"]}]
     assert last["runs"] >= 9 and last["dropped"] == {"results": 0, "heartbeats": 0,
-                                                     "state_changes": 0}
+                                                     "state_changes": 0, "set_aside": 0}
     assert last["interval_s"] == 30.0 and last["rejected"] == 0
 
 

@@ -20,7 +20,7 @@ import re
 import httpx
 
 from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
+from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 RECORDED_BODIES = ("OK", "Created")
@@ -53,9 +53,9 @@ class HealthchecksSink(PingSink):
         """Success ping, or ``/fail`` when down, with the reason in the body."""
         return self._ping(monitor, f"{status.name} {status.summary()}", fail=status.failing)
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
+    def not_recorded(self, answer: Answer) -> str | None:
         """Healthchecks says ``OK`` or ``Created`` when it recorded the ping."""
-        body = response.text.strip()
+        body = answer.body.strip()
         if body in RECORDED_BODIES:
             return None
-        return f"Healthchecks answered {response.status_code} {body[:200]!r}, not OK/Created"
+        return f"Healthchecks answered {answer.status} {body[:200]!r}, not OK/Created"

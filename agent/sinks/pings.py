@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
+from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 _HEADERS = {"user-agent": USER_AGENT}
 
@@ -42,15 +42,15 @@ class UptimeKumaSink(PingSink):
         return self._push(monitor, "down" if status.failing else "up", status.summary(),
                           status.latency_ms)
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
+    def not_recorded(self, answer: Answer) -> str | None:
         """Kuma answers ``{"ok":true}`` when it stored the beat."""
         try:
-            answer = json.loads(response.content)
+            said = json.loads(answer.body)
         except ValueError:
-            answer = None
-        if isinstance(answer, dict) and answer.get("ok") is True:
+            said = None
+        if isinstance(said, dict) and said.get("ok") is True:
             return None
-        return f"Uptime Kuma answered {response.status_code} {response.text[:200]!r}"
+        return f"Uptime Kuma answered {answer.status} {answer.body[:200]!r}"
 
 
 class GatusSink(PingSink):

@@ -172,9 +172,12 @@ def judge(answer: Answer, sink: Sink, *, now: float) -> None:
     Raises:
         RetryableDeliveryError: 1xx, 3xx, 5xx, 401, 403, 408, 429, or a 2xx that did
             not record it.
-        PermanentDeliveryError: any other 4xx.
+        PermanentDeliveryError: any other 4xx, or what the sink knows to be a
+            refusal for good whatever its status.
     """
     status = answer.status
+    if (refusal := sink.refused(answer)) is not None:
+        raise PermanentDeliveryError(refusal)
     if 200 <= status < 300:
         reason = sink.not_recorded(answer)
         if reason is not None:

@@ -7,9 +7,12 @@ documented wire format:
   ``<ping-key>/<slug>[/fail][?create=1]``; ``200`` ``OK``, ``201`` ``Created`` when
   ``create=1`` made the check, ``404`` ``not found``, ``409`` ``ambiguous slug``;
   ``text/plain; charset=utf-8``.
+  Hosted hc-ping.com answers UUID pings ``200`` whatever happened, with the body
+  ``OK (not found)`` for an unknown UUID (``legacy_uuid_answers``).
 * Uptime Kuma push monitors (server/routers/api-router.js): ``/api/push/<token>``,
-  ``200`` ``{"ok":true}`` or, for an unknown or paused monitor, ``404``
-  ``{"ok":false,"msg":"Monitor not found or not active."}``.
+  ``200`` ``{"ok":true}`` or, for an unknown or paused monitor,
+  ``{"ok":false,"msg":"Monitor not found or not active."}`` with ``404`` (1.x) or
+  ``500`` (2.x: ``error_status``).
 
 ``faults`` injects a status for the next requests to one path (``{"/x": [503]}``),
 answered before the ping is recorded as accepted.
@@ -46,6 +49,8 @@ class Service:
     slugs: set[str] = field(default_factory=set)
     ambiguous_slugs: set[str] = field(default_factory=set)
     push_tokens: set[str] = field(default_factory=set)
+    legacy_uuid_answers: bool = False
+    error_status: int = 404
     faults: dict[str, list[int]] = field(default_factory=dict)
     pings: list[Ping] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,7 +72,9 @@ def _healthchecks(service: Service, path: str, query: dict[str, list[str]]) -> t
     if parts and parts[-1] == "fail":
         parts = parts[:-1]
     if len(parts) == 1:
-        return (200, "OK") if parts[0] in service.uuids else (404, "not found")
+        if parts[0] in service.uuids:
+            return 200, "OK"
+        return (200, "OK (not found)") if service.legacy_uuid_answers else (404, "not found")
     if len(parts) == 2 and parts[0] == service.ping_key:
         slug = parts[1]
         if slug in service.ambiguous_slugs:
@@ -84,7 +91,8 @@ def _kuma(service: Service, path: str) -> tuple[int, str]:
     prefix = "/api/push/"
     if path.startswith(prefix) and path[len(prefix):] in service.push_tokens:
         return 200, json.dumps({"ok": True})
-    return 404, json.dumps({"ok": False, "msg": "Monitor not found or not active."})
+    return service.error_status, json.dumps({"ok": False,
+                                             "msg": "Monitor not found or not active."})
 
 
 @contextmanager

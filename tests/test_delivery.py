@@ -179,7 +179,7 @@ async def test_a_2xx_that_did_not_record_the_ping_is_not_delivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     outbox = _outbox(tmp_path, ("hc",))
-    with running_receiver(["body:OK (not found)", "body:Created"]) as receiver:
+    with running_receiver(["body:OK (rate limited)", "body:Created"]) as receiver:
         destination = DestinationConfig(
             name="hc", kind="healthchecks", url=receiver.url, timeout_s=1,
             monitor_token="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
@@ -425,6 +425,9 @@ class _ExplodingSink:
 
     def not_recorded(self, answer: Answer) -> str | None:
         return self.inner.not_recorded(answer)
+
+    def refused(self, answer: Answer) -> str | None:
+        return self.inner.refused(answer)
 
 
 async def test_a_message_that_keeps_crashing_its_sink_is_set_aside_and_counted(

@@ -267,3 +267,30 @@ async def test_uptime_kuma_a_retried_ping_does_not_send_the_accepted_ones_again(
     assert kuma.answered() == [("/api/push/AgentTok", 200), ("/api/push/DbTok22", 503),
                                ("/api/push/WebTok", 200), ("/api/push/DbTok22", 200)]
     assert deliverer.stats.failures == 1
+
+
+async def test_hosted_healthchecks_ok_not_found_is_a_refusal_not_a_retry(tmp_path: Path) -> None:
+    # hc-ping.com answers an unknown UUID with 200 "OK (not found)": as final as a 404.
+    service = Service(uuids={DB_UUID}, legacy_uuid_answers=True)
+    with running_service("healthchecks", service) as hc:
+        destination = DestinationConfig(name="d", kind="healthchecks", url=hc.url,
+                                        monitor_token=AGENT_UUID, config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": DB_UUID})
+        deliverer = await _deliver_to(hc, destination)
+    assert hc.answered() == [(f"/{AGENT_UUID}", 200), (f"/{DB_UUID}", 200),
+                             (f"/{DB_UUID}/fail", 200)]
+    assert (deliverer.stats.delivered, deliverer.stats.failures) == (2, 0)
+
+
+async def test_uptime_kuma_2_paused_monitor_answer_500_is_a_refusal_not_a_retry(
+    tmp_path: Path,
+) -> None:
+    service = Service(push_tokens={"DbTok22"}, error_status=500)
+    with running_service("uptime-kuma", service) as kuma:
+        destination = DestinationConfig(name="d", kind="uptime-kuma", url=kuma.url,
+                                        monitor_token="PausedTok", config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": "DbTok22"})
+        deliverer = await _deliver_to(kuma, destination)
+    assert kuma.answered() == [("/api/push/PausedTok", 500), ("/api/push/DbTok22", 200),
+                               ("/api/push/DbTok22", 200)]
+    assert (deliverer.stats.delivered, deliverer.stats.failures) == (2, 0)

@@ -51,6 +51,11 @@ class Sink(Protocol):
         """For a 2xx answer: why it did not record the message, or None if it did."""
         ...
 
+    def refused(self, answer: Answer) -> str | None:
+        """Why the destination refused the request for good, whatever the status
+        says (a service that answers "no such monitor" with 200 or 500), or None."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CheckStatus:
@@ -147,4 +152,8 @@ class PingSink:
 
     def not_recorded(self, answer: Answer) -> str | None:
         """Any 2xx records the ping unless a subclass knows better."""
+        return None
+
+    def refused(self, answer: Answer) -> str | None:
+        """The status says it unless a subclass knows better."""
         return None

@@ -10,7 +10,9 @@
   check's event log.
 
 Healthchecks answers ``200 OK`` / ``201 Created`` with the body ``OK`` or
-``Created``; any other 2xx body (e.g. ``OK (not found)``) did not record the ping.
+``Created``; any other 2xx body (e.g. ``OK (rate limited)``) did not record the
+ping. Hosted hc-ping.com answers a UUID it does not know with ``200 OK (not
+found)`` rather than a 404: that is a refusal for good, like the 404.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 RECORDED_BODIES = ("OK", "Created")
+UNKNOWN_CHECK_BODY = "OK (not found)"
 
 
 class HealthchecksSink(PingSink):
@@ -59,3 +62,9 @@ class HealthchecksSink(PingSink):
         if body in RECORDED_BODIES:
             return None
         return f"Healthchecks answered {answer.status} {body[:200]!r}, not OK/Created"
+
+    def refused(self, answer: Answer) -> str | None:
+        """``OK (not found)``: no check has this UUID (a 404 says it by its status)."""
+        if 200 <= answer.status < 300 and answer.body.strip() == UNKNOWN_CHECK_BODY:
+            return f"Healthchecks answered {answer.status} {UNKNOWN_CHECK_BODY!r}: no such check"
+        return None

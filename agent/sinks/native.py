@@ -30,3 +30,7 @@ class NativeSink:
     def not_recorded(self, answer: Answer) -> str | None:
         """A 2xx from the native receiver always means stored."""
         return None
+
+    def refused(self, answer: Answer) -> str | None:
+        """The native receiver says it with its status (docs/protocol.md)."""
+        return None

@@ -166,8 +166,8 @@ DB_UP = {"checks": [{"name": "db", "status": "up", "reason": "open", "latency_ms
                      "at": "x"}]}
 
 
-async def _deliver_to(service: Service, destination: DestinationConfig,
-                      beats: int = 1) -> Deliverer:
+async def _deliver_to(service: Service, destination: DestinationConfig, beats: int = 1,
+                      beat: dict[str, object] = DB_UP, *, then_down: bool = True) -> Deliverer:
     """Delivers ``beats`` heartbeats (each once the previous is done), then a state change."""
     outbox = AsyncOutbox(open_outbox(service_dir(destination), agent_id="agent-1",
                                      destinations=["d"], max_messages=100, max_bytes=10**6))
@@ -175,13 +175,13 @@ async def _deliver_to(service: Service, destination: DestinationConfig,
                           outbox, max_backoff_s=0.05, rng=random.Random(0), base_backoff_s=0.01)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(Delivery([deliverer]).run)
-        for beat in range(1, beats + 2):
-            if beat <= beats:
-                await outbox.enqueue_heartbeat(lambda counts, depth: DB_UP)
+        for done in range(1, beats + 1 + then_down):
+            if done <= beats:
+                await outbox.enqueue_heartbeat(lambda counts, depth: beat)
             else:
                 await outbox.enqueue_many([(STATE_CHANGE, DOWN, None)])
             with trio.fail_after(10):
-                while deliverer.stats.delivered + deliverer.stats.rejected < beat:  # noqa: ASYNC110
+                while deliverer.stats.delivered + deliverer.stats.rejected < done:  # noqa: ASYNC110
                     await trio.sleep(0.02)
         nursery.cancel_scope.cancel()
     await outbox.aclose()
@@ -250,19 +250,7 @@ async def test_uptime_kuma_a_retried_ping_does_not_send_the_accepted_ones_again(
         destination = DestinationConfig(name="d", kind="uptime-kuma", url=kuma.url,
                                         monitor_token="AgentTok", config_file=str(tmp_path),
                                         check_monitor_tokens={"db": "DbTok22", "web": "WebTok"})
-        outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["d"],
-                                         max_messages=100, max_bytes=10**6))
-        deliverer = Deliverer("d", make_sink(destination, None),
-                              httpx.AsyncClient(trust_env=False), outbox, max_backoff_s=0.05,
-                              rng=random.Random(0), base_backoff_s=0.01)
-        await outbox.enqueue_heartbeat(lambda counts, depth: beat)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(Delivery([deliverer]).run)
-            with trio.fail_after(10):
-                while deliverer.stats.delivered < 1:  # noqa: ASYNC110 - real sockets
-                    await trio.sleep(0.02)
-            nursery.cancel_scope.cancel()
-        await outbox.aclose()
+        deliverer = await _deliver_to(kuma, destination, beat=beat, then_down=False)
     # The failing ping does not hold back the next one, and only it is sent again.
     assert kuma.answered() == [("/api/push/AgentTok", 200), ("/api/push/DbTok22", 503),
                                ("/api/push/WebTok", 200), ("/api/push/DbTok22", 200)]

@@ -23,20 +23,12 @@ from functools import partial
 
 import trio
 
+from tests.receiver import Recorded
+
 MAX_REQUEST_HEAD = 64 * 1024
 _GARBAGE = bytes(range(256)) * 4
 # How much a never-ending body sends before the server gives up on the client.
 ENDLESS_LIMIT = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Request:
-    """One request as received."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
 
 
 Respond = Callable[[trio.SocketStream], Awaitable[None]]
@@ -175,12 +167,12 @@ class BrokenDestination:
     """
 
     plan: list[str]
-    requests: list[Request] = field(default_factory=list)
+    requests: list[Recorded] = field(default_factory=list)
     served: list[str] = field(default_factory=list)
     honest: trio.Event = field(default_factory=trio.Event)
     url: str = ""
 
-    async def _read_request(self, stream: trio.SocketStream) -> Request | None:
+    async def _read_request(self, stream: trio.SocketStream) -> Recorded | None:
         buffer = b""
         while b"\r\n\r\n" not in buffer:
             if len(buffer) > MAX_REQUEST_HEAD:
@@ -202,7 +194,7 @@ class BrokenDestination:
             if not data:
                 return None
             body += data
-        return Request(method, path, headers, body[:length])
+        return Recorded(method, path, headers, body[:length])
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serves one connection: one request, one (broken) answer, then close."""

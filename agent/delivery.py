@@ -158,8 +158,8 @@ async def read_answer(client: httpx.AsyncClient, request: httpx.Request) -> Answ
                     # error, or at once), so httpx's own stream generators are
                     # finished in place rather than left to the garbage collector.
                     await response.aclose()
-    except httpx.HTTPError:
-        pass  # cut off, corrupt chunking, ...: judged on what arrived
+    except (httpx.HTTPError, httpx.StreamError):
+        pass  # cut off, corrupt chunking, closed by us: judged on what arrived
     finally:
         await response.aclose()
     return Answer(response.status_code, response.reason_phrase, response.headers,

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from agent.delivery import Deliverer, Delivery
-from agent.destinations import DestinationConfig
+from agent.destinations import DestinationConfig, secrets_of
 from agent.keyfiles import SecretSource
 from agent.sinks import Answer, make_sink
 from agent.spool import STATE_CHANGE, AsyncOutbox, open_outbox
@@ -282,3 +282,34 @@ async def test_uptime_kuma_2_paused_monitor_answer_500_is_a_refusal_not_a_retry(
     assert kuma.answered() == [("/api/push/PausedTok", 500), ("/api/push/DbTok22", 200),
                                ("/api/push/DbTok22", 200)]
     assert (deliverer.stats.delivered, deliverer.stats.failures) == (2, 0)
+
+
+async def test_delivery_logs_never_show_a_push_token_an_answer_echoes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "EchoedPushT0ken"
+    destination = DestinationConfig(name="d", kind="uptime-kuma", url="http://x",
+                                    monitor_token=token)
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["d"],
+                                     max_messages=100, max_bytes=10**6))
+    # The echo is not {"ok":true}: logged as not delivered, with the body, then retried.
+    with running_receiver(["echo", "404"], ok_body=b'{"ok":true}') as receiver:
+        destination = DestinationConfig(**{**_fields(destination), "url": receiver.url},
+                                        check_monitor_tokens={})
+        deliverer = Deliverer("d", make_sink(destination, None),
+                              httpx.AsyncClient(trust_env=False), outbox, max_backoff_s=0.05,
+                              rng=random.Random(0), base_backoff_s=0.01,
+                              secrets=secrets_of(destination, None))
+        await outbox.enqueue_heartbeat(lambda counts, depth: HEARTBEAT_DATA)
+        await outbox.enqueue_heartbeat(lambda counts, depth: HEARTBEAT_DATA)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Delivery([deliverer]).run)
+            with trio.fail_after(10):
+                while deliverer.stats.delivered + deliverer.stats.rejected < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    await outbox.aclose()
+    assert any(token in r.path for r in receiver.snapshot())
+    assert "Uptime Kuma answered 200" in caplog.text and "<redacted>" in caplog.text
+    assert token not in caplog.text
+    assert token not in (deliverer.stats.last_error or "")

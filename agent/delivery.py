@@ -20,6 +20,21 @@ once; receivers deduplicate on the message id).
   message is not sent again (after a crash meanwhile it is, and is deduplicated).
 * After a failure the loop re-reads the outbox, so a heartbeat superseded while
   its destination was down is never sent: the newest one goes instead.
+* A message of several requests (the pings of Healthchecks, Uptime Kuma, ...)
+  succeeds or fails ping by ping: a ping refused for good (a wrong UUID, a paused
+  monitor) is logged once per monitor and holds back none of the others; a ping
+  to retry is retried alone, the pings already accepted are not sent again (the
+  attempt stops early only when the destination gave no answer at all). The
+  message counts as rejected only when every ping of it was refused.
+* Of any answer only the status, the headers and the first ``MAX_ANSWER_BYTES``
+  of the body are read; then the connection is closed. A body that is corrupt,
+  compressed against our ``accept-encoding: identity``, cut off or endless is
+  read as far as it goes and judged by its status (and what a sink needs of it).
+* Whatever else goes wrong in a loop (a bug, an exception nobody foresaw) stays in
+  that loop: logged once with its traceback, backed off, and the loop goes on; the
+  checks and the other destinations never notice. A message that fails that way
+  ``UNEXPECTED_ATTEMPTS`` times is set aside (counted in the next heartbeat's
+  ``dropped.set_aside``) rather than tried for ever.
 
 Delivery runs in its own tasks and talks to SQLite through worker threads: a slow
 or dead destination changes nothing in the schedule of the checks.
@@ -36,6 +51,8 @@ import math
 import random
 import ssl
 import time
+import traceback
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +63,7 @@ import trio
 
 from agent.common.backoff import backoff_delay
 from agent.common.connect_errors import describe
+from agent.common.redact import redact_text
 from agent.common.retry_after import parse_retry_after
 from agent.destinations import DestinationConfig
 from agent.errors import (
@@ -57,7 +75,7 @@ from agent.errors import (
 )
 from agent.keyfiles import check_private
 from agent.logs import get_logger
-from agent.sinks import Sink
+from agent.sinks import Answer, Sink
 from agent.spool import AsyncOutbox, OutboxMessage
 
 log = get_logger("delivery")
@@ -74,30 +92,105 @@ RETRYABLE_4XX = frozenset({408, 429})
 CREDENTIAL_4XX = frozenset({401, 403})
 # How much of a refusing response body goes into the log.
 LOGGED_BODY_CHARS = 500
+# How much of any answer's body is read; the rest is never downloaded.
+MAX_ANSWER_BYTES = 4096
+# A message that makes its loop fail unexpectedly this often is set aside.
+UNEXPECTED_ATTEMPTS = 5
 
 
-def judge(response: httpx.Response, sink: Sink, *, now: float) -> None:
-    """Raises unless ``response`` means the destination recorded the request.
+class NoAnswer(RetryableDeliveryError):
+    """The destination gave no answer at all (refused, reset, timed out, not HTTP)."""
+
+
+def _decompressed(raw: bytes, encoding: str) -> bytes | None:
+    """The body under its ``content-encoding``, at most ``MAX_ANSWER_BYTES`` of it;
+    None when it cannot be read (we ask for identity: anything else is a stranger)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return None
+    # Bounded output whatever the input (a gzip bomb stops at the limit).
+    wbits = (16 + zlib.MAX_WBITS) if "gzip" in encoding else zlib.MAX_WBITS
+    try:
+        return zlib.decompressobj(wbits).decompress(raw, MAX_ANSWER_BYTES)
+    except zlib.error:
+        return None
+
+
+def _text(raw: bytes, response: httpx.Response) -> str:
+    body = _decompressed(raw, response.headers.get("content-encoding", ""))
+    if body is None:
+        return ""
+    try:
+        return body.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset that does not exist
+        return body.decode("utf-8", errors="replace")
+
+
+async def read_answer(client: httpx.AsyncClient, request: httpx.Request) -> Answer:
+    """Sends ``request``; reads the status, headers and at most a few KiB of the body.
+
+    The connection is closed after that (a body left unread is never downloaded).
+    A failure while reading the body keeps what arrived: the status has been said.
 
     Raises:
-        RetryableDeliveryError: 3xx, 5xx, 401, 403, 408, 429, or a 2xx that did not
-            record it.
-        PermanentDeliveryError: any other 4xx.
+        NoAnswer: no status line came back (connect, write or protocol failure).
     """
-    status = response.status_code
+    request.headers["accept-encoding"] = "identity"
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        # Translate at the boundary: the loop only knows our hierarchy.
+        raise NoAnswer(f"{type(exc).__name__} to {request.url.host}: "
+                       f"{describe(exc) or 'no detail'}") from exc
+    raw = b""
+    try:
+        if response.is_stream_consumed:
+            # An in-process transport (httpx.MockTransport) hands over a body that is
+            # already in memory, and already decoded.
+            raw = response.content[:MAX_ANSWER_BYTES]
+        else:
+            async for chunk in response.aiter_raw():
+                if len(raw) < MAX_ANSWER_BYTES:
+                    raw += chunk
+                else:
+                    # Enough: closing the connection ends the iteration (with a read
+                    # error, or at once), so httpx's own stream generators are
+                    # finished in place rather than left to the garbage collector.
+                    await response.aclose()
+    except (httpx.HTTPError, httpx.StreamError):
+        pass  # cut off, corrupt chunking, closed by us: judged on what arrived
+    finally:
+        await response.aclose()
+    return Answer(response.status_code, response.reason_phrase, response.headers,
+                  _text(raw[:MAX_ANSWER_BYTES], response), request.url.host)
+
+
+def judge(answer: Answer, sink: Sink, *, now: float) -> None:
+    """Raises unless ``answer`` means the destination recorded the request.
+
+    Raises:
+        RetryableDeliveryError: 1xx, 3xx, 5xx, 401, 403, 408, 429, or a 2xx that did
+            not record it.
+        PermanentDeliveryError: any other 4xx, or what the sink knows to be a
+            refusal for good whatever its status.
+    """
+    status = answer.status
+    if (refusal := sink.refused(answer)) is not None:
+        raise PermanentDeliveryError(refusal)
     if 200 <= status < 300:
-        reason = sink.not_recorded(response)
+        reason = sink.not_recorded(answer)
         if reason is not None:
             raise RetryableDeliveryError(reason)
         return
-    body = response.text[:LOGGED_BODY_CHARS]
-    message = f"HTTP {status} from {response.request.url.host}: {body!r}"
+    message = f"HTTP {status} from {answer.host}: {answer.body[:LOGGED_BODY_CHARS]!r}"
     if status in CREDENTIAL_4XX:
         message += " (the destination refuses this agent: check its key, its registration"
         message += " and this machine's clock)"
     elif 400 <= status < 500 and status not in RETRYABLE_4XX:
         raise PermanentDeliveryError(message)
-    retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
+    retry_after = parse_retry_after(answer.headers.get("retry-after"), now=now)
     raise RetryableDeliveryError(message, retry_after_s=retry_after)
 
 
@@ -161,6 +254,7 @@ class DeliveryStats:
     Attributes:
         delivered: messages the destination accepted.
         rejected: messages it refused for good.
+        set_aside: messages given up after failing unexpectedly again and again.
         failures: attempts that failed and will be retried.
         last_error: the latest failure, as one line, or None.
         failing: whether the latest attempt failed (and will be retried).
@@ -170,6 +264,7 @@ class DeliveryStats:
 
     delivered: int = 0
     rejected: int = 0
+    set_aside: int = 0
     failures: int = 0
     last_error: str | None = None
     failing: bool = False
@@ -180,6 +275,30 @@ class DeliveryStats:
         """Records that the loop is alive."""
         self.iterations += 1
         self.last_progress = trio.current_time()
+
+
+# How a destination was done with a message (the cursor moves past it).
+DELIVERED, REJECTED, SET_ASIDE = "delivered", "rejected", "set aside"
+
+
+@dataclass
+class _MessageProgress:
+    """How far one message got: which of its requests are done, how often it crashed."""
+
+    seq: int
+    accepted: set[int]
+    refusals: dict[int, str]
+    unexpected_failures: int = 0
+
+
+def _merged(earlier: RetryableDeliveryError | None,
+            later: RetryableDeliveryError) -> RetryableDeliveryError:
+    """One error for a message's retryable failures: the first, the longest Retry-After."""
+    if earlier is None:
+        return later
+    hints = [e.retry_after_s for e in (earlier, later) if e.retry_after_s is not None]
+    earlier.retry_after_s = max(hints, default=None)
+    return earlier
 
 
 class Deliverer:
@@ -197,6 +316,8 @@ class Deliverer:
         request_deadline_s: the most one request may take in all. httpx's timeouts
             bound each connect, read and write; a server that trickles its answer a
             byte at a time would pass them all and hold the loop for ever.
+        secrets: strings never to be logged (ping key, push tokens, ...), which an
+            answer may echo.
     """
 
     def __init__(
@@ -211,6 +332,7 @@ class Deliverer:
         wall_clock: Callable[[], float] = time.time,
         base_backoff_s: float = BASE_BACKOFF_S,
         request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.request_deadline_s = request_deadline_s
@@ -221,10 +343,22 @@ class Deliverer:
         self.rng = rng or random.Random()
         self.wall_clock = wall_clock
         self.base_backoff_s = base_backoff_s
+        self.secrets = tuple(secrets)
         self.stats = DeliveryStats()
         self._attempt = 0
-        # Delivered (seq, rejected) whose cursor move a full disk refused.
-        self._unacknowledged: tuple[int, bool] | None = None
+        # Delivered (seq, outcome) whose cursor move a full disk refused.
+        self._unacknowledged: tuple[int, str] | None = None
+        # The message being delivered and how far it got (in memory only: after a
+        # restart its accepted pings are sent again, which a push monitor takes as
+        # one more beat of the same status: harmless).
+        self._progress: _MessageProgress | None = None
+        # Ping targets refused for good, logged once until they accept again.
+        self._refused_targets: set[str] = set()
+        # A traceback is logged once per episode of unexpected failures.
+        self._traceback_logged = False
+
+    def _printable(self, text: str) -> str:
+        return redact_text(text, self.secrets)
 
     async def _pause(self, seconds: float) -> None:
         """Sleeps, ticking the progress signal so a long backoff is not mistaken for a hang."""
@@ -237,106 +371,196 @@ class Deliverer:
         with trio.move_on_after(PROGRESS_TICK_S):
             await changed.wait()
 
+    def _progress_of(self, message: OutboxMessage) -> _MessageProgress:
+        if self._progress is None or self._progress.seq != message.seq:
+            self._progress = _MessageProgress(message.seq, set(), {})
+        return self._progress
+
+    async def _send_one(self, request: httpx.Request) -> None:
+        """Sends one request and judges its answer (raises as :func:`judge` does)."""
+        try:
+            with trio.fail_after(self.request_deadline_s):
+                answer = await read_answer(self.client, request)
+        except trio.TooSlowError:
+            raise NoAnswer(f"no complete answer from {request.url.host} within "
+                           f"{self.request_deadline_s:g}s") from None
+        judge(answer, self.sink, now=self.wall_clock())
+
     async def send(self, message: OutboxMessage) -> None:
-        """Sends every request of one message.
+        """Sends the requests of one message that are not done yet, each on its own.
+
+        A request refused for good is done (and logged); one to retry does not hold
+        back the next, unless the destination gave no answer at all (the next would
+        most likely wait the same). Requests done are remembered and not sent again.
 
         Raises:
-            RetryableDeliveryError: try again later.
-            PermanentDeliveryError: the destination refused it for good.
+            RetryableDeliveryError: some request is to be tried again.
+            PermanentDeliveryError: the destination refused every request of it.
         """
-        for request in self.sink.requests(message):
+        progress = self._progress_of(message)
+        requests = self.sink.requests(message)
+        retry: RetryableDeliveryError | None = None
+        for index, request in enumerate(requests):
+            if index in progress.accepted or index in progress.refusals:
+                continue
             try:
-                with trio.fail_after(self.request_deadline_s):
-                    response = await self.client.send(request)
-            except httpx.TransportError as exc:
-                # Translate at the boundary: the loop only knows our hierarchy.
-                raise RetryableDeliveryError(
-                    f"{type(exc).__name__} to {request.url.host}: {describe(exc) or 'no detail'}"
-                ) from exc
-            except trio.TooSlowError:
-                raise RetryableDeliveryError(
-                    f"no complete answer from {request.url.host} within "
-                    f"{self.request_deadline_s:g}s") from None
-            judge(response, self.sink, now=self.wall_clock())
+                await self._send_one(request)
+            except NoAnswer as exc:
+                retry = _merged(retry, exc)
+                break
+            except RetryableDeliveryError as exc:
+                retry = _merged(retry, exc)
+            except PermanentDeliveryError as exc:
+                progress.refusals[index] = str(exc)
+                if len(requests) > 1:
+                    self._note_refused_ping(request, message, exc)
+            else:
+                progress.accepted.add(index)
+                self._note_accepted_ping(request)
+            finally:
+                self.stats.tick()  # one request at most between ticks, however many
+        if retry is not None:
+            raise retry
+        if requests and len(progress.refusals) == len(requests):
+            raise PermanentDeliveryError("; ".join(dict.fromkeys(progress.refusals.values())))
+
+    def _ping_target(self, request: httpx.Request) -> str:
+        return f"{request.method} {request.url.copy_with(query=None)}"
+
+    def _note_refused_ping(self, request: httpx.Request, message: OutboxMessage,
+                           exc: PermanentDeliveryError) -> None:
+        """Logs a ping refused for good: loud the first time for its monitor, then quiet."""
+        target = self._ping_target(request)
+        loud = target not in self._refused_targets
+        self._refused_targets.add(target)
+        log.log(logging.ERROR if loud else logging.DEBUG,
+                "%s: a ping of message %s (seq %d, %s) refused for good, the others go on: "
+                "%s (check the monitor this ping names: a wrong token or UUID, or paused)",
+                self.name, message.id, message.seq, message.type, self._printable(str(exc)))
+
+    def _note_accepted_ping(self, request: httpx.Request) -> None:
+        target = self._ping_target(request)
+        if target in self._refused_targets:
+            self._refused_targets.discard(target)
+            log.info("%s: a monitor that refused pings accepts them again", self.name)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Delivers until cancelled."""
+        """Delivers until cancelled; no exception of one round ends the loop."""
         self.stats.tick()
         task_status.started()
         while True:
             self.stats.tick()
-            if self._unacknowledged is not None:
-                seq, rejected = self._unacknowledged
-                if not await self._acknowledge(seq, rejected=rejected):
-                    continue
-            changed = self.outbox.changed  # before reading, so no wake-up is missed
             try:
-                messages = await self.outbox.pending(self.name, types=self.sink.types,
-                                                     limit=BATCH)
-            except OutboxFullError as exc:
-                await self._back_off(exc)
-                continue
-            if not messages:
-                await self._wait_for_messages(changed)
-                continue
-            for message in messages:
-                if not await self._deliver_once(message):
-                    break  # back off, then re-read: a heartbeat may have been superseded
+                await self._round()
+            except Exception as exc:
+                await self._contain(exc)
+
+    async def _round(self) -> None:
+        """One round: a pending cursor move, then the next batch of messages."""
+        if self._unacknowledged is not None:
+            seq, outcome = self._unacknowledged
+            if not await self._acknowledge(seq, outcome):
+                return
+        changed = self.outbox.changed  # before reading, so no wake-up is missed
+        try:
+            messages = await self.outbox.pending(self.name, types=self.sink.types,
+                                                 limit=BATCH)
+        except OutboxFullError as exc:
+            await self._back_off(exc)
+            return
+        if not messages:
+            await self._wait_for_messages(changed)
+            return
+        for message in messages:
+            if not await self._deliver_once(message):
+                return  # back off, then re-read: a heartbeat may have been superseded
 
     async def _deliver_once(self, message: OutboxMessage) -> bool:
         """One attempt; returns whether the loop may go on to the next message."""
+        progress = self._progress_of(message)
+        if progress.unexpected_failures >= UNEXPECTED_ATTEMPTS:
+            log.error("%s: message %s (seq %d, %s) set aside after %d unexpected failures; "
+                      "counted in the next heartbeat as dropped.set_aside", self.name,
+                      message.id, message.seq, message.type, progress.unexpected_failures)
+            return await self._acknowledge(message.seq, SET_ASIDE)
         try:
             await self.send(message)
         except PermanentDeliveryError as exc:
             log.error("%s: message %s (seq %d, %s) refused for good, skipped: %s",
-                      self.name, message.id, message.seq, message.type, exc)
-            self.stats.last_error = str(exc)
-            return await self._acknowledge(message.seq, rejected=True)
+                      self.name, message.id, message.seq, message.type,
+                      self._printable(str(exc)))
+            self.stats.last_error = self._printable(str(exc))
+            return await self._acknowledge(message.seq, REJECTED)
         except RetryableDeliveryError as exc:
             await self._back_off(exc, exc.retry_after_s)
             return False
-        return await self._acknowledge(message.seq)
+        except Exception:
+            progress.unexpected_failures += 1
+            raise
+        return await self._acknowledge(message.seq, DELIVERED)
 
-    async def _acknowledge(self, seq: int, *, rejected: bool = False) -> bool:
-        """Moves the cursor past a message the destination took (or refused for good).
+    async def _contain(self, exc: Exception) -> None:
+        """An exception nobody foresaw: logged (the traceback once), then backed off."""
+        progress = self._progress
+        blamed = (f" (message seq {progress.seq}, failure {progress.unexpected_failures} of "
+                  f"at most {UNEXPECTED_ATTEMPTS})" if progress is not None and
+                  progress.unexpected_failures else "")
+        if self._traceback_logged:
+            log.error("%s: unexpected %s%s: %s", self.name, type(exc).__name__, blamed,
+                      self._printable(str(exc)))
+        else:
+            self._traceback_logged = True
+            text = "".join(traceback.format_exception(exc)).rstrip()
+            log.error("%s: unexpected failure%s, the loop goes on after a backoff:\n%s",
+                      self.name, blamed, self._printable(text))
+        await self._back_off(exc, quiet=True)
+
+    async def _acknowledge(self, seq: int, outcome: str) -> bool:
+        """Moves the cursor past a message the destination is done with.
 
         When a full disk will not take the move, the move alone is retried after a
         backoff (:meth:`run` does it first): the message is not sent again meanwhile.
         """
         try:
-            await self.outbox.acknowledge(self.name, seq, rejected=rejected)
+            await self.outbox.acknowledge(self.name, seq, rejected=outcome == REJECTED,
+                                          set_aside=outcome == SET_ASIDE)
         except OutboxFullError as exc:
-            self._unacknowledged = (seq, rejected)
+            self._unacknowledged = (seq, outcome)
             await self._back_off(exc)
             return False
         self._unacknowledged = None
-        if rejected:
+        self._progress = None
+        if outcome == REJECTED:
             self.stats.rejected += 1
+        elif outcome == SET_ASIDE:
+            self.stats.set_aside += 1
         else:
             if self._attempt:
                 log.info("%s: delivering again after %d failed attempts", self.name,
                          self._attempt)
             self.stats.failing = False
             self.stats.delivered += 1
+            self._traceback_logged = False
         self._attempt = 0
         return True
 
-    async def _back_off(self, exc: Exception, retry_after_s: float | None = None) -> None:
+    async def _back_off(self, exc: Exception, retry_after_s: float | None = None, *,
+                        quiet: bool = False) -> None:
         """Counts a failed attempt and waits the jittered backoff (or Retry-After)."""
         self._attempt += 1
         self.stats.failures += 1
         self.stats.failing = True
-        self.stats.last_error = str(exc)
+        self.stats.last_error = self._printable(str(exc))
         delay = backoff_delay(self._attempt, cap_s=self.max_backoff_s, rng=self.rng,
                               base_s=self.base_backoff_s)
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
         # Log the first failure and then every tenth, so a long outage is
         # visible without flooding the journal.
-        loud = self._attempt == 1 or self._attempt % 10 == 0
+        loud = (self._attempt == 1 or self._attempt % 10 == 0) and not quiet
         level = logging.WARNING if loud else logging.DEBUG
         log.log(level, "%s: not delivered (attempt %d, retrying in %.1fs): %s",
-                self.name, self._attempt, delay, exc)
+                self.name, self._attempt, delay, self.stats.last_error)
         await self._pause(delay)
 
 

@@ -8,6 +8,7 @@ and :func:`load_signing_keys` / :func:`load_secret` read them when the agent sta
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from agent.common.names import is_uuid
+from agent.common.redact import secrets_in_url
 from agent.errors import ConfigError, SecretFileError, SigningKeyError
 from agent.keyfiles import SecretSource, read_secret, read_sources
 from agent.signing import SigningKey, read_signing_key
@@ -277,3 +279,30 @@ def check_secrets(destinations: tuple[DestinationConfig, ...]) -> None:
     for destination in destinations:
         load_signing_keys(destination)
         load_secret(destination)
+
+
+def secrets_of(destination: DestinationConfig, secret: str | None) -> tuple[str, ...]:
+    """The secret strings a destination's requests carry, for redacting printed text.
+
+    Args:
+        destination: the destination.
+        secret: its loaded bearer token or ping key, if any.
+
+    Returns:
+        The ping key or token, push tokens, Gatus keys, Healthchecks UUIDs, Better
+        Stack heartbeat tokens, URL passwords and secret query values. Healthchecks
+        slugs are names, not secrets (whoever lacks the ping key cannot use them).
+    """
+    found = [secret] if secret else []
+    found += secrets_in_url(destination.url, destination.kind)
+    parts = urlsplit(destination.url)
+    if parts.password:  # as the Authorization header sends it
+        found.append(base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode())
+    for monitor in (destination.monitor_token, *destination.check_monitor_tokens.values()):
+        if monitor is None or (destination.kind == "healthchecks" and not is_uuid(monitor)):
+            continue
+        if destination.kind == "betterstack":  # the monitors are heartbeat URLs
+            found += secrets_in_url(monitor, destination.kind)
+        else:
+            found.append(monitor)
+    return tuple(dict.fromkeys(s for s in found if s))

@@ -32,9 +32,10 @@ from typing import Any
 import trio
 
 from agent import __version__
+from agent.common.redact import redact_url
 from agent.config import STATE_DIR_ENV_VAR, Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
-from agent.destinations import load_secret, load_signing_keys
+from agent.destinations import load_secret, load_signing_keys, secrets_of
 from agent.errors import ConfigError, OutboxFullError
 from agent.liveness import CounterProgress
 from agent.logs import get_logger
@@ -132,6 +133,7 @@ def heartbeat_data(
             "results": counts.get("dropped.results", 0),
             "heartbeats": counts.get("dropped.heartbeats", 0),
             "state_changes": counts.get("dropped.state_changes", 0),
+            "set_aside": counts.get("dropped.set_aside", 0),
         },
         "rejected": counts.get("rejected", 0),
     }
@@ -383,13 +385,16 @@ def open_reporting(
             f"(--state-dir or ${STATE_DIR_ENV_VAR})") from None
     for destination, keys, secret in secrets:
         if destination.url.startswith("http://"):
-            log.warning("%s: %s is plain http: messages are signed but not encrypted",
-                        destination.name, destination.url)
+            signed = "signed but " if destination.kind == "native" else ""
+            log.warning("%s: %s is plain http: messages are %snot encrypted",
+                        destination.name, redact_url(destination.url, destination.kind),
+                        signed)
         auth = WebhookAuth(keys, wall_clock=wall_clock) if keys else None
         deliverers.append(Deliverer(
             destination.name, make_sink(destination, secret), open_client(destination, auth),
             outbox, max_backoff_s=config.central.max_backoff_s, wall_clock=wall_clock,
-            request_deadline_s=destination.connect_timeout_s + destination.timeout_s))
+            request_deadline_s=destination.connect_timeout_s + destination.timeout_s,
+            secrets=secrets_of(destination, secret)))
     log.info("reporting to %s; outbox %s", ", ".join(f"{d.name} ({d.kind})"
                                                     for d in config.destinations),
              outbox.sync.path)

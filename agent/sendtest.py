@@ -23,9 +23,10 @@ import trio
 
 from agent import __version__
 from agent.common.connect_errors import describe
+from agent.common.redact import redact_text, redact_url
 from agent.config import Config
-from agent.delivery import judge, open_client, ssl_context
-from agent.destinations import DestinationConfig, load_secret, load_signing_keys
+from agent.delivery import judge, open_client, read_answer, ssl_context
+from agent.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
 from agent.errors import DeliveryError, HeartwireError
 from agent.signing import WebhookAuth, new_message_id
 from agent.sinks import make_sink
@@ -42,9 +43,12 @@ class Report:
     destination: DestinationConfig
     lines: list[str] = field(default_factory=list)
     ok: bool = True
+    # What must never be printed: the ping key, push tokens, ... (see secrets_of).
+    secrets: tuple[str, ...] = ()
 
     def step(self, name: str, ok: bool | str | None, text: str) -> None:
-        """Adds a line; ``ok`` None means skipped, a string is shown as the mark."""
+        """Adds a line (secrets redacted); ``ok`` None means skipped, a string is the mark."""
+        text = redact_text(text, self.secrets)
         if isinstance(ok, str):
             mark = ok
         else:
@@ -70,7 +74,8 @@ def heartbeat_for_test(
         "data": {"version": __version__, "started_at": iso_time(now),
                  "interval_s": config.central.heartbeat_interval_s, "checks": [], "runs": 0,
                  "skipped": 0, "outbox": {"depth": 0, "bytes": 0},
-                 "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0},
+                 "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0,
+                             "set_aside": 0},
                  "rejected": 0, "test": True},
     }, separators=(",", ":")).encode()
     return OutboxMessage(0, msg_id, HEARTBEAT, body)
@@ -82,7 +87,8 @@ async def _network_steps(report: Report, url: httpx.URL) -> bool:
     proxy = destination.proxy or next((os.environ[v] for v in _PROXY_VARIABLES
                                        if os.environ.get(v)), None)
     if proxy:
-        report.step("proxy", None, f"via {proxy}: DNS, connect and TLS are the proxy's")
+        report.step("proxy", None,
+                    f"via {redact_url(proxy)}: DNS, connect and TLS are the proxy's")
         return True
     start = time.perf_counter()
     try:
@@ -125,7 +131,9 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
     report = Report(destination)
     try:
         keys = load_signing_keys(destination)
-        sink = make_sink(destination, load_secret(destination))
+        secret = load_secret(destination)
+        report.secrets = secrets_of(destination, secret)
+        sink = make_sink(destination, secret)
         client = open_client(destination, WebhookAuth(keys) if keys else None)
     except HeartwireError as exc:
         report.step("config", False, str(exc))
@@ -141,18 +149,20 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
             start = time.perf_counter()
             try:
                 with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
-                    response = await client.send(request)
-            except (httpx.HTTPError, trio.TooSlowError) as exc:
-                report.step("http", False, f"{type(exc).__name__}: {describe(exc) or 'timed out'}")
+                    answer = await read_answer(client, request)
+            except (DeliveryError, trio.TooSlowError) as exc:
+                report.step("http", False, f"{exc or 'timed out'}")
                 continue
             try:
-                judge(response, sink, now=time.time())
+                judge(answer, sink, now=time.time())
                 verdict = True
             except DeliveryError:
                 verdict = False
-            report.step("http", verdict, f"{request.method} {request.url.path} -> "
-                        f"{response.status_code} {response.reason_phrase} ({_ms(start)})")
-            body = response.text.strip()
+            path = httpx.URL(redact_url(str(request.url), destination.kind,
+                                        secrets=report.secrets)).path
+            report.step("http", verdict, f"{request.method} {path} -> "
+                        f"{answer.status} {answer.reason} ({_ms(start)})")
+            body = answer.body.strip()
             report.step("body", "" if verdict else False,
                         repr(body[:300]) if body else "(empty)")
     return report
@@ -168,6 +178,7 @@ def render(reports: list[Report]) -> str:
     lines = []
     for report in reports:
         d = report.destination
-        lines.append(f"{d.name} ({d.kind}) {d.url}: {'OK' if report.ok else 'FAILED'}")
+        url = redact_url(d.url, d.kind, secrets=report.secrets)
+        lines.append(f"{d.name} ({d.kind}) {url}: {'OK' if report.ok else 'FAILED'}")
         lines += report.lines
     return "\n".join(lines)

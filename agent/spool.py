@@ -66,7 +66,7 @@ _DROPPED: Final = {RESULTS: "dropped.results", HEARTBEAT: "dropped.heartbeats",
                    STATE_CHANGE: "dropped.state_changes"}
 # The counter names that heartbeats report (reset when a heartbeat takes them).
 REPORTED_COUNTERS: Final = ("dropped.results", "dropped.heartbeats", "dropped.state_changes",
-                            "rejected")
+                            "dropped.set_aside", "rejected")
 # What the messages table holds, kept beside it in the same transactions (so a
 # rolled-back write cannot leave the reported depth wrong).
 _DEPTH_MESSAGES: Final = "depth.messages"
@@ -471,6 +471,7 @@ class Outbox:
         carried = {"dropped.results": dropped.get("results", 0),
                    "dropped.heartbeats": dropped.get("heartbeats", 0),
                    "dropped.state_changes": dropped.get("state_changes", 0),
+                   "dropped.set_aside": dropped.get("set_aside", 0),
                    "rejected": data.get("rejected", 0)}
         for name, amount in carried.items():
             if isinstance(amount, int) and amount > 0:
@@ -551,7 +552,8 @@ class Outbox:
     def _collect_garbage(self) -> None:
         self._delete("seq <= (SELECT coalesce(min(delivered_seq), 0) FROM cursors)", ())
 
-    def acknowledge(self, destination: str, seq: int, *, rejected: bool = False) -> None:
+    def acknowledge(self, destination: str, seq: int, *, rejected: bool = False,
+                    set_aside: bool = False) -> None:
         """``destination`` is done with every message up to ``seq``.
 
         Args:
@@ -559,6 +561,8 @@ class Outbox:
             seq: the last message it accepted.
             rejected: it refused that message for good (a permanent 4xx): counted
                 and reported in the next heartbeat.
+            set_aside: delivery gave that message up after it failed unexpectedly
+                again and again: counted and reported as ``dropped.set_aside``.
 
         Raises:
             OutboxFullError: the disk refused the write; the cursor did not move (the
@@ -568,6 +572,8 @@ class Outbox:
             self._move_cursor(destination, seq)
             if rejected:
                 self._add("rejected")
+            if set_aside:
+                self._add("dropped.set_aside")
 
     # -- inspecting --------------------------------------------------------------
 
@@ -669,9 +675,11 @@ class AsyncOutbox:
         """See :meth:`Outbox.pending`."""
         return await self._run(self.sync.pending, destination, types=types, limit=limit)
 
-    async def acknowledge(self, destination: str, seq: int, *, rejected: bool = False) -> None:
+    async def acknowledge(self, destination: str, seq: int, *, rejected: bool = False,
+                          set_aside: bool = False) -> None:
         """See :meth:`Outbox.acknowledge`."""
-        await self._run(self.sync.acknowledge, destination, seq, rejected=rejected)
+        await self._run(self.sync.acknowledge, destination, seq, rejected=rejected,
+                        set_aside=set_aside)
 
     async def aclose(self) -> None:
         """Closes the file once no call is running.

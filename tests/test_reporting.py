@@ -18,7 +18,7 @@ from agent.checks import ProbeKind
 from agent.daemon import Daemon
 from agent.delivery import Deliverer, Delivery
 from agent.model import Observation, Outcome, Reason, Target
-from agent.reporting import Reporting
+from agent.reporting import Reporting, open_reporting
 from agent.scheduler import Scheduler
 from agent.signing import Ed25519SigningKey, WebhookAuth, verify
 from agent.sinks import make_sink
@@ -109,7 +109,7 @@ async def test_heartbeats_on_interval_state_changes_at_once_results_batched(
                                "status": "down", "reason": "refused",
                                "latency_ms": None, "at": last["checks"][0]["at"]}]
     assert last["runs"] >= 9 and last["dropped"] == {"results": 0, "heartbeats": 0,
-                                                     "state_changes": 0}
+                                                     "state_changes": 0, "set_aside": 0}
     assert last["interval_s"] == 30.0 and last["rejected"] == 0
 
 
@@ -298,3 +298,30 @@ async def test_a_reload_that_changes_destinations_says_they_apply_at_restart(
     reporting.note_reload(_config(heartbeat_interval="10s"))
     assert "take effect at the next restart" in caplog.text
     await outbox.aclose()
+
+
+def test_the_plain_http_warning_names_the_destination_without_its_secrets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("K", KEY.to_text())
+    loaded = config.parse([("agent.toml", {
+        "agent": {"id": "agent-1", "state_dir": str(tmp_path)},
+        "destinations": {
+            "main": {"kind": "native", "signing_key_env": "K",
+                     "url": "http://ops:Pa55w0rdXY@central.test/in?token=T0kenValue"},
+            "kuma": {"kind": "uptime-kuma", "url": "http://kuma.test",
+                     "push_tokens": {"db": "KumaT0ken"}},
+            "beat": {"kind": "betterstack",
+                     "url": "http://uptime.betterstack.test/api/v1/heartbeat/BsT0ken"},
+        },
+    })])
+    reporting = open_reporting(loaded, Scheduler(loaded.checks, max_concurrent=1,
+                                                 on_result=lambda r, c: None))
+    assert reporting is not None
+    reporting.outbox.sync.close()
+    warnings = [r.getMessage() for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(warnings) == 3, caplog.text
+    assert "http://ops:<redacted>@central.test/in?token=<redacted>" in warnings[0]
+    assert "/api/v1/heartbeat/<redacted>" in warnings[2]
+    for secret in ("Pa55w0rdXY", "T0kenValue", "BsT0ken"):
+        assert secret not in caplog.text

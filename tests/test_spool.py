@@ -136,7 +136,7 @@ def test_drop_policy_results_first_then_heartbeats_never_state_changes_first(
     assert [m.seq for m in box.pending("a")] == [6, 7, 8, 9]
     assert json.loads(beat.body)["data"] == {
         "dropped.results": 2, "dropped.heartbeats": 1, "dropped.state_changes": 2,
-        "rejected": 0}
+        "dropped.set_aside": 0, "rejected": 0}
     assert box.counters().get("dropped.state_changes", 0) == 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final
 
 from agent.destinations import DestinationConfig
-from agent.sinks.base import CheckStatus, Sink
+from agent.sinks.base import Answer, CheckStatus, Sink
 from agent.sinks.healthchecks import HealthchecksSink
 from agent.sinks.native import NativeSink
 from agent.sinks.pings import BetterStackSink, GatusSink, UptimeKumaSink
@@ -38,4 +38,4 @@ def make_sink(destination: DestinationConfig, secret: str | None) -> Sink:
     return SINKS[destination.kind](destination, secret)
 
 
-__all__ = ["SINKS", "CheckStatus", "Sink", "make_sink"]
+__all__ = ["SINKS", "Answer", "CheckStatus", "Sink", "make_sink"]

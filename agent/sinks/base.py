@@ -15,6 +15,26 @@ from agent.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
 USER_AGENT = f"heartwire/{__version__}"
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A destination's answer to one request, as much of it as the agent reads.
+
+    Attributes:
+        status: the HTTP status code.
+        reason: the reason phrase (as sent: may be empty or hostile).
+        headers: the response headers.
+        body: at most the first few KiB of the body, decoded leniently; empty when
+            there was none or it could not be read (a reset, corrupt compression).
+        host: the host that answered, for messages.
+    """
+
+    status: int
+    reason: str
+    headers: httpx.Headers
+    body: str
+    host: str
+
+
 class Sink(Protocol):
     """How one destination protocol is spoken."""
 
@@ -27,8 +47,13 @@ class Sink(Protocol):
         """The requests that deliver ``message`` (none: nothing to send for it)."""
         ...
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
-        """For a 2xx response: why it did not record the message, or None if it did."""
+    def not_recorded(self, answer: Answer) -> str | None:
+        """For a 2xx answer: why it did not record the message, or None if it did."""
+        ...
+
+    def refused(self, answer: Answer) -> str | None:
+        """Why the destination refused the request for good, whatever the status
+        says (a service that answers "no such monitor" with 200 or 500), or None."""
         ...
 
 
@@ -125,6 +150,10 @@ class PingSink:
                   for status in statuses(envelope) if status.name in self.check_monitor_tokens]
         return pings
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
+    def not_recorded(self, answer: Answer) -> str | None:
         """Any 2xx records the ping unless a subclass knows better."""
+        return None
+
+    def refused(self, answer: Answer) -> str | None:
+        """The status says it unless a subclass knows better."""
         return None

@@ -10,7 +10,9 @@
   check's event log.
 
 Healthchecks answers ``200 OK`` / ``201 Created`` with the body ``OK`` or
-``Created``; any other 2xx body (e.g. ``OK (not found)``) did not record the ping.
+``Created``; any other 2xx body (e.g. ``OK (rate limited)``) did not record the
+ping. Hosted hc-ping.com answers a UUID it does not know with ``200 OK (not
+found)`` rather than a 404: that is a refusal for good, like the 404.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import httpx
 
 from agent.common.names import is_uuid
 from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
+from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 RECORDED_BODIES = ("OK", "Created")
+UNKNOWN_CHECK_BODY = "OK (not found)"
 
 
 class HealthchecksSink(PingSink):
@@ -51,9 +54,15 @@ class HealthchecksSink(PingSink):
         """Success ping, or ``/fail`` when down, with the reason in the body."""
         return self._ping(monitor, f"{status.name} {status.summary()}", fail=status.failing)
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
+    def not_recorded(self, answer: Answer) -> str | None:
         """Healthchecks says ``OK`` or ``Created`` when it recorded the ping."""
-        body = response.text.strip()
+        body = answer.body.strip()
         if body in RECORDED_BODIES:
             return None
-        return f"Healthchecks answered {response.status_code} {body[:200]!r}, not OK/Created"
+        return f"Healthchecks answered {answer.status} {body[:200]!r}, not OK/Created"
+
+    def refused(self, answer: Answer) -> str | None:
+        """``OK (not found)``: no check has this UUID (a 404 says it by its status)."""
+        if 200 <= answer.status < 300 and answer.body.strip() == UNKNOWN_CHECK_BODY:
+            return f"Healthchecks answered {answer.status} {UNKNOWN_CHECK_BODY!r}: no such check"
+        return None

@@ -6,7 +6,7 @@ import httpx
 
 from agent.destinations import DestinationConfig
 from agent.signing import ID_HEADER
-from agent.sinks.base import USER_AGENT
+from agent.sinks.base import USER_AGENT, Answer
 from agent.spool import HEARTBEAT, RESULTS, STATE_CHANGE, OutboxMessage
 
 
@@ -27,6 +27,10 @@ class NativeSink:
                    ID_HEADER: message.id}
         return [httpx.Request("POST", self.url, content=message.body, headers=headers)]
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
+    def not_recorded(self, answer: Answer) -> str | None:
         """A 2xx from the native receiver always means stored."""
+        return None
+
+    def refused(self, answer: Answer) -> str | None:
+        """The native receiver says it with its status (docs/protocol.md)."""
         return None

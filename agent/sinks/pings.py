@@ -5,7 +5,9 @@ mapped heartwire check to a monitor of its own, pinged on every heartbeat and at
 once on a state change.
 
 * Uptime Kuma push monitors: ``GET <url>/api/push/<token>?status=up|down&msg=&ping=``;
-  Kuma answers ``{"ok":true}`` when it recorded the beat.
+  Kuma answers ``{"ok":true}`` when it recorded the beat, and
+  ``{"ok":false,"msg":"Monitor not found or not active."}`` for a wrong token or a
+  paused monitor (with 404 in 1.x, 500 in 2.x): refused for good either way.
 * Gatus external endpoints: ``POST <url>/api/v1/endpoints/<key>/external?success=
   &error=&duration=`` with ``Authorization: Bearer <token>``.
 * Better Stack heartbeats: ``POST <heartbeat-url>``, ``POST <heartbeat-url>/fail`` when down.
@@ -19,9 +21,10 @@ from urllib.parse import quote
 import httpx
 
 from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, CheckStatus, PingSink
+from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 _HEADERS = {"user-agent": USER_AGENT}
+KUMA_NO_MONITOR = "Monitor not found or not active."
 
 
 class UptimeKumaSink(PingSink):
@@ -42,15 +45,26 @@ class UptimeKumaSink(PingSink):
         return self._push(monitor, "down" if status.failing else "up", status.summary(),
                           status.latency_ms)
 
-    def not_recorded(self, response: httpx.Response) -> str | None:
+    def not_recorded(self, answer: Answer) -> str | None:
         """Kuma answers ``{"ok":true}`` when it stored the beat."""
         try:
-            answer = json.loads(response.content)
+            said = json.loads(answer.body)
         except ValueError:
-            answer = None
-        if isinstance(answer, dict) and answer.get("ok") is True:
+            said = None
+        if isinstance(said, dict) and said.get("ok") is True:
             return None
-        return f"Uptime Kuma answered {response.status_code} {response.text[:200]!r}"
+        return f"Uptime Kuma answered {answer.status} {answer.body[:200]!r}"
+
+    def refused(self, answer: Answer) -> str | None:
+        """A wrong push token or a paused monitor, whatever the status."""
+        try:
+            said = json.loads(answer.body)
+        except ValueError:
+            return None
+        if isinstance(said, dict) and said.get("ok") is False and \
+                said.get("msg") == KUMA_NO_MONITOR:
+            return f"Uptime Kuma answered {answer.status}: {KUMA_NO_MONITOR}"
+        return None
 
 
 class GatusSink(PingSink):

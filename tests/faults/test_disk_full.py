@@ -95,7 +95,8 @@ def test_a_full_disk_counts_by_type_what_it_could_not_store_and_recovers(
     _unfill(box)  # space returns
     beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert json.loads(beat.body)["data"] == {"dropped.results": 2, "dropped.heartbeats": 1,
-                                             "dropped.state_changes": 1, "rejected": 0}
+                                             "dropped.state_changes": 1,
+                                             "dropped.set_aside": 0, "rejected": 0}
     again = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert json.loads(again.body)["data"]["dropped.results"] == 0
     assert box.unstored() == {}

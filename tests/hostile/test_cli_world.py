@@ -202,8 +202,6 @@ def test_validate_and_config_show_accept_each_others_output(world: World) -> Non
     assert plain["agent"]["id"] == AGENT_ID
 
 
-@pytest.mark.xfail(strict=True, reason="the receiver answers send-test's seq-0 heartbeat "
-                   "with 422 (message.seq must be at least 1); fixed with send-test")
 def test_send_test_passes_against_the_real_receiver(world: World) -> None:
     result = heartwire("send-test", "--config", str(world.agent_toml))
     assert result.code == 0, result

@@ -8,12 +8,14 @@ timeout or a 4xx is retried.
 
 from __future__ import annotations
 
+import inspect
 import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -21,6 +23,13 @@ import trio
 from agent.central.channels.base import ChannelError, alert_text, dedup_key, optional_channel_secret
 from agent.central.storage import Notification
 from agent.tables import Table
+
+# trio 0.23 renamed to_thread.run_sync(cancellable=) to abandon_on_cancel= (and
+# deprecates the old name); Debian 12 ships trio 0.22, which knows only the old one.
+_RUN_SYNC_PARAMETERS = inspect.signature(trio.to_thread.run_sync).parameters
+_ABANDON_ON_CANCEL: dict[str, Any] = {
+    ("abandon_on_cancel" if "abandon_on_cancel" in _RUN_SYNC_PARAMETERS else "cancellable"): True
+}
 
 KIND = "email"
 SECURITY_MODES = ("starttls", "tls", "none")
@@ -119,7 +128,9 @@ class EmailChannel:
         """Delivers one notification."""
         message = build_message(self.settings, notification)
         try:
-            await trio.to_thread.run_sync(self._send_blocking, message, abandon_on_cancel=True)
+            await trio.to_thread.run_sync(
+                self._send_blocking, message, **_ABANDON_ON_CANCEL
+            )
         except smtplib.SMTPResponseException as exc:
             raise ChannelError(
                 f"email {self.name}: {exc.smtp_code} {exc.smtp_error!r}",

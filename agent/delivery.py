@@ -137,6 +137,16 @@ def _proxy_argument(proxy: str | None) -> dict[str, Any]:
     return {"proxies": proxy}
 
 
+def with_client_timeouts(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Request:
+    """The request, carrying the client's timeouts unless it has its own.
+
+    The sinks build their requests themselves, and httpx before 0.24 (Debian 12
+    ships 0.23) applies a client's timeouts only to requests the client built.
+    """
+    request.extensions.setdefault("timeout", client.timeout.as_dict())
+    return request
+
+
 def open_client(destination: DestinationConfig, auth: httpx.Auth | None) -> httpx.AsyncClient:
     """An HTTP client for one destination: TLS, client cert, proxy, timeouts.
 
@@ -246,7 +256,7 @@ class Deliverer:
         for request in self.sink.requests(message):
             try:
                 with trio.fail_after(self.request_deadline_s):
-                    response = await self.client.send(request)
+                    response = await self.client.send(with_client_timeouts(self.client, request))
             except httpx.TransportError as exc:
                 # Translate at the boundary: the loop only knows our hierarchy.
                 raise RetryableDeliveryError(

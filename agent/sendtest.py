@@ -23,7 +23,7 @@ import trio
 
 from agent import __version__
 from agent.config import Config
-from agent.delivery import judge, open_client, ssl_context
+from agent.delivery import judge, open_client, ssl_context, with_client_timeouts
 from agent.destinations import DestinationConfig, load_secret, load_signing_keys
 from agent.errors import DeliveryError, HeartwireError
 from agent.signing import WebhookAuth, new_message_id
@@ -140,7 +140,7 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
             start = time.perf_counter()
             try:
                 with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
-                    response = await client.send(request)
+                    response = await client.send(with_client_timeouts(client, request))
             except (httpx.HTTPError, trio.TooSlowError) as exc:
                 report.step("http", False, f"{type(exc).__name__}: {exc or 'timed out'}")
                 continue

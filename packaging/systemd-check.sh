@@ -113,7 +113,7 @@ mkdir -p "$CACHE/apt-archives" "$CACHE/apt-lists"
 
 step "boot it: systemd-nspawn -b, systemd as PID 1"
 systemd-nspawn --quiet --register=no --keep-unit -D "$work/root" \
-    --bind-ro="$work/dist:/srv/dist" --bind-ro="$PWD/packaging/systemd-test:/srv/test" \
+    --bind-ro="$work/dist:/srv/dist" --bind-ro="$PWD/packaging:/srv/packaging" \
     --bind="$CACHE/apt-archives:/var/cache/apt/archives" \
     --bind="$CACHE/apt-lists:/var/lib/apt/lists" \
     -b > "$work/console" 2>&1 < /dev/null &
@@ -124,7 +124,14 @@ until pid1=$(pgrep -P "$nspawn_pid" -x systemd); do
     [ "$SECONDS" -lt "$deadline" ] || fail "no systemd in the container after 30s"
     sleep 0.2
 done
-state=$(in_ct timeout 60 systemctl is-system-running --wait) || true
+# Until its bus is up, systemctl cannot even ask; then --wait waits for the boot.
+deadline=$((SECONDS + 90))
+state=
+while [ -z "$state" ]; do
+    state=$(in_ct timeout 60 systemctl is-system-running --wait 2>/dev/null) || true
+    [ -n "$state" ] || [ "$SECONDS" -lt "$deadline" ] || fail "the container's systemd never answered"
+    [ -n "$state" ] || sleep 0.5
+done
 echo "container PID 1 is $pid1 on the host; the system is $state"
 case $state in running | degraded) ;; *) fail "the container did not boot: $state" ;; esac
 # PID 1 logs every sd_notify message it gets (READY=1, RELOADING=1, ...) at debug level.
@@ -145,6 +152,9 @@ journal_has -u heartwire -g "running as agent .* with 0 checks" || fail "the age
 [ "$(in_ct heartwire --version)" = "heartwire $version" ] || fail "heartwire --version: $(in_ct heartwire --version)"
 [ -n "$(in_ct find /usr/share/heartwire/agent -name '*.cpython-*.pyc' -print -quit)" ] \
     || fail "the modules are not byte-compiled"
+
+step "the autopkgtest (debian/tests): heartwire check against a real listener"
+in_ct env AUTOPKGTEST_TMP=/tmp sh /srv/packaging/debian/tests/check-a-listener
 
 step "the modules are private: another 'agent' on Python's path cannot shadow them"
 ! in_ct python3 -c 'import agent' 2>/dev/null || fail "'import agent' works outside heartwire"
@@ -193,6 +203,8 @@ step "systemctl reload: a valid config applies (RELOADING=1, READY=1)"
 started=$(in_ct date +%s)
 in_ct heartwire checks add cache --host 127.0.0.1 --port 18080 --reload
 until_ok "2 checks: 2 up" 20 status_is "2 checks: 2 up"
+in_ct systemctl status heartwire | grep -qF 'Status: "2 checks: 2 up"' \
+    || fail "systemctl status lacks the README's Status: line"
 notified "$started" "RELOADING=1" || fail "no RELOADING=1"
 notified "$started" "READY=1, STATUS=2 checks" || fail "no READY=1 after the reload"
 journal_has -u heartwire --since "@$started" -g "reloaded /etc/heartwire/agent.toml: 2 checks" \
@@ -267,9 +279,9 @@ until_ok "ci-agent alive at the receiver" 30 alive
 
 step "the sandbox breaks no probe kind and no signing: one check of each kind"
 in_ct install -d -m 0755 /etc/heartwire/probe-tls
-in_ct systemd-run --quiet --unit=ci-listeners python3 /srv/test/listeners.py /etc/heartwire/probe-tls
+in_ct systemd-run --quiet --unit=ci-listeners python3 /srv/packaging/systemd-test/listeners.py /etc/heartwire/probe-tls
 until_ok "the listeners" 20 in_ct test -s /etc/heartwire/probe-tls/cert.pem
-in_ct install -m 0644 /srv/test/probes.toml /etc/heartwire/conf.d/60-probes.toml
+in_ct install -m 0644 /srv/packaging/systemd-test/probes.toml /etc/heartwire/conf.d/60-probes.toml
 restarts=$(prop heartwire NRestarts)
 started=$(in_ct date +%s)
 in_ct systemctl reload heartwire

@@ -86,7 +86,12 @@ busy=$(ss -Htln | awk '{ print $4 }' | grep -E ':(8470|1800[1-9]|1801[0-2]|18080
 
 step "a newer build ($upgrade_version), as after dch -v"
 mkdir -p "$work/upgrade"
-git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$work/upgrade"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$work/upgrade"
+else
+    tar --exclude=./.venv --exclude=./build --exclude=./dist --exclude=.git \
+        --exclude=__pycache__ --exclude='.*_cache' -cf - . | tar -xf - -C "$work/upgrade"
+fi
 {
     printf 'heartwire (%s) unstable; urgency=medium\n\n  * A newer build for the upgrade test.\n\n' "$upgrade_version"
     printf ' -- heartwire maintainers <maintainers@heartwire.invalid>  %s\n\n' "$(date -R)"
@@ -324,6 +329,15 @@ done
 in_ct grep -q '^id = "ci-agent"' /etc/heartwire/agent.toml || fail "agent.toml lost its edits"
 in_ct grep -qx "# edited by the admin" /etc/heartwire/central.toml || fail "central.toml lost its edit"
 until_ok "14 checks: 14 up after the upgrade" 30 status_starts "14 checks: 14 up"
+# Debian's Hypercorn 0.13 and trio 0.22: the receiver's stop printed a
+# TrioDeprecationWarning before.
+! journal_has -u heartwire-central -g "Warning|Traceback" || fail "the receiver's stop warned"
+
+step "apt-get remove heartwire-central stops it and keeps its config"
+in_ct apt-get remove -y -qq heartwire-central > "$work/apt.log" 2>&1 \
+    || { tail -n 30 "$work/apt.log" >&2; fail "apt-get remove heartwire-central failed"; }
+[ "$(in_ct systemctl is-active heartwire-central)" != active ] || fail "the receiver still runs"
+in_ct grep -qx "# edited by the admin" /etc/heartwire/central.toml || fail "remove lost central.toml"
 
 step "apt-get purge leaves nothing of ours"
 # The test's own listeners and their certificate go first: they are not the package's.

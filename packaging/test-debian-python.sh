@@ -17,8 +17,11 @@ apt-get install -y -qq --no-install-recommends python3-venv "${runtime[@]}" >/de
 venv=build/debian-python
 rm -rf "$venv"
 /usr/bin/python3 -m venv --system-site-packages "$venv"
-"$venv/bin/pip" install --quiet --upgrade-strategy only-if-needed \
-    pytest pytest-trio standardwebhooks trustme aiosmtpd
+# The [test] extra of pyproject.toml: what it lists that Debian's packages above
+# already satisfy (hypercorn) stays Debian's.
+mapfile -t test_tools < <(/usr/bin/python3 -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"]))')
+"$venv/bin/pip" install --quiet --upgrade-strategy only-if-needed "${test_tools[@]}"
 
 "$venv/bin/python" - <<'PY'
 import importlib, sys

@@ -69,10 +69,11 @@ until_ok() {
 prop() { in_ct systemctl show -P "$2" "$1"; }
 status_is() { [ "$(prop heartwire StatusText)" = "$1" ]; }
 status_starts() { case $(prop heartwire StatusText) in "$1"*) return 0 ;; esac; return 1; }
-journal_has() { in_ct journalctl --no-pager -q "$@" | grep -q .; }
+# Whether journalctl shows any entry (captured whole: with pipefail, grep -q
+# closing a pipe early would fail the check when journalctl gets SIGPIPE).
+journal_has() { [ -n "$(in_ct journalctl --no-pager -q "$@")" ]; }
 # The PID 1 debug line for a notification the agent sent (systemd 252 logs each one).
-notified() { in_ct journalctl --no-pager -q -u heartwire --since "@$1" \
-                 -g "Got notification message from PID [0-9]+ \\($2" | grep -q .; }
+notified() { journal_has -u heartwire --since "@$1" -g "Got notification message from PID [0-9]+ \\($2"; }
 
 debs=(dist/heartwire_"${version}"_all.deb dist/heartwire-central_"${version}"_all.deb)
 for deb in "${debs[@]}"; do
@@ -152,7 +153,8 @@ until_ok "heartwire active" 30 status_starts "idle"
 idle="idle, no checks: add them to /etc/heartwire/agent.toml or with 'heartwire checks add', then 'systemctl reload heartwire'"
 status_is "$idle" || fail "idle status: $(prop heartwire StatusText)"
 notified "$started" "READY=1" || fail "no READY=1 from the agent"
-in_ct systemctl status heartwire | grep -qF "Status: \"$idle\"" || fail "systemctl status lacks the Status: line"
+in_ct systemctl status heartwire > "$work/status" || true
+grep -qF "Status: \"$idle\"" "$work/status" || { cat "$work/status"; fail "systemctl status lacks the Status: line"; }
 journal_has -u heartwire -g "running as agent .* with 0 checks" || fail "the agent did not log its start"
 [ "$(in_ct heartwire --version)" = "heartwire $version" ] || fail "heartwire --version: $(in_ct heartwire --version)"
 [ -n "$(in_ct find /usr/share/heartwire/agent -name '*.cpython-*.pyc' -print -quit)" ] \
@@ -208,8 +210,8 @@ step "systemctl reload: a valid config applies (RELOADING=1, READY=1)"
 started=$(in_ct date +%s)
 in_ct heartwire checks add cache --host 127.0.0.1 --port 18080 --reload
 until_ok "2 checks: 2 up" 20 status_is "2 checks: 2 up"
-in_ct systemctl status heartwire | grep -qF 'Status: "2 checks: 2 up"' \
-    || fail "systemctl status lacks the README's Status: line"
+in_ct systemctl status heartwire > "$work/status" || true
+grep -qF 'Status: "2 checks: 2 up"' "$work/status" || fail "systemctl status lacks the README's Status: line"
 notified "$started" "RELOADING=1" || fail "no RELOADING=1"
 notified "$started" "READY=1, STATUS=2 checks" || fail "no READY=1 after the reload"
 journal_has -u heartwire --since "@$started" -g "reloaded /etc/heartwire/agent.toml: 2 checks" \
@@ -279,7 +281,7 @@ api() {
 print(json.dumps(json.load(urllib.request.urlopen(
     "http://127.0.0.1:8470/api/v1/" + sys.argv[1], timeout=5))))' "$1"
 }
-alive() { api agents | grep -q '"id": "ci-agent", "registered": true, "state": "alive"'; }
+alive() { [[ $(api agents) == *'"id": "ci-agent", "registered": true, "state": "alive"'* ]]; }
 until_ok "ci-agent alive at the receiver" 30 alive
 
 step "the sandbox breaks no probe kind and no signing: one check of each kind"

@@ -51,7 +51,8 @@ deb:
 rpm:
 	packaging/build.sh rpm
 
-## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
+## package-check: what CI checks on the packages: builds them, runs lintian, and tests the
+## .debs in a Debian 12 booted with systemd-nspawn (root; needs debootstrap, systemd-container)
 package-check:
 	packaging/ci-check.sh
 

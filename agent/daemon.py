@@ -68,14 +68,21 @@ class Daemon:
             liveness.scheduler_progress(self.scheduler, lambda: self.config.checks),
         ]
         # Fragments of the STATUS= line, in order; other parts append their own.
-        self.status_parts: list[liveness.StatusPart] = [
-            lambda: liveness.checks_summary(self.scheduler.trackers.values()),
-        ]
+        self.status_parts: list[liveness.StatusPart] = [self._checks_status]
 
         self.reporting = open_reporting(self.config, self.scheduler, wall_clock=wall_clock)
         if self.reporting is not None:
             self.progress_sources.append(self.reporting.progress_source())
             self.status_parts.append(self.reporting.status)
+
+    def _checks_status(self) -> str:
+        # The packaged config has no checks: an idle agent tells the admin what to do.
+        if not self.config.checks:
+            return (
+                f"idle, no checks: add them to {self.config_path} or with "
+                "'heartwire checks add', then 'systemctl reload heartwire'"
+            )
+        return liveness.checks_summary(self.scheduler.trackers.values())
 
     def status_line(self) -> str:
         """The one-line summary systemd shows (``systemctl status heartwire``)."""

@@ -231,6 +231,16 @@ def _proxy_argument(proxy: str | None) -> dict[str, Any]:
     return {"proxies": proxy}
 
 
+def with_client_timeouts(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Request:
+    """The request, carrying the client's timeouts unless it has its own.
+
+    The sinks build their requests themselves, and httpx before 0.24 (Debian 12
+    ships 0.23) applies a client's timeouts only to requests the client built.
+    """
+    request.extensions.setdefault("timeout", client.timeout.as_dict())
+    return request
+
+
 def open_client(destination: DestinationConfig, auth: httpx.Auth | None) -> httpx.AsyncClient:
     """An HTTP client for one destination: TLS, client cert, proxy, timeouts.
 
@@ -380,7 +390,7 @@ class Deliverer:
         """Sends one request and judges its answer (raises as :func:`judge` does)."""
         try:
             with trio.fail_after(self.request_deadline_s):
-                answer = await read_answer(self.client, request)
+                answer = await read_answer(self.client, with_client_timeouts(self.client, request))
         except trio.TooSlowError:
             raise NoAnswer(f"no complete answer from {request.url.host} within "
                            f"{self.request_deadline_s:g}s") from None
@@ -592,6 +602,7 @@ class Delivery:
         finally:
             # Shielded from the shutdown, but bounded: a peer that hangs must not
             # hold up the exit (closing a connection needs no answer).
-            with trio.move_on_after(CLIENT_CLOSE_TIMEOUT_S, shield=True):
+            with trio.move_on_after(CLIENT_CLOSE_TIMEOUT_S) as closing:
+                closing.shield = True  # trio 0.22 takes no shield= here
                 for deliverer in self.deliverers:
                     await deliverer.client.aclose()

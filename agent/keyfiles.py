@@ -25,6 +25,13 @@ from agent.tables import Table
 CREDENTIALS_ENV_VAR: Final = "CREDENTIALS_DIRECTORY"
 SOURCE_KINDS: Final = ("file", "env", "credential")
 PRIVATE_MODE: Final = 0o600
+# Where the packaged units' LoadCredential= take each credential prefix from
+# (heartwire.service: heartwire:/etc/heartwire/credentials), so that a command run
+# from a shell (validate, send-test) reads the same file the service will.
+UNIT_CREDENTIALS: Final[Mapping[str, Path]] = {
+    "heartwire_": Path("/etc/heartwire/credentials"),
+    "central_": Path("/etc/heartwire/central-credentials"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +95,17 @@ def read_private_file(path: Path) -> str:
     return text
 
 
-def read_secret(source: SecretSource, environ: Mapping[str, str] = os.environ) -> str:
+def read_secret(
+    source: SecretSource,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    unit_credentials: Mapping[str, Path] = UNIT_CREDENTIALS,
+) -> str:
     """The secret's text, from its file, variable or systemd credential.
+
+    Without ``$CREDENTIALS_DIRECTORY`` (outside the unit), a credential whose name
+    starts with a prefix of ``unit_credentials`` is read from that directory, as
+    the unit's ``LoadCredential=`` would load it.
 
     Raises:
         SecretFileError: the secret is missing, empty or in a file that is not private.
@@ -102,6 +118,9 @@ def read_secret(source: SecretSource, environ: Mapping[str, str] = os.environ) -
     if source.kind == "credential":
         directory = environ.get(CREDENTIALS_ENV_VAR)
         if not directory:
+            for prefix, source_directory in unit_credentials.items():
+                if source.name.startswith(prefix) and len(source.name) > len(prefix):
+                    return read_private_file(source_directory / source.name[len(prefix) :])
             raise SecretFileError(
                 f"credential {source.name!r} needs ${CREDENTIALS_ENV_VAR} "
                 "(set by systemd LoadCredential=)"

@@ -25,7 +25,7 @@ from agent import __version__
 from agent.common.connect_errors import describe
 from agent.common.redact import redact_text, redact_url
 from agent.config import Config
-from agent.delivery import judge, open_client, read_answer, ssl_context
+from agent.delivery import judge, open_client, read_answer, ssl_context, with_client_timeouts
 from agent.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
 from agent.errors import DeliveryError, HeartwireError
 from agent.signing import WebhookAuth, new_message_id
@@ -149,7 +149,7 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
             start = time.perf_counter()
             try:
                 with trio.fail_after(destination.connect_timeout_s + destination.timeout_s):
-                    answer = await read_answer(client, request)
+                    answer = await read_answer(client, with_client_timeouts(client, request))
             except (DeliveryError, trio.TooSlowError) as exc:
                 report.step("http", False, f"{exc or 'timed out'}")
                 continue

@@ -37,7 +37,6 @@ each call in a worker thread (``trio.to_thread``), one at a time, so a slow disk
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import sqlite3
@@ -51,6 +50,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import trio
 
+from agent.common.threads import run_abandoning_on_cancel
 from agent.errors import OutboxFullError
 from agent.signing import new_message_id
 
@@ -101,11 +101,6 @@ WAL_LIMIT_BYTES: Final = 1024 * 1024
 # once another process (an operator's sqlite3 shell) lets go of the file's lock.
 _STORAGE_ERRORS: Final = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR,
                                     sqlite3.SQLITE_BUSY})
-
-# trio 0.23 renamed to_thread.run_sync's cancellable= to abandon_on_cancel= (Debian 12
-# ships trio 0.22).
-_HAS_ABANDON_ON_CANCEL: Final = (
-    "abandon_on_cancel" in inspect.signature(trio.to_thread.run_sync).parameters)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -638,7 +633,7 @@ class AsyncOutbox:
         # Cancellation does not wait for a call stuck in a hung disk: the caller goes
         # on, the call finishes (and commits) in its thread, and the limiter stays
         # taken until it has, so calls on the connection never overlap.
-        return await _run_in_thread(call, self._limiter)
+        return await run_abandoning_on_cancel(call, self._limiter)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -690,13 +685,6 @@ class AsyncOutbox:
         async with self._limiter:
             self.sync.close()
 
-
-async def _run_in_thread(call: Callable[[], R], limiter: trio.CapacityLimiter) -> R:
-    """``trio.to_thread.run_sync``, abandoning the thread when cancelled."""
-    if _HAS_ABANDON_ON_CANCEL:
-        return await trio.to_thread.run_sync(call, limiter=limiter, abandon_on_cancel=True)
-    return await trio.to_thread.run_sync(  # type: ignore[call-arg,unused-ignore]
-        call, limiter=limiter, cancellable=True)
 
 
 def open_outbox(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -103,3 +104,19 @@ def test_global_flags_go_before_or_after_each_command(
 ) -> None:
     assert main([part.format(path=config_file) for part in argv]) == EXIT_OK, \
         capsys.readouterr().err
+
+
+def test_without_hypercorn_the_receiver_says_which_package_brings_it(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent's package runs without Hypercorn; "heartwire central" then names the
+    # package to install (pip is blocked on Debian: EXTERNALLY-MANAGED).
+    monkeypatch.delitem(sys.modules, "agent.central.server", raising=False)
+    monkeypatch.setitem(sys.modules, "hypercorn", None)
+    monkeypatch.setitem(sys.modules, "hypercorn.config", None)
+    assert main(["central", "--config", str(config_file)]) == EXIT_UNKNOWN
+    assert capsys.readouterr().err == (
+        "heartwire: the receiver needs hypercorn: install the heartwire-central package "
+        "(apt install heartwire-central, dnf install heartwire-central), "
+        "or pip install 'heartwire[central]'\n"
+    )

@@ -456,3 +456,25 @@ async def test_a_message_that_keeps_crashing_its_sink_is_set_aside_and_counted(
     beat = outbox.sync.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert json.loads(beat.body)["data"]["dropped.set_aside"] == 1
     await outbox.aclose()
+
+
+async def test_each_request_carries_the_destinations_timeouts(tmp_path: Path) -> None:
+    # The sinks build their requests themselves; httpx before 0.24 (Debian 12 has
+    # 0.23) applies a client's timeouts only to requests the client built, so a
+    # hung central would have held each request until the overall deadline.
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.extensions.get("timeout", {})))
+        return httpx.Response(200, text="OK")
+
+    outbox = _outbox(tmp_path)
+    deliverer = _deliverer(_native("main", "http://127.0.0.1:9/in"), outbox,
+                           transport=httpx.MockTransport(handler))
+    await outbox.enqueue_many([(STATE_CHANGE, {"n": 1}, None)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await _wait_until(lambda: deliverer.stats.delivered == 1)
+        nursery.cancel_scope.cancel()
+    await outbox.aclose()
+    assert seen == [{"connect": 0.5, "read": 0.5, "write": 0.5, "pool": 0.5}]

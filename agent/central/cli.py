@@ -88,7 +88,9 @@ def main(args: argparse.Namespace) -> int:
         from agent.central.server import Central
     except ImportError as exc:  # hypercorn is an optional dependency of the agent
         raise UsageError(
-            f"the receiver needs {exc.name}: pip install 'heartwire[central]'"
+            f"the receiver needs {(exc.name or 'hypercorn').split('.')[0]}: install the "
+            "heartwire-central package (apt install heartwire-central, dnf install "
+            "heartwire-central), or pip install 'heartwire[central]'"
         ) from None
 
     loaded = central_config.load(path)

@@ -16,6 +16,7 @@ import resource
 import signal
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,12 +226,18 @@ class Central:
     ) -> None:
         # Hypercorn drains the requests in flight once stop is set, then returns;
         # only then do the other tasks end.
-        await serve(
-            self.app,  # type: ignore[arg-type]  # our ASGI types are structural
-            self.hypercorn_config(),
-            shutdown_trigger=stop.wait,
-            task_status=task_status,
-        )
+        with warnings.catch_warnings():
+            # Hypercorn 0.13 (Debian 12) names trio.MultiError in an except clause,
+            # which trio 0.22 answers with a deprecation warning on every stop.
+            warnings.filterwarnings(
+                "ignore", r"trio\.MultiError is deprecated", trio.TrioDeprecationWarning
+            )
+            await serve(
+                self.app,  # type: ignore[arg-type]  # our ASGI types are structural
+                self.hypercorn_config(),
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
+            )
         scope.cancel()
 
     async def run(self) -> None:

@@ -19,15 +19,7 @@ import trio
 from agent.config import CheckConfig
 from agent.model import Outcome, Result, StateChange
 from agent.scheduler import Scheduler
-from bench.common import cpu_seconds, percentile
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from bench.common import cpu_seconds, percentile, rss_kib
 
 
 async def footprint(options: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +34,7 @@ async def footprint(options: dict[str, Any]) -> dict[str, Any]:
         )
         for index in range(options["checks"])
     ]
-    baseline_rss_kib = _rss_kib()
+    baseline_rss_kib = rss_kib()
     counts = {"completed": 0, "ok": 0}
     lags: list[float] = []
 

@@ -1,0 +1,53 @@
+"""The benchmark's own instruments: the weighing receiver, the paced raw loop, the
+profile summary. A figure in bench/RESULTS.md is only as true as these."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+
+from bench.common import open_listeners, open_receiver
+from bench.profile import top_costs
+from bench.throughput import raw_loop
+
+
+def test_the_receiver_weighs_a_post_byte_for_byte() -> None:
+    body = json.dumps({"type": "heartbeat", "data": {"checks": [{"name": "c0"}] * 50}}).encode()
+    with open_receiver(None) as receiver:
+        host, port = receiver.url.split("//")[1].split("/")[0].split(":")
+        head = (f"POST /v1/ingest HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        with socket.create_connection((host, int(port)), timeout=5) as client:
+            client.sendall(head.encode() + body)
+            answer = client.recv(4096)
+        records = receiver.records()
+    assert answer.startswith(b"HTTP/1.1 202")
+    assert len(records) == 1
+    assert records[0]["type"] == "heartbeat"
+    assert records[0]["wire_bytes"] == len(head) + len(body)
+    assert records[0]["body_bytes"] == len(body)
+    assert records[0]["gzip_bytes"] == len(gzip.compress(body, compresslevel=6))
+
+
+def test_the_paced_raw_loop_starts_rate_checks_a_second() -> None:
+    with open_listeners(None, addresses=["127.0.0.1"]) as targets:
+        run = raw_loop(targets, concurrency=256, seconds=1.0, rate=200)
+    # 20 ticks of 10 connects each; the last tick's may still be in flight at the end.
+    assert 180 <= run["completed"] <= 200
+    assert run["ok"] == run["completed"]
+    assert run["cpu_s"] < run["wall_s"]  # it sleeps between ticks
+
+
+def test_the_profile_summary_counts_own_time_at_the_leaf() -> None:
+    collapsed = "\n".join([
+        "main (bench/x.py);run (trio/_run.py);probe (agent/tcp.py);connect (agent/tcp.py) 30",
+        "main (bench/x.py);run (trio/_run.py);probe (agent/tcp.py) 10",
+        "main (bench/x.py);run (trio/_run.py);get_events (trio/_io.py) 20",
+        "garbage line",
+    ])
+    costs = top_costs(collapsed, 2)
+    assert costs.samples == 60
+    assert costs.own == [("connect (agent/tcp.py)", 30), ("get_events (trio/_io.py)", 20)]
+    # Only the agent's own frames, each counted once per sample however deep.
+    assert costs.total == [("probe (agent/tcp.py)", 40), ("connect (agent/tcp.py)", 30)]

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import resource
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,9 +102,35 @@ def started_daemon(
                 worker.communicate()
 
 
+class CollectorPauses:
+    """How long the cyclic garbage collector stopped the process, by generation.
+
+    A collection of the oldest generation walks every tracked object: with
+    thousands of checks (each a task, a tracker, its last result) it is the
+    longest pause the process has, and it shows as scheduling lag.
+    """
+
+    def __init__(self) -> None:
+        self.pauses_s: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_s[info["generation"]].append(time.perf_counter() - self._started)
+
+    def clear(self) -> None:
+        """Forgets the pauses so far (the warm-up's)."""
+        for pauses in self.pauses_s.values():
+            pauses.clear()
+
+
 async def measure(daemon: Daemon, options: dict[str, Any]) -> dict[str, Any]:
     """Runs the daemon through warm-up and the measured window, then stops it."""
     built_rss_kib = rss_kib()
+    collector = CollectorPauses()
+    gc.callbacks.append(collector)
     lags: list[float] = []
     # The scheduler reports each run's start lag to this hook (meant for benchmarks);
     # the daemon builds its scheduler without one.
@@ -114,6 +142,7 @@ async def measure(daemon: Daemon, options: dict[str, Any]) -> dict[str, Any]:
         drained_after_s = await _drained(daemon, started, options.get("drain_limit_s", 120.0))
         print(WINDOW_STARTED, flush=True)
         lags.clear()
+        collector.clear()
         runs, skipped = daemon.scheduler.stats.runs, daemon.scheduler.stats.skipped
         cpu_start, wall_start = cpu_seconds(), trio.current_time()
         await trio.sleep(options["seconds"])
@@ -122,7 +151,13 @@ async def measure(daemon: Daemon, options: dict[str, Any]) -> dict[str, Any]:
         skipped = daemon.scheduler.stats.skipped - skipped
         up = sum(tracker.status is Status.UP for tracker in daemon.scheduler.trackers.values())
         nursery.cancel_scope.cancel()
+    gc.callbacks.remove(collector)
+    oldest = collector.pauses_s[2]
     return {
+        "gc_full_collections": len(oldest),
+        "gc_full_max_ms": max(oldest, default=0.0) * 1000,
+        "gc_young_max_ms": max(collector.pauses_s[0] + collector.pauses_s[1],
+                               default=0.0) * 1000,
         "drained_after_s": drained_after_s,
         "completed": runs,
         "skipped": skipped,

@@ -1,16 +1,17 @@
 """Footprint worker: 1,000 checks every 10 s, measured over 60 s.
 
 ``--options`` JSON keys: ``targets``, ``checks``, ``interval_s``, ``warmup_s``,
-``seconds`` (and ``mode``: "timer" for the baseline below). Prints one JSON line:
-CPU seconds and completed runs of the window, peak RSS, the RSS before the
-scheduler started (the interpreter with the agent imported: the baseline), and
-scheduling lag percentiles.
+``seconds`` (and ``mode``: "timer" for the baseline below; ``cpu``: pin to that
+CPU). Prints one JSON line: CPU seconds and completed runs of the window, peak
+RSS, the RSS before the scheduler started (the interpreter with the agent
+imported: the baseline), and scheduling lag percentiles.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 from typing import Any
 
@@ -90,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--options", required=True)
     options = json.loads(parser.parse_args().options)
+    if "cpu" in options:
+        os.sched_setaffinity(0, {options["cpu"]})
     run = timer_baseline if options.get("mode") == "timer" else footprint
     print(json.dumps(trio.run(run, options)))
 

@@ -32,9 +32,10 @@ def one_agent_at_scale(netns: str, targets: list[Any], receiver: Receiver, *, qu
     with started_daemon(netns, targets, receiver.url, checks=CHECKS, interval_s=INTERVAL_S,
                         timeout_s=2.0, warmup_s=warmup_s, seconds=seconds, cpu=cpu) as worker:
         finish = wait_for_window(worker, "bench.daemon_run")
-        # The machine's own wakeup noise, in another process, during the same window.
+        # The CPU's own wakeup noise, in another process on the same CPU, during the
+        # same window.
         timer = start_worker(netns, "bench.footprint", {"mode": "timer", "warmup_s": 0.0,
-                                                        "seconds": seconds - 1.0})
+                                                        "seconds": seconds - 1.0, "cpu": cpu})
         run = finish()
     floor = finish_worker(timer, "bench.footprint")
     beats = [record for record in receiver.records() if record["type"] == "heartbeat"]
@@ -57,9 +58,12 @@ def one_agent_at_scale(netns: str, targets: list[Any], receiver: Receiver, *, qu
         f"the config of {CHECKS:,} checks is loaded, before the first check)")
     say(f"- scheduling lag (actual minus planned start): p50 {run['lag_p50_ms']:.2f} ms, "
         f"**p99 {run['lag_p99_ms']:.2f} ms**, max {run['lag_max_ms']:.2f} ms; a bare trio "
-        f"timer waking every 10 ms in another process in the same minute: p50 "
+        f"timer waking every 10 ms in another process on the same CPU, same window: p50 "
         f"{floor['lag_p50_ms']:.2f} ms, p99 {floor['lag_p99_ms']:.2f} ms, max "
         f"{floor['lag_max_ms']:.2f} ms")
+    say(f"- full collections of the garbage collector in the window: "
+        f"{run['gc_full_collections']}, the longest {run['gc_full_max_ms']:.0f} ms (wall time, "
+        f"which on a shared CPU includes time other processes had it)")
     if not beats:
         say("- heartbeat: **none arrived** at the receiver")
         return

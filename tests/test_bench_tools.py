@@ -9,6 +9,7 @@ import socket
 
 from bench.common import open_listeners, open_receiver
 from bench.profile import top_costs
+from bench.same_load import _fit
 from bench.throughput import raw_loop
 
 
@@ -51,3 +52,11 @@ def test_the_profile_summary_counts_own_time_at_the_leaf() -> None:
     assert costs.own == [("connect (agent/tcp.py)", 30), ("get_events (trio/_io.py)", 20)]
     # Only the agent's own frames, each counted once per sample however deep.
     assert costs.total == [("probe (agent/tcp.py)", 40), ("connect (agent/tcp.py)", 30)]
+
+
+def test_the_fit_splits_cpu_into_a_fixed_part_and_a_part_per_check() -> None:
+    # 5 ms of CPU a second whatever the load, plus 50 µs per check.
+    runs = {rate: {"cpu_s": (0.005 + rate * 50e-6) * 20, "wall_s": 20.0} for rate in (1000, 100)}
+    fixed, per_check = _fit(runs)
+    assert abs(fixed - 0.005) < 1e-9
+    assert abs(per_check - 50e-6) < 1e-12

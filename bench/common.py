@@ -7,6 +7,7 @@ the host's own network stack, which other programs share.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -173,7 +174,7 @@ def open_receiver(netns: str | None, address: str = "127.0.0.1") -> Iterator[Rec
         _close_by_stdin(process)
 
 
-def start_worker(netns: str, module: str, options: dict[str, Any]) -> subprocess.Popen[str]:
+def start_worker(netns: str | None, module: str, options: dict[str, Any]) -> subprocess.Popen[str]:
     """Starts ``python -m module --options JSON`` in the namespace."""
     args = [PYTHON, "-m", module, "--options", json.dumps(options)]
     return subprocess.Popen(
@@ -213,6 +214,8 @@ def wait_for_window(
         rest = process.stdout.read()
         process.wait(timeout=900)
         reader.join(timeout=10)
+        process.stdout.close()
+        stderr.close()
         if process.returncode != 0:
             raise RuntimeError(f"{module} failed:\n{''.join(errors)}")
         return json.loads(rest.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -227,6 +230,16 @@ def wait_for_window(
 def run_worker(netns: str, module: str, options: dict[str, Any]) -> dict[str, Any]:
     """Runs a worker (see :func:`start_worker`) to the end; returns its JSON line."""
     return finish_worker(start_worker(netns, module, options), module)
+
+
+def worker_options() -> dict[str, Any]:
+    """A worker's ``--options`` JSON; pins the process to ``options["cpu"]`` if given."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--options", required=True)
+    options: dict[str, Any] = json.loads(parser.parse_args().options)
+    if "cpu" in options:
+        os.sched_setaffinity(0, {options["cpu"]})
+    return options
 
 
 def cpu_seconds() -> float:

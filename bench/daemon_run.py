@@ -16,11 +16,9 @@ start's state changes took to deliver (the window starts after them).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
-import os
 import resource
 import subprocess
 import tempfile
@@ -37,7 +35,14 @@ from agent.daemon import Daemon
 from agent.keyfiles import write_private_file
 from agent.model import Status
 from agent.signing import Ed25519SigningKey
-from bench.common import WINDOW_STARTED, cpu_seconds, percentile, rss_kib, start_worker
+from bench.common import (
+    WINDOW_STARTED,
+    cpu_seconds,
+    percentile,
+    rss_kib,
+    start_worker,
+    worker_options,
+)
 
 
 def write_config(
@@ -77,7 +82,7 @@ def write_config(
 
 @contextlib.contextmanager
 def started_daemon(
-    netns: str, targets: Sequence[Sequence[Any]], receiver_url: str, *, checks: int,
+    netns: str | None, targets: Sequence[Sequence[Any]], receiver_url: str, *, checks: int,
     interval_s: float, timeout_s: float, warmup_s: float, seconds: float,
     cpu: int | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
@@ -190,11 +195,7 @@ async def _drained(daemon: Daemon, started: float, limit_s: float) -> float | No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--options", required=True)
-    options = json.loads(parser.parse_args().options)
-    if "cpu" in options:
-        os.sched_setaffinity(0, {options["cpu"]})
+    options = worker_options()
     logs.configure()
     daemon = Daemon(Path(options["config"]), state_dir=Path(options["state_dir"]))
     print(json.dumps(trio.run(measure, daemon, options)))

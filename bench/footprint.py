@@ -9,9 +9,7 @@ imported: the baseline), and scheduling lag percentiles.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import resource
 from typing import Any
 
@@ -20,7 +18,7 @@ import trio
 from agent.config import CheckConfig
 from agent.model import Outcome, Result, StateChange
 from agent.scheduler import Scheduler
-from bench.common import cpu_seconds, percentile, rss_kib
+from bench.common import cpu_seconds, percentile, rss_kib, worker_options
 
 
 async def footprint(options: dict[str, Any]) -> dict[str, Any]:
@@ -88,11 +86,7 @@ async def timer_baseline(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--options", required=True)
-    options = json.loads(parser.parse_args().options)
-    if "cpu" in options:
-        os.sched_setaffinity(0, {options["cpu"]})
+    options = worker_options()
     run = timer_baseline if options.get("mode") == "timer" else footprint
     print(json.dumps(trio.run(run, options)))
 

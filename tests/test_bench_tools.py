@@ -7,7 +7,8 @@ import gzip
 import json
 import socket
 
-from bench.common import open_listeners, open_receiver
+from bench.common import open_listeners, open_receiver, wait_for_window
+from bench.daemon_run import started_daemon
 from bench.profile import top_costs
 from bench.same_load import _fit
 from bench.throughput import raw_loop
@@ -60,3 +61,18 @@ def test_the_fit_splits_cpu_into_a_fixed_part_and_a_part_per_check() -> None:
     fixed, per_check = _fit(runs)
     assert abs(fixed - 0.005) < 1e-9
     assert abs(per_check - 50e-6) < 1e-12
+
+
+def test_the_agent_worker_measures_the_daemon_after_the_start_is_delivered() -> None:
+    with open_listeners(None, addresses=["127.0.0.1"]) as targets, \
+            open_receiver(None) as receiver:
+        with started_daemon(None, targets, receiver.url, checks=20, interval_s=1.0,
+                            timeout_s=0.9, warmup_s=1.1, seconds=2.0) as worker:
+            run = wait_for_window(worker, "bench.daemon_run")()
+        records = receiver.records()
+    # Every first run's unknown -> up went out before the window began.
+    assert run["drained_after_s"] is not None
+    assert sum(record["type"] == "state_change" for record in records) == 20
+    assert 30 <= run["completed"] <= 50  # 20 checks every second for 2 s (edges ± 1 run)
+    assert run["up"] == 20 and run["skipped"] == 0
+    assert 0 < run["cpu_s"] < run["wall_s"]

@@ -27,7 +27,7 @@ from agent.destinations import (
 )
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
-from agent.tables import Table, format_duration
+from agent.tables import REQUIRED, Table, format_duration
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
 CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
@@ -66,7 +66,7 @@ class CheckConfig:
     Attributes:
         name: the check's name (its key under ``[checks]``).
         host: hostname or IP literal to connect to.
-        port: TCP port.
+        port: TCP or UDP port (0 for kinds without one, such as icmp).
         kind: the probe kind ("tcp", ...).
         interval_s: time from one run's start to the next.
         timeout_s: total deadline of one run (always less than the interval).
@@ -313,15 +313,22 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     if not _NAME.match(name):
         raise table.error(None, f"check name {_NAME_RULE}, got {name!r}")
     kind_name = table.choice("kind", sorted(PROBES), "tcp")
+    kind = PROBES[kind_name]
     host = table.nonempty_string("host")
     if any(char.isspace() for char in host):
         raise table.error("host", f"must not contain white space, got {host!r}")
-    port = table.integer("port", minimum=1, maximum=65535)
+    if kind.has_port:
+        default_port = REQUIRED if kind.default_port is None else kind.default_port
+        port = table.integer("port", default_port, minimum=1, maximum=65535)
+    elif table.has("port"):
+        raise table.error("port", f"a {kind_name} check has no port")
+    else:
+        port = 0
     timing = _read_timing(table, defaults)
     _check_literal_family(table, host.strip("[]"), timing.family)
     group = table.optional_string("group")
     tags = table.string_list("tags")
-    options = PROBES[kind_name].read_options(table)
+    options = kind.read_options(table)
     table.finish()
     return CheckConfig(
         name=name,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from agent.checks import (
     amqp,
+    dns_query,
     expect,
     http,
     kafka,
@@ -51,11 +52,22 @@ class ProbeKind:
         bounds_own_timeout: the probe provably ends by its timeout (every wait is
             under its deadline, and tests/faults runs it against hostile servers),
             so the scheduler need not arm a second timer around it.
+        default_port: the port a check of this kind uses when it sets none;
+            None: ``port`` is required.
+        transport: what the probe speaks underneath: "tcp" (the kinds a proxy
+            can carry), "udp", or "icmp" (a host without a port).
     """
 
     probe: ProbeFn
     read_options: Callable[[Table], Mapping[str, object]] = no_options
     bounds_own_timeout: bool = False
+    default_port: int | None = None
+    transport: str = "tcp"
+
+    @property
+    def has_port(self) -> bool:
+        """Whether checks of this kind address a port (every kind but icmp)."""
+        return self.transport != "icmp"
 
 
 PROBES: dict[str, ProbeKind] = {
@@ -71,4 +83,6 @@ PROBES: dict[str, ProbeKind] = {
     "mongodb": ProbeKind(mongodb.probe, mongodb.read_options),
     "kafka": ProbeKind(kafka.probe, kafka.read_options),
     "http": ProbeKind(http.probe, http.read_options),
+    "dns": ProbeKind(dns_query.probe, dns_query.read_options, bounds_own_timeout=True,
+                     default_port=dns_query.DEFAULT_PORT, transport="udp"),
 }

@@ -161,7 +161,7 @@ async def open_connection(
 
 async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] | Observation:
     """Resolves ``target`` and races its addresses; the winner's socket stays open."""
-    resolved = await _resolve(target, deadline)
+    resolved = await resolve_target(target, deadline)
     if isinstance(resolved, Observation):
         return resolved
     addresses, dns_ms = resolved
@@ -179,10 +179,12 @@ async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] |
     return race, dns_ms
 
 
-async def _resolve(
+async def resolve_target(
     target: Target, deadline: float
 ) -> tuple[list[tuple[int, SockAddr]], float | None] | Observation:
     """The addresses to try and the resolution time (None for an IP literal).
+
+    Every kind resolves its target here, datagram kinds included.
 
     Names go through the shared caching resolver (:mod:`agent.dns`), so ``dns_ms``
     is what this check spent resolving: close to zero when the answer was cached.

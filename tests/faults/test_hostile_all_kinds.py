@@ -23,7 +23,10 @@ from tests.faults.hostile import (
 
 TIMEOUT_S = 0.5
 # The few settings a kind requires (everything else keeps its default).
-REQUIRED_SETTINGS: dict[str, dict[str, object]] = {"expect": {"expect": "^OK"}}
+REQUIRED_SETTINGS: dict[str, dict[str, object]] = {
+    "expect": {"expect": "^OK"},
+    "dns": {"name": "www.test"},
+}
 
 
 def _options(kind: str) -> Mapping[str, object]:

@@ -12,9 +12,8 @@ import trio
 from agent import config
 from agent.checks import dns_query
 from agent.errors import ConfigError
-from agent.model import Observation, Outcome, Reason, Target
-from agent.tables import Table
-from tests.servers import Server, free_port, require, running, start
+from agent.model import Observation, Outcome, Reason
+from tests.servers import Server, free_port, require, running, start, target
 from tests.support.dns_server import SERVFAIL, Zone, serve_dns
 
 # Five TXT strings of 200 bytes: more than the 512 bytes of a plain UDP answer.
@@ -41,15 +40,8 @@ def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-def dns_target(port: int, **settings: object) -> Target:
-    table = Table(dict(settings), "test.toml", "checks.t")
-    options = dns_query.read_options(table)
-    table.finish()
-    return Target("127.0.0.1", port, options=options)
-
-
 async def ask(port: int, timeout: float = 5, **settings: object) -> Observation:
-    return await dns_query.probe(dns_target(port, **settings), timeout=timeout)
+    return await dns_query.probe(target(port, settings, dns_query.read_options), timeout=timeout)
 
 
 async def test_an_a_record_is_answered_with_its_facts(dnsmasq: Server) -> None:

@@ -19,12 +19,14 @@ from agent.checks import (
     kafka,
     mongodb,
     mysql,
+    ntp,
     postgres,
     redis,
     smtp,
     ssh,
     tcp,
     tls,
+    udp,
 )
 from agent.model import Observation, Target
 from agent.tables import Table
@@ -85,4 +87,7 @@ PROBES: dict[str, ProbeKind] = {
     "http": ProbeKind(http.probe, http.read_options),
     "dns": ProbeKind(dns_query.probe, dns_query.read_options, bounds_own_timeout=True,
                      default_port=dns_query.DEFAULT_PORT, transport="udp"),
+    "udp": ProbeKind(udp.probe, udp.read_options, bounds_own_timeout=True, transport="udp"),
+    "ntp": ProbeKind(ntp.probe, ntp.read_options, bounds_own_timeout=True,
+                     default_port=ntp.DEFAULT_PORT, transport="udp"),
 }

@@ -8,7 +8,6 @@ count the queries that reached it.
 from __future__ import annotations
 
 import collections
-import socket
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -17,6 +16,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import trio
+
+from tests.support.udp_server import serve_udp
 
 SERVFAIL = "servfail"
 
@@ -68,10 +69,4 @@ async def serve_dns(
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answers queries from ``zone`` until cancelled; reports the bound (host, port)."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        await sock.bind((host, port))
-        task_status.started(sock.getsockname())
-        while True:
-            wire, peer = await sock.recvfrom(65535)
-            await sock.sendto(zone.answer(wire), peer)
+    await serve_udp(zone.answer, host, port, task_status=task_status)

@@ -321,7 +321,7 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         default_port = REQUIRED if kind.default_port is None else kind.default_port
         port = table.integer("port", default_port, minimum=1, maximum=65535)
     elif table.has("port"):
-        raise table.error("port", f"a {kind_name} check has no port")
+        raise table.error("port", f"{kind_name} checks have no port")
     else:
         port = 0
     timing = _read_timing(table, defaults)

@@ -16,6 +16,7 @@ from agent.checks import (
     dns_query,
     expect,
     http,
+    icmp,
     kafka,
     mongodb,
     mysql,
@@ -90,4 +91,6 @@ PROBES: dict[str, ProbeKind] = {
     "udp": ProbeKind(udp.probe, udp.read_options, bounds_own_timeout=True, transport="udp"),
     "ntp": ProbeKind(ntp.probe, ntp.read_options, bounds_own_timeout=True,
                      default_port=ntp.DEFAULT_PORT, transport="udp"),
+    "icmp": ProbeKind(icmp.probe, icmp.read_options, bounds_own_timeout=True,
+                      transport="icmp"),
 }

@@ -81,9 +81,16 @@ class Question:
 
 
 def read_options(table: Table) -> Mapping[str, object]:
-    """Options of ``kind = "dns"``: ``name``, ``type``, ``transport``, ``expect``."""
+    """Options of ``kind = "dns"``: ``name``, ``type``, ``transport``, ``expect``.
+
+    Imports what the probe uses of dnspython, so that its first run does not.
+    """
     import dns.exception
+    import dns.flags
+    import dns.message
     import dns.name
+    import dns.rcode
+    import dns.rdatatype
     import dns.reversename
 
     rdtype = table.choice("type", RECORD_TYPES, "A")

@@ -29,6 +29,7 @@ from agent.checks import (
     tls,
     udp,
 )
+from agent.checks.proxy import read_proxy
 from agent.model import Observation, Target
 from agent.tables import Table
 
@@ -44,6 +45,19 @@ def no_options(table: Table) -> Mapping[str, object]:
     return {}
 
 
+def with_proxy(
+    read_options: Callable[[Table], Mapping[str, object]],
+) -> Callable[[Table], Mapping[str, object]]:
+    """The options reader of a TCP-based kind, plus its ``proxy`` key."""
+
+    def read_options_and_proxy(table: Table) -> Mapping[str, object]:
+        options = read_options(table)
+        settings = read_proxy(table)
+        return options if settings is None else {**options, "proxy": settings}
+
+    return read_options_and_proxy
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeKind:
     """A registered kind of check.
@@ -57,8 +71,9 @@ class ProbeKind:
             so the scheduler need not arm a second timer around it.
         default_port: the port a check of this kind uses when it sets none;
             None: ``port`` is required.
-        transport: what the probe speaks underneath: "tcp" (the kinds a proxy
-            can carry), "udp", or "icmp" (a host without a port).
+        transport: what the probe speaks underneath: "tcp", "udp", or "icmp"
+            (a host without a port). Every "tcp" kind takes a ``proxy`` key:
+            its options reader is wrapped with :func:`with_proxy`.
     """
 
     probe: ProbeFn
@@ -66,6 +81,11 @@ class ProbeKind:
     bounds_own_timeout: bool = False
     default_port: int | None = None
     transport: str = "tcp"
+
+    def __post_init__(self) -> None:
+        # Every kind that speaks over one TCP connection can go through a proxy.
+        if self.transport == "tcp":
+            object.__setattr__(self, "read_options", with_proxy(self.read_options))
 
     @property
     def has_port(self) -> bool:

@@ -11,6 +11,7 @@ message in ``detail``).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import socket
@@ -20,7 +21,15 @@ from dataclasses import dataclass, field
 import trio
 
 from agent import dns
-from agent.model import Observation, Outcome, Reason, Target
+from agent.checks.proxy import (
+    PROXY_ERROR,
+    PROXY_REFUSED,
+    ProxyFailure,
+    ProxySettings,
+    Tunnel,
+    proxy_target,
+)
+from agent.model import FactValue, Observation, Outcome, Reason, Target
 
 # RFC 8305 section 5 recommends 250 ms between connection attempts.
 HAPPY_EYEBALLS_DELAY_S = 0.25
@@ -101,8 +110,9 @@ class Connection:
         stream: the connected stream; the caller closes it.
         latency_ms: the TCP handshake time of the connection that won.
         dns_ms: the name resolution time, or None for an IP literal.
-        address: the IP address connected to.
+        address: the IP address connected to (the proxy's, through a proxy).
         deadline: the end of the check's total time budget, on trio's clock.
+        facts: what the connection itself tells (``proxy``: the proxy's URL).
     """
 
     stream: trio.SocketStream
@@ -110,6 +120,7 @@ class Connection:
     dns_ms: float | None
     address: str
     deadline: float
+    facts: dict[str, FactValue] = field(default_factory=dict)
 
 
 async def probe(target: Target, *, timeout: float) -> Observation:
@@ -119,6 +130,14 @@ async def probe(target: Target, *, timeout: float) -> Observation:
         An Observation; failure is a value here, never an exception.
     """
     deadline = trio.current_time() + timeout
+    if "proxy" in target.options:
+        connected = await open_connection(target, deadline, timeout=timeout)
+        if isinstance(connected, Observation):
+            return connected
+        connected.stream.socket.close()
+        return Observation(Outcome.OK, Reason.OPEN, latency_ms=connected.latency_ms,
+                           dns_ms=connected.dns_ms, address=connected.address,
+                           facts=connected.facts)
     raced = await _race(target, deadline)
     if isinstance(raced, Observation):
         return raced
@@ -134,7 +153,8 @@ async def open_connection(
     """Resolves and connects to ``target`` before ``deadline`` (happy eyeballs).
 
     Protocol probes start here so that every kind reports DNS, latency and address
-    the same way as the plain TCP check.
+    the same way as the plain TCP check. With a ``proxy`` option the connection
+    goes to the proxy and through its tunnel (:mod:`agent.checks.proxy`).
 
     Args:
         target: where to connect.
@@ -144,6 +164,9 @@ async def open_connection(
     Returns:
         The open connection (the caller closes it), or the failed Observation.
     """
+    settings = target.options.get("proxy")
+    if isinstance(settings, ProxySettings):
+        return await _open_through_proxy(target, settings, deadline, timeout)
     raced = await _race(target, deadline)
     if isinstance(raced, Observation):
         return raced
@@ -157,6 +180,52 @@ async def open_connection(
         address=race.winner[0],
         deadline=deadline,
     )
+
+
+async def _open_through_proxy(
+    target: Target, settings: ProxySettings, deadline: float, timeout: float
+) -> Connection | Observation:
+    """Connects to the proxy, then asks it for a tunnel to ``target``, by ``deadline``.
+
+    ``latency_ms`` is the whole proxied connect: the handshake with the proxy plus
+    the tunnel's set-up (the proxy's name resolution is ``dns_ms``, as for any target).
+    """
+    facts: dict[str, FactValue] = {"proxy": settings.url()}
+    reached = await open_connection(proxy_target(settings, target), deadline, timeout=timeout)
+    if isinstance(reached, Observation):
+        reason = PROXY_REFUSED if reached.reason == Reason.REFUSED else PROXY_ERROR
+        return dataclasses.replace(reached, reason=reason, detail=f"proxy {reached.detail}",
+                                   facts=facts)
+    tunnel = Tunnel(reached.stream, settings, target)
+    tunnel_started = trio.current_time()
+    failure: ProxyFailure | None = None
+    try:
+        with trio.move_on_at(deadline):
+            try:
+                await tunnel.open()
+            except ProxyFailure as exc:
+                failure = exc
+            else:
+                tunnel_ms = _ms(trio.current_time() - tunnel_started)
+                return Connection(
+                    reached.stream,
+                    latency_ms=round(reached.latency_ms + tunnel_ms, 3),
+                    dns_ms=reached.dns_ms, address=reached.address, deadline=deadline,
+                    facts=facts,
+                )
+    except BaseException:
+        reached.stream.socket.close()
+        raise
+    reached.stream.socket.close()
+    if failure is not None:
+        reason, detail = failure.reason, failure.detail
+    elif tunnel.asked_target:
+        reason, detail = Reason.TIMEOUT, (f"{tunnel.authority} via the proxy: no answer "
+                                          f"within {timeout:g}s")
+    else:
+        reason, detail = PROXY_ERROR, f"the proxy did not answer within {timeout:g}s"
+    return Observation(Outcome.FAILED, reason, dns_ms=reached.dns_ms, address=reached.address,
+                       detail=detail, facts=facts)
 
 
 async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] | Observation:

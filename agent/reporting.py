@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from agent import __version__
+from agent.common.network_path import path_data
 from agent.config import STATE_DIR_ENV_VAR, Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
 from agent.destinations import load_secret, load_signing_keys
@@ -79,9 +80,12 @@ def observation_data(result: Result) -> dict[str, Any]:
 
 
 def state_change_data(change: StateChange) -> dict[str, Any]:
-    """A state change's ``data`` object."""
-    return {"check": change.check, "previous": change.previous.value,
+    """A state change's ``data`` object (``path`` only when a trace was made)."""
+    data = {"check": change.check, "previous": change.previous.value,
             "current": change.current.value, "observation": observation_data(change.result)}
+    if change.path is not None:
+        data["path"] = path_data(change.path)
+    return data
 
 
 @dataclass(frozen=True, slots=True)

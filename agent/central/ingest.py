@@ -30,6 +30,7 @@ from typing import Any, Final
 from agent.central.config import CentralConfig
 from agent.central.incidents import Incidents
 from agent.central.storage import CheckRow, Storage
+from agent.common.network_path import describe_path, parse_path
 from agent.errors import SignatureError
 from agent.logs import get_logger
 from agent.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -112,6 +113,8 @@ class CheckReport:
     group: str | None = None
     host: str | None = None
     port: int | None = None
+    # A state change's path trace, in words ("path to ...: stopped after ..."), or None.
+    path: str | None = None
 
 
 def _heartbeat_check(item: object, where: str) -> CheckReport:
@@ -160,8 +163,14 @@ def parse_reports(kind: str, data: Mapping[str, Any]) -> tuple[float | None, lis
         report = _observation(_need(data, "observation", dict, "data"), "data.observation")
         if report.name != _need(data, "check", str, "data"):
             raise InvalidMessage("data.observation.check differs from data.check")
+        path = None
+        if data.get("path") is not None:
+            try:
+                path = describe_path(parse_path(data["path"]))
+            except ValueError as exc:
+                raise InvalidMessage(f"data.{exc}") from None
         return None, [CheckReport(report.name, current, report.reason, report.latency_ms,
-                                  report.at)]
+                                  report.at, path=path)]
     results = _need(data, "results", list, "data")
     return None, [_observation(item, f"data.results[{i}]") for i, item in enumerate(results)]
 
@@ -283,7 +292,8 @@ class Ingest:
         if previous != report.status:
             self.storage.add_state_change(agent, report.name, previous, report.status,
                                           report.at, now, msg_id)
-        self.incidents.check_status(agent, report.name, report.status, report.reason, now)
+        self.incidents.check_status(agent, report.name, report.status, report.reason, now,
+                                    path=report.path)
 
 
 _AGENT_FIELD: Final = re.compile(rb'"agent"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')

@@ -11,7 +11,7 @@ import trio
 
 from agent import config
 from agent.checks import PROBES
-from agent.checks.proxy import ProxySettings
+from agent.checks.proxy import ProxySettings, parse_proxy_url
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Target
 from agent.tables import Table
@@ -170,7 +170,7 @@ async def test_a_hostile_proxy_costs_a_bounded_time_and_memory(
         run = await run_probe_against(
             PROBES["tcp"].probe, nursery, server, timeout=0.5,
             make_target=lambda host, proxy_port: Target(
-                "127.0.0.1", port, options={"proxy": ProxySettings(scheme, host, proxy_port)}),
+                "127.0.0.1", port, options={"proxy": f"{scheme}://{host}:{proxy_port}"}),
         )
     assert run.observation.outcome is Outcome.FAILED, run.observation
     assert run.observation.reason in ("proxy_error", "timeout"), run.observation
@@ -187,8 +187,9 @@ def _parse(check: str) -> config.Config:
 def test_the_proxy_port_defaults_by_scheme() -> None:
     socks = _parse('{"kind": "ssh", "proxy": "socks5://bastion"}').checks[0]
     http = _parse('{"proxy": "http://proxy.internal"}').checks[0]
-    assert socks.options["proxy"] == ProxySettings("socks5", "bastion", 1080)
-    assert http.options["proxy"] == ProxySettings("http", "proxy.internal", 3128)
+    assert socks.options["proxy"] == "socks5://bastion:1080"
+    assert http.options["proxy"] == "http://proxy.internal:3128"
+    assert parse_proxy_url("socks5://bastion:1080") == ProxySettings("socks5", "bastion", 1080)
 
 
 @pytest.mark.parametrize(

@@ -52,8 +52,8 @@ def with_proxy(
 
     def read_options_and_proxy(table: Table) -> Mapping[str, object]:
         options = read_options(table)
-        settings = read_proxy(table)
-        return options if settings is None else {**options, "proxy": settings}
+        proxy_url = read_proxy(table)
+        return options if proxy_url is None else {**options, "proxy": proxy_url}
 
     return read_options_and_proxy
 

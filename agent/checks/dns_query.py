@@ -119,7 +119,9 @@ def read_options(table: Table) -> Mapping[str, object]:
                                   f"an {rdtype} answer is an IPv{6 if rdtype == 'AAAA' else 4} "
                                   f"address, got {value!r}")
         normalised.append(normalise(value, rdtype))
-    return {"question": Question(name.to_text(), rdtype, transport, tuple(normalised))}
+    # Kept under the file's own keys, so that ``config show`` writes them back as such.
+    return {"name": name.to_text(), "type": rdtype, "transport": transport,
+            "expect": tuple(normalised)}
 
 
 def _is_address(text: str) -> bool:
@@ -143,9 +145,12 @@ def normalise(text: str, rdtype: str) -> str:
 
 
 def _question(target: Target) -> Question:
-    question = target.options["question"]
-    assert isinstance(question, Question)
-    return question
+    options = target.options
+    name, rdtype, transport, expect = (options["name"], options["type"], options["transport"],
+                                       options["expect"])
+    assert isinstance(name, str) and isinstance(rdtype, str) and isinstance(transport, str)
+    assert isinstance(expect, tuple)
+    return Question(name, rdtype, transport, expect)
 
 
 def _make_query(question: Question) -> dns.message.Message:

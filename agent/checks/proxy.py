@@ -27,6 +27,7 @@ setting that is shown.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -90,25 +91,42 @@ class ProxyFailure(Exception):  # an outcome carried out of the handshake, not a
         self.detail = detail
 
 
-def read_proxy(table: Table) -> ProxySettings | None:
-    """The ``proxy`` key of a TCP-based check, or None when it is not set."""
+def read_proxy(table: Table) -> str | None:
+    """The ``proxy`` key of a TCP-based check, normalised, or None when it is not set.
+
+    The URL itself is kept (``config show`` writes it back as it is); the probe
+    reads it with :func:`parse_proxy_url`.
+    """
     written = table.optional_string("proxy")
     if written is None:
         return None
     try:
+        return parse_proxy_url(written).url()
+    except ValueError as exc:
+        raise table.error("proxy", str(exc)) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_proxy_url(written: str) -> ProxySettings:
+    """``socks5://host[:port]`` or ``http://host[:port]`` as settings (parsed once per URL).
+
+    Raises:
+        ValueError: with the one-line reason.
+    """
+    try:
         parts = urlsplit(written)
         port = parts.port
     except ValueError as exc:
-        raise table.error("proxy", f"not a proxy URL: {exc}") from None
+        raise ValueError(f"not a proxy URL: {exc}") from None
     if parts.scheme not in DEFAULT_PORTS:
-        raise table.error("proxy", f'must start with "socks5://" or "http://", got {written!r}')
+        raise ValueError(f'must start with "socks5://" or "http://", got {written!r}')
     if parts.username is not None or parts.password is not None:
-        raise table.error("proxy", "credentials in the proxy URL are not supported (they would "
-                          "be shown wherever the setting is)")
+        raise ValueError("credentials in the proxy URL are not supported (they would be "
+                         "shown wherever the setting is)")
     if not parts.hostname:
-        raise table.error("proxy", f"names no proxy host: {written!r}")
+        raise ValueError(f"names no proxy host: {written!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise table.error("proxy", f"must be scheme://host:port only, got {written!r}")
+        raise ValueError(f"must be scheme://host:port only, got {written!r}")
     return ProxySettings(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme])
 
 

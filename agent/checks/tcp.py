@@ -27,6 +27,7 @@ from agent.checks.proxy import (
     ProxyFailure,
     ProxySettings,
     Tunnel,
+    parse_proxy_url,
     proxy_target,
 )
 from agent.model import FactValue, Observation, Outcome, Reason, Target
@@ -164,8 +165,9 @@ async def open_connection(
     Returns:
         The open connection (the caller closes it), or the failed Observation.
     """
-    settings = target.options.get("proxy")
-    if isinstance(settings, ProxySettings):
+    proxy_url = target.options.get("proxy")
+    if isinstance(proxy_url, str):
+        settings = parse_proxy_url(proxy_url)
         return await _open_through_proxy(target, settings, deadline, timeout)
     raced = await _race(target, deadline)
     if isinstance(raced, Observation):

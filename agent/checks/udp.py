@@ -46,24 +46,35 @@ def read_options(table: Table) -> Mapping[str, object]:
         key = "send" if table.has("send") else "send_hex"
         raise table.error(key, f"at most {MAX_SEND} bytes fit a datagram, got {len(payload)}")
     pattern_text = table.optional_string("expect")
-    pattern = None
     if pattern_text is not None:
         try:
-            pattern = re.compile(pattern_text.encode("utf-8"), re.MULTILINE)
+            re.compile(pattern_text.encode("utf-8"), re.MULTILINE)
         except re.error as exc:
             raise table.error("expect", f"not a regular expression: {exc}") from None
     read_limit = table.integer("read_limit", DEFAULT_READ_LIMIT, minimum=1,
                                maximum=datagram.MAX_DATAGRAM)
-    return {"payload": payload, "pattern": pattern, "read_limit": read_limit}
+    # Kept as written, so that ``config show`` writes them back as such; the probe
+    # turns them into bytes and a pattern (re caches the compiled pattern).
+    key = "send" if table.has("send") else "send_hex"
+    return {key: table.raw[key], "expect": pattern_text, "read_limit": read_limit}
+
+
+def _payload(options: Mapping[str, object]) -> bytes:
+    send = options.get("send")
+    if isinstance(send, str):
+        return send.encode("utf-8")
+    send_hex = options["send_hex"]
+    assert isinstance(send_hex, str)
+    return bytes.fromhex(send_hex)
 
 
 async def probe(target: Target, *, timeout: float) -> Observation:
     """Sends ``send`` to the target and waits for a reply within ``timeout``."""
-    payload = target.options["payload"]
-    pattern = target.options["pattern"]
+    payload = _payload(target.options)
+    expect = target.options["expect"]
     read_limit = target.options["read_limit"]
-    assert isinstance(payload, bytes) and isinstance(read_limit, int)
-    assert pattern is None or isinstance(pattern, re.Pattern)
+    assert isinstance(read_limit, int) and (expect is None or isinstance(expect, str))
+    pattern = None if expect is None else re.compile(expect.encode("utf-8"), re.MULTILINE)
 
     async def dialogue(datagrams: datagram.Datagrams) -> Observation:
         started = trio.current_time()

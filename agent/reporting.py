@@ -217,9 +217,10 @@ class Reporting:
         self._send.send_nowait((msg_type, data))
 
     def _snapshot(self) -> list[CheckSnapshot]:
+        # An icmp check has no port (0 in its config): the heartbeat says null.
         return [
             CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
-                          host=tracker.check.host, port=tracker.check.port)
+                          host=tracker.check.host, port=tracker.check.port or None)
             for name, tracker in self.scheduler.trackers.items()
         ]
 

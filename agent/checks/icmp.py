@@ -122,8 +122,11 @@ class _Run:
         if not received:
             if self.error is not None:
                 return dataclasses.replace(self.error.observation(), facts=facts)
+            ignored = f" ({self.strays} replies not to these requests ignored)" \
+                if self.strays else ""
             return Observation(Outcome.FAILED, TIMEOUT, facts=facts,
-                               detail=f"no echo reply to {sent} requests within {timeout:g}s")
+                               detail=f"no echo reply to {sent} requests within "
+                               f"{timeout:g}s{ignored}")
         trips = [datagram.ms(seconds) for seconds in self.round_trips.values()]
         average = round(sum(trips) / len(trips), 3)
         facts.update(icmp_rtt_min_ms=min(trips), icmp_rtt_avg_ms=average,

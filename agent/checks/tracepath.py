@@ -181,11 +181,13 @@ class PathTracer:
         """The path to where the check's probe went, or None (rate limit, no address).
 
         The address is the one the probe used (the proxy's, through a proxy); without
-        one the target is resolved, within the trace's budget.
+        one the target is resolved. Resolution and trace together take at most
+        ``budget_s``.
         """
+        deadline = trio.current_time() + self.budget_s
         address = observation.address
         if address is None:
-            resolved = await resolve_target(target, trio.current_time() + self.budget_s)
+            resolved = await resolve_target(target, deadline)
             if isinstance(resolved, Observation) or not resolved[0]:
                 return None
             address = resolved[0][0][1][0]
@@ -197,4 +199,4 @@ class PathTracer:
         self._last[address] = now
         while len(self._last) > MAX_REMEMBERED:
             del self._last[next(iter(self._last))]
-        return await trace(address, budget_s=self.budget_s)
+        return await trace(address, budget_s=max(deadline - trio.current_time(), 0.0))

@@ -220,7 +220,7 @@ def _datagram_checks(ports: dict[str, int]) -> dict[str, dict[str, Any]]:
     """One check of each datagram kind against :class:`DatagramServices`, and a ping."""
     from agent.checks.icmp import sockets_allowed
 
-    common = {"host": "127.0.0.1", "group": "Demo", "interval": "10s"}
+    common = {"host": "127.0.0.1", "group": "Demo", "interval": "2s", "timeout": "1s"}
     checks: dict[str, dict[str, Any]] = {}
     if "dns" in ports:
         checks["demo-dns"] = {**common, "kind": "dns", "port": ports["dns"], "name": DEMO_NAME,

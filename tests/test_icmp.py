@@ -16,6 +16,7 @@ from agent.checks import icmp
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Status
 from agent.tracker import CheckTracker
+from tests.netutil import needs_ipv6
 from tests.support.netns import network_namespace, routed_path, run_in_namespace, sysctl
 
 ALL_GROUPS = "0 2147483647"
@@ -134,3 +135,12 @@ def test_an_icmp_check_has_no_port() -> None:
     with network_namespace("icmp-port") as namespace:
         sysctl(namespace, "net.ipv4.ping_group_range", ALL_GROUPS)
         assert run_in_namespace(namespace, load) == 0
+
+
+@needs_ipv6
+def test_icmpv6_echo_to_the_ipv6_loopback() -> None:
+    with network_namespace("icmp6") as namespace:
+        sysctl(namespace, "net.ipv4.ping_group_range", ALL_GROUPS)  # it covers ICMPv6 too
+        observation = ping(namespace, "::1", count=2)
+    assert (observation.outcome, observation.reason) == (Outcome.OK, "answered"), observation
+    assert (observation.address, observation.facts["icmp_received"]) == ("::1", 2)

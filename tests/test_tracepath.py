@@ -41,8 +41,9 @@ from agent.signing import Ed25519SigningKey
 from agent.tracker import CheckTracker
 from tests.central_support import running_central
 from tests.fakes import OPEN, REFUSED, ScriptedProbe, make_check
+from tests.netutil import needs_ipv6
 from tests.receiver import running_receiver
-from tests.support.netns import ip, routed_path, run_in_namespace
+from tests.support.netns import ip, network_namespace, routed_path, run_in_namespace
 
 # The trace's own budget, plus scheduling on a loaded machine.
 ALLOWANCE_S = 1.0
@@ -261,3 +262,10 @@ async def test_the_scheduler_traces_only_when_a_check_turns_down_and_before_it_s
     down_message = state_change_data(changes[1])
     assert describe_path(parse_path(down_message["path"])) == (
         "path to 10.0.0.5: stopped after 10.1.0.1, hop 1 (no answer beyond)")
+
+
+@needs_ipv6
+def test_an_ipv6_trace_reads_the_ipv6_error_queue() -> None:
+    with network_namespace("trace6") as namespace:
+        path, _ = trace_from(namespace, "::1")
+    assert (path.end, [(hop.hop, hop.address) for hop in path.hops]) == ("reached", [(1, "::1")])

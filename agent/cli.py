@@ -249,7 +249,8 @@ def _add_editing_commands(
     add = actions.add_parser("add", parents=[common, reload], help="add a check in a drop-in")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--host", required=True)
-    add.add_argument("--port", required=True)
+    add.add_argument("--port",
+                     help="required unless the kind has a default (dns, ntp) or none (icmp)")
     add.add_argument("--kind")
     for flag in ("--interval", "--timeout", "--degraded-after", "--failures-before-down",
                  "--family", "--group"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent import config
+from agent import cli, config
 from agent.checks import dns_query
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason
@@ -182,3 +182,14 @@ def test_a_config_file_with_a_dns_check_loads(tmp_path: Path) -> None:
                     'name = "www.test"\ntype = "A"\nexpect = ["10.0.0.1"]\n')
     check = config.load(path).checks[0]
     assert (check.kind, check.port) == ("dns", 53)
+
+
+def test_checks_add_takes_the_default_port_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    main = tmp_path / "agent.toml"
+    main.write_text('[agent]\nid = "x"\n')
+    added = cli.main(["checks", "add", "resolver", "--config", str(main), "--host", "127.0.0.1",
+                      "--kind", "dns", "--set", "name=www.test"])
+    assert added == 0
+    assert [(c.name, c.port) for c in config.load(main).checks] == [("resolver", 53)]
+    missing = cli.main(["checks", "add", "web", "--config", str(main), "--host", "127.0.0.1"])
+    assert missing == cli.EXIT_UNKNOWN

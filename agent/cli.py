@@ -182,6 +182,8 @@ def _check(path: Path, names: list[str], *, as_json: bool) -> int:
 
 
 def _target(check: config.CheckConfig) -> str:
+    if not check.port:  # an icmp check addresses a host, not a port
+        return check.host
     host = f"[{check.host}]" if ":" in check.host else check.host
     return f"{host}:{check.port}"
 

@@ -8,16 +8,23 @@ does not matter; the probe runs in a thread that entered the namespace.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from agent import config
+from agent import cli, config
 from agent.checks import icmp
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Status
 from agent.tracker import CheckTracker
 from tests.netutil import needs_ipv6
-from tests.support.netns import network_namespace, routed_path, run_in_namespace, sysctl
+from tests.support.netns import (
+    call_in_namespace,
+    network_namespace,
+    routed_path,
+    run_in_namespace,
+    sysctl,
+)
 
 ALL_GROUPS = "0 2147483647"
 
@@ -144,3 +151,16 @@ def test_icmpv6_echo_to_the_ipv6_loopback() -> None:
         observation = ping(namespace, "::1", count=2)
     assert (observation.outcome, observation.reason) == (Outcome.OK, "answered"), observation
     assert (observation.address, observation.facts["icmp_received"]) == ("::1", 2)
+
+
+def test_heartwire_check_shows_an_icmp_target_without_a_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[checks.gateway]\nkind = "icmp"\nhost = "127.0.0.1"\ntimeout = "1s"\n')
+    with network_namespace("icmp-cli") as namespace:
+        sysctl(namespace, "net.ipv4.ping_group_range", ALL_GROUPS)
+        code = call_in_namespace(namespace, lambda: cli.main(["check", "--config", str(path)]))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "127.0.0.1 " in out and "127.0.0.1:0" not in out

@@ -5,7 +5,7 @@ afterwards. :func:`run_in_namespace` runs an async function with ``trio.run`` in
 thread that has entered the namespace (``setns`` changes only the calling thread),
 so every socket the probe opens lives there, and sysctls read through /proc are
 the namespace's own: a test can set ``net.ipv4.ping_group_range`` without touching
-the machine's.
+the machine's. :func:`call_in_namespace` does the same for a plain function.
 
 :func:`routed_path` builds client — router — server with veth pairs, so that a
 path trace meets a real router and a link that can be cut.
@@ -67,8 +67,8 @@ def sysctl(namespace: str, key: str, value: str) -> None:
                    check=True)
 
 
-def run_in_namespace(namespace: str, function: Callable[[], Awaitable[T]]) -> T:
-    """``trio.run(function)`` in a thread inside ``namespace``; its result or exception."""
+def call_in_namespace(namespace: str, function: Callable[[], T]) -> T:
+    """``function()`` in a thread inside ``namespace``; its result or exception."""
     libc = ctypes.CDLL(None, use_errno=True)
     outcome: list[T] = []
     failure: list[BaseException] = []
@@ -82,7 +82,7 @@ def run_in_namespace(namespace: str, function: Callable[[], Awaitable[T]]) -> T:
                     raise OSError(code, f"setns: {os.strerror(code)}")
             finally:
                 os.close(fd)
-            outcome.append(trio.run(function))
+            outcome.append(function())
         except BaseException as exc:  # handed to the test's thread
             failure.append(exc)
 
@@ -94,6 +94,11 @@ def run_in_namespace(namespace: str, function: Callable[[], Awaitable[T]]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def run_in_namespace(namespace: str, function: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run(function)`` in a thread inside ``namespace``; its result or exception."""
+    return call_in_namespace(namespace, lambda: trio.run(function))
 
 
 @dataclass(frozen=True)

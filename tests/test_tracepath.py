@@ -104,6 +104,22 @@ async def test_the_tracer_traces_a_target_at_most_once_per_interval() -> None:
     assert other is not None and other.target == "127.0.0.2"  # resolved from the target
 
 
+async def test_checks_that_go_down_together_share_one_trace() -> None:
+    tracer = tracepath.PathTracer()
+    failed = Observation(Outcome.FAILED, Reason.REFUSED, address="127.0.0.1")
+    paths: list[NetworkPath | None] = []
+
+    async def one() -> None:
+        paths.append(await tracer.trace_for(Target("127.0.0.1", 1), failed))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(one)
+    assert len(paths) == 3 and paths[0] is not None
+    assert paths[1] is paths[0] and paths[2] is paths[0]
+    assert await tracer.trace_for(Target("127.0.0.1", 1), failed) is None  # then: rate limit
+
+
 def _schema_path_fields() -> tuple[set[str], set[str]]:
     text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     block = text[text.index("### JSON Schema"):]

@@ -165,8 +165,19 @@ async def _collect(sock: socket.socket, run: _Trace, max_hops: int) -> None:
 
 
 @dataclass
+class _InFlight:
+    """A trace in progress that other checks of the same address wait for."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    path: NetworkPath | None = None
+
+
+@dataclass
 class PathTracer:
     """Traces the path to a check's target when it goes down, at most so often.
+
+    Checks that go down together (every service of a host that died) share one
+    trace of their common address: those that ask while it runs get its path.
 
     Args:
         min_interval_s: the least time between two traces to one target.
@@ -176,6 +187,7 @@ class PathTracer:
     min_interval_s: float = MIN_INTERVAL_S
     budget_s: float = TRACE_BUDGET_S
     _last: dict[str, float] = field(default_factory=dict)
+    _in_flight: dict[str, _InFlight] = field(default_factory=dict)
 
     async def trace_for(self, target: Target, observation: Observation) -> NetworkPath | None:
         """The path to where the check's probe went, or None (rate limit, no address).
@@ -191,6 +203,11 @@ class PathTracer:
             if isinstance(resolved, Observation) or not resolved[0]:
                 return None
             address = resolved[0][0][1][0]
+        running = self._in_flight.get(address)
+        if running is not None:
+            with trio.move_on_at(deadline):
+                await running.done.wait()
+            return running.path
         now = trio.current_time()
         last = self._last.get(address)
         if last is not None and now - last < self.min_interval_s:
@@ -199,4 +216,11 @@ class PathTracer:
         self._last[address] = now
         while len(self._last) > MAX_REMEMBERED:
             del self._last[next(iter(self._last))]
-        return await trace(address, budget_s=max(deadline - trio.current_time(), 0.0))
+        in_flight = self._in_flight[address] = _InFlight()
+        try:
+            in_flight.path = await trace(address,
+                                         budget_s=max(deadline - trio.current_time(), 0.0))
+        finally:
+            del self._in_flight[address]
+            in_flight.done.set()
+        return in_flight.path

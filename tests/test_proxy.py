@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from agent import config
 from agent.checks import PROBES
@@ -15,6 +16,7 @@ from agent.checks.proxy import ProxySettings, parse_proxy_url
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Target
 from agent.tables import Table
+from tests.conftest import issue
 from tests.faults.hostile import (
     ALLOWANCE_S,
     HOSTILE_SERVERS,
@@ -23,6 +25,7 @@ from tests.faults.hostile import (
 )
 from tests.netutil import open_port, refused_port
 from tests.servers import Server, free_port, require, serve_reply, start
+from tests.test_tls import serve_tls
 
 StartProxy = Callable[..., Server]
 BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
@@ -218,3 +221,16 @@ def test_bad_proxy_settings_are_one_line_errors(check: str, message: str) -> Non
     with pytest.raises(ConfigError) as error:
         _parse(check)
     assert str(error.value) == message
+
+
+async def test_tls_through_an_http_proxy_verifies_the_targets_certificate(
+    start_tinyproxy: StartProxy, nursery: trio.Nursery, ca: trustme.CA, ca_file: Path
+) -> None:
+    """TLS runs end to end through the tunnel: the target's certificate, not the proxy's."""
+    proxy = start_tinyproxy()
+    port, _ = await serve_tls(nursery, issue(ca, days_valid=31, days_ago=1))
+    observation = await probe(f"http://127.0.0.1:{proxy.port}", "tls", port,
+                              ca_file=str(ca_file), server_name="localhost")
+    assert (observation.outcome, observation.reason) == (Outcome.OK, "answered"), observation
+    assert observation.facts["cert_days_left"] == pytest.approx(30, abs=0.1)
+    assert observation.facts["proxy"] == f"http://127.0.0.1:{proxy.port}"

@@ -27,7 +27,7 @@ from agent.destinations import (
 )
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
-from agent.tables import REQUIRED, Table, format_duration
+from agent.tables import Table, format_duration
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
 CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
@@ -308,27 +308,32 @@ def _check_literal_family(table: Table, host: str, family: str) -> None:
         raise table.error(key, f"host {host} is an IPv{version} address but family is {family!r}")
 
 
+def _read_port(table: Table, kind_name: str) -> int:
+    """The check's port: required, the kind's default (dns: 53), or 0 for icmp (none)."""
+    kind = PROBES[kind_name]
+    if not kind.has_port:
+        if table.has("port"):
+            raise table.error("port", f"{kind_name} checks have no port")
+        return 0
+    if kind.default_port is None:
+        return table.integer("port", minimum=1, maximum=65535)
+    return table.integer("port", kind.default_port, minimum=1, maximum=65535)
+
+
 def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     name = table.path.split(".", 1)[1]
     if not _NAME.match(name):
         raise table.error(None, f"check name {_NAME_RULE}, got {name!r}")
     kind_name = table.choice("kind", sorted(PROBES), "tcp")
-    kind = PROBES[kind_name]
     host = table.nonempty_string("host")
     if any(char.isspace() for char in host):
         raise table.error("host", f"must not contain white space, got {host!r}")
-    if kind.has_port:
-        default_port = REQUIRED if kind.default_port is None else kind.default_port
-        port = table.integer("port", default_port, minimum=1, maximum=65535)
-    elif table.has("port"):
-        raise table.error("port", f"{kind_name} checks have no port")
-    else:
-        port = 0
+    port = _read_port(table, kind_name)
     timing = _read_timing(table, defaults)
     _check_literal_family(table, host.strip("[]"), timing.family)
     group = table.optional_string("group")
     tags = table.string_list("tags")
-    options = kind.read_options(table)
+    options = PROBES[kind_name].read_options(table)
     table.finish()
     return CheckConfig(
         name=name,

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
 
 from agent.central.config import load as load_central_config
-from agent.central.ingest import InvalidMessage, parse_reports
 from agent.checks import tracepath
 from agent.common.network_path import describe_path, parse_path, path_data
 from agent.model import (
@@ -39,7 +39,7 @@ from agent.reporting import state_change_data
 from agent.scheduler import Scheduler
 from agent.signing import Ed25519SigningKey
 from agent.tracker import CheckTracker
-from tests.central_support import running_central
+from tests.central_support import Messages, make_config, running_central, signed
 from tests.fakes import OPEN, REFUSED, ScriptedProbe, make_check
 from tests.netutil import needs_ipv6
 from tests.receiver import running_receiver
@@ -138,10 +138,18 @@ def test_the_path_on_the_wire_has_the_fields_the_protocol_doc_lists() -> None:
     assert parse_path(json.loads(json.dumps(data))) == path
 
 
-def _state_change(path: object) -> dict[str, Any]:
-    return {"check": "db", "previous": "up", "current": "down", "path": path,
-            "observation": {"check": "db", "status": "down", "reason": "timeout",
-                            "latency_ms": None, "at": "2026-01-01T00:00:01.000Z"}}
+def _state_change_with(path: object) -> dict[str, Any]:
+    message = Messages().state_change("db", "up", "down")
+    message["data"]["path"] = path
+    return message
+
+
+async def _ingest(tmp_path: Path, message: dict[str, Any]) -> tuple[httpx.Response, Any]:
+    async with running_central(make_config(tmp_path)) as (_, client):
+        headers, body = signed(message)
+        response = await client.post("/v1/ingest", content=body, headers=headers)
+        incidents = (await client.get("/api/v1/incidents")).json()["incidents"]
+    return response, incidents
 
 
 @pytest.mark.parametrize(
@@ -166,16 +174,25 @@ def _state_change(path: object) -> dict[str, Any]:
          "data.path.end must be one of reached, unreachable, no_answer, error"),
     ],
 )
-def test_the_receiver_rejects_a_malformed_path(path: object, message: str) -> None:
-    with pytest.raises(InvalidMessage) as error:
-        parse_reports("state_change", _state_change(path))
-    assert str(error.value) == message
+async def test_the_receiver_rejects_a_malformed_path(
+    tmp_path: Path, path: object, message: str
+) -> None:
+    response, incidents = await _ingest(tmp_path, _state_change_with(path))
+    assert response.status_code == 422
+    assert (response.json()["error"], response.json()["message"]) == ("invalid_message", message)
+    assert incidents == []
 
 
-def test_the_receiver_cuts_a_long_detail() -> None:
-    path = {"target": "10.0.0.5", "hops": [], "end": "unreachable", "detail": "x" * 10_000}
-    _, [report] = parse_reports("state_change", _state_change(path))
-    assert report.path == f"path to 10.0.0.5: no hop answered ({'x' * 200})"
+async def test_the_receiver_puts_the_path_in_the_incident_and_cuts_a_long_detail(
+    tmp_path: Path,
+) -> None:
+    path = {"target": "10.0.0.5", "hops": [{"hop": 1, "address": "10.1.0.1", "rtt_ms": 0.4}],
+            "end": "unreachable", "detail": "x" * 10_000}
+    response, incidents = await _ingest(tmp_path, _state_change_with(path))
+    assert response.status_code == 200, response.text
+    assert [incident["summary"] for incident in incidents] == [
+        f"dc1: check db is down (refused); path to 10.0.0.5: stopped after 10.1.0.1, hop 1 "
+        f"({'x' * 200})"]
 
 
 def test_agent_to_receiver_the_alert_says_where_the_path_stopped(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ count the queries that reached it.
 from __future__ import annotations
 
 import collections
+import socket
 from dataclasses import dataclass, field
 
 import dns.flags
@@ -16,8 +17,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import trio
-
-from tests.support.udp_server import serve_udp
 
 SERVFAIL = "servfail"
 
@@ -69,4 +68,10 @@ async def serve_dns(
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answers queries from ``zone`` until cancelled; reports the bound (host, port)."""
-    await serve_udp(zone.answer, host, port, task_status=task_status)
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind((host, port))
+        task_status.started(sock.getsockname())
+        while True:
+            wire, peer = await sock.recvfrom(65535)
+            await sock.sendto(zone.answer(wire), peer)

@@ -214,6 +214,8 @@ def _check(path: Path, names: list[str], *, as_json: bool) -> int:
 
 
 def _target(check: config.CheckConfig) -> str:
+    if not check.port:  # an icmp check addresses a host, not a port
+        return check.host
     host = f"[{check.host}]" if ":" in check.host else check.host
     return f"{host}:{check.port}"
 
@@ -282,7 +284,8 @@ def _add_editing_commands(
     add = actions.add_parser("add", parents=[common, reload], help="add a check in a drop-in")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--host", required=True)
-    add.add_argument("--port", required=True)
+    add.add_argument("--port",
+                     help="required unless the kind has a default (dns, ntp) or none (icmp)")
     add.add_argument("--kind")
     for flag in ("--interval", "--timeout", "--degraded-after", "--failures-before-down",
                  "--family", "--group"):

@@ -67,7 +67,7 @@ class CheckConfig:
     Attributes:
         name: the check's name (its key under ``[checks]``).
         host: hostname or IP literal to connect to.
-        port: TCP port.
+        port: TCP or UDP port (0 for kinds without one, such as icmp).
         kind: the probe kind ("tcp", ...).
         interval_s: time from one run's start to the next.
         timeout_s: total deadline of one run (always less than the interval).
@@ -332,6 +332,18 @@ def _check_literal_family(table: Table, host: str, family: str) -> None:
         raise table.error(key, f"host {host} is an IPv{version} address but family is {family!r}")
 
 
+def _read_port(table: Table, kind_name: str) -> int:
+    """The check's port: required, the kind's default (dns: 53), or 0 for icmp (none)."""
+    kind = PROBES[kind_name]
+    if not kind.has_port:
+        if table.has("port"):
+            raise table.error("port", f"{kind_name} checks have no port")
+        return 0
+    if kind.default_port is None:
+        return table.integer("port", minimum=1, maximum=65535)
+    return table.integer("port", kind.default_port, minimum=1, maximum=65535)
+
+
 def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     name = table.path.split(".", 1)[1]
     if not is_valid_name(name):
@@ -342,7 +354,7 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         raise table.error("host", f"must not contain white space, got {host!r}")
     if not host.isprintable():  # DEL, ESC, bidi overrides: never a host, often a trick
         raise table.error("host", f"must not contain control characters, got {host!r}")
-    port = table.integer("port", minimum=1, maximum=65535)
+    port = _read_port(table, kind_name)
     timing = _read_timing(table, defaults)
     _check_literal_family(table, host.strip("[]"), timing.family)
     group = table.optional_string("group")

@@ -23,6 +23,7 @@ from pathlib import Path
 import trio
 
 from agent import __version__, config, liveness, systemd
+from agent.checks.tracepath import PathTracer
 from agent.errors import ConfigError
 from agent.logs import get_logger, log_result
 from agent.model import Result, StateChange
@@ -59,6 +60,7 @@ class Daemon:
             max_concurrent=self.config.agent.max_concurrent_checks,
             on_result=self._on_result,
             wall_clock=wall_clock,
+            path_tracer=PathTracer(),
         )
         self._results_log = get_logger("checks")
         self.notifier = notifier if notifier is not None else systemd.Notifier.from_environ()

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import trio
 
+from agent.checks.tracepath import TRACE_BUDGET_S
 from agent.config import CheckConfig
 from agent.logs import get_logger
 from agent.model import Status
@@ -94,7 +95,8 @@ def scheduler_progress(
 
     The check with the shortest interval runs at least once per interval (its first
     run comes within one interval too), and every run ends within its timeout plus
-    the scheduler's overrun grace; a longer silence means the scheduler is stuck.
+    the scheduler's overrun grace (and a path trace when it turns down); a longer
+    silence means the scheduler is stuck.
 
     Args:
         scheduler: the running scheduler (its ``stats.runs``).
@@ -107,7 +109,9 @@ def scheduler_progress(
             return None
         shortest_interval_s = min(check.interval_s for check in checks)
         longest_timeout_s = max(check.timeout_s for check in checks)
-        return shortest_interval_s + longest_timeout_s + PROBE_OVERRUN_GRACE_S
+        # A run that turns its check down also traces the path, before it counts.
+        return (shortest_interval_s + longest_timeout_s + PROBE_OVERRUN_GRACE_S
+                + TRACE_BUDGET_S)
 
     return CounterProgress("scheduler runs", lambda: scheduler.stats.runs, allowed_idle_s)
 

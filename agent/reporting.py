@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from agent import __version__
+from agent.common.network_path import path_data
 from agent.common.redact import redact_url
 from agent.config import STATE_DIR_ENV_VAR, Config
 from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
@@ -84,9 +85,12 @@ def observation_data(result: Result) -> dict[str, Any]:
 
 
 def state_change_data(change: StateChange) -> dict[str, Any]:
-    """A state change's ``data`` object."""
-    return {"check": change.check, "previous": change.previous.value,
+    """A state change's ``data`` object (``path`` only when a trace was made)."""
+    data = {"check": change.check, "previous": change.previous.value,
             "current": change.current.value, "observation": observation_data(change.result)}
+    if change.path is not None:
+        data["path"] = path_data(change.path)
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +228,10 @@ class Reporting:
             log.debug("stopping: %s not stored", msg_type)
 
     def _snapshot(self) -> list[CheckSnapshot]:
+        # An icmp check has no port (0 in its config): the heartbeat says null.
         return [
             CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
-                          host=tracker.check.host, port=tracker.check.port)
+                          host=tracker.check.host, port=tracker.check.port or None)
             for name, tracker in self.scheduler.trackers.items()
         ]
 

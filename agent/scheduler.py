@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from agent.checks import PROBES, ProbeKind
+from agent.checks.tracepath import PathTracer
 from agent.config import CheckConfig
 from agent.model import Observation, Outcome, Reason, Result, StateChange
 from agent.slots import Slots
@@ -119,6 +120,8 @@ class Scheduler:
         wall_clock: seconds since the epoch, for result timestamps only.
         on_lag: called with each run's start lag (actual minus planned start, in
             seconds), for benchmarks and diagnostics.
+        path_tracer: traces the path to a check's target when it turns down (the
+            state change then carries it); None: no traces.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class Scheduler:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         on_lag: Callable[[float], None] | None = None,
+        path_tracer: PathTracer | None = None,
     ) -> None:
         self._checks = list(checks)
         self._limiter = Slots(max_concurrent)
@@ -139,6 +143,7 @@ class Scheduler:
         self._rng = rng or random.Random()
         self._wall_clock = wall_clock
         self._on_lag = on_lag
+        self._path_tracer = path_tracer
         self._tasks: dict[str, _CheckTask] = {}
         self._nursery: trio.Nursery | None = None
         self._wakeups = WakeupQueue()
@@ -224,6 +229,15 @@ class Scheduler:
                 self._on_lag(trio.current_time() - due)
             at = self._wall_clock()
             observation = await run_probe(task.check, self._probes)
+        path = None
+        if self._path_tracer is not None and task.tracker.turns_down(observation):
+            # Before observing: until the trace is done (a bounded few seconds, at
+            # most once per target in a while) the check keeps its previous status,
+            # so no heartbeat reports the outage before the state change that
+            # carries the path.
+            path = await self._path_tracer.trace_for(task.check.target(), observation)
         result, change = task.tracker.observe(observation, at)
+        if change is not None and path is not None:
+            change = replace(change, path=path)
         self.stats.runs += 1
         self._on_result(result, change)

@@ -63,6 +63,18 @@ class CheckTracker:
             change = StateChange(self.check.name, previous, self.status, result)
         return result, change
 
+    def turns_down(self, observation: Observation) -> bool:
+        """Whether :meth:`observe` would turn the check down with ``observation``.
+
+        Asked before observing, so that what is done about it (a path trace) happens
+        while the check still reports its previous status.
+        """
+        return (
+            observation.outcome is Outcome.FAILED
+            and self.status is not Status.DOWN
+            and self.consecutive_failures + 1 >= self.check.failures_before_down
+        )
+
     def _status_when_answered(self, observation: Observation) -> Status:
         if observation.outcome is Outcome.DEGRADED:
             return Status.DEGRADED

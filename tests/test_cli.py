@@ -208,7 +208,7 @@ def test_a_config_error_with_debug_still_exits_3_with_its_traceback(tmp_path: Pa
 @pytest.mark.parametrize(("argv", "message"), [
     (["checks"], "heartwire: checks: the following arguments are required: ACTION"),
     (["checks", "add", "web"],
-     "heartwire: checks add: the following arguments are required: --host, --port"),
+     "heartwire: checks add: the following arguments are required: --host"),
     (["frobnicate"], "heartwire: argument COMMAND: invalid choice: 'frobnicate'"),
     (["central", "agents"], "heartwire: central agents: the following arguments are required"),
 ])

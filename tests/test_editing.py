@@ -12,6 +12,7 @@ import pytest
 
 from agent import cli, config, editing
 from agent.atomic_files import locked_directory
+from agent.checks import PROBES
 from agent.errors import EditError
 from tests.config_dirs import snapshot, write_main
 from tests.netutil import open_port, refused_port
@@ -127,8 +128,8 @@ INVALID_ADDS = [
     (["--port", "80", "--family", "ipv6"],
      "checks.web.family: host 127.0.0.1 is an IPv4 address but family is 'ipv6'"),
     (["--port", "80", "--kind", "gopher"],
-     'checks.web.kind: must be one of "amqp", "expect", "http", "kafka", "mongodb", "mysql", '
-     '"postgres", "redis", "smtp", "ssh", "tcp", "tls", got \'gopher\''),
+     "checks.web.kind: must be one of "
+     + ", ".join(f'"{kind}"' for kind in sorted(PROBES)) + ", got 'gopher'"),
 ]
 
 

@@ -79,20 +79,26 @@ class Incidents:
     # -- checks -----------------------------------------------------------------
 
     def check_status(
-        self, agent: str, check: str, status: str, reason: str | None, now: float
+        self, agent: str, check: str, status: str, reason: str | None, now: float,
+        *, path: str | None = None,
     ) -> None:
-        """Applies a check's reported status to its incidents."""
+        """Applies a check's reported status to its incidents.
+
+        ``path`` (the agent's path trace in words) goes into a new incident's summary,
+        and with it into the alert text.
+        """
         if status == "unknown":
             return
         if self._alerting(status):
-            self._open_check_incident(agent, check, status, reason, now)
+            self._open_check_incident(agent, check, status, reason, now, path)
         else:
             resolved = self.storage.resolve_incident(CHECK_DOWN, agent, check, now)
             if resolved is not None and resolved.notified:
                 self._notify(resolved, RESOLVE, now)
 
     def _open_check_incident(
-        self, agent: str, check: str, status: str, reason: str | None, now: float
+        self, agent: str, check: str, status: str, reason: str | None, now: float,
+        path: str | None = None,
     ) -> None:
         if self.storage.open_incident_for(CHECK_DOWN, agent, check) is not None:
             return
@@ -101,8 +107,10 @@ class Incidents:
         flapping = self.storage.open_incident_for(CHECK_FLAPPING, agent, check)
         starts_flapping = flapping is None and recent >= self.config.flap_threshold
         because = f" ({reason})" if reason else ""
+        route = f"; {path}" if path else ""
         incident = self.storage.open_incident(
-            CHECK_DOWN, agent, check, status, f"{agent}: check {check} is {status}{because}", now,
+            CHECK_DOWN, agent, check, status,
+            f"{agent}: check {check} is {status}{because}{route}", now,
             notified=flapping is None and not starts_flapping,
         )
         if incident is None:

@@ -217,7 +217,8 @@ class Ingest:
         if previous != report.status:
             self.storage.add_state_change(agent, report.name, previous, report.status,
                                           report.at, now, msg_id)
-        self.incidents.check_status(agent, report.name, report.status, report.reason, now)
+        self.incidents.check_status(agent, report.name, report.status, report.reason, now,
+                                    path=report.path)
 
 
 _AGENT_FIELD: Final = re.compile(rb'"agent"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')

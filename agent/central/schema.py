@@ -42,6 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from agent.common.network_path import describe_path, parse_path
+
 STATUSES: Final = ("unknown", "up", "degraded", "down")
 MESSAGE_TYPES: Final = ("heartbeat", "state_change", "results")
 
@@ -156,6 +158,8 @@ class CheckReport:
     group: str | None = None
     host: str | None = None
     port: int | None = None
+    # A state change's path trace, in words ("path to ...: stopped after ..."), or None.
+    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +343,14 @@ def _state_change(data: _Fields) -> CheckReport:
     report = _observation(data.mapping["observation"], "data.observation")
     if report.name != check:
         raise InvalidMessage("data.observation.check differs from data.check")
-    return CheckReport(report.name, current, report.reason, report.latency_ms, report.at)
+    path = None
+    if data.mapping.get("path") is not None:
+        try:
+            path = describe_path(parse_path(data.mapping["path"]))
+        except ValueError as exc:
+            raise InvalidMessage(f"data.{exc}") from None
+    return CheckReport(report.name, current, report.reason, report.latency_ms, report.at,
+                       path=path)
 
 
 def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECKS) -> Message:

@@ -25,7 +25,7 @@ import trio
 
 from agent.central.config import AgentSettings, CentralConfig
 from agent.central.server import Central
-from agent.signing import Ed25519SigningKey
+from agent.common.signing import Ed25519SigningKey
 from tests.central_support import BASE_TIME, Messages, check_item, signed
 
 AGENTS = 50

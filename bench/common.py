@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.delivery import Deliverer
+    from agent.outbound.delivery import Deliverer
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -286,7 +286,7 @@ async def time_until_delivered(deliverer: Deliverer, count: int) -> float:
     """
     import trio
 
-    from agent.delivery import Delivery
+    from agent.outbound.delivery import Delivery
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:

@@ -1,7 +1,7 @@
 """Agent worker: the agent as ``heartwire run`` runs it, N TCP checks every interval.
 
 The config is a real ``agent.toml`` (N ``[checks.*]`` tables and one native
-destination), loaded by the same :class:`~agent.daemon.Daemon` that ``heartwire
+destination), loaded by the same :class:`~agent.service.daemon.Daemon` that ``heartwire
 run`` builds, with its logging set up the same way: scheduler, trackers, result
 logging, reporting, outbox and delivery all run, as they do for a user.
 
@@ -30,11 +30,11 @@ from typing import Any
 import tomli_w
 import trio
 
-from agent import logs
-from agent.daemon import Daemon
-from agent.keyfiles import write_private_file
+from agent.common import logs
+from agent.common.keyfiles import write_private_file
+from agent.common.signing import Ed25519SigningKey
 from agent.model import Status
-from agent.signing import Ed25519SigningKey
+from agent.service.daemon import Daemon
 from bench.common import (
     WINDOW_STARTED,
     cpu_seconds,

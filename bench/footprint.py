@@ -15,9 +15,9 @@ from typing import Any
 
 import trio
 
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Outcome, Result, StateChange
-from agent.scheduler import Scheduler
+from agent.schedule.scheduler import Scheduler
 from bench.common import cpu_seconds, percentile, rss_kib, worker_options
 
 

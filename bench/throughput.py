@@ -19,10 +19,10 @@ from typing import Any
 
 import trio
 
-from agent.config import CheckConfig
-from agent.dns import default_resolver
+from agent.checks.resolver import default_resolver
+from agent.config.loader import CheckConfig
 from agent.model import Outcome, Result, StateChange
-from agent.scheduler import Scheduler
+from agent.schedule.scheduler import Scheduler
 from bench.common import cpu_seconds, percentile
 
 # The paced raw loop starts its checks on the scheduler's start grid (50 ms), so

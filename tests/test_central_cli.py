@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import EXIT_OK, EXIT_UNKNOWN, main
-from agent.signing import Ed25519SigningKey
+from agent.cli.main import EXIT_OK, EXIT_UNKNOWN, main
+from agent.common.signing import Ed25519SigningKey
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from agent.central.demo import Service
-from agent.signing import Ed25519SigningKey
+from agent.common.signing import Ed25519SigningKey
 from tests.receiver import Receiver, running_receiver
 
 HEARTBEAT_INTERVAL_S = 2.0

@@ -38,7 +38,7 @@ async def test_the_store_is_closed_after_shutdown(tmp_path: Path) -> None:
 async def test_sighup_reload_registers_agents_added_meanwhile(tmp_path: Path) -> None:
     from agent.central import config as central_config
     from agent.central.server import Central
-    from agent.cli import main
+    from agent.cli.main import main
     from tests.central_support import AGENT_KEY, BASE_TIME, Messages, signed
 
     path = tmp_path / "central.toml"

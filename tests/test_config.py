@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
+from agent.config import loader as config
 from agent.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

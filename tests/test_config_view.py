@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, config
-from agent.config_view import REDACTED, is_secret_key, redact_table, redact_text, to_plain
-from agent.signing import Ed25519SigningKey
+from agent.cli import main as cli
+from agent.common.signing import Ed25519SigningKey
+from agent.config import loader as config
+from agent.config.view import REDACTED, is_secret_key, redact_table, redact_text, to_plain
 from tests.config_dirs import write_main
 from tests.test_example_config import EXAMPLE, uncommented_example
 

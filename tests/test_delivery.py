@@ -17,13 +17,13 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import delivery
 from agent.common.backoff import backoff_delay
-from agent.delivery import Deliverer
-from agent.destinations import DestinationConfig
-from agent.signing import Ed25519SigningKey, WebhookAuth
-from agent.sinks import Answer, Sink, make_sink
-from agent.spool import HEARTBEAT, STATE_CHANGE, AsyncOutbox, OutboxMessage, open_outbox
+from agent.common.signing import Ed25519SigningKey, WebhookAuth
+from agent.config.destinations import DestinationConfig
+from agent.outbound import delivery
+from agent.outbound.delivery import Deliverer
+from agent.outbound.sinks import Answer, Sink, make_sink
+from agent.outbound.spool import HEARTBEAT, STATE_CHANGE, AsyncOutbox, OutboxMessage, open_outbox
 from tests.hostile.broken_http import CATALOGUE, BrokenDestination, start_broken_destination
 from tests.receiver import Recorded, free_port, running_receiver
 

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from agent.dns import (
+from agent.checks.resolver import (
     MAX_TTL_S,
     OTHER_FAMILY_GRACE_S,
     RESOLV_CONF_RECHECK_S,

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, config, editing
-from agent.atomic_files import locked_directory
 from agent.checks import PROBES
+from agent.cli import main as cli
+from agent.common.atomic_files import locked_directory
+from agent.config import editing
+from agent.config import loader as config
 from agent.errors import EditError
 from tests.config_dirs import snapshot, write_main
 from tests.netutil import open_port, refused_port

@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from agent import config
+from agent.config import loader as config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "agent.example.toml"
 # A commented-out table header or key = value line of the destinations section.

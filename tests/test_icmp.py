@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, config
 from agent.checks import icmp
+from agent.cli import main as cli
+from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Status
-from agent.tracker import CheckTracker
+from agent.schedule.tracker import CheckTracker
 from tests.netutil import needs_ipv6
 from tests.support.netns import (
     call_in_namespace,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, signing
+from agent.cli import main as cli
+from agent.common import signing
+from agent.common.keyfiles import SecretSource, read_private_file, read_secret, write_private_file
 from agent.errors import SecretFileError
-from agent.keyfiles import SecretSource, read_private_file, read_secret, write_private_file
 
 KEY = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
 

@@ -8,13 +8,13 @@ import random
 import pytest
 import trio
 
-from agent import liveness
 from agent.checks import PROBES, ProbeKind
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Reason, Status, Target
-from agent.scheduler import Scheduler
-from agent.systemd import Notifier
-from agent.tracker import CheckTracker
+from agent.schedule.scheduler import Scheduler
+from agent.schedule.tracker import CheckTracker
+from agent.service import liveness
+from agent.service.systemd import Notifier
 
 
 class RecordingNotifier(Notifier):

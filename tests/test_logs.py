@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import logs, systemd
+from agent.common import logs
+from agent.service import systemd
 from tests.test_systemd import parse_journal
 
 HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x00host\x9b31m\nFAKE line\r\u202egnp.exe\u2028end\x7f"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent import config
 from agent.checks import ntp
+from agent.config import loader as config
 from agent.model import Observation, Outcome
 from tests.servers import Server, free_port, require, start, target
 from tests.support.ntp_server import NtpBehaviour, serve_ntp

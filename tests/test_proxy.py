@@ -10,12 +10,12 @@ import pytest
 import trio
 import trustme
 
-from agent import config
 from agent.checks import PROBES
 from agent.checks.proxy import ProxySettings, parse_proxy_url
+from agent.common.tables import Table
+from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Target
-from agent.tables import Table
 from tests.conftest import issue
 from tests.faults.hostile import (
     ALLOWANCE_S,

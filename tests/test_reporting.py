@@ -13,16 +13,16 @@ import pytest
 import trio
 import trio.testing
 
-from agent import config
 from agent.checks import ProbeKind
-from agent.daemon import Daemon
-from agent.delivery import Deliverer, Delivery
+from agent.common.signing import Ed25519SigningKey, WebhookAuth, verify
+from agent.config import loader as config
 from agent.model import Observation, Outcome, Reason, Target
-from agent.reporting import Reporting, open_reporting
-from agent.scheduler import Scheduler
-from agent.signing import Ed25519SigningKey, WebhookAuth, verify
-from agent.sinks import make_sink
-from agent.spool import AsyncOutbox, open_outbox
+from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.reporting import Reporting, open_reporting
+from agent.outbound.sinks import make_sink
+from agent.outbound.spool import AsyncOutbox, open_outbox
+from agent.schedule.scheduler import Scheduler
+from agent.service.daemon import Daemon
 from tests.receiver import running_receiver
 
 KEY = Ed25519SigningKey.generate()
@@ -168,8 +168,8 @@ def _schema() -> dict[str, Any]:
 
 def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     from agent.model import Result, StateChange, Status
-    from agent.reporting import CheckSnapshot, heartbeat_data, state_change_data
-    from agent.spool import OutboxDepth
+    from agent.outbound.reporting import CheckSnapshot, heartbeat_data, state_change_data
+    from agent.outbound.spool import OutboxDepth
 
     schema = _schema()["$defs"]
     result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
@@ -206,7 +206,7 @@ async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path:
 
 async def test_a_large_batch_of_results_is_split_into_bounded_messages(tmp_path: Path) -> None:
     from agent.model import Result, Status
-    from agent.reporting import RESULTS_PER_MESSAGE
+    from agent.outbound.reporting import RESULTS_PER_MESSAGE
 
     loaded = _config()
     outbox, reporting = _offline_reporting(tmp_path, loaded, max_messages=1000,

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent import cli
-from agent.signing import Ed25519SigningKey, verify
+from agent.cli import main as cli
+from agent.common.signing import Ed25519SigningKey, verify
 from tests.certs import make_pki
 from tests.receiver import free_port, running_receiver
 from tests.test_central_e2e import running

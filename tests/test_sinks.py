@@ -15,11 +15,11 @@ import httpx
 import pytest
 import trio
 
-from agent.delivery import Deliverer, Delivery
-from agent.destinations import DestinationConfig, secrets_of
-from agent.keyfiles import SecretSource
-from agent.sinks import Answer, make_sink
-from agent.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.common.keyfiles import SecretSource
+from agent.config.destinations import DestinationConfig, secrets_of
+from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.sinks import Answer, make_sink
+from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
 from tests.receiver import Recorded, running_receiver
 from tests.saas import Service, running_service
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent.spool import (
+from agent.outbound.spool import (
     HEARTBEAT,
     RESULTS,
     STATE_CHANGE,
@@ -168,7 +168,7 @@ def test_rejections_are_counted_for_the_next_heartbeat(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from agent.spool import open_outbox
+    from agent.outbound.spool import open_outbox
     box = open_outbox(Path(sys.argv[1]), agent_id="w", destinations=["a"],
                       max_messages=10**6, max_bytes=10**9)
     n = 0

@@ -17,9 +17,9 @@ import pytest
 import trio
 import trio.lowlevel
 
-from agent import systemd
-from agent.logs import log_result
+from agent.common.logs import log_result
 from agent.model import Observation, Outcome, Reason, Result, StateChange, Status
+from agent.service import systemd
 
 
 @pytest.fixture

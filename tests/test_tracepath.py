@@ -24,6 +24,7 @@ import trio.testing
 from agent.central.config import load as load_central_config
 from agent.checks import tracepath
 from agent.common.network_path import describe_path, parse_path, path_data
+from agent.common.signing import Ed25519SigningKey
 from agent.model import (
     Hop,
     NetworkPath,
@@ -35,10 +36,9 @@ from agent.model import (
     Status,
     Target,
 )
-from agent.reporting import state_change_data
-from agent.scheduler import Scheduler
-from agent.signing import Ed25519SigningKey
-from agent.tracker import CheckTracker
+from agent.outbound.reporting import state_change_data
+from agent.schedule.scheduler import Scheduler
+from agent.schedule.tracker import CheckTracker
 from tests.central_support import Messages, make_config, running_central, signed
 from tests.fakes import OPEN, REFUSED, ScriptedProbe, make_check
 from tests.netutil import needs_ipv6

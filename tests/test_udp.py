@@ -7,11 +7,11 @@ import json
 import pytest
 import trio
 
-from agent import config
 from agent.checks import udp
+from agent.common.tables import Table
+from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Observation, Outcome, Reason, Target
-from agent.tables import Table
 from tests.servers import free_port, target
 from tests.support.udp_server import serve_udp
 

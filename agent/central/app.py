@@ -37,7 +37,7 @@ import trio
 
 from agent.central.ingest import Answer, Ingest
 from agent.central.views import MAX_API_CHECKS, Views
-from agent.logs import get_logger
+from agent.common.logs import get_logger
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,4 +1,4 @@
-"""``heartwire central ...``: the receiver's commands (wired into agent/cli.py).
+"""``heartwire central ...``: the receiver's commands (wired into agent/cli/main.py).
 
     heartwire central [--config PATH]              run the receiver
     heartwire central validate [--config PATH]     check the config and exit
@@ -18,13 +18,13 @@ import tomli_w
 import trio
 
 from agent.central import config as central_config
+from agent.common.keyfiles import read_private_file
 from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.signing import PUBLIC_KEY_PREFIX, read_verify_key
 from agent.common.stdout import emit
+from agent.common.tables import parse_duration
 from agent.common.wording import counted
 from agent.errors import ConfigError, HeartwireError, UsageError
-from agent.keyfiles import read_private_file
-from agent.signing import PUBLIC_KEY_PREFIX, read_verify_key
-from agent.tables import parse_duration
 
 EXIT_OK = 0
 

@@ -19,12 +19,12 @@ from typing import Final
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.central.schema import DEFAULT_MAX_CHECKS
 from agent.central.storage import Retention
+from agent.common.keyfiles import read_secret, read_sources
 from agent.common.names import NAME_RULE, is_valid_name
-from agent.config import read_toml
+from agent.common.signing import VerifyKey, read_verify_key
+from agent.common.tables import Table
+from agent.config.loader import read_toml
 from agent.errors import ConfigError, HeartwireError
-from agent.keyfiles import read_secret, read_sources
-from agent.signing import VerifyKey, read_verify_key
-from agent.tables import Table
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")
 AGENTS_DIR: Final = "agents.d"

@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 import tomli_w
 
-from agent.keyfiles import write_private_file
-from agent.signing import Ed25519SigningKey
+from agent.common.keyfiles import write_private_file
+from agent.common.signing import Ed25519SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "example-agent"

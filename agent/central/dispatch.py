@@ -27,7 +27,7 @@ import trio.lowlevel
 
 from agent.central.channels import Channel, ChannelError
 from agent.central.storage import Notification, Storage
-from agent.logs import get_logger
+from agent.common.logs import get_logger
 
 log = get_logger("central.dispatch")
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from agent.central.channels.base import RESOLVE, TRIGGER
 from agent.central.config import CentralConfig
 from agent.central.storage import Incident, Storage
-from agent.logs import get_logger
+from agent.common.logs import get_logger
 
 AGENT_SILENT = "agent_silent"
 CHECK_DOWN = "check_down"

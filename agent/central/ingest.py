@@ -44,9 +44,9 @@ from agent.central.schema import (
     validate,
 )
 from agent.central.storage import CheckRow, Storage
+from agent.common.logs import get_logger
+from agent.common.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from agent.errors import SignatureError
-from agent.logs import get_logger
-from agent.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 log = get_logger("central.ingest")
 

@@ -34,8 +34,8 @@ from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
 from agent.central.storage import Storage
 from agent.central.views import Views
+from agent.common.logs import get_logger
 from agent.errors import ConfigError
-from agent.logs import get_logger
 
 log = get_logger("central")
 

@@ -30,8 +30,8 @@ from agent.checks import (
     udp,
 )
 from agent.checks.proxy import read_proxy
+from agent.common.tables import Table
 from agent.model import Observation, Target
-from agent.tables import Table
 
 
 class ProbeFn(Protocol):

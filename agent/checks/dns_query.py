@@ -42,8 +42,8 @@ from agent.checks.exchange import (
     printable,
 )
 from agent.checks.tcp import open_connection
+from agent.common.tables import Table
 from agent.model import FactValue, Observation, Outcome, Target
-from agent.tables import Table
 
 if TYPE_CHECKING:
     import dns.message

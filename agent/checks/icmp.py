@@ -34,8 +34,8 @@ import trio
 
 from agent.checks import datagram
 from agent.checks.exchange import ANSWERED, TIMEOUT, ProbeFailure
+from agent.common.tables import Table
 from agent.model import FactValue, Observation, Outcome, Reason, Target
-from agent.tables import Table
 
 PACKET_LOSS = "packet_loss"
 DEFAULT_COUNT = 3

@@ -28,8 +28,8 @@ import trio
 
 from agent.checks import datagram
 from agent.checks.exchange import ANSWERED, UNEXPECTED_REPLY, ProbeFailure
+from agent.common.tables import Table
 from agent.model import FactValue, Observation, Outcome, Target
-from agent.tables import Table
 
 DEFAULT_PORT = 123
 UNSYNCHRONIZED = "unsynchronized"

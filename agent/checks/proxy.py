@@ -37,8 +37,8 @@ from urllib.parse import urlsplit
 
 import trio
 
+from agent.common.tables import Table
 from agent.model import Reason, Target
-from agent.tables import Table
 
 PROXY_REFUSED = "proxy_refused"
 PROXY_AUTH = "proxy_auth"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from agent import dns
+from agent.checks import resolver as dns
 from agent.checks.proxy import (
     PROXY_ERROR,
     PROXY_REFUSED,
@@ -257,7 +257,7 @@ async def resolve_target(
 
     Every kind resolves its target here, datagram kinds included.
 
-    Names go through the shared caching resolver (:mod:`agent.dns`), so ``dns_ms``
+    Names go through the shared caching resolver (:mod:`agent.checks.resolver`), so ``dns_ms``
     is what this check spent resolving: close to zero when the answer was cached.
     """
     literal = dns.literal_address(target.host)

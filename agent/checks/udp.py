@@ -21,8 +21,8 @@ import trio
 
 from agent.checks import datagram
 from agent.checks.exchange import ANSWERED, ProbeFailure, printable
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 NO_MATCH = "no_match"
 DEFAULT_READ_LIMIT = 1024

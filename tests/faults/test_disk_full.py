@@ -23,14 +23,13 @@ import pytest
 import trio
 import trio.testing
 
-from agent import config
-from agent import reporting as reporting_module
-from agent.delivery import Delivery
+from agent.config import loader as config
 from agent.errors import OutboxFullError
 from agent.model import Observation, Outcome, Reason, Result, Status
-from agent.reporting import Reporting
-from agent.scheduler import Scheduler
-from agent.spool import (
+from agent.outbound import reporting as reporting_module
+from agent.outbound.delivery import Delivery
+from agent.outbound.reporting import Reporting
+from agent.outbound.spool import (
     HEARTBEAT,
     RESULTS,
     STATE_CHANGE,
@@ -39,6 +38,7 @@ from agent.spool import (
     OutboxDepth,
     open_outbox,
 )
+from agent.schedule.scheduler import Scheduler
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,

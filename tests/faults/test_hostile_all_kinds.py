@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from agent.checks import PROBES
+from agent.common.tables import Table
 from agent.model import Observation, Target
-from agent.tables import Table
 from tests.faults.hostile import (
     ALLOWANCE_S,
     HOSTILE_SERVERS,

@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from agent.checks import PROBES
+from agent.common.tables import Table
 from agent.model import Outcome, Target
-from agent.tables import Table
 from tests.faults.hostile import ALLOWANCE_S, HOSTILE_SERVERS, MAX_PEAK_ALLOCATED, run_probe_against
 from tests.faults.hostile_udp import HOSTILE_UDP_SERVERS, run_datagram_probe_against
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from agent.spool import OUTBOX_FILE
+from agent.outbound.spool import OUTBOX_FILE
 from tests.faults.delivery_support import (
     RunningAgent,
     bodies,

@@ -26,8 +26,8 @@ from typing import Any
 
 import trio
 
-from agent.signing import Ed25519SigningKey
-from agent.spool import RESULTS
+from agent.common.signing import Ed25519SigningKey
+from agent.outbound.spool import RESULTS
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,

@@ -20,8 +20,8 @@ import httpx
 
 from agent.central.channels.base import ChannelError, alert_text, dedup_key, optional_channel_secret
 from agent.central.storage import Notification
+from agent.common.tables import Table
 from agent.common.threads import run_abandoning_on_cancel
-from agent.tables import Table
 
 KIND = "email"
 SECURITY_MODES = ("starttls", "tls", "none")

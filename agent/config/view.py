@@ -4,8 +4,8 @@
 in, secrets redacted. The default form is TOML in the config file's own terms
 (``interval = "30s"``, a kind's own keys in the check's table), with each check's
 source file and line as a comment: exactly the keys the config readers know and the
-values they used (see :meth:`agent.tables.Table.effective`), so it is itself a valid
-config. The JSON form is the :class:`~agent.config.Config` dataclasses as they are
+values they used (see :meth:`agent.common.tables.Table.effective`), so it is itself a valid
+config. The JSON form is the :class:`~agent.config.loader.Config` dataclasses as they are
 (durations in seconds, ``interval_s``).
 
 Redaction is by key name, so that sections added later are covered without a list
@@ -38,11 +38,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import tomli_w
 
-from agent import config
 from agent.common.names import is_uuid
-from agent.destinations import DestinationConfig
-from agent.editing import CheckLocation
-from agent.tables import format_duration
+from agent.common.tables import format_duration
+from agent.config import loader as config
+from agent.config.destinations import DestinationConfig
+from agent.config.editing import CheckLocation
 
 REDACTED = "<redacted>"
 _SECRET_WORDS = frozenset({

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from agent.common.tables import Table
 from agent.errors import SecretFileError
-from agent.tables import Table
 
 CREDENTIALS_ENV_VAR: Final = "CREDENTIALS_DIRECTORY"
 SOURCE_KINDS: Final = ("file", "env", "credential")

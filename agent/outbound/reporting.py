@@ -32,20 +32,20 @@ from typing import Any
 import trio
 
 from agent import __version__
+from agent.common.logs import get_logger
 from agent.common.network_path import path_data
 from agent.common.redact import redact_url
-from agent.config import STATE_DIR_ENV_VAR, Config
-from agent.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
-from agent.destinations import load_secret, load_signing_keys, secrets_of
+from agent.common.signing import WebhookAuth
+from agent.config.destinations import load_secret, load_signing_keys, secrets_of
+from agent.config.loader import STATE_DIR_ENV_VAR, Config
 from agent.errors import ConfigError, OutboxFullError
-from agent.liveness import CounterProgress
-from agent.logs import get_logger
 from agent.model import Result, StateChange, Status
-from agent.scheduler import Scheduler
-from agent.signing import WebhookAuth
-from agent.sinks import make_sink
-from agent.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth, iso_time
-from agent.spool import open_outbox as open_outbox_file
+from agent.outbound.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
+from agent.outbound.sinks import make_sink
+from agent.outbound.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth, iso_time
+from agent.outbound.spool import open_outbox as open_outbox_file
+from agent.schedule.scheduler import Scheduler
+from agent.service.liveness import CounterProgress
 
 log = get_logger("reporting")
 

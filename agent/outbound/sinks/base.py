@@ -9,8 +9,8 @@ from typing import Any, Protocol
 import httpx
 
 from agent import __version__
-from agent.destinations import DestinationConfig
-from agent.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
+from agent.config.destinations import DestinationConfig
+from agent.outbound.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
 
 USER_AGENT = f"heartwire/{__version__}"
 

@@ -8,7 +8,7 @@ config stays.
 
 Under systemd (``Type=notify``) it reports READY=1 once every task has started,
 RELOADING=1/READY=1 around a reload, STOPPING=1 on the way out, a one-line STATUS=,
-and WATCHDOG=1 while its progress sources advance (see :mod:`agent.liveness`).
+and WATCHDOG=1 while its progress sources advance (see :mod:`agent.service.liveness`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ from pathlib import Path
 
 import trio
 
-from agent import __version__, config, liveness, systemd
+from agent import __version__
 from agent.checks.tracepath import PathTracer
+from agent.common.logs import get_logger, log_result
+from agent.config import loader as config
 from agent.errors import ConfigError
-from agent.logs import get_logger, log_result
 from agent.model import Result, StateChange
-from agent.pidfile import hold_pid_file, pid_file_path
-from agent.reporting import open_reporting
-from agent.scheduler import Scheduler
+from agent.outbound.reporting import open_reporting
+from agent.schedule.scheduler import Scheduler
+from agent.service import liveness, systemd
+from agent.service.pidfile import hold_pid_file, pid_file_path
 
 log = get_logger("daemon")
 

@@ -2,7 +2,7 @@
 
 A sink is pure translation: it turns a message into requests and judges whether a
 2xx response really recorded it. Sending, retries and cursors are the delivery
-loop's job (``agent/delivery.py``), the same for every sink.
+loop's job (``agent/outbound/delivery.py``), the same for every sink.
 
     native        the signed JSON protocol (docs/protocol.md)
     healthchecks  Healthchecks.io ping API (hosted or self-hosted)
@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from agent.destinations import DestinationConfig
-from agent.sinks.base import Answer, CheckStatus, Sink
-from agent.sinks.healthchecks import HealthchecksSink
-from agent.sinks.native import NativeSink
-from agent.sinks.pings import BetterStackSink, GatusSink, UptimeKumaSink
+from agent.config.destinations import DestinationConfig
+from agent.outbound.sinks.base import Answer, CheckStatus, Sink
+from agent.outbound.sinks.healthchecks import HealthchecksSink
+from agent.outbound.sinks.native import NativeSink
+from agent.outbound.sinks.pings import BetterStackSink, GatusSink, UptimeKumaSink
 
 SinkFactory = Callable[[DestinationConfig, str | None], Sink]
 

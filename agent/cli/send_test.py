@@ -24,13 +24,19 @@ import trio
 from agent import __version__
 from agent.common.connect_errors import describe
 from agent.common.redact import redact_text, redact_url
-from agent.config import Config
-from agent.delivery import judge, open_client, read_answer, ssl_context, with_client_timeouts
-from agent.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
+from agent.common.signing import WebhookAuth, new_message_id
+from agent.config.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
+from agent.config.loader import Config
 from agent.errors import DeliveryError, HeartwireError
-from agent.signing import WebhookAuth, new_message_id
-from agent.sinks import make_sink
-from agent.spool import HEARTBEAT, OutboxMessage, iso_time
+from agent.outbound.delivery import (
+    judge,
+    open_client,
+    read_answer,
+    ssl_context,
+    with_client_timeouts,
+)
+from agent.outbound.sinks import make_sink
+from agent.outbound.spool import HEARTBEAT, OutboxMessage, iso_time
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                     "all_proxy")

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.logs import EscapingFormatter, escape_control
+from agent.common.logs import EscapingFormatter, escape_control
 
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
@@ -226,7 +226,7 @@ def watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> flo
 
 # logging levels to syslog priorities (journalctl -p).
 _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
-# The ``extra`` fields agent.logs attaches to results, and the journal field for each.
+# The ``extra`` fields agent.common.logs attaches to results, and the journal field for each.
 STRUCTURED_FIELDS = {
     "check": "CHECK",
     "status": "STATUS",

@@ -63,9 +63,11 @@ import trio
 
 from agent.common.backoff import backoff_delay
 from agent.common.connect_errors import describe
+from agent.common.keyfiles import check_private
+from agent.common.logs import get_logger
 from agent.common.redact import redact_text
 from agent.common.retry_after import parse_retry_after
-from agent.destinations import DestinationConfig
+from agent.config.destinations import DestinationConfig
 from agent.errors import (
     ConfigError,
     OutboxFullError,
@@ -73,10 +75,8 @@ from agent.errors import (
     RetryableDeliveryError,
     SecretFileError,
 )
-from agent.keyfiles import check_private
-from agent.logs import get_logger
-from agent.sinks import Answer, Sink
-from agent.spool import AsyncOutbox, OutboxMessage
+from agent.outbound.sinks import Answer, Sink
+from agent.outbound.spool import AsyncOutbox, OutboxMessage
 
 log = get_logger("delivery")
 

@@ -22,12 +22,12 @@ from typing import Protocol
 import trio
 
 from agent.checks.tracepath import TRACE_BUDGET_S
-from agent.config import CheckConfig
-from agent.logs import get_logger
+from agent.common.logs import get_logger
+from agent.config.loader import CheckConfig
 from agent.model import Status
-from agent.scheduler import PROBE_OVERRUN_GRACE_S, Scheduler
-from agent.systemd import Notifier
-from agent.tracker import CheckTracker
+from agent.schedule.scheduler import PROBE_OVERRUN_GRACE_S, Scheduler
+from agent.schedule.tracker import CheckTracker
+from agent.service.systemd import Notifier
 
 log = get_logger("liveness")
 

@@ -21,9 +21,10 @@ from typing import NoReturn
 
 import trio
 
-from agent import __version__, config, logs
-from agent.common import stdout
+from agent import __version__
+from agent.common import logs, stdout
 from agent.common.wording import counted, one_line
+from agent.config import loader as config
 from agent.errors import HeartwireError, UsageError
 from agent.model import Result, Status
 
@@ -147,7 +148,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _validate(path: Path) -> int:
     loaded = config.load(path)
-    from agent.destinations import check_secrets
+    from agent.config.destinations import check_secrets
 
     check_secrets(loaded.destinations)
     stdout.emit(f"{path}: OK, {counted(len(loaded.checks), 'check')} "
@@ -156,7 +157,7 @@ def _validate(path: Path) -> int:
 
 
 def _send_test(path: Path) -> int:
-    from agent.sendtest import render, send_test
+    from agent.cli.send_test import render, send_test
 
     loaded = config.load(path)
     if not loaded.destinations:
@@ -167,8 +168,8 @@ def _send_test(path: Path) -> int:
 
 
 def _keygen(out: Path, *, overwrite: bool) -> int:
-    from agent.keyfiles import write_private_file
-    from agent.signing import Ed25519SigningKey
+    from agent.common.keyfiles import write_private_file
+    from agent.common.signing import Ed25519SigningKey
 
     key = Ed25519SigningKey.generate()
     write_private_file(out, key.to_text(), overwrite=overwrite)
@@ -179,7 +180,7 @@ def _keygen(out: Path, *, overwrite: bool) -> int:
 
 
 def _run(path: Path, *, state_dir: str | None = None) -> int:
-    from agent.daemon import Daemon
+    from agent.service.daemon import Daemon
 
     daemon = Daemon(path, state_dir=config.state_dir_override(state_dir))
     trio.run(daemon.run_with_pid_file)
@@ -187,7 +188,7 @@ def _run(path: Path, *, state_dir: str | None = None) -> int:
 
 
 def _check(path: Path, names: list[str], *, as_json: bool) -> int:
-    from agent.scheduler import run_all_once
+    from agent.schedule.scheduler import run_all_once
 
     loaded = config.load(path)
     checks = list(loaded.checks)
@@ -313,7 +314,8 @@ def _add_editing_commands(
 
 
 def _run_editing_command(path: Path, args: argparse.Namespace) -> int:
-    from agent import config_view, editing
+    from agent.config import editing
+    from agent.config import view as config_view
 
     if args.command == "config":
         loaded = config.load(path)
@@ -344,7 +346,7 @@ def _run_editing_command(path: Path, args: argparse.Namespace) -> int:
 
 def _added_settings(args: argparse.Namespace) -> dict[str, object]:
     """The new check's table from the ``checks add`` flags, in the order they are written."""
-    from agent.editing import parse_assignments, parse_value
+    from agent.config.editing import parse_assignments, parse_value
 
     settings: dict[str, object] = {} if args.kind is None else {"kind": args.kind}
     settings["host"] = args.host
@@ -363,8 +365,8 @@ def _added_settings(args: argparse.Namespace) -> dict[str, object]:
 
 def _reload_daemon(written: Path, state_dir: Path) -> str:
     from agent.errors import ReloadError
-    from agent.pidfile import PID_FILE_NAME, pid_file_path
-    from agent.reload import Reloader
+    from agent.service.pidfile import PID_FILE_NAME, pid_file_path
+    from agent.service.reload import Reloader
 
     pid_files = dict.fromkeys([pid_file_path(state_dir), state_dir / PID_FILE_NAME])
     try:

@@ -50,9 +50,9 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 import trio
 
+from agent.common.signing import new_message_id
 from agent.common.threads import run_abandoning_on_cancel
 from agent.errors import OutboxFullError
-from agent.signing import new_message_id
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
 

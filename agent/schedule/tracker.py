@@ -14,7 +14,7 @@ previous one, including the first status a check gets after start.
 
 from __future__ import annotations
 
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Result, StateChange, Status
 
 

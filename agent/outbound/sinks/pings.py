@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import httpx
 
-from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
+from agent.config.destinations import DestinationConfig
+from agent.outbound.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 _HEADERS = {"user-agent": USER_AGENT}
 KUMA_NO_MONITOR = "Monitor not found or not active."

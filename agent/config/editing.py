@@ -11,7 +11,7 @@ Every edit follows the same steps, under an exclusive lock of the config directo
 1. read the main file and every drop-in as they are now;
 2. build the documents as they would be after the edit, rendered to the exact
    bytes that would be written and read back;
-3. validate the whole would-be config with :func:`agent.config.parse`, the code the
+3. validate the whole would-be config with :func:`agent.config.loader.parse`, the code the
    daemon and ``heartwire validate`` run, so an edit that would make the config
    invalid fails with the same one-line error and writes nothing;
 4. write (or remove) the one drop-in, atomically.
@@ -29,8 +29,7 @@ from pathlib import Path
 
 import tomli_w
 
-from agent import config
-from agent.atomic_files import (
+from agent.common.atomic_files import (
     DEFAULT_LOCK_TIMEOUT_S,
     FileOwnership,
     locked_directory,
@@ -40,8 +39,9 @@ from agent.atomic_files import (
     write_atomically,
 )
 from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.tables import loads_bounded
+from agent.config import loader as config
 from agent.errors import ConfigError, EditError, UsageError
-from agent.tables import loads_bounded
 
 SECTION = "checks"
 DROPIN_PREFIX = "50-check-"
@@ -109,7 +109,7 @@ def parse_value(text: str) -> object:
     ``30s``, ``::1``) is taken as the string it reads as.
 
     Raises:
-        UsageError: for a value nested more than :data:`~agent.tables.MAX_NESTING` deep.
+        UsageError: for a value nested more than :data:`~agent.common.tables.MAX_NESTING` deep.
     """
     try:
         return loads_bounded(f"value = {text}")["value"]

@@ -1,6 +1,6 @@
 """Telling the running daemon to re-read its config (``--reload`` on the editing commands).
 
-First choice is the daemon's pid file (see :mod:`agent.pidfile`): a live daemon gets
+First choice is the daemon's pid file (see :mod:`agent.service.pidfile`): a live daemon gets
 SIGHUP. When there is none but systemd runs a ``heartwire`` service, the reload goes
 through ``systemctl reload heartwire`` (the unit's ``ExecReload`` sends the SIGHUP,
 and systemd knows the pid even when the pid file is in a runtime directory this
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ReloadError
-from agent.pidfile import running_daemon_pid
+from agent.service.pidfile import running_daemon_pid
 
 SERVICE_NAME = "heartwire"
 # Present only when systemd is the running init (sd_booted(3)).

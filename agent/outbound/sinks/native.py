@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 
-from agent.destinations import DestinationConfig
-from agent.signing import ID_HEADER
-from agent.sinks.base import USER_AGENT, Answer
-from agent.spool import HEARTBEAT, RESULTS, STATE_CHANGE, OutboxMessage
+from agent.common.signing import ID_HEADER
+from agent.config.destinations import DestinationConfig
+from agent.outbound.sinks.base import USER_AGENT, Answer
+from agent.outbound.spool import HEARTBEAT, RESULTS, STATE_CHANGE, OutboxMessage
 
 
 class NativeSink:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import httpx
 
 from agent.common.names import is_uuid
-from agent.destinations import DestinationConfig
-from agent.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
+from agent.config.destinations import DestinationConfig
+from agent.outbound.sinks.base import USER_AGENT, Answer, CheckStatus, PingSink
 
 RECORDED_BODIES = ("OK", "Created")
 UNKNOWN_CHECK_BODY = "OK (not found)"

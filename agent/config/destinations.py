@@ -17,12 +17,12 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
+from agent.common.keyfiles import SecretSource, read_secret, read_sources
 from agent.common.names import is_uuid
 from agent.common.redact import secrets_in_url
+from agent.common.signing import SigningKey, read_signing_key
+from agent.common.tables import Table
 from agent.errors import ConfigError, SecretFileError, SigningKeyError
-from agent.keyfiles import SecretSource, read_secret, read_sources
-from agent.signing import SigningKey, read_signing_key
-from agent.tables import Table
 
 KINDS: Final = ("native", "healthchecks", "uptime-kuma", "gatus", "betterstack")
 SEND_MODES: Final = ("changes", "all")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from agent.checks import PROBES
 from agent.common.names import NAME_RULE, is_valid_name
-from agent.destinations import (
+from agent.common.tables import Table, format_duration, loads_bounded
+from agent.config.destinations import (
     CentralSettings,
     DestinationConfig,
     read_central,
@@ -29,7 +30,6 @@ from agent.destinations import (
 )
 from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
-from agent.tables import Table, format_duration, loads_bounded
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
 CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"

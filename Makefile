@@ -51,7 +51,8 @@ deb:
 rpm:
 	packaging/build.sh rpm
 
-## package-check: what CI checks on the packages (installs and purges the .deb: root, throwaway machine)
+## package-check: what CI checks on the packages: builds them, runs lintian, and tests the
+## .debs in a Debian 12 booted with systemd-nspawn (root; needs debootstrap, systemd-container)
 package-check:
 	packaging/ci-check.sh
 
@@ -61,7 +62,8 @@ faults: $(BIN)/heartwire
 	HEARTWIRE_RUN_SLOW=1 $(BIN)/python -m pytest tests/faults
 
 ## bench: benchmarks beside their baselines and peers; writes bench/RESULTS.md (root;
-## installs iproute2, prometheus-blackbox-exporter and monitoring-plugins-basic if missing)
+## installs iproute2, prometheus-blackbox-exporter and monitoring-plugins-basic with apt
+## and py-spy with pip if missing; about 15 minutes)
 bench: $(BIN)/heartwire
 	$(BIN)/python -m bench --write bench/RESULTS.md
 

@@ -81,7 +81,7 @@ class SecretFileError(HeartwireError):
 class SignatureError(HeartwireError):
     """A message's Standard Webhooks signature does not verify.
 
-    Raised by :func:`agent.signing.verify` for a missing or malformed header, a
+    Raised by :func:`agent.common.signing.verify` for a missing or malformed header, a
     timestamp outside the tolerance window, or no signature matching a trusted key.
     A receiver answers it with 401 and must not process the message.
     """

@@ -112,10 +112,51 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class Hop:
+    """One step of a path trace.
+
+    Attributes:
+        hop: the probe's TTL (1 is the first router).
+        address: who answered that probe, or None when nobody did.
+        rtt_ms: the round trip of that answer, or None.
+    """
+
+    hop: int
+    address: str | None
+    rtt_ms: float | None
+
+
+# How a path trace ended (see agent/checks/tracepath.py).
+PATH_ENDS = ("reached", "unreachable", "no_answer", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPath:
+    """The route towards a target as a short trace saw it when the check went down.
+
+    Attributes:
+        target: the address traced.
+        hops: the hops from the first to the last one that answered (or the end).
+        end: "reached" (the target answered), "unreachable" (a router said so),
+            "no_answer" (nothing answered beyond the last hop) or "error".
+        detail: what the last answer said ("Network is unreachable"), or None.
+    """
+
+    target: str
+    hops: tuple[Hop, ...]
+    end: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StateChange:
-    """A check's status flipped; ``result`` is the observation that flipped it."""
+    """A check's status flipped; ``result`` is the observation that flipped it.
+
+    ``path`` is the route to the target, traced when the check turned down.
+    """
 
     check: str
     previous: Status
     current: Status
     result: Result
+    path: NetworkPath | None = None

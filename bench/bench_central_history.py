@@ -36,7 +36,7 @@ from agent.central.history import DAY, HOUR, floor_to
 from agent.central.history_store import HistoryStore
 from agent.central.server import Central
 from agent.central.storage import Storage
-from agent.signing import Ed25519SigningKey
+from agent.common.signing import Ed25519SigningKey
 from bench.bench_central_ingest import AGENTS, CHECKS, IngestRun, measure
 from tests.central_support import BASE_TIME
 

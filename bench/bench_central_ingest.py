@@ -26,7 +26,7 @@ import trio
 from agent.central.channels.base import rfc3339
 from agent.central.config import AgentSettings, CentralConfig, HistorySettings
 from agent.central.server import Central
-from agent.signing import Ed25519SigningKey
+from agent.common.signing import Ed25519SigningKey
 from tests.central_support import BASE_TIME, Messages, check_item, signed
 
 AGENTS = 50

@@ -25,13 +25,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import config
-from agent.delivery import Deliverer, Delivery
-from agent.reporting import Reporting
-from agent.scheduler import Scheduler
-from agent.signing import Ed25519SigningKey, WebhookAuth
-from agent.sinks import make_sink
-from agent.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.common.signing import Ed25519SigningKey, WebhookAuth
+from agent.config import loader as config
+from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.reporting import Reporting
+from agent.outbound.sinks import make_sink
+from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.schedule.scheduler import Scheduler
 from bench.common import time_until_delivered
 from tests.receiver import running_receiver
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from agent.spool import AsyncOutbox, open_outbox
+from agent.outbound.spool import AsyncOutbox, open_outbox
 
 
 def _report(label: str, samples: list[float]) -> None:

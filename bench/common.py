@@ -7,6 +7,7 @@ the host's own network stack, which other programs share.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -14,14 +15,15 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.delivery import Deliverer
+    from agent.outbound.delivery import Deliverer
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -104,14 +106,14 @@ def open_delayed_path(name: str, delay_ms: float) -> Iterator[DelayedPath]:
             line.wait(timeout=5)
 
 
-def in_netns(name: str, args: Sequence[str]) -> list[str]:
-    """``args`` run inside the namespace."""
-    return ["ip", "netns", "exec", name, *args]
+def in_netns(name: str | None, args: Sequence[str]) -> list[str]:
+    """``args`` run inside the namespace (None: in this process's own, for tests)."""
+    return ["ip", "netns", "exec", name, *args] if name is not None else list(args)
 
 
 @contextlib.contextmanager
 def open_listeners(
-    netns: str, *, dns: bool = False, addresses: Sequence[str] = tuple(LISTEN_ADDRESSES)
+    netns: str | None, *, dns: bool = False, addresses: Sequence[str] = tuple(LISTEN_ADDRESSES)
 ) -> Iterator[list[tuple[str, int]]]:
     """Accept-and-close listeners (and the bench DNS zone) in their own process."""
     args = [PYTHON, "-m", "bench.listeners"]
@@ -127,16 +129,52 @@ def open_listeners(
         bound = json.loads(process.stdout.readline())
         yield [(host, port) for host, port in bound]
     finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _close_by_stdin(process)
 
 
-def start_worker(netns: str, module: str, options: dict[str, Any]) -> subprocess.Popen[str]:
+def _close_by_stdin(process: subprocess.Popen[str]) -> None:
+    """Stops a helper process that serves until its stdin closes."""
+    assert process.stdin is not None
+    process.stdin.close()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+@dataclass
+class Receiver:
+    """A running :mod:`bench.receiver`: its URL, and what it weighed so far."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per request received: type, wire, body and gzipped bytes."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("stats\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def open_receiver(netns: str | None, address: str = "127.0.0.1") -> Iterator[Receiver]:
+    """A native destination that weighs each request, in its own process."""
+    process = subprocess.Popen(
+        in_netns(netns, [PYTHON, "-m", "bench.receiver", "--address", address]),
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        yield Receiver(json.loads(process.stdout.readline())["url"], process)
+    finally:
+        _close_by_stdin(process)
+
+
+def start_worker(netns: str | None, module: str, options: dict[str, Any]) -> subprocess.Popen[str]:
     """Starts ``python -m module --options JSON`` in the namespace."""
     args = [PYTHON, "-m", module, "--options", json.dumps(options)]
     return subprocess.Popen(
@@ -153,9 +191,55 @@ def finish_worker(process: subprocess.Popen[str], module: str) -> dict[str, Any]
     return json.loads(stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+# What a worker prints on a line of its own when its measured window begins.
+WINDOW_STARTED = "window started"
+
+
+def wait_for_window(
+    process: subprocess.Popen[str], module: str
+) -> Callable[[], dict[str, Any]]:
+    """Blocks until a worker's measured window began; returns how to await its result.
+
+    Its stderr is read meanwhile by a thread: a worker blocked on a full pipe (its
+    logs) would stall, and the stall would be measured.
+    """
+    assert process.stdout is not None and process.stderr is not None
+    stderr = process.stderr
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+    reader.start()
+
+    def finish() -> dict[str, Any]:
+        assert process.stdout is not None
+        rest = process.stdout.read()
+        process.wait(timeout=900)
+        reader.join(timeout=10)
+        process.stdout.close()
+        stderr.close()
+        if process.returncode != 0:
+            raise RuntimeError(f"{module} failed:\n{''.join(errors)}")
+        return json.loads(rest.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    for line in process.stdout:
+        if line.strip() == WINDOW_STARTED:
+            return finish
+    finish()
+    raise RuntimeError(f"{module} ended without starting its measured window")
+
+
 def run_worker(netns: str, module: str, options: dict[str, Any]) -> dict[str, Any]:
     """Runs a worker (see :func:`start_worker`) to the end; returns its JSON line."""
     return finish_worker(start_worker(netns, module, options), module)
+
+
+def worker_options() -> dict[str, Any]:
+    """A worker's ``--options`` JSON; pins the process to ``options["cpu"]`` if given."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--options", required=True)
+    options: dict[str, Any] = json.loads(parser.parse_args().options)
+    if "cpu" in options:
+        os.sched_setaffinity(0, {options["cpu"]})
+    return options
 
 
 def cpu_seconds() -> float:
@@ -177,6 +261,15 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def rss_kib() -> int:
+    """This process's resident set size now, in KiB (from /proc)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile (0 for no values)."""
     if not values:
@@ -193,7 +286,7 @@ async def time_until_delivered(deliverer: Deliverer, count: int) -> float:
     """
     import trio
 
-    from agent.delivery import Delivery
+    from agent.outbound.delivery import Delivery
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from agent import editing
+from agent.config import editing
 
 ROUNDS = 20
 

@@ -1,33 +1,24 @@
 """Footprint worker: 1,000 checks every 10 s, measured over 60 s.
 
 ``--options`` JSON keys: ``targets``, ``checks``, ``interval_s``, ``warmup_s``,
-``seconds`` (and ``mode``: "timer" for the baseline below). Prints one JSON line:
-CPU seconds and completed runs of the window, peak RSS, the RSS before the
-scheduler started (the interpreter with the agent imported: the baseline), and
-scheduling lag percentiles.
+``seconds`` (and ``mode``: "timer" for the baseline below; ``cpu``: pin to that
+CPU). Prints one JSON line: CPU seconds and completed runs of the window, peak
+RSS, the RSS before the scheduler started (the interpreter with the agent
+imported: the baseline), and scheduling lag percentiles.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 from typing import Any
 
 import trio
 
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Outcome, Result, StateChange
-from agent.scheduler import Scheduler
-from bench.common import cpu_seconds, percentile
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from agent.schedule.scheduler import Scheduler
+from bench.common import cpu_seconds, percentile, rss_kib, worker_options
 
 
 async def footprint(options: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +33,7 @@ async def footprint(options: dict[str, Any]) -> dict[str, Any]:
         )
         for index in range(options["checks"])
     ]
-    baseline_rss_kib = _rss_kib()
+    baseline_rss_kib = rss_kib()
     counts = {"completed": 0, "ok": 0}
     lags: list[float] = []
 
@@ -95,9 +86,7 @@ async def timer_baseline(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--options", required=True)
-    options = json.loads(parser.parse_args().options)
+    options = worker_options()
     run = timer_baseline if options.get("mode") == "timer" else footprint
     print(json.dumps(trio.run(run, options)))
 

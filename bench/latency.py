@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from agent.config import CheckConfig
-from agent.scheduler import run_all_once
+from agent.config.loader import CheckConfig
+from agent.schedule.scheduler import run_all_once
 
 
 async def agent_round(target: tuple[str, int], concurrency: int) -> list[float]:

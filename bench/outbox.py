@@ -40,11 +40,11 @@ import trio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent.delivery import Deliverer  # noqa: E402
-from agent.destinations import DestinationConfig  # noqa: E402
-from agent.signing import Ed25519SigningKey, WebhookAuth  # noqa: E402
-from agent.sinks import make_sink  # noqa: E402
-from agent.spool import (  # noqa: E402
+from agent.common.signing import Ed25519SigningKey, WebhookAuth  # noqa: E402
+from agent.config.destinations import DestinationConfig  # noqa: E402
+from agent.outbound.delivery import Deliverer  # noqa: E402
+from agent.outbound.sinks import make_sink  # noqa: E402
+from agent.outbound.spool import (  # noqa: E402
     RESULTS,
     STATE_CHANGE,
     AsyncOutbox,

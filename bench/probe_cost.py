@@ -26,8 +26,8 @@ import trio
 import trustme
 
 from agent.checks import redis, tcp, tls
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 DEFAULT_ROUNDS = 300
 

@@ -2,7 +2,8 @@
 
 ``--options`` JSON keys: ``mode`` ("agent" or "raw"), ``targets`` ([host, port]
 pairs), ``checks`` (agent: how many checks, each every second), ``concurrency``,
-``warmup_s`` and ``seconds``. Prints one JSON line: completed, ok, wall and CPU
+``rate`` (raw: checks per second, paced; absent: as fast as it can), ``warmup_s``
+and ``seconds``. Prints one JSON line: completed, ok, wall and CPU
 seconds of the measured window, and scheduling lag percentiles (agent).
 """
 
@@ -18,15 +19,26 @@ from typing import Any
 
 import trio
 
-from agent.config import CheckConfig
-from agent.dns import default_resolver
+from agent.checks.resolver import default_resolver
+from agent.config.loader import CheckConfig
 from agent.model import Outcome, Result, StateChange
-from agent.scheduler import Scheduler
+from agent.schedule.scheduler import Scheduler
 from bench.common import cpu_seconds, percentile
 
+# The paced raw loop starts its checks on the scheduler's start grid (50 ms), so
+# that it pays the same number of wakeups per second as the agent does.
+PACE_TICK_S = 0.05
 
-def raw_loop(targets: list[tuple[str, int]], concurrency: int, seconds: float) -> dict[str, Any]:
-    """The bound: non-blocking connect + close with ``selectors``, nothing else."""
+
+def raw_loop(
+    targets: list[tuple[str, int]], concurrency: int, seconds: float, rate: float | None = None
+) -> dict[str, Any]:
+    """The bound: non-blocking connect + close with ``selectors``, nothing else.
+
+    Unpaced (``rate`` None) it keeps ``concurrency`` connects in flight, as fast as
+    it can; paced, it starts ``rate * PACE_TICK_S`` connects every tick and sleeps
+    in between, the least a program doing ``rate`` checks a second must do.
+    """
     selector = selectors.DefaultSelector()
     completed = ok = 0
     next_target = 0
@@ -43,12 +55,24 @@ def raw_loop(targets: list[tuple[str, int]], concurrency: int, seconds: float) -
         else:
             sock.close()
 
-    for _ in range(concurrency):
-        start_one()
+    if rate is None:
+        for _ in range(concurrency):
+            start_one()
     cpu_start, wall_start = cpu_seconds(), time.monotonic()
     deadline = wall_start + seconds
+    next_tick, started = wall_start, 0.0
     while time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.5):
+        if rate is not None:
+            now = time.monotonic()
+            if now >= next_tick:
+                started += rate * PACE_TICK_S
+                while next_target < started:
+                    start_one()
+                next_tick += PACE_TICK_S
+            timeout = max(0.0, next_tick - time.monotonic())
+        else:
+            timeout = 0.5
+        for key, _ in selector.select(timeout=timeout):
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
             selector.unregister(sock)
@@ -56,7 +80,8 @@ def raw_loop(targets: list[tuple[str, int]], concurrency: int, seconds: float) -
                 ok += 1
             sock.close()
             completed += 1
-            start_one()
+            if rate is None:
+                start_one()
     wall = time.monotonic() - wall_start
     return {"completed": completed, "ok": ok, "wall_s": wall, "cpu_s": cpu_seconds() - cpu_start}
 
@@ -123,7 +148,8 @@ def main() -> None:
     options = json.loads(parser.parse_args().options)
     targets = [(host, port) for host, port in options["targets"]]
     if options["mode"] == "raw":
-        result = raw_loop(targets, options["concurrency"], options["seconds"])
+        result = raw_loop(targets, options["concurrency"], options["seconds"],
+                          options.get("rate"))
     else:
         result = trio.run(
             agent_run, targets, options["checks"], options["concurrency"],

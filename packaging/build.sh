@@ -14,7 +14,10 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
 kind=${1:?usage: packaging/build.sh deb|rpm}
-version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/__init__.py)
+# One version for both packages: the top entry of the packaging changelog (what
+# "dch -v" sets). The copy that is built gets it as agent.__version__ (which the
+# wheel's metadata reads), so "heartwire --version" tells the package's version.
+version=$(packaging/version.sh)
 stage=build/package
 tree=$stage/heartwire-$version
 
@@ -27,12 +30,16 @@ else
         --exclude=__pycache__ --exclude='.*_cache' -cf - . | tar -xf - -C "$tree"
 fi
 
+sed -i "s/^__version__ = .*/__version__ = \"$version\"/" "$tree/agent/__init__.py"
+
 case $kind in
 deb)
     cp -r packaging/debian "$tree/debian"
     (cd "$tree" && dpkg-buildpackage --build=binary --no-sign)
-    mv "$stage"/heartwire_"$version"_all.deb dist/
-    echo "built dist/heartwire_${version}_all.deb"
+    # heartwire and heartwire-central, named with the full Debian version.
+    debs=$(cd "$stage" && ls heartwire_*_all.deb heartwire-central_*_all.deb)
+    for deb in $debs; do mv "$stage/$deb" dist/; done
+    printf 'built dist/%s\n' $debs
     ;;
 rpm)
     topdir=$PWD/$stage/rpmbuild
@@ -41,8 +48,9 @@ rpm)
     # --nodeps: the BuildRequires name Fedora packages, which Debian's rpm
     # database does not know; the fallbacks in the spec stand in for them.
     rpmbuild -bb --nodeps --define "_topdir $topdir" --define "version $version" packaging/rpm/heartwire.spec
-    mv "$topdir"/RPMS/noarch/heartwire-"$version"-*.noarch.rpm dist/
-    ls dist/heartwire-"$version"-*.noarch.rpm
+    mv "$topdir"/RPMS/noarch/heartwire-"$version"-*.noarch.rpm \
+       "$topdir"/RPMS/noarch/heartwire-central-"$version"-*.noarch.rpm dist/
+    ls dist/heartwire-"$version"-*.noarch.rpm dist/heartwire-central-"$version"-*.noarch.rpm
     ;;
 *)
     echo "usage: packaging/build.sh deb|rpm" >&2

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.central.config import AgentSettings, CentralConfig
 from agent.central.server import Central
-from agent.signing import Ed25519SigningKey, HmacSecret, SigningKey, sign_headers
+from agent.common.signing import Ed25519SigningKey, HmacSecret, SigningKey, sign_headers
 
 BASE_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

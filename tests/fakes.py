@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import trio
 
 from agent.checks import ProbeKind
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Reason, Target
 
 OPEN = Observation(Outcome.OK, Reason.OPEN, latency_ms=1.0, address="192.0.2.1")

@@ -7,6 +7,8 @@ import select
 import socket
 from collections.abc import Iterator
 
+import pytest
+
 # A silent port needs its accept queue full; the kernel then drops further SYNs and a
 # connect hangs until its timeout. A handful of fillers always suffices on Linux.
 MAX_QUEUE_FILLERS = 16
@@ -65,6 +67,10 @@ def has_ipv6_loopback() -> bool:
         return True
     except OSError:
         return False
+
+
+# Marks a test that needs ::1 (skipped where IPv6 is off).
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
 
 
 def open_fd_count() -> int:

@@ -10,6 +10,7 @@ ephemeral port. Each request takes the next step of a fault plan:
 * ``"reset"``: record, then reset the connection without answering;
 * ``"reset-mid-body"``: read half the request body, then reset (nothing recorded);
 * ``"body:OK (not found)"``: record, answer 200 with that body;
+* ``"echo"``: record, answer 200 with ``OK`` and the request's path and headers;
 * ``"trickle"``: record, answer 200 but send the body one byte every 0.2 s.
 
 Recording happens before the fault, as in a real server that stored the message
@@ -85,6 +86,8 @@ class Receiver:
                 status, headers, payload = 200, {}, receiver.ok_body
                 if step.startswith("slow:"):
                     time.sleep(float(step.split(":")[1]))
+                elif step == "echo":
+                    payload = f"OK {self.path} {dict(self.headers.items())}".encode()
                 elif step.startswith("body:"):
                     payload = step.split(":", 1)[1].encode()
                 elif step.startswith("429:"):

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from agent.common.tables import Table
 from agent.model import Observation, Target
-from agent.tables import Table
 
 # Servers on a shared two-core machine can take a while to come up.
 READY_TIMEOUT_S = 60.0

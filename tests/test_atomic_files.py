@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
-from agent.atomic_files import (
+from agent.common.atomic_files import (
     FileOwnership,
     locked_directory,
     sweep_temporaries,
     write_atomically,
 )
+from agent.config import loader as config
 from tests.config_dirs import heartwire_command, run_heartwire, snapshot, write_main
 
 
@@ -45,7 +45,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     script = """
         import resource, sys
         from pathlib import Path
-        from agent.atomic_files import FileOwnership, write_atomically
+        from agent.common.atomic_files import FileOwnership, write_atomically
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         target = Path(sys.argv[1])
         try:
@@ -71,7 +71,7 @@ def test_a_killed_writer_never_leaves_a_half_written_file(tmp_path: Path) -> Non
     script = """
         import sys
         from pathlib import Path
-        from agent.atomic_files import FileOwnership, write_atomically
+        from agent.common.atomic_files import FileOwnership, write_atomically
         target = Path(sys.argv[1])
         versions = [target.read_bytes().replace(b"port = 1", b"port = 2"), target.read_bytes()]
         for round in range(10_000):
@@ -122,7 +122,7 @@ def test_an_editor_waits_for_the_one_holding_the_lock(tmp_path: Path) -> None:
 EDITOR_SCRIPT = """
     import sys
     from pathlib import Path
-    from agent import editing
+    from agent.config import editing
     main, who, rounds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     for index in range(rounds):
         editing.add_check(main, f"{who}{index}", {"host": "127.0.0.1", "port": 1000 + index})

@@ -26,7 +26,7 @@ from agent.central.channels.slack import SlackSettings
 from agent.central.channels.telegram import TelegramSettings
 from agent.central.channels.webhook import WebhookSettings
 from agent.central.storage import Incident, Notification
-from agent.signing import Ed25519SigningKey, verify
+from agent.common.signing import Ed25519SigningKey, verify
 from tests.central_support import BASE_TIME, self_signed_certificate
 from tests.receiver import running_receiver
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from agent.cli import EXIT_OK, EXIT_UNKNOWN, main
-from agent.signing import Ed25519SigningKey
+from agent.cli.main import EXIT_OK, EXIT_UNKNOWN, main
+from agent.common.signing import Ed25519SigningKey
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -67,6 +68,7 @@ def test_agents_add_with_a_secret_file(
 
 @pytest.mark.parametrize(("argv", "error"), [
     (["bad/id", "--public-key", "whpk_x"], "agent id 'bad/id' must be"),
+    (["dc1\n", "--public-key", "whpk_x"], "agent id 'dc1\\n' must be"),
     (["dc1", "--public-key", SECRET], "--public-key expects a whpk_... key"),
     (["dc1", "--public-key", "whpk_AAAA"], "an Ed25519 public key must be 32 bytes"),
     (["dc1", "--public-key", "whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ=",
@@ -79,3 +81,42 @@ def test_agents_add_refuses_bad_input(
     assert main(["central", "agents", "add", *argv, "--config", str(config_file)]) == EXIT_UNKNOWN
     assert error in capsys.readouterr().err
     assert not (config_file.parent / "agents.d").exists()
+
+
+def test_validate_counts_in_the_singular(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = Ed25519SigningKey.generate().public_key().to_text()
+    config_file.write_text(f'[agents.dc1]\nkeys = ["{key}"]\n')
+    assert main(["central", "validate", "--config", str(config_file)]) == EXIT_OK
+    assert capsys.readouterr().out == f"{config_file}: OK, 1 agent, 0 channels from 1 file\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "central", "validate", "--config", "{path}"],
+    ["central", "--debug", "validate", "--config", "{path}"],
+    ["central", "validate", "--debug", "--config", "{path}"],
+    ["--config", "{path}", "central", "validate"],
+    ["central", "--config", "{path}", "agents", "list"],
+])
+def test_global_flags_go_before_or_after_each_command(
+    config_file: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main([part.format(path=config_file) for part in argv]) == EXIT_OK, \
+        capsys.readouterr().err
+
+
+def test_without_hypercorn_the_receiver_says_which_package_brings_it(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The agent's package runs without Hypercorn; "heartwire central" then names the
+    # package to install (pip is blocked on Debian: EXTERNALLY-MANAGED).
+    monkeypatch.delitem(sys.modules, "agent.central.server", raising=False)
+    monkeypatch.setitem(sys.modules, "hypercorn", None)
+    monkeypatch.setitem(sys.modules, "hypercorn.config", None)
+    assert main(["central", "--config", str(config_file)]) == EXIT_UNKNOWN
+    assert capsys.readouterr().err == (
+        "heartwire: the receiver needs hypercorn: install the heartwire-central package "
+        "(apt install heartwire-central, dnf install heartwire-central), "
+        "or pip install 'heartwire[central]'\n"
+    )

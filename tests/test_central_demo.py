@@ -20,4 +20,7 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
     assert "[demo] webhook received: RESOLVED after" in output
     assert "last heartbeat 20" in output  # a heartbeat arrived and is shown
     assert "rejected message" not in output
+    # One check of each datagram kind, against the demo's own loopback services.
+    for check in ("demo-dns up", "demo-udp up", "demo-ntp up"):
+        assert check in output
     assert (tmp_path / "central" / "central.sqlite3").exists()

@@ -9,6 +9,7 @@ webhook channel whose transport records what was sent and when.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from agent.central.channels.webhook import WebhookSettings
@@ -63,6 +65,7 @@ async def watching(config: CentralConfig, hook: Hook) -> AsyncIterator[Central]:
         nursery.cancel_scope.cancel()
     await central.client.aclose()
     central.storage.close()
+    central.reader.close()
 
 
 def send(central: Central, message: dict[str, Any]) -> dict[str, object]:
@@ -257,3 +260,96 @@ async def test_a_receiver_restart_does_not_count_its_own_downtime_as_silence(
         assert hook.received == []  # 30 s + 10 s from the restart, not from the heartbeat
         await trio.sleep(2)
         assert hook.events() == [("incident.trigger", "agent_silent")]
+
+
+async def test_history_past_its_retention_is_pruned_on_the_hourly_schedule(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    two_hours = 7200.0
+    config = _config(tmp_path, dedup_retention_s=two_hours, state_history_retention_s=two_hours,
+                     seq_gap_retention_s=two_hours, notification_retention_s=two_hours,
+                     incident_retention_s=two_hours)
+    messages = Messages()
+    tables = ("messages", "state_history", "seq_gaps", "incidents", "notifications")
+    async with watching(config, hook) as central:
+        send(central, messages.heartbeat([check_item("db", "down")], interval_s=86400))
+        send(central, messages.heartbeat([check_item("db", "up")], interval_s=86400, seq=5))
+        await trio.sleep(1)
+        assert hook.events() == [("incident.trigger", "check_down"),
+                                 ("incident.resolve", "check_down")]
+        kept = {table: central.storage.count(table) for table in tables}
+        assert all(kept.values()), kept
+        await trio.sleep(1.5 * 3600)  # younger than the retention: all kept
+        assert {table: central.storage.count(table) for table in tables} == kept
+        await trio.sleep(1.6 * 3600)  # the sweep at 3 h finds them older than 2 h
+        assert {table: central.storage.count(table) for table in tables} == dict.fromkeys(
+            tables, 0)
+        assert central.storage.count("checks") == 1  # the latest state is not history
+
+
+async def test_a_hostile_channel_answer_costs_one_delivery_not_the_dispatcher(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agent.central.channels.telegram import TelegramSettings
+
+    answers = [
+        httpx.Response(429, json={"ok": False, "parameters": {"retry_after": "soon"}}),
+        httpx.Response(500, json=["not", "an", "object"]),
+    ]
+    seen: list[float] = []
+
+    def telegram(request: httpx.Request) -> httpx.Response:
+        seen.append(trio.current_time())
+        return answers.pop(0) if answers else httpx.Response(200, json={"ok": True})
+
+    channels = MappingProxyType({"tg": TelegramSettings("tg", "123:abc", "42",
+                                                        "https://tg.test")})
+    config = make_config(tmp_path, channels=channels, retry_initial_s=10.0, retry_max_s=60.0)
+    central = Central(config, wall_clock=wall_clock, transport=httpx.MockTransport(telegram))
+    with caplog.at_level(logging.WARNING):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(central.watch)
+            await nursery.start(central.dispatcher.run)
+            send(central, Messages().heartbeat([check_item("db", "down")], interval_s=86400))
+            await trio.sleep(120)
+            nursery.cancel_scope.cancel()
+    await central.client.aclose()
+    central.storage.close()
+    central.reader.close()
+    assert [row["state"] for row in central_notifications(tmp_path)] == ["sent"]
+    assert len(seen) == 3
+    assert 10 <= seen[1] - seen[0] <= 11  # a retry_after that is no number is ignored
+    tracebacks = [record for record in caplog.records if record.exc_info]
+    assert len(tracebacks) == 1  # the unforeseen answer, logged once
+
+
+def central_notifications(tmp_path: Path) -> list[dict[str, Any]]:
+    from agent.central.storage import Storage
+
+    storage = Storage.open_in(tmp_path / "state")
+    try:
+        return storage.notifications()
+    finally:
+        storage.close()
+
+
+async def test_a_failing_store_pauses_the_watcher_and_the_dispatcher_it_ends_neither(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hook = Hook()
+    with caplog.at_level(logging.INFO):
+        async with watching(_config(tmp_path), hook) as central:
+            send(central, Messages().heartbeat(interval_s=30))
+            central.storage._db.execute("PRAGMA query_only = ON")  # a full disk, in effect
+            await trio.sleep(120)  # the silence is due, but nothing can be written
+            assert hook.received == []
+            central.storage._db.execute("PRAGMA query_only = OFF")
+            await trio.sleep(15)
+            assert hook.events() == [("incident.trigger", "agent_silent")]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cannot use the store" in errors[0]  # once, not every sweep
+    assert not [r for r in caplog.records if r.exc_info]
+    assert "can use the store again" in caplog.text

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.central.config import AgentSettings
-from agent.signing import Ed25519SigningKey, sign_headers
+from agent.common.signing import Ed25519SigningKey, sign_headers
 from tests.central_support import (
     AGENT_KEY,
     BASE_TIME,

@@ -18,7 +18,7 @@ from agent.central import config as central_config
 from agent.central.maintenance import Maintenance, MaintenanceStore, WeeklyWindow
 from agent.central.server import Central
 from agent.central.storage import Storage
-from agent.cli import EXIT_OK, EXIT_UNKNOWN, main
+from agent.cli.main import EXIT_OK, EXIT_UNKNOWN, main
 from agent.errors import ConfigError
 from tests.central_support import BASE_TIME, Messages, check_item
 from tests.test_central_incidents import Hook, _config, send, wall_clock, watching

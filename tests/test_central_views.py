@@ -153,9 +153,14 @@ async def test_the_page_says_the_overall_state_in_one_line_and_draws_history(
     # A chart of the last 24 hours (one line per percentile) and 90 daily bars.
     assert card.count("<polyline") == 2
     bars = card.split('<svg class="bars"')[1].split("</svg>")[0]
-    assert bars.count("<rect") == 90
+    # 87 days without data are one bar as wide as 87, then the two days known, then
+    # today (just begun, nothing yet).
+    assert bars.count("<rect") == 4
+    assert re.search(r'<rect class="none" x="0" width="347"[^>]*><title>2025-10-06 to '
+                     r"2025-12-31: no data</title>", bars)
+    assert bars.endswith('<rect class="none" x="356" width="3" height="24"><title>2026-01-03: '
+                         "no data</title></rect>")
     assert "2026-01-02: " in bars and "% up" in bars
-    assert bars.count('class="none"') == 88  # two days known
     # Yesterday's 2-hour outage shows in yesterday's bar (22 of 24 hours up).
     assert re.search(r'<rect class="bad"[^>]*><title>2026-01-01: 91\.66[0-9]% up</title>', bars)
     silent_card = dom.split('data-check="edge1/vpn-gateway"')[1].split('<div class="check')[0]
@@ -183,3 +188,19 @@ async def test_an_unknown_check_page_is_a_404(tmp_path: Path) -> None:
         bad = await client.get("/checks/dc1")
     assert (missing.status_code, bad.status_code) == (404, 404)
     assert missing.headers["content-type"] == "text/html; charset=utf-8"
+async def test_open_incidents_are_bounded_on_the_page_and_in_the_api(tmp_path: Path) -> None:
+    from tests.central_support import HMAC_AGENT_SECRET
+
+    config = make_config(tmp_path)
+    async with running_central(config) as (central, client):
+        heartbeat = Messages("hmac-agent").heartbeat(
+            [check_item(f"c{i:04d}", "down") for i in range(1200)])
+        headers, body = signed(heartbeat, HMAC_AGENT_SECRET)
+        assert (await client.post("/v1/ingest", content=body, headers=headers)).status_code == 200
+        assert central.storage.count("incidents") == 1200
+        api = (await client.get("/api/v1/incidents")).json()["incidents"]
+        assert len(api) == 1000 and api[0]["check"] == "c0000"
+        page = (await client.get("/")).text
+        assert "Open incidents (at least 500)" in page
+        assert page.count('class="incident ') == 50
+        assert 'href="/api/v1/incidents">' in page

@@ -1,13 +1,14 @@
 """The heartwire command, in-process and as a real process, against loopback ports."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli.main import main
 from tests.netutil import open_port, refused_port
 
 
@@ -155,3 +156,92 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     )
     assert completed.returncode == 3
     assert completed.stderr == f"heartwire: {tmp_path / 'nope.toml'}: no such file\n"
+
+
+def _run(*argv: str, stdout: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *argv], stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_check_into_a_closed_pipe_exits_with_the_checks_code_quietly(
+    tmp_path: Path, as_json: bool
+) -> None:
+    # `heartwire check | head -1`: the reader is gone before the table is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        with refused_port() as port:
+            path = write_config(tmp_path, {"a": port})
+            completed = _run("check", "--config", str(path), *(["--json"] * as_json),
+                             stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert completed.returncode == 2
+    assert completed.stderr == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "validate", "--config", "{path}"],
+    ["validate", "--debug", "--config", "{path}"],
+    ["--config", "{path}", "validate"],
+    ["--config", "{path}", "--debug", "checks", "list"],
+    ["checks", "--config", "{path}", "list"],
+    ["--debug", "config", "show", "--config", "{path}"],
+])
+def test_global_flags_go_before_or_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    path = write_config(tmp_path, {"a": 1})
+    assert main([part.format(path=path) for part in argv]) == 0, capsys.readouterr().err
+
+
+def test_a_config_error_with_debug_still_exits_3_with_its_traceback(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"a": 70000})
+    completed = _run("--debug", "validate", "--config", str(path))
+    assert completed.returncode == 3
+    assert "Traceback" in completed.stderr
+    assert completed.stderr.endswith(
+        f"heartwire: {path}: checks.a.port: must be between 1 and 65535, got 70000\n")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["checks"], "heartwire: checks: the following arguments are required: ACTION"),
+    (["checks", "add", "web"],
+     "heartwire: checks add: the following arguments are required: --host"),
+    (["frobnicate"], "heartwire: argument COMMAND: invalid choice: 'frobnicate'"),
+    (["central", "agents"], "heartwire: central agents: the following arguments are required"),
+])
+def test_usage_errors_name_the_program_once(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(argv) == 3
+    assert capsys.readouterr().err.startswith(message)
+
+
+def test_validate_counts_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, {"a": 1})
+    assert main(["validate", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == f"{path}: OK, 1 check from 1 file\n"
+
+
+def test_control_characters_in_an_error_are_escaped_on_its_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, {"a": 1})
+    assert main(["check", "--config", str(path), "x\nnope\x1b[31m"]) == 3
+    err = capsys.readouterr().err
+    assert err == f"heartwire: no check named x\\nnope\\x1b[31m in {path} (known: a)\n"
+    assert main(["validate", "--config", "/nowhere/a\nb"]) == 3
+    assert capsys.readouterr().err == "heartwire: /nowhere/a\\nb: no such file\n"
+
+
+def test_an_error_about_a_huge_argument_stays_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, {"a": 1})
+    assert main(["check", "--config", str(path), "n" * 100_000]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 1200 and "more characters" in err

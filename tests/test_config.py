@@ -1,8 +1,9 @@
+import os
 from pathlib import Path
 
 import pytest
 
-from agent import config
+from agent.config import loader as config
 from agent.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,3 +224,54 @@ def test_config_path_precedence() -> None:
 def test_bracketed_ipv6_host_is_accepted(tmp_path: Path) -> None:
     (check,) = load_text(tmp_path, '[checks.db]\nhost = "[::1]"\nport = 1\n').checks
     assert check.host == "::1"
+
+
+@pytest.mark.parametrize("name", ['"web\\n"', '"web\\r"'])
+def test_a_check_name_with_a_line_break_is_refused(tmp_path: Path, name: str) -> None:
+    message = error_of(tmp_path, f'[checks.{name}]\nhost = "h"\nport = 1\n')
+    assert "check name must be 1-64 letters" in message
+
+
+def test_an_agent_id_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[agent]\nid = "box\\n"\n')
+    assert "agent.id: must be 1-64 letters" in message
+
+
+def test_a_missing_key_beside_a_near_miss_says_which_was_meant(tmp_path: Path) -> None:
+    message = error_of(tmp_path, '[checks.db]\nhost = "h"\nprot = 1\n')
+    assert message.endswith("checks.db.prot: unknown key (did you mean 'port'?)")
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_deeply_nested_tables_are_one_config_error(tmp_path: Path, depth: int) -> None:
+    nested = "{a = " * depth + "1" + "}" * depth
+    message = error_of(tmp_path, f'[checks.db]\nhost = "h"\nport = 1\nx = {nested}\n')
+    assert message == f"{tmp_path / 'agent.toml'}: nested more than 32 levels deep"
+
+
+def test_deeply_nested_arrays_are_one_config_error(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "x = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert message == f"{tmp_path / 'agent.toml'}: nested more than 32 levels deep"
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_reading(tmp_path: Path) -> None:
+    fifo = tmp_path / "agent.toml"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    with pytest.raises(ConfigError, match=r"agent\.toml: is not a regular file"):
+        config.load(fifo)
+    with pytest.raises(ConfigError, match=r"^/dev/zero: is not a regular file"):
+        config.load(Path("/dev/zero"))
+
+
+def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    huge = tmp_path / "agent.toml"
+    with huge.open("wb") as handle:
+        handle.truncate(config.MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(ConfigError, match=r"is larger than 16 MiB"):
+        config.load(huge)
+
+
+@pytest.mark.parametrize("host", ['"db\\u007f"', '"db\\u202e"', '"db\\u001b[2J"'])
+def test_a_host_with_control_characters_is_refused(tmp_path: Path, host: str) -> None:
+    message = error_of(tmp_path, f"[checks.db]\nhost = {host}\nport = 1\n")
+    assert "checks.db.host: must not contain control characters" in message

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent.signing import Ed25519SigningKey
+from agent.common.signing import Ed25519SigningKey
 from tests.receiver import free_port, running_receiver
 
 REPO = Path(__file__).resolve().parent.parent

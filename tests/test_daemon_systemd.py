@@ -120,6 +120,21 @@ async def test_ready_status_watchdog_reload_and_stop(tmp_path: Path, listener: i
     assert max(watchdog_at) < firsts.index("STOPPING=1")
 
 
+async def test_with_no_checks_the_status_says_what_to_do(tmp_path: Path) -> None:
+    # The packaged agent.toml has no checks: the agent idles and says how to add some.
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nid = "test-agent"\n')
+    address = str(tmp_path / "notify")
+    async with running_daemon(config, address, address, tmp_path / "stderr") as (process, manager):
+        assert await manager.wait_for("READY=1") == (
+            f"READY=1\nSTATUS=idle, no checks: add them to {config} or with "
+            "'heartwire checks add', then 'systemctl reload heartwire'"
+        )
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(_WAIT_S):
+            assert await process.wait() == 0
+
+
 async def test_notify_socket_in_the_abstract_namespace(tmp_path: Path, listener: int) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(_config(listener))

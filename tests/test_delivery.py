@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import random
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,13 +17,14 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import delivery
 from agent.common.backoff import backoff_delay
-from agent.delivery import Deliverer
-from agent.destinations import DestinationConfig
-from agent.signing import Ed25519SigningKey, WebhookAuth
-from agent.sinks import make_sink
-from agent.spool import HEARTBEAT, STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.common.signing import Ed25519SigningKey, WebhookAuth
+from agent.config.destinations import DestinationConfig
+from agent.outbound import delivery
+from agent.outbound.delivery import Deliverer
+from agent.outbound.sinks import Answer, Sink, make_sink
+from agent.outbound.spool import HEARTBEAT, STATE_CHANGE, AsyncOutbox, OutboxMessage, open_outbox
+from tests.hostile.broken_http import CATALOGUE, BrokenDestination, start_broken_destination
 from tests.receiver import Recorded, free_port, running_receiver
 
 KEY = Ed25519SigningKey.generate()
@@ -89,6 +91,7 @@ async def test_through_every_fault_each_message_arrives_once_after_dedup_in_orde
         await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
         await trio.sleep(0.3)  # the central is down: connection refused, retried
         assert deliverer.stats.failures >= 1 and deliverer.stats.delivered == 0
+        assert f"(127.0.0.1:{port}: Connection refused)" in (deliverer.stats.last_error or "")
         with running_receiver(plan, port=port) as receiver:
             await _wait_until(lambda: deliverer.stats.delivered == count)
             nursery.cancel_scope.cancel()
@@ -177,7 +180,7 @@ async def test_a_2xx_that_did_not_record_the_ping_is_not_delivered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     outbox = _outbox(tmp_path, ("hc",))
-    with running_receiver(["body:OK (not found)", "body:Created"]) as receiver:
+    with running_receiver(["body:OK (rate limited)", "body:Created"]) as receiver:
         destination = DestinationConfig(
             name="hc", kind="healthchecks", url=receiver.url, timeout_s=1,
             monitor_token="5bfa5f5e-7a2b-4d2a-9f0e-2f3a4b5c6d7e")
@@ -325,3 +328,153 @@ async def test_requests_go_through_the_proxy(
     assert request.path == "http://central.invalid/v1/ingest"
     _independently_verified(request)
     await outbox.aclose()
+
+
+# -- broken answers, unexpected failures: contained in their loop ------------------
+
+
+async def _deliver_through(tmp_path: Path, plan: list[str], count: int = 3, *,
+                           deadline_s: float = 5.0) -> tuple[Deliverer, BrokenDestination]:
+    """Delivers ``count`` state changes to a destination serving ``plan``, then honest;
+    a task standing in for the checks must keep running throughout."""
+    outbox = _outbox(tmp_path)
+    ticks = 0
+
+    async def checks() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    async with trio.open_nursery() as nursery:
+        server = await start_broken_destination(nursery, plan)
+        deliverer = _deliverer(_native("main", server.url + "/in"), outbox)
+        deliverer.request_deadline_s = deadline_s
+        nursery.start_soon(checks)
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(count)])
+        await _wait_until(lambda: deliverer.stats.delivered == count, timeout_s=30)
+        ticks_before = ticks
+        await trio.sleep(0.05)
+        assert ticks > ticks_before  # the checks never noticed
+        nursery.cancel_scope.cancel()
+    seqs = _first_seen_seqs(server.requests)
+    assert seqs == list(range(1, count + 1))
+    assert outbox.sync.depth().messages == 0
+    await outbox.aclose()
+    return deliverer, server
+
+
+async def test_a_2xx_with_a_corrupt_gzip_body_is_a_delivery_not_a_crash(tmp_path: Path) -> None:
+    # The native receiver's 2xx means "stored": a body that cannot be read changes nothing.
+    deliverer, server = await _deliver_through(tmp_path, ["corrupt-gzip", "corrupt-gzip-5xx"])
+    assert deliverer.stats.failures == 1  # the 503 only
+    assert len(server.requests) == 4
+
+
+async def test_a_unicode_digit_in_retry_after_is_ignored_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "²".isdigit() is true but float("²") fails: sent as latin-1 (httpx reads "²")
+    # and as UTF-8; then 5,000 digits.
+    deliverer, _ = await _deliver_through(tmp_path, ["retry-after-superscript",
+                                                     "retry-after-utf8", "retry-after-huge"])
+    assert deliverer.stats.failures == 3
+    assert "HTTP 503" in (deliverer.stats.last_error or "")
+    # Each was an ordinary retry, not an exception caught by the loop's last resort.
+    assert "unexpected" not in caplog.text
+    assert caplog.text.count("not delivered (attempt") == 1  # the first of the episode
+
+
+@pytest.mark.parametrize("step", ["endless-chunks", "endless-until-close", "huge-declared-body",
+                                  "gzip-bomb"])
+async def test_only_a_few_kib_of_an_answer_are_read(tmp_path: Path, step: str) -> None:
+    # With a deadline of 20 s, a loop reading these bodies whole would take 20 s and
+    # hundreds of MB; it reads a few KiB, closes, and goes on.
+    tracemalloc.start()
+    started = trio.current_time()
+    try:
+        deliverer, _ = await _deliver_through(tmp_path, [step], count=2, deadline_s=20.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert trio.current_time() - started < 5
+    assert deliverer.stats.failures == 0
+    assert peak < 4 * 1024 * 1024
+
+
+async def test_every_broken_answer_in_the_catalogue_is_survived(tmp_path: Path) -> None:
+    plan = [name for name in CATALOGUE if name != "trickled-head"]
+    _, server = await _deliver_through(tmp_path, plan, count=len(plan), deadline_s=2.0)
+    assert server.served == plan
+
+
+class _ExplodingSink:
+    """A sink with a bug: it raises on messages whose data says ``boom``."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+        self.types = inner.types
+        self.calls: list[float] = []
+
+    def requests(self, message: OutboxMessage) -> list[httpx.Request]:
+        if message.envelope()["data"].get("boom"):
+            self.calls.append(trio.current_time())
+            raise KeyError("a sink bug")
+        return self.inner.requests(message)
+
+    def not_recorded(self, answer: Answer) -> str | None:
+        return self.inner.not_recorded(answer)
+
+    def refused(self, answer: Answer) -> str | None:
+        return self.inner.refused(answer)
+
+
+async def test_a_message_that_keeps_crashing_its_sink_is_set_aside_and_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = _outbox(tmp_path, offload=False)
+    times: list[float] = []
+    deliverer = _deliverer(_native("main", "https://central.test/"), outbox,
+                           transport=_scripted([], times), max_backoff_s=60)
+    sink = deliverer.sink = _ExplodingSink(deliverer.sink)
+    async with trio.open_nursery() as nursery:
+        await outbox.enqueue_many([(STATE_CHANGE, {"n": 1}, None),
+                                   (STATE_CHANGE, {"boom": True}, None),
+                                   (STATE_CHANGE, {"n": 3}, None)])
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await _wait_until(lambda: deliverer.stats.delivered == 2, timeout_s=3600)
+        nursery.cancel_scope.cancel()
+    assert len(sink.calls) == delivery.UNEXPECTED_ATTEMPTS
+    assert deliverer.stats.set_aside == 1 and deliverer.stats.rejected == 0
+    # Backed off between attempts (the usual jittered backoff), not a busy loop.
+    assert all(later > earlier for earlier, later in itertools.pairwise(sink.calls))
+    assert len(times) == 2  # messages 1 and 3, each sent once
+    tracebacks = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert len(tracebacks) == 1, caplog.text
+    assert "set aside" in caplog.text
+    beat = outbox.sync.enqueue_heartbeat(lambda counts, depth: dict(counts))
+    assert json.loads(beat.body)["data"]["dropped.set_aside"] == 1
+    await outbox.aclose()
+
+
+async def test_each_request_carries_the_destinations_timeouts(tmp_path: Path) -> None:
+    # The sinks build their requests themselves; httpx before 0.24 (Debian 12 has
+    # 0.23) applies a client's timeouts only to requests the client built, so a
+    # hung central would have held each request until the overall deadline.
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.extensions.get("timeout", {})))
+        return httpx.Response(200, text="OK")
+
+    outbox = _outbox(tmp_path)
+    deliverer = _deliverer(_native("main", "http://127.0.0.1:9/in"), outbox,
+                           transport=httpx.MockTransport(handler))
+    await outbox.enqueue_many([(STATE_CHANGE, {"n": 1}, None)])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delivery.Delivery([deliverer]).run)
+        await _wait_until(lambda: deliverer.stats.delivered == 1)
+        nursery.cancel_scope.cancel()
+    await outbox.aclose()
+    assert seen == [{"connect": 0.5, "read": 0.5, "write": 0.5, "pool": 0.5}]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, config
-from agent.destinations import check_secrets, load_signing_keys
+from agent.cli import main as cli
+from agent.config import loader as config
+from agent.config.destinations import check_secrets, load_signing_keys
 from agent.errors import ConfigError
 
 KEY = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
@@ -140,7 +141,7 @@ def test_destinations_are_not_allowed_in_dropins(tmp_path: Path) -> None:
 
 
 def test_unusable_tls_files_are_config_errors_naming_the_key(tmp_path: Path) -> None:
-    from agent.delivery import ssl_context
+    from agent.outbound.delivery import ssl_context
 
     loaded = _native(tmp_path, f'signing_key_env = "K"\nca_file = "{tmp_path / "missing.pem"}"')
     with pytest.raises(ConfigError, match=r"destinations\.main\.ca_file: cannot load: "):
@@ -158,7 +159,7 @@ def test_unusable_tls_files_are_config_errors_naming_the_key(tmp_path: Path) -> 
 def test_config_show_does_not_print_push_tokens(tmp_path: Path) -> None:
     import json
 
-    from agent.config_view import effective_json, effective_toml
+    from agent.config.view import effective_json, effective_toml
 
     loaded = _load(tmp_path, """
 [destinations.kuma]

@@ -16,8 +16,15 @@ import pytest
 import trio
 import trio.testing
 
-from agent.dns import MAX_TTL_S, ResolutionFailed, Resolver, parse_hosts
-from tests.support.dns_server import SERVFAIL, Zone, serve_dns
+from agent.checks.resolver import (
+    MAX_TTL_S,
+    OTHER_FAMILY_GRACE_S,
+    RESOLV_CONF_RECHECK_S,
+    ResolutionFailed,
+    Resolver,
+    parse_hosts,
+)
+from tests.support.dns_server import NO_ANSWER, SERVFAIL, Zone, serve_dns
 
 
 @dataclass
@@ -171,3 +178,76 @@ def test_parse_hosts_skips_garbage_and_keeps_order() -> None:
         "localhost": ["127.0.0.1", "::1"],
         "ip6-localhost": ["::1"],
     }
+
+
+@pytest.mark.parametrize(("broken", "working", "expected"), [
+    ("AAAA", "A", (socket.AF_INET, ("192.0.2.20", 80))),
+    ("A", "AAAA", (socket.AF_INET6, ("2001:db8::20", 80, 0, 0))),
+])
+async def test_one_failing_record_type_leaves_the_other_family(
+    served: Served, broken: str, working: str, expected: object
+) -> None:
+    # glibc's getaddrinfo(AF_UNSPEC) returns the A records when AAAA fails: so do we.
+    records, resolver = served.zone, served.resolver
+    answers = {"A": ["192.0.2.20"], "AAAA": ["2001:db8::20"]}
+    records.records["half.test"] = {working: answers[working], broken: SERVFAIL}
+    assert await resolver.resolve("half.test", 80) == [expected]
+    # A half answer is not cached: the next lookup asks again and sees a repair.
+    records.records["half.test"] = answers  # type: ignore[assignment]
+    assert len(await resolver.resolve("half.test", 80)) == 2
+    assert records.queries[("half.test", working)] == 2
+
+
+async def test_an_unanswered_aaaa_query_does_not_hold_up_the_a_records(
+    served: Served, mock_clock: trio.testing.MockClock
+) -> None:
+    mock_clock.autojump_threshold = 0.2  # real UDP first; then virtual time may jump
+    records, resolver = served.zone, served.resolver
+    records.records["dropped.test"] = {"A": ["192.0.2.30"], "AAAA": NO_ANSWER}
+    start = trio.current_time()
+    assert await resolver.resolve("dropped.test", 80) == [(socket.AF_INET, ("192.0.2.30", 80))]
+    assert trio.current_time() - start == pytest.approx(OTHER_FAMILY_GRACE_S)
+
+
+async def test_both_record_types_failing_is_a_dns_failure(served: Served) -> None:
+    records, resolver = served.zone, served.resolver
+    records.records["down.test"] = {"A": SERVFAIL, "AAAA": SERVFAIL}
+    with pytest.raises(ResolutionFailed, match=r"down\.test: every DNS server failed"):
+        await resolver.resolve("down.test", 80)
+    records.records["v4fail.test"] = {"A": SERVFAIL, "AAAA": ["2001:db8::1"]}
+    with pytest.raises(ResolutionFailed, match=r"v4fail\.test: every DNS server failed"):
+        await resolver.resolve("v4fail.test", 80, "ipv4")
+
+
+async def test_resolv_conf_is_read_again_when_it_changes(
+    nursery: trio.Nursery, tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    old = Zone(records={"db.test": {"A": ["192.0.2.1"]}})
+    new = Zone(records={"db.test": {"A": ["192.0.2.2"]}})
+    _, port = await nursery.start(serve_dns, old, "127.0.0.1")
+    await nursery.start(serve_dns, new, "127.0.0.2", port)
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.0.0.1\n")
+    resolver = Resolver(resolv_conf_path=resolv_conf, dns_port=port,
+                        hosts_path=tmp_path / "none", timeout_s=2.0)
+    assert await resolver.resolve("db.test", 80, "ipv4") == [(socket.AF_INET, ("192.0.2.1", 80))]
+
+    # Replaced the way resolvconf and NetworkManager do it: a new file renamed over.
+    (tmp_path / "resolv.conf.new").write_text("nameserver 127.0.0.2\n")
+    (tmp_path / "resolv.conf.new").rename(resolv_conf)
+    mock_clock.jump(RESOLV_CONF_RECHECK_S + 0.5)
+    # The cached answer came from the old servers: the new ones are asked at once.
+    assert await resolver.resolve("db.test", 80, "ipv4") == [(socket.AF_INET, ("192.0.2.2", 80))]
+    assert (old.queries[("db.test", "A")], new.queries[("db.test", "A")]) == (1, 1)
+
+
+async def test_an_unusable_resolv_conf_falls_back_to_the_system_resolver(
+    tmp_path: Path,
+) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("# no nameserver lines\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("")
+    resolver = Resolver(resolv_conf_path=resolv_conf, hosts_path=hosts)
+    # getaddrinfo answers "localhost" from the system's own hosts file.
+    assert await resolver.resolve("localhost", 80, "ipv4") == [(socket.AF_INET, ("127.0.0.1", 80))]

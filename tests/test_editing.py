@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, config, editing
-from agent.atomic_files import locked_directory
+from agent.checks import PROBES
+from agent.cli import main as cli
+from agent.common.atomic_files import locked_directory
+from agent.config import editing
+from agent.config import loader as config
 from agent.errors import EditError
 from tests.config_dirs import snapshot, write_main
 from tests.netutil import open_port, refused_port
@@ -96,7 +99,7 @@ def test_round_trip_add_list_set_remove(heartwire: Heartwire, main: Path) -> Non
     assert heartwire.stdout == f"removed check 'web': {web}\n"
     assert not web.exists()
     assert heartwire("validate") == 0
-    assert heartwire.stdout == f"{main}: OK, 1 checks from 1 file\n"
+    assert heartwire.stdout == f"{main}: OK, 1 check from 1 file\n"
     assert statuses(heartwire) == {"db": ("up", "open")}
     assert main.read_bytes() == original
 
@@ -127,8 +130,8 @@ INVALID_ADDS = [
     (["--port", "80", "--family", "ipv6"],
      "checks.web.family: host 127.0.0.1 is an IPv4 address but family is 'ipv6'"),
     (["--port", "80", "--kind", "gopher"],
-     'checks.web.kind: must be one of "amqp", "expect", "http", "kafka", "mongodb", "mysql", '
-     '"postgres", "redis", "smtp", "ssh", "tcp", "tls", got \'gopher\''),
+     "checks.web.kind: must be one of "
+     + ", ".join(f'"{kind}"' for kind in sorted(PROBES)) + ", got 'gopher'"),
 ]
 
 
@@ -346,4 +349,27 @@ def test_a_dropin_with_anything_beside_the_check_is_not_deleted(heartwire: Heart
     before = snapshot(main.parent)
     assert heartwire("checks", "remove", "web") == 3
     assert heartwire.stderr.startswith(f"heartwire: {mixed}:2: check 'web' is in a drop-in")
+    assert snapshot(main.parent) == before
+
+
+@pytest.mark.parametrize("name", ["web\n", "web\r\n", "web\x00"])
+def test_a_name_with_a_control_character_never_becomes_a_path(
+    heartwire: Heartwire, main: Path, name: str
+) -> None:
+    before = snapshot(main.parent)
+    assert heartwire("checks", "add", name, "--host", "127.0.0.1", "--port", "1") == 3
+    assert heartwire.stderr.startswith("heartwire: check name must be 1-64 letters")
+    assert heartwire.stderr.count("\n") == 1
+    assert snapshot(main.parent) == before
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_a_deeply_nested_value_is_a_usage_error(
+    heartwire: Heartwire, main: Path, depth: int
+) -> None:
+    before = snapshot(main.parent)
+    nested = "{a = " * depth + "1" + "}" * depth
+    assert heartwire("checks", "add", "web", "--host", "127.0.0.1", "--port", "1",
+                     "--set", f"x={nested}") == 3
+    assert heartwire.stderr == "heartwire: value nested more than 32 levels deep\n"
     assert snapshot(main.parent) == before

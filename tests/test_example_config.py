@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from agent import config
+from agent.config import loader as config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "agent.example.toml"
 # A commented-out table header or key = value line of the destinations section.
@@ -19,14 +19,18 @@ def test_the_example_is_valid_as_shipped() -> None:
     assert loaded.central.heartbeat_interval_s == 30.0
 
 
-def test_the_commented_destinations_are_valid_when_uncommented() -> None:
+def uncommented_example() -> str:
+    """agent.example.toml with its commented-out destination examples in effect."""
     text = EXAMPLE.read_text()
     section = text[text.index("# -- Reporting"):]
     uncommented = "\n".join(
         match.group(1) if (match := _COMMENTED_TOML.match(line)) else line
         for line in section.splitlines())
-    head = text[:text.index("# -- Reporting")]
-    loaded = config.parse([(str(EXAMPLE), tomllib.loads(head + uncommented))])
+    return text[:text.index("# -- Reporting")] + uncommented + "\n"
+
+
+def test_the_commented_destinations_are_valid_when_uncommented() -> None:
+    loaded = config.parse([(str(EXAMPLE), tomllib.loads(uncommented_example()))])
     kinds = {d.name: d.kind for d in loaded.destinations}
     assert kinds == {"central": "native", "healthchecks": "healthchecks", "kuma": "uptime-kuma"}
     by_name = {d.name: d for d in loaded.destinations}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.checks import http
+from agent.common.tables import Table
 from agent.errors import ConfigError
 from agent.model import Outcome, Reason
-from agent.tables import Table
 from tests.servers import Server, free_port, running, start, target
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, signing
+from agent.cli import main as cli
+from agent.common import signing
+from agent.common.keyfiles import SecretSource, read_private_file, read_secret, write_private_file
 from agent.errors import SecretFileError
-from agent.keyfiles import SecretSource, read_private_file, read_secret, write_private_file
 
 KEY = "whsk_AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
 
@@ -82,6 +83,32 @@ def test_secret_from_systemd_credentials_directory(tmp_path: Path) -> None:
     assert read_secret(source, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) == KEY
     with pytest.raises(SecretFileError, match=r"needs \$CREDENTIALS_DIRECTORY"):
         read_secret(source, {})
+
+
+def test_a_credential_outside_the_unit_is_read_where_the_unit_loads_it(tmp_path: Path) -> None:
+    # heartwire.service has LoadCredential=heartwire:/etc/heartwire/credentials, so
+    # the unit's "heartwire_agent.key" is that directory's agent.key: validate from a
+    # shell finds the same file.
+    _private(tmp_path / "agent.key")
+    directories = {"heartwire_": tmp_path}
+    source = SecretSource("credential", "heartwire_agent.key")
+    assert read_secret(source, {}, unit_credentials=directories) == KEY
+    # Under the unit, $CREDENTIALS_DIRECTORY wins.
+    other = tmp_path / "loaded"
+    other.mkdir()
+    _private(other / "heartwire_agent.key", "whsec_other")
+    environ = {"CREDENTIALS_DIRECTORY": str(other)}
+    assert read_secret(source, environ, unit_credentials=directories) == "whsec_other"
+    # The same checks as any key file: a missing or readable file is refused.
+    with pytest.raises(SecretFileError, match=r"agent\.key is readable by group or others"):
+        _private(tmp_path / "agent.key", mode=0o644)
+        read_secret(source, {}, unit_credentials=directories)
+    with pytest.raises(SecretFileError, match=r"other\.key: no such file"):
+        read_secret(SecretSource("credential", "heartwire_other.key"), {},
+                    unit_credentials=directories)
+    # A name no unit loads still needs $CREDENTIALS_DIRECTORY.
+    with pytest.raises(SecretFileError, match=r"needs \$CREDENTIALS_DIRECTORY"):
+        read_secret(SecretSource("credential", "agent.key"), {}, unit_credentials=directories)
 
 
 def test_write_private_file_never_exists_with_a_wider_mode(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent import cli, config
 from agent.checks import PROBES
+from agent.cli import main as cli
+from agent.config import loader as config
 from agent.errors import ConfigError
 from tests.servers import Server, free_port, running, start
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.checks import expect, redis
+from agent.common.tables import Table
 from agent.errors import ConfigError
 from agent.model import Outcome, Reason
-from agent.tables import Table
 from tests.servers import Server, free_port, require, start, target
 
 StartRedis = Callable[..., Server]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
+from agent.config import loader as config
 from agent.errors import AlreadyRunning, ReloadError
-from agent.pidfile import hold_pid_file, pid_file_path, running_daemon_pid
-from agent.reload import Reloader
+from agent.service.pidfile import hold_pid_file, pid_file_path, running_daemon_pid
+from agent.service.reload import Reloader
 from tests.config_dirs import heartwire_command, run_heartwire, write_main
 from tests.netutil import open_port
 

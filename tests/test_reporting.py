@@ -13,16 +13,16 @@ import pytest
 import trio
 import trio.testing
 
-from agent import config
 from agent.checks import ProbeKind
-from agent.daemon import Daemon
-from agent.delivery import Deliverer, Delivery
+from agent.common.signing import Ed25519SigningKey, WebhookAuth, verify
+from agent.config import loader as config
 from agent.model import Observation, Outcome, Reason, Target
-from agent.reporting import Reporting
-from agent.scheduler import Scheduler
-from agent.signing import Ed25519SigningKey, WebhookAuth, verify
-from agent.sinks import make_sink
-from agent.spool import AsyncOutbox, open_outbox
+from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.reporting import Reporting, open_reporting
+from agent.outbound.sinks import make_sink
+from agent.outbound.spool import AsyncOutbox, open_outbox
+from agent.schedule.scheduler import Scheduler
+from agent.service.daemon import Daemon
 from tests.receiver import running_receiver
 
 KEY = Ed25519SigningKey.generate()
@@ -109,7 +109,7 @@ async def test_heartbeats_on_interval_state_changes_at_once_results_batched(
                                "status": "down", "reason": "refused",
                                "latency_ms": None, "at": last["checks"][0]["at"]}]
     assert last["runs"] >= 9 and last["dropped"] == {"results": 0, "heartbeats": 0,
-                                                     "state_changes": 0}
+                                                     "state_changes": 0, "set_aside": 0}
     assert last["interval_s"] == 30.0 and last["rejected"] == 0
 
 
@@ -168,8 +168,8 @@ def _schema() -> dict[str, Any]:
 
 def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     from agent.model import Result, StateChange, Status
-    from agent.reporting import CheckSnapshot, heartbeat_data, state_change_data
-    from agent.spool import OutboxDepth
+    from agent.outbound.reporting import CheckSnapshot, heartbeat_data, state_change_data
+    from agent.outbound.spool import OutboxDepth
 
     schema = _schema()["$defs"]
     result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
@@ -206,7 +206,7 @@ async def test_results_beyond_the_pending_limit_are_counted_as_dropped(tmp_path:
 
 async def test_a_large_batch_of_results_is_split_into_bounded_messages(tmp_path: Path) -> None:
     from agent.model import Result, Status
-    from agent.reporting import RESULTS_PER_MESSAGE
+    from agent.outbound.reporting import RESULTS_PER_MESSAGE
 
     loaded = _config()
     outbox, reporting = _offline_reporting(tmp_path, loaded, max_messages=1000,
@@ -298,3 +298,30 @@ async def test_a_reload_that_changes_destinations_says_they_apply_at_restart(
     reporting.note_reload(_config(heartbeat_interval="10s"))
     assert "take effect at the next restart" in caplog.text
     await outbox.aclose()
+
+
+def test_the_plain_http_warning_names_the_destination_without_its_secrets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("K", KEY.to_text())
+    loaded = config.parse([("agent.toml", {
+        "agent": {"id": "agent-1", "state_dir": str(tmp_path)},
+        "destinations": {
+            "main": {"kind": "native", "signing_key_env": "K",
+                     "url": "http://ops:Pa55w0rdXY@central.test/in?token=T0kenValue"},
+            "kuma": {"kind": "uptime-kuma", "url": "http://kuma.test",
+                     "push_tokens": {"db": "KumaT0ken"}},
+            "beat": {"kind": "betterstack",
+                     "url": "http://uptime.betterstack.test/api/v1/heartbeat/BsT0ken"},
+        },
+    })])
+    reporting = open_reporting(loaded, Scheduler(loaded.checks, max_concurrent=1,
+                                                 on_result=lambda r, c: None))
+    assert reporting is not None
+    reporting.outbox.sync.close()
+    warnings = [r.getMessage() for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(warnings) == 3, caplog.text
+    assert "http://ops:<redacted>@central.test/in?token=<redacted>" in warnings[0]
+    assert "/api/v1/heartbeat/<redacted>" in warnings[2]
+    for secret in ("Pa55w0rdXY", "T0kenValue", "BsT0ken"):
+        assert secret not in caplog.text

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from agent.model import Result, StateChange, Status
-from agent.scheduler import MAX_INITIAL_OFFSET_S, START_GRID_S, Scheduler
+from agent.schedule.scheduler import MAX_INITIAL_OFFSET_S, START_GRID_S, Scheduler
 from tests.fakes import OPEN, REFUSED, ScriptedProbe, make_check
 
 Recorded = list[tuple[Result, StateChange | None]]

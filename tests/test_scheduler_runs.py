@@ -8,9 +8,9 @@ import trio
 import trio.testing
 
 from agent.checks import ProbeKind
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Reason, Result, StateChange, Target
-from agent.scheduler import Scheduler
+from agent.schedule.scheduler import Scheduler
 
 
 class _NoOffset(random.Random):

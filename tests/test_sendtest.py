@@ -6,12 +6,14 @@ import json
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
-from agent import cli
-from agent.signing import Ed25519SigningKey, verify
+from agent.cli import main as cli
+from agent.common.signing import Ed25519SigningKey, verify
 from tests.certs import make_pki
 from tests.receiver import free_port, running_receiver
+from tests.test_central_e2e import running
 
 KEY = Ed25519SigningKey.generate()
 
@@ -75,6 +77,8 @@ def test_send_test_names_the_failing_step(
     out = capsys.readouterr().out
     assert code == cli.EXIT_DOWN
     assert "FAILED" in out and f"connect  FAIL  127.0.0.1:{port}" in out
+    # ... and why: trio's "all attempts to connect ... failed" alone does not say.
+    assert f"(127.0.0.1:{port}: Connection refused)" in out
 
 
 def test_send_test_verifies_tls_with_the_configured_ca_only(
@@ -104,3 +108,101 @@ def test_send_test_without_destinations_is_a_usage_error(
     path.write_text('[checks.a]\nhost = "127.0.0.1"\nport = 1\n')
     assert _send_test(path) == cli.EXIT_UNKNOWN
     assert "no [destinations.*] are configured" in capsys.readouterr().err
+
+
+def test_send_test_passes_against_the_real_receiver_which_stores_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`heartwire central` as a process: the seq-0 heartbeat is verified, answered 2xx
+    and leaves no trace (docs/protocol.md)."""
+    central_toml = tmp_path / "central.toml"
+    central_toml.write_text(
+        f'[storage]\nstate_dir = "{tmp_path / "central-state"}"\n'
+        f'[agents.agent-1]\nkeys = ["{KEY.public_key().to_text()}"]\n')
+    with running("central", "--config", str(central_toml), "--listen", "127.0.0.1:0") \
+            as central:
+        base = central.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        code = _send_test(_write_config(tmp_path, f"{base}/v1/ingest"))
+        out = capsys.readouterr().out
+        with httpx.Client(base_url=base, timeout=5) as api:
+            agents = api.get("/api/v1/agents").json()["agents"]
+            checks = api.get("/api/v1/checks").json()["checks"]
+    assert code == 0, out
+    assert "http     ok    POST /v1/ingest -> 200 " in out
+    assert "'status': 'test'" in out.replace('"', "'")
+    assert [(a["id"], a["state"]) for a in agents] == [("agent-1", "never reported")]
+    assert checks == []
+    assert not [line for line in central.lines if "rejected message" in line]
+
+
+# Secrets as each kind carries them in its URLs (formats from the services' docs).
+PING_KEY = "fqOOd6-F4MMNuCEnzTU01w"
+HC_UUID = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278"
+KUMA_TOKEN = "kumaPushTok3n"
+GATUS_KEY = "agents_secret-agent"
+GATUS_TOKEN = "gatusBearerTok3n"
+BETTERSTACK_TOKEN = "bsHeartbeatTok3n"
+URL_PASSWORD = "s3cretPassw0rd"
+QUERY_TOKEN = "queryTok3nValue"
+ALL_SECRETS = (PING_KEY, HC_UUID, KUMA_TOKEN, GATUS_KEY, GATUS_TOKEN, BETTERSTACK_TOKEN,
+               URL_PASSWORD, QUERY_TOKEN)
+
+
+def _secret_destinations(base: str) -> str:
+    netloc_base = base.replace("http://", f"http://operator:{URL_PASSWORD}@")
+    return f"""
+[destinations.hc_slug]
+kind = "healthchecks"
+url = "{base}"
+ping_key_env = "HW_TEST_PING_KEY"
+check = "agent-slug"
+
+[destinations.hc_uuid]
+kind = "healthchecks"
+url = "{base}"
+check = "{HC_UUID}"
+
+[destinations.kuma]
+kind = "uptime-kuma"
+url = "{base}"
+push_token = "{KUMA_TOKEN}"
+
+[destinations.gatus]
+kind = "gatus"
+url = "{base}"
+token_env = "HW_TEST_GATUS_TOKEN"
+key = "{GATUS_KEY}"
+
+[destinations.betterstack]
+kind = "betterstack"
+url = "{base}/api/v1/heartbeat/{BETTERSTACK_TOKEN}"
+
+[destinations.basic_auth]
+kind = "native"
+url = "{netloc_base}/v1/ingest?token={QUERY_TOKEN}"
+signing_key_file = "{{key_file}}"
+"""
+
+
+def test_send_test_prints_no_secret_of_any_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HW_TEST_PING_KEY", PING_KEY)
+    monkeypatch.setenv("HW_TEST_GATUS_TOKEN", GATUS_TOKEN)
+    # A hostile (or merely chatty) server that echoes each request back in its body.
+    with running_receiver(["echo"] * 7) as receiver:
+        path = _write_config(tmp_path, receiver.url + "/in")
+        key_file = tmp_path / "agent.key"
+        path.write_text(path.read_text() + _secret_destinations(receiver.url).replace(
+            "{key_file}", str(key_file)))
+        _send_test(path)
+        paths = [request.path for request in receiver.snapshot()]
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    # Every destination was really asked, with its secret on the wire...
+    assert len(paths) == 7, output
+    for secret in (PING_KEY, HC_UUID, KUMA_TOKEN, GATUS_KEY, BETTERSTACK_TOKEN, QUERY_TOKEN):
+        assert any(secret in p for p in paths), (secret, paths)
+    # ... and none of them was printed.
+    assert "<redacted>" in output
+    assert [secret for secret in ALL_SECRETS if secret in output] == [], output

@@ -17,7 +17,7 @@ import pytest
 import standardwebhooks
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import signing
+from agent.common import signing
 from agent.errors import HeartwireError, SignatureError, SigningKeyError
 
 PROTOCOL_DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"

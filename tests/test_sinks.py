@@ -12,14 +12,16 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 import trio
 
-from agent.delivery import Deliverer, Delivery
-from agent.destinations import DestinationConfig
-from agent.keyfiles import SecretSource
-from agent.sinks import make_sink
-from agent.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.common.keyfiles import SecretSource
+from agent.config.destinations import DestinationConfig, secrets_of
+from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.sinks import Answer, make_sink
+from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
 from tests.receiver import Recorded, running_receiver
+from tests.saas import Service, running_service
 
 HEARTBEAT_DATA = {"checks": [
     {"name": "db", "status": "up", "reason": "open", "latency_ms": 0.5, "at": "x"},
@@ -119,11 +121,13 @@ async def test_uptime_kuma_push_urls(tmp_path: Path) -> None:
 
 async def test_uptime_kuma_not_ok_answer_is_not_delivered() -> None:
     sink = make_sink(DestinationConfig(name="d", kind="uptime-kuma", url="https://k"), None)
-    request = httpx.Request("GET", "https://k/api/push/x")
-    rejected = httpx.Response(200, json={"ok": False, "msg": "Monitor not found or not active."},
-                              request=request)
+    def answer(body: str) -> Answer:
+        return Answer(200, "OK", httpx.Headers({"content-type": "application/json"}), body, "k")
+
+    rejected = answer('{"ok":false,"msg":"Monitor not found or not active."}')
     assert "Monitor not found" in (sink.not_recorded(rejected) or "")
-    assert sink.not_recorded(httpx.Response(200, json={"ok": True}, request=request)) is None
+    assert sink.not_recorded(answer('{"ok":true}')) is None
+    assert "Uptime Kuma answered 200" in (sink.not_recorded(answer('{"ok": tru')) or "")
 
 
 async def test_gatus_external_endpoint_with_bearer_token(tmp_path: Path) -> None:
@@ -152,3 +156,160 @@ async def test_betterstack_heartbeat_and_fail_urls(tmp_path: Path) -> None:
         ("POST", "/api/v1/heartbeat/DB"),
         ("POST", "/api/v1/heartbeat/DB/fail"),
     ]
+
+
+# -- each ping of a message on its own, against the documented wire formats ------
+
+AGENT_UUID = "0f3c8a1e-2b4d-4c6e-8f0a-1b2c3d4e5f60"  # not known to the service
+DB_UUID = "5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278"
+DB_UP = {"checks": [{"name": "db", "status": "up", "reason": "open", "latency_ms": 0.5,
+                     "at": "x"}]}
+
+
+async def _deliver_to(service: Service, destination: DestinationConfig, beats: int = 1,
+                      beat: dict[str, object] = DB_UP, *, then_down: bool = True) -> Deliverer:
+    """Delivers ``beats`` heartbeats (each once the previous is done), then a state change."""
+    outbox = AsyncOutbox(open_outbox(service_dir(destination), agent_id="agent-1",
+                                     destinations=["d"], max_messages=100, max_bytes=10**6))
+    deliverer = Deliverer("d", make_sink(destination, None), httpx.AsyncClient(trust_env=False),
+                          outbox, max_backoff_s=0.05, rng=random.Random(0), base_backoff_s=0.01)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(Delivery([deliverer]).run)
+        for done in range(1, beats + 1 + then_down):
+            if done <= beats:
+                await outbox.enqueue_heartbeat(lambda counts, depth: beat)
+            else:
+                await outbox.enqueue_many([(STATE_CHANGE, DOWN, None)])
+            with trio.fail_after(10):
+                while deliverer.stats.delivered + deliverer.stats.rejected < done:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    await outbox.aclose()
+    return deliverer
+
+
+def service_dir(destination: DestinationConfig) -> Path:
+    return Path(destination.config_file)
+
+
+async def test_healthchecks_an_unknown_agent_uuid_holds_back_no_check_ping(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_service("healthchecks", Service(uuids={DB_UUID})) as hc:
+        destination = DestinationConfig(name="d", kind="healthchecks", url=hc.url,
+                                        monitor_token=AGENT_UUID, config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": DB_UUID})
+        deliverer = await _deliver_to(hc, destination, beats=2)
+    # Each heartbeat: the agent's ping refused (404 not found, not retried), the
+    # check's ping sent anyway; then the state change.
+    assert hc.answered() == [
+        (f"/{AGENT_UUID}", 404), (f"/{DB_UUID}", 200),
+        (f"/{AGENT_UUID}", 404), (f"/{DB_UUID}", 200),
+        (f"/{DB_UUID}/fail", 200),
+    ]
+    assert (deliverer.stats.delivered, deliverer.stats.rejected) == (3, 0)
+    refusals = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(refusals) == 1, caplog.text  # once per monitor, not at every heartbeat
+    assert "HTTP 404" in refusals[0].getMessage() and "not found" in refusals[0].getMessage()
+    assert AGENT_UUID not in caplog.text
+
+
+async def test_healthchecks_a_message_whose_every_ping_is_refused_is_rejected(
+    tmp_path: Path,
+) -> None:
+    with running_service("healthchecks", Service()) as hc:
+        destination = DestinationConfig(name="d", kind="healthchecks", url=hc.url,
+                                        monitor_token=AGENT_UUID, config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": DB_UUID})
+        deliverer = await _deliver_to(hc, destination)
+    assert [status for _, status in hc.answered()] == [404, 404, 404]
+    assert (deliverer.stats.delivered, deliverer.stats.rejected) == (0, 2)
+
+
+async def test_uptime_kuma_a_paused_agent_monitor_holds_back_no_check_ping(
+    tmp_path: Path,
+) -> None:
+    with running_service("uptime-kuma", Service(push_tokens={"DbTok22"})) as kuma:
+        destination = DestinationConfig(name="d", kind="uptime-kuma", url=kuma.url,
+                                        monitor_token="PausedTok", config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": "DbTok22"})
+        deliverer = await _deliver_to(kuma, destination)
+    assert kuma.answered() == [("/api/push/PausedTok", 404), ("/api/push/DbTok22", 200),
+                               ("/api/push/DbTok22", 200)]
+    assert [p.query["status"] for p in kuma.pings[1:]] == [["up"], ["down"]]
+    assert (deliverer.stats.delivered, deliverer.stats.rejected) == (2, 0)
+
+
+async def test_uptime_kuma_a_retried_ping_does_not_send_the_accepted_ones_again(
+    tmp_path: Path,
+) -> None:
+    service = Service(push_tokens={"AgentTok", "DbTok22", "WebTok"},
+                      faults={"/api/push/DbTok22": [503]})
+    beat = {"checks": [*DB_UP["checks"], {**DB_UP["checks"][0], "name": "web"}]}
+    with running_service("uptime-kuma", service) as kuma:
+        destination = DestinationConfig(name="d", kind="uptime-kuma", url=kuma.url,
+                                        monitor_token="AgentTok", config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": "DbTok22", "web": "WebTok"})
+        deliverer = await _deliver_to(kuma, destination, beat=beat, then_down=False)
+    # The failing ping does not hold back the next one, and only it is sent again.
+    assert kuma.answered() == [("/api/push/AgentTok", 200), ("/api/push/DbTok22", 503),
+                               ("/api/push/WebTok", 200), ("/api/push/DbTok22", 200)]
+    assert deliverer.stats.failures == 1
+
+
+async def test_hosted_healthchecks_ok_not_found_is_a_refusal_not_a_retry(tmp_path: Path) -> None:
+    # hc-ping.com answers an unknown UUID with 200 "OK (not found)": as final as a 404.
+    service = Service(uuids={DB_UUID}, legacy_uuid_answers=True)
+    with running_service("healthchecks", service) as hc:
+        destination = DestinationConfig(name="d", kind="healthchecks", url=hc.url,
+                                        monitor_token=AGENT_UUID, config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": DB_UUID})
+        deliverer = await _deliver_to(hc, destination)
+    assert hc.answered() == [(f"/{AGENT_UUID}", 200), (f"/{DB_UUID}", 200),
+                             (f"/{DB_UUID}/fail", 200)]
+    assert (deliverer.stats.delivered, deliverer.stats.failures) == (2, 0)
+
+
+async def test_uptime_kuma_2_paused_monitor_answer_500_is_a_refusal_not_a_retry(
+    tmp_path: Path,
+) -> None:
+    service = Service(push_tokens={"DbTok22"}, error_status=500)
+    with running_service("uptime-kuma", service) as kuma:
+        destination = DestinationConfig(name="d", kind="uptime-kuma", url=kuma.url,
+                                        monitor_token="PausedTok", config_file=str(tmp_path),
+                                        check_monitor_tokens={"db": "DbTok22"})
+        deliverer = await _deliver_to(kuma, destination)
+    assert kuma.answered() == [("/api/push/PausedTok", 500), ("/api/push/DbTok22", 200),
+                               ("/api/push/DbTok22", 200)]
+    assert (deliverer.stats.delivered, deliverer.stats.failures) == (2, 0)
+
+
+async def test_delivery_logs_never_show_a_push_token_an_answer_echoes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "EchoedPushT0ken"
+    destination = DestinationConfig(name="d", kind="uptime-kuma", url="http://x",
+                                    monitor_token=token)
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["d"],
+                                     max_messages=100, max_bytes=10**6))
+    # The echo is not {"ok":true}: logged as not delivered, with the body, then retried.
+    with running_receiver(["echo", "404"], ok_body=b'{"ok":true}') as receiver:
+        destination = DestinationConfig(**{**_fields(destination), "url": receiver.url},
+                                        check_monitor_tokens={})
+        deliverer = Deliverer("d", make_sink(destination, None),
+                              httpx.AsyncClient(trust_env=False), outbox, max_backoff_s=0.05,
+                              rng=random.Random(0), base_backoff_s=0.01,
+                              secrets=secrets_of(destination, None))
+        await outbox.enqueue_heartbeat(lambda counts, depth: HEARTBEAT_DATA)
+        await outbox.enqueue_heartbeat(lambda counts, depth: HEARTBEAT_DATA)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Delivery([deliverer]).run)
+            with trio.fail_after(10):
+                while deliverer.stats.delivered + deliverer.stats.rejected < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+    await outbox.aclose()
+    assert any(token in r.path for r in receiver.snapshot())
+    assert "Uptime Kuma answered 200" in caplog.text and "<redacted>" in caplog.text
+    assert token not in caplog.text
+    assert token not in (deliverer.stats.last_error or "")

@@ -11,9 +11,9 @@ import trio
 import trustme
 
 from agent.checks import smtp
+from agent.common.tables import Table
 from agent.errors import ConfigError
 from agent.model import Outcome, Reason
-from agent.tables import Table
 from tests.conftest import issue, write_pem
 from tests.servers import Server, free_port, running, serve_reply, start, target
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent.spool import (
+from agent.outbound.spool import (
     HEARTBEAT,
     RESULTS,
     STATE_CHANGE,
@@ -29,6 +31,11 @@ def _open(tmp_path: Path, destinations: tuple[str, ...] = ("a", "b"), *,
           max_messages: int = 1000, max_bytes: int = 10_000_000) -> Outbox:
     return open_outbox(tmp_path, agent_id="agent-1", destinations=destinations,
                        max_messages=max_messages, max_bytes=max_bytes, wall_clock=lambda: 1e9)
+
+
+def _stored(box: Outbox) -> list[int]:
+    """The seqs in the file, read without handing them to a destination."""
+    return [seq for (seq,) in box._db.execute("SELECT seq FROM messages ORDER BY seq")]
 
 
 def _heartbeat(box: Outbox) -> int:
@@ -115,32 +122,39 @@ def test_drop_policy_results_first_then_heartbeats_never_state_changes_first(
                       (RESULTS, {"n": 3}, None)])
     _heartbeat(box)  # seq 4: full now
     box.enqueue(STATE_CHANGE, {"n": 5})  # drops the oldest results (seq 2)
-    assert [m.seq for m in box.pending("a")] == [1, 3, 4, 5]
+    assert _stored(box) == [1, 3, 4, 5]
     box.enqueue(STATE_CHANGE, {"n": 6})  # drops seq 3, the last results
     # Only state changes and the newest heartbeat are left: the heartbeat is kept
     # (it is not superseded), so the oldest state change goes.
     box.enqueue(STATE_CHANGE, {"n": 7})
-    assert [(m.seq, m.type) for m in box.pending("a")] == [
+    assert box._db.execute("SELECT seq, type FROM messages ORDER BY seq").fetchall() == [
         (4, HEARTBEAT), (5, STATE_CHANGE), (6, STATE_CHANGE), (7, STATE_CHANGE)]
     box.enqueue(STATE_CHANGE, {"n": 8})
-    assert [m.seq for m in box.pending("a")] == [4, 6, 7, 8]
+    assert _stored(box) == [4, 6, 7, 8]
     # The next heartbeat replaces seq 4 and reports every drop since the last one.
     beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert [m.seq for m in box.pending("a")] == [6, 7, 8, 9]
     assert json.loads(beat.body)["data"] == {
         "dropped.results": 2, "dropped.heartbeats": 1, "dropped.state_changes": 2,
-        "rejected": 0}
+        "dropped.set_aside": 0, "rejected": 0}
     assert box.counters().get("dropped.state_changes", 0) == 0
 
 
 def test_byte_bound_drops_results_before_a_state_change(tmp_path: Path) -> None:
-    box = _open(tmp_path, max_bytes=600)
-    box.enqueue(STATE_CHANGE, {"pad": "s" * 100})
-    box.enqueue(RESULTS, {"pad": "r" * 200})
-    box.enqueue(STATE_CHANGE, {"pad": "t" * 200})  # over 600 bytes: results go
+    # The bound counts the file's pages in use and the write-ahead log's share.
+    limit = 256 * 1024
+    box = _open(tmp_path, max_bytes=limit)
+    box.enqueue(STATE_CHANGE, {"pad": "s" * 50_000})
+    box.enqueue(RESULTS, {"pad": "r" * 60_000})
+    assert box.counters().get("dropped.results", 0) == 0
+    box.enqueue(STATE_CHANGE, {"pad": "t" * 70_000})  # over the bound: results go
     assert [m.type for m in box.pending("a")] == [STATE_CHANGE, STATE_CHANGE]
-    assert box.depth().bytes <= 600
+    assert box.stored_bytes() <= limit
     assert box.counters()["dropped.results"] == 1
+    # The write-ahead log is bounded too: a quarter of the limit.
+    assert box.wal_limit_bytes == limit // 4
+    wal = tmp_path / "outbox.sqlite3-wal"
+    assert wal.stat().st_size <= box.wal_limit_bytes
 
 
 def test_rejections_are_counted_for_the_next_heartbeat(tmp_path: Path) -> None:
@@ -154,7 +168,7 @@ def test_rejections_are_counted_for_the_next_heartbeat(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from agent.spool import open_outbox
+    from agent.outbound.spool import open_outbox
     box = open_outbox(Path(sys.argv[1]), agent_id="w", destinations=["a"],
                       max_messages=10**6, max_bytes=10**9)
     n = 0
@@ -213,3 +227,58 @@ async def test_async_outbox_wakes_waiters_and_runs_off_the_trio_thread(tmp_path:
 def test_unknown_destination_cursor_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="no outbox cursor for destination 'zz'"):
         _open(tmp_path).pending("zz")
+
+
+def _reported(beat_body: bytes) -> dict[str, int]:
+    return dict(json.loads(beat_body)["data"]["counts"])
+
+
+def test_a_heartbeat_being_sent_when_a_new_one_comes_is_not_counted_as_dropped(
+    tmp_path: Path,
+) -> None:
+    box = _open(tmp_path, ("a",))
+    box.enqueue(STATE_CHANGE, {})
+    first = _heartbeat(box)
+    assert [m.seq for m in box.pending("a")] == [1, first]  # a is sending them
+    second = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
+    box.acknowledge("a", 1)
+    box.acknowledge("a", first)  # the first heartbeat arrived after all
+    assert [m.seq for m in box.pending("a")] == [second.seq]
+    box.acknowledge("a", second.seq)
+    third = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
+    # Delivered, so neither heartbeat counts it as dropped.
+    assert _reported(second.body)["dropped.heartbeats"] == 0
+    assert _reported(third.body)["dropped.heartbeats"] == 0
+
+
+def test_a_superseded_heartbeat_whose_sending_failed_is_counted_once_and_never_sent(
+    tmp_path: Path,
+) -> None:
+    box = _open(tmp_path, ("a",))
+    first = _heartbeat(box)
+    assert [m.seq for m in box.pending("a")] == [first]  # sending it fails...
+    second = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
+    assert [m.seq for m in box.pending("a")] == [second.seq]  # ... a reads again
+    third = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
+    assert [m.seq for m in box.pending("a")] == [third.seq]
+    box.acknowledge("a", third.seq)
+    fourth = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
+    dropped = [_reported(beat.body)["dropped.heartbeats"] for beat in (second, third, fourth)]
+    assert sum(dropped) == 2  # the first and the second, each once
+
+
+async def test_a_call_stuck_on_a_locked_file_is_abandoned_when_cancelled(tmp_path: Path) -> None:
+    outbox = AsyncOutbox(_open(tmp_path, ("a",)))
+    with contextlib.closing(sqlite3.connect(outbox.sync.path, isolation_level=None,
+                                            timeout=10)) as other_process:
+        other_process.execute("BEGIN IMMEDIATE")  # the outbox's writes wait for this lock
+        started = time.monotonic()
+        with trio.move_on_after(0.2):
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": 1}, None)])
+        waited_s = time.monotonic() - started
+        other_process.execute("ROLLBACK")
+    assert waited_s < 1.0, f"cancelling took {waited_s:.1f}s"
+    # The abandoned call still ran to its end (and committed) before the next one.
+    stored = await outbox.enqueue_many([(STATE_CHANGE, {"n": 2}, None)])
+    assert stored[0].seq == 2
+    await outbox.aclose()

@@ -9,14 +9,17 @@ import os
 import secrets
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.lowlevel
 
-from agent import systemd
-from agent.logs import log_result
+from agent.common.logs import log_result
 from agent.model import Observation, Outcome, Reason, Result, StateChange, Status
+from agent.service import systemd
 
 
 @pytest.fixture
@@ -225,3 +228,78 @@ def test_journal_is_used_only_when_stderr_is_the_journal_stream(tmp_path: Path) 
         handler.emit(logging.makeLogRecord({"msg": "hello", "levelno": logging.ERROR}))
         fields = parse_journal(sock.recv(65536))
         assert (fields["MESSAGE"], fields["PRIORITY"]) == ("hello", "3")
+
+
+def _full_datagram_socket(path: Path) -> socket.socket:
+    """A bound datagram socket that never reads, its receive queue filled to the brim."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        filler.setblocking(False)
+        for _ in range(100_000):  # bounded; the queue holds a few hundred datagrams
+            try:
+                filler.sendto(b"MESSAGE=filler\n", str(path))
+            except BlockingIOError:
+                break
+        else:
+            raise AssertionError("the socket never filled up")
+    return sock
+
+
+async def test_a_journal_that_does_not_read_never_delays_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    real_stderr = os.fstat(2)
+    with _full_datagram_socket(path) as journal:
+        handler = systemd.journal_handler(
+            {"JOURNAL_STREAM": f"{real_stderr.st_dev}:{real_stderr.st_ino}"},
+            socket_path=path, prefer_library=False)
+        assert handler is not None
+        logger = logging.getLogger("heartwire.test-journal-full")
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            longest_gap_s = 0.0
+
+            async def watch_checkpoints() -> None:
+                nonlocal longest_gap_s
+                last = time.monotonic()
+                while True:
+                    await trio.lowlevel.checkpoint()
+                    now = time.monotonic()
+                    longest_gap_s = max(longest_gap_s, now - last)
+                    last = now
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_checkpoints)
+                await trio.sleep(0.01)
+                longest_call_s = 0.0
+                for n in range(5000):  # a mass outage's burst, beyond the queue's size
+                    started = time.monotonic()
+                    logger.warning("db%d: up -> down", n)
+                    longest_call_s = max(longest_call_s, time.monotonic() - started)
+                    if longest_call_s > 0.5:
+                        break  # blocked: no need to wait for the rest
+                    await trio.lowlevel.checkpoint()
+                nursery.cancel_scope.cancel()
+            # A blocking send waits up to a second per record; a queued one, microseconds
+            # (the bounds leave room for a machine busy with other work).
+            assert longest_call_s < 0.5, f"one log call took {longest_call_s:.2f}s"
+            assert longest_gap_s < 0.5, f"the event loop stalled {longest_gap_s:.2f}s"
+            assert handler.dropped >= 5000 - 4096 - 10  # bounded: the excess is counted
+
+            # Once the journal reads again, what was queued arrives, then the warning.
+            journal.settimeout(5)
+            deadline = time.monotonic() + 20
+            warning: dict[str, str] = {}
+            while not warning and time.monotonic() < deadline:
+                payload = journal.recv(65536)
+                if payload.startswith(b"MESSAGE=filler"):
+                    continue
+                fields = parse_journal(payload)
+                if "DROPPED" in fields:
+                    warning = fields
+            assert int(warning["DROPPED"]) == handler.dropped
+            assert "log records dropped" in warning["MESSAGE"]
+        finally:
+            logger.removeHandler(handler)
+            handler.close()

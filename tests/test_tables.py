@@ -1,7 +1,7 @@
 import pytest
 
+from agent.common.tables import Table, format_duration, parse_duration
 from agent.errors import ConfigError
-from agent.tables import Table, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,12 @@ import trio
 from agent.checks import tcp
 from agent.model import Outcome, Reason, Target
 from tests.netutil import (
-    has_ipv6_loopback,
+    needs_ipv6,
     open_fd_count,
     open_port,
     refused_port,
     silent_port,
 )
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
 
 
 class StaticResolver(trio.abc.HostnameResolver):

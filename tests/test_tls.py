@@ -11,9 +11,9 @@ import trio
 import trustme
 
 from agent.checks import tls
+from agent.common.tables import Table
 from agent.errors import ConfigError
 from agent.model import Outcome, Reason
-from agent.tables import Table
 from tests.conftest import issue
 from tests.servers import serve_loopback, serve_reply, target
 

@@ -1,5 +1,5 @@
 from agent.model import Observation, Outcome, Reason, Status
-from agent.tracker import CheckTracker
+from agent.schedule.tracker import CheckTracker
 from tests.fakes import OPEN, REFUSED, make_check
 
 

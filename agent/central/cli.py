@@ -1,4 +1,4 @@
-"""``heartwire central ...``: the receiver's commands (wired into agent/cli.py).
+"""``heartwire central ...``: the receiver's commands (wired into agent/cli/main.py).
 
     heartwire central [--config PATH]              run the receiver
     heartwire central validate [--config PATH]     check the config and exit
@@ -19,13 +19,15 @@ from pathlib import Path
 import tomli_w
 import trio
 
-from agent import logs
 from agent.central import config as central_config
 from agent.central.maintenance_cli import add_maintenance_parser, maintenance_main
+from agent.common.keyfiles import read_private_file
+from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.signing import PUBLIC_KEY_PREFIX, read_verify_key
+from agent.common.stdout import emit
+from agent.common.tables import parse_duration
+from agent.common.wording import counted
 from agent.errors import ConfigError, HeartwireError, UsageError
-from agent.keyfiles import read_private_file
-from agent.signing import PUBLIC_KEY_PREFIX, read_verify_key
-from agent.tables import parse_duration
 
 EXIT_OK = 0
 
@@ -33,19 +35,19 @@ EXIT_OK = 0
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Adds the ``central`` command and its subcommands to the main parser."""
     config_help = f"receiver config file (default: {central_config.DEFAULT_CONFIG_PATH})"
-    central = commands.add_parser("central", help="run the reference central receiver")
-    central.add_argument("--config", metavar="PATH", help=config_help)
-    central.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    # --config and --debug are accepted at every level (``heartwire --debug central
+    # validate``, ``central --config X validate``, ``central validate --config X``).
+    # Their defaults are suppressed so that a later level never resets an earlier one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="verbose logs and tracebacks")
+    central = commands.add_parser("central", parents=[common],
+                                  help="run the reference central receiver")
     central.add_argument("--listen", metavar="HOST:PORT", action="append",
                          help="serve here instead of [server] listen (repeatable)")
     central.add_argument("--state-dir", metavar="PATH",
                          help="keep the database here instead of [storage] state_dir")
-    # The subcommands take the same options under other names: a subcommand's own
-    # default must not overwrite a value given before it (``central --config X validate``).
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", dest="sub_config", help=config_help)
-    common.add_argument("--debug", action="store_true", dest="sub_debug",
-                        help="verbose logs and tracebacks")
     sub = central.add_subparsers(dest="central_command", metavar="SUBCOMMAND",
                                  parser_class=type(central))
     sub.add_parser("run", parents=[common], help="run the receiver (the default)")
@@ -74,14 +76,13 @@ def config_path(value: str | None) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     """Runs one ``heartwire central`` command."""
-    if getattr(args, "sub_debug", False):
-        logs.configure(debug=True)
-    path = config_path(getattr(args, "sub_config", None) or args.config)
+    path = config_path(getattr(args, "config", None))
     command = args.central_command or "run"
     if command == "validate":
         loaded = central_config.load(path)
-        print(f"{path}: OK, {len(loaded.agents)} agents, {len(loaded.channels)} channels "
-              f"from {len(loaded.files)} file{'s' * (len(loaded.files) != 1)}")
+        emit(f"{path}: OK, {counted(len(loaded.agents), 'agent')}, "
+             f"{counted(len(loaded.channels), 'channel')} "
+             f"from {counted(len(loaded.files), 'file')}")
         return EXIT_OK
     if command == "maintenance":
         return maintenance_main(args, central_config.load(path))
@@ -93,7 +94,9 @@ def main(args: argparse.Namespace) -> int:
         from agent.central.server import Central
     except ImportError as exc:  # hypercorn is an optional dependency of the agent
         raise UsageError(
-            f"the receiver needs {exc.name}: pip install 'heartwire[central]'"
+            f"the receiver needs {(exc.name or 'hypercorn').split('.')[0]}: install the "
+            "heartwire-central package (apt install heartwire-central, dnf install "
+            "heartwire-central), or pip install 'heartwire[central]'"
         ) from None
 
     loaded = central_config.load(path)
@@ -111,7 +114,7 @@ def _list_agents(path: Path) -> int:
     loaded = central_config.load(path)
     for agent in loaded.agents.values():
         schemes = ", ".join(key.scheme for key in agent.keys)
-        print(f"{agent.id}\t{schemes}\t{agent.source}")
+        emit(f"{agent.id}\t{schemes}\t{agent.source}")
     return EXIT_OK
 
 
@@ -119,8 +122,8 @@ def _add_agent(
     path: Path, agent_id: str, public_key: str | None, secret_file: str | None,
     grace: str | None,
 ) -> int:
-    if not central_config.AGENT_ID.match(agent_id):
-        raise UsageError(f"agent id {agent_id!r} {central_config.AGENT_ID_RULE}")
+    if not is_valid_name(agent_id):
+        raise UsageError(f"agent id {agent_id!r} {NAME_RULE}")
     if public_key is not None:
         if not public_key.startswith(PUBLIC_KEY_PREFIX):
             raise UsageError(f"--public-key expects a {PUBLIC_KEY_PREFIX}... key")
@@ -180,6 +183,6 @@ def _add_agent(
             dropin.write_bytes(previous)
         raise
     action = "updated" if previous is not None else "registered"
-    print(f"{action} agent {agent_id} in {dropin}; "
-          "reload the receiver (SIGHUP) to accept its messages")
+    emit(f"{action} agent {agent_id} in {dropin}; "
+         "reload the receiver (SIGHUP) to accept its messages")
     return EXIT_OK

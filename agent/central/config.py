@@ -10,7 +10,6 @@ receiver only sees the frozen dataclasses below.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,14 @@ from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.central.maintenance import WeeklyWindow, read_weekly
-from agent.config import read_toml
+from agent.central.schema import DEFAULT_MAX_CHECKS
+from agent.central.storage import Retention
+from agent.common.keyfiles import read_secret, read_sources
+from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.signing import VerifyKey, read_verify_key
+from agent.common.tables import Table
+from agent.config.loader import read_toml
 from agent.errors import ConfigError, HeartwireError
-from agent.keyfiles import read_secret, read_sources
-from agent.signing import VerifyKey, read_verify_key
-from agent.tables import Table
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")
 AGENTS_DIR: Final = "agents.d"
@@ -33,7 +35,17 @@ DEFAULT_STATE_DIR: Final = Path("/var/lib/heartwire-central")
 # room for tens of thousands of checks while still refusing absurd bodies.
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_TOLERANCE_S: Final = 300.0
+# A whole request body must arrive within this; a client trickling bytes is cut off.
+DEFAULT_BODY_TIMEOUT_S: Final = 10.0
+# Requests in progress at once; past it the one reading its body longest makes way.
+DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 256
 DEFAULT_DEDUP_RETENTION_S: Final = 7 * 86400.0
+# A read token guards a page anyone on the network could otherwise guess at.
+MIN_READ_TOKEN_CHARS: Final = 16
+DEFAULT_STATE_HISTORY_RETENTION_S: Final = 90 * 86400.0
+DEFAULT_SEQ_GAP_RETENTION_S: Final = 30 * 86400.0
+DEFAULT_NOTIFICATION_RETENTION_S: Final = 30 * 86400.0
+DEFAULT_INCIDENT_RETENTION_S: Final = 365 * 86400.0
 DEFAULT_INTERVAL_S: Final = 30.0
 DEFAULT_GRACE_S: Final = 60.0
 DEFAULT_FLAP_WINDOW_S: Final = 3600.0
@@ -43,11 +55,6 @@ DEFAULT_RETRY_MAX_S: Final = 600.0
 DEFAULT_RAW_RETENTION_S: Final = 7 * 86400.0
 DEFAULT_ROLLUP_RETENTION_S: Final = 400 * 86400.0
 
-# The same rule as agent ids in agent/config.py: they end up in URLs and file names.
-AGENT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-AGENT_ID_RULE: Final = (
-    "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +117,14 @@ class CentralConfig:
         keyfile: its private key (a private file), or None.
         state_dir: where the SQLite database lives.
         max_body_bytes: bigger request bodies are refused with 413.
+        max_checks: the most entries of a heartbeat's ``checks`` (and ``results``).
+        body_timeout_s: how long a client may take to send a whole request body.
+        max_concurrent_requests: requests handled at once.
+        read_tokens: tokens that open the read side (``/``, ``/api/v1/*``); empty:
+            the read side is public.
         tolerance_s: how far ``webhook-timestamp`` may be from the receiver's clock.
         dedup_retention_s: how long applied message ids are remembered.
+        retention: how long each kind of history is kept (dedup_retention_s included).
         default_interval_s: the heartbeat interval assumed when a heartbeat states none.
         grace_s: default slack after an agent's interval before it counts as silent.
         alert_on_degraded: whether ``degraded`` opens an incident like ``down``.
@@ -131,8 +144,16 @@ class CentralConfig:
     keyfile: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_checks: int = DEFAULT_MAX_CHECKS
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    read_tokens: tuple[str, ...] = field(default=(), repr=False)
     tolerance_s: float = DEFAULT_TOLERANCE_S
     dedup_retention_s: float = DEFAULT_DEDUP_RETENTION_S
+    state_history_retention_s: float = DEFAULT_STATE_HISTORY_RETENTION_S
+    seq_gap_retention_s: float = DEFAULT_SEQ_GAP_RETENTION_S
+    notification_retention_s: float = DEFAULT_NOTIFICATION_RETENTION_S
+    incident_retention_s: float = DEFAULT_INCIDENT_RETENTION_S
     default_interval_s: float = DEFAULT_INTERVAL_S
     grace_s: float = DEFAULT_GRACE_S
     alert_on_degraded: bool = False
@@ -154,6 +175,17 @@ class CentralConfig:
         if settings is not None and settings.grace_s is not None:
             return settings.grace_s
         return self.grace_s
+
+    @property
+    def retention(self) -> Retention:
+        """The retention of every kind of history, for pruning."""
+        return Retention(
+            messages_s=self.dedup_retention_s,
+            state_history_s=self.state_history_retention_s,
+            seq_gaps_s=self.seq_gap_retention_s,
+            notifications_s=self.notification_retention_s,
+            incidents_s=self.incident_retention_s,
+        )
 
 
 def _listen(table: Table) -> tuple[str, ...]:
@@ -202,8 +234,8 @@ def _read_keys(table: Table) -> tuple[VerifyKey, ...]:
 
 def read_agent(table: Table, agent_id: str) -> AgentSettings:
     """Reads one ``[agents.<id>]`` table."""
-    if not AGENT_ID.match(agent_id):
-        raise table.error(None, f"agent id {agent_id!r} {AGENT_ID_RULE}")
+    if not is_valid_name(agent_id):
+        raise table.error(None, f"agent id {agent_id!r} {NAME_RULE}")
     settings = AgentSettings(
         id=agent_id,
         keys=_read_keys(table),
@@ -247,7 +279,22 @@ def load(path: Path) -> CentralConfig:
     max_body = server.integer(
         "max_body_bytes", DEFAULT_MAX_BODY_BYTES, minimum=1024, maximum=64 * 1024 * 1024
     )
+    max_checks = server.integer("max_checks", DEFAULT_MAX_CHECKS, minimum=1, maximum=1_000_000)
+    body_timeout = server.duration("body_timeout", DEFAULT_BODY_TIMEOUT_S)
+    max_concurrent_requests = server.integer(
+        "max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS, minimum=1, maximum=100_000
+    )
     tolerance = server.duration("timestamp_tolerance", DEFAULT_TOLERANCE_S)
+    read_tokens = []
+    for source in read_sources(server, "read_token"):
+        try:
+            token = read_secret(source)
+        except HeartwireError as exc:
+            raise ConfigError(server.file, source.key, str(exc)) from None
+        if len(token) < MIN_READ_TOKEN_CHARS:
+            raise ConfigError(server.file, source.key,
+                              f"the token must be at least {MIN_READ_TOKEN_CHARS} characters")
+        read_tokens.append(token)
     server.finish()
 
     storage = top.table("storage")
@@ -256,6 +303,12 @@ def load(path: Path) -> CentralConfig:
     if retention < tolerance:
         # A replay inside the timestamp window must still find its id.
         raise storage.error("dedup_retention", "must be at least [server] timestamp_tolerance")
+    history_retention = storage.duration("state_history_retention",
+                                         DEFAULT_STATE_HISTORY_RETENTION_S)
+    gap_retention = storage.duration("seq_gap_retention", DEFAULT_SEQ_GAP_RETENTION_S)
+    notification_retention = storage.duration("notification_retention",
+                                              DEFAULT_NOTIFICATION_RETENTION_S)
+    incident_retention = storage.duration("incident_retention", DEFAULT_INCIDENT_RETENTION_S)
     storage.finish()
 
     alerts = top.table("alerts")
@@ -268,6 +321,9 @@ def load(path: Path) -> CentralConfig:
     retry_max = alerts.duration("retry_max", DEFAULT_RETRY_MAX_S)
     if retry_max < retry_initial:
         raise alerts.error("retry_max", "must not be less than retry_initial")
+    if incident_retention < flap_window:
+        # The flapping rule counts the incidents of the last flap_window.
+        raise storage.error("incident_retention", "must be at least [alerts] flap_window")
     alerts.finish()
 
     history = read_history(top.table("history"))
@@ -306,8 +362,16 @@ def load(path: Path) -> CentralConfig:
         keyfile=keyfile,
         state_dir=state_dir,
         max_body_bytes=max_body,
+        max_checks=max_checks,
+        body_timeout_s=body_timeout,
+        max_concurrent_requests=max_concurrent_requests,
+        read_tokens=tuple(read_tokens),
         tolerance_s=tolerance,
         dedup_retention_s=retention,
+        state_history_retention_s=history_retention,
+        seq_gap_retention_s=gap_retention,
+        notification_retention_s=notification_retention,
+        incident_retention_s=incident_retention,
         default_interval_s=default_interval,
         grace_s=grace,
         alert_on_degraded=on_degraded,

@@ -3,7 +3,9 @@
 Builds its configs from ``agent.example.toml`` and ``central.example.toml`` (a
 fresh Ed25519 key, the agent pointed at the local receiver, alerts to a webhook
 this process prints), adds a ``demo-service`` check on a port this process opens
-and closes every ``--toggle-every`` seconds, and starts both as real processes.
+and closes every ``--toggle-every`` seconds, one ``dns``, ``udp`` and ``ntp`` check
+against loopback services it answers itself (and an ``icmp`` check of 127.0.0.1
+where the host allows ICMP sockets), and starts both as real processes.
 Every few seconds it prints what ``/api/v1/checks`` says; alerts print as they
 arrive. Ctrl-C stops everything.
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -30,8 +34,8 @@ from typing import Any
 import httpx
 import tomli_w
 
-from agent.keyfiles import write_private_file
-from agent.signing import Ed25519SigningKey
+from agent.common.keyfiles import write_private_file
+from agent.common.signing import Ed25519SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "example-agent"
@@ -109,8 +113,80 @@ class Service:
             listener.close()
 
 
+DEMO_NAME = "demo.heartwire.test"
+_NTP = struct.Struct("!BBbbII4sQQQQ")
+_NTP_EPOCH_S = 2_208_988_800
+
+
+class DatagramServices:
+    """Loopback UDP services for the demo's datagram checks, answered in one thread.
+
+    A DNS server that knows ``demo.heartwire.test`` (A 127.0.0.1), an echo that
+    answers "PING" with "PONG", and an NTP server telling this host's time.
+    """
+
+    def __init__(self) -> None:
+        self.sockets = {name: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        for name in ("dns", "echo", "ntp")}
+        for sock in self.sockets.values():
+            sock.bind(("127.0.0.1", 0))
+        self.ports = {name: sock.getsockname()[1] for name, sock in self.sockets.items()}
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        answers = {"dns": _dns_answer, "echo": lambda data: b"PONG" if data == b"PING" else None,
+                   "ntp": _ntp_answer}
+        by_socket = {sock: answers[name] for name, sock in self.sockets.items()}
+        while True:
+            try:
+                ready, _, _ = select.select(list(by_socket), [], [])
+            except (OSError, ValueError):
+                return  # closed
+            for sock in ready:
+                with suppress(OSError):  # closed meanwhile, or an ICMP error queued
+                    data, peer = sock.recvfrom(2048)
+                    reply = by_socket[sock](data)
+                    if reply is not None:
+                        sock.sendto(reply, peer)
+
+    def close(self) -> None:
+        """Stops answering."""
+        for sock in self.sockets.values():
+            sock.close()
+
+
+def _dns_answer(data: bytes) -> bytes | None:
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rrset
+
+    try:
+        query = dns.message.from_wire(data)
+    except dns.exception.DNSException:
+        return None  # not a query: no answer
+    if not query.question:
+        return None
+    response = dns.message.make_response(query)
+    question = query.question[0]
+    if question.name.to_text().rstrip(".").lower() != DEMO_NAME:
+        response.set_rcode(dns.rcode.NXDOMAIN)
+    elif question.rdtype == 1:  # A
+        response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.1"))
+    return bytes(response.to_wire())
+
+
+def _ntp_answer(data: bytes) -> bytes | None:
+    if len(data) < _NTP.size:
+        return None
+    now = int((time.time() + _NTP_EPOCH_S) * 2**32)
+    origin = _NTP.unpack_from(data)[10]
+    return _NTP.pack(0x24, 2, 6, -20, 0, 0, b"\x7f\0\0\1", now, origin, now, now)
+
+
 def write_configs(state: Path, receiver_url: str, alert_url: str, service_port: int,
-                  key: Ed25519SigningKey) -> tuple[Path, Path]:
+                  key: Ed25519SigningKey,
+                  datagram_ports: dict[str, int] | None = None) -> tuple[Path, Path]:
     """The central and agent configs of the demo, derived from the two examples."""
     with (REPO / "central.example.toml").open("rb") as handle:
         central: dict[str, Any] = tomllib.load(handle)
@@ -129,6 +205,7 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, service_port: 
         "host": "127.0.0.1", "port": service_port, "group": "Demo",
         "interval": "2s", "timeout": "1s", "failures_before_down": 1,
     }
+    agent["checks"].update(_datagram_checks(datagram_ports or {}))
     agent["destinations"] = {"central": {
         "kind": "native", "url": f"{receiver_url}/v1/ingest",
         "signing_key_file": str(state / "agent.key"),
@@ -137,6 +214,26 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, service_port: 
     agent_file.parent.mkdir(parents=True, exist_ok=True)
     agent_file.write_text(tomli_w.dumps(agent))
     return central_file, agent_file
+
+
+def _datagram_checks(ports: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """One check of each datagram kind against :class:`DatagramServices`, and a ping."""
+    from agent.checks.icmp import sockets_allowed
+
+    common = {"host": "127.0.0.1", "group": "Demo", "interval": "2s", "timeout": "1s"}
+    checks: dict[str, dict[str, Any]] = {}
+    if "dns" in ports:
+        checks["demo-dns"] = {**common, "kind": "dns", "port": ports["dns"], "name": DEMO_NAME,
+                              "expect": ["127.0.0.1"]}
+    if "echo" in ports:
+        checks["demo-udp"] = {**common, "kind": "udp", "port": ports["echo"], "send": "PING",
+                              "expect": "^PONG$"}
+    if "ntp" in ports:
+        checks["demo-ntp"] = {**common, "kind": "ntp", "port": ports["ntp"]}
+    # Only where this host lets the agent open ICMP sockets (net.ipv4.ping_group_range).
+    if sockets_allowed():
+        checks["demo-ping"] = {**common, "kind": "icmp"}
+    return checks
 
 
 def start(args: Sequence[str], found: list[str] | None = None) -> subprocess.Popen[str]:
@@ -191,11 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     service = Service()
     service.open()
+    datagrams = DatagramServices()
     processes: list[subprocess.Popen[str]] = []
     try:
         with alert_printer() as alert_url:
             central_file, agent_file = write_configs(state, "http://unset", alert_url,
-                                                     service.port, key)
+                                                     service.port, key, datagrams.ports)
             found: list[str] = []
             processes.append(start(["central", "--config", str(central_file),
                                     "--listen", f"127.0.0.1:{args.port}",
@@ -207,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say("the receiver did not start; see its log above")
                 return 1
             base = found[0]
-            write_configs(state, base, alert_url, service.port, key)
+            write_configs(state, base, alert_url, service.port, key, datagrams.ports)
             processes.append(start(["run", "--config", str(agent_file),
                                     "--state-dir", str(state / "agent")]))
             say(f"receiver on {base} (status page: {base}/); agent {AGENT_ID!r} reports to it")
@@ -234,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for process in reversed(processes):
             stop(process)
         service.close()
+        datagrams.close()
     return 0
 
 

@@ -10,10 +10,16 @@ A failed delivery is retried after ``retry_initial``, doubling up to ``retry_max
 takes. A delivery the service refuses for good (a 4xx other than 408/429, an SMTP
 5xx) is marked ``failed`` and logged as an error: retrying cannot fix a revoked
 token, and it must not block the alerts queued behind it.
+
+Anything else a channel raises (an answer nobody foresaw) is contained in that one
+delivery: logged once with its traceback, retried with the same backoff, and
+marked ``failed`` after ``MAX_CRASHED_ATTEMPTS`` attempts.
 """
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from collections.abc import Callable, Mapping
 
 import trio
@@ -21,7 +27,7 @@ import trio.lowlevel
 
 from agent.central.channels import Channel, ChannelError
 from agent.central.storage import Notification, Storage
-from agent.logs import get_logger
+from agent.common.logs import get_logger
 
 log = get_logger("central.dispatch")
 
@@ -29,6 +35,12 @@ log = get_logger("central.dispatch")
 SEND_TIMEOUT_S = 60.0
 # Bound on how long the loop sleeps with nothing due (new rows wake it anyway).
 IDLE_WAKE_S = 60.0
+# A delivery whose channel keeps failing in an unexpected way (a bug, or an answer
+# nobody foresaw) is marked failed after this many attempts, so that the alerts
+# queued behind it go out.
+MAX_CRASHED_ATTEMPTS = 5
+# How soon a store that failed (a full disk) is tried again.
+STORE_RETRY_S = 10.0
 
 
 class Dispatcher:
@@ -40,6 +52,8 @@ class Dispatcher:
         wall_clock: seconds since the epoch (the queue stores wall times).
         retry_initial_s: the first retry delay.
         retry_max_s: the cap of the doubling delay.
+        store_lock: held around every store call (the connection is shared with
+            ingest, which runs in a worker thread).
     """
 
     def __init__(
@@ -50,55 +64,90 @@ class Dispatcher:
         wall_clock: Callable[[], float],
         retry_initial_s: float,
         retry_max_s: float,
+        store_lock: trio.CapacityLimiter | None = None,
     ) -> None:
         self.storage = storage
         self.channels = dict(channels)
         self.wall_clock = wall_clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.store_lock = store_lock or trio.CapacityLimiter(1)
         self._wake = trio.Event()
+        # Deliveries whose channel raised something unexpected: traceback logged once.
+        self._crashed: set[int] = set()
 
     def wake(self) -> None:
         """Something was queued: look at the queue now."""
         self._wake.set()
 
-    def retry_delay(self, attempts: int, retry_after_s: float | None = None) -> float:
-        """The wait after the ``attempts``-th failed attempt (1 → retry_initial)."""
-        delay = min(self.retry_max_s, self.retry_initial_s * 2.0 ** max(0, attempts - 1))
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self.retry_max_s))
+    def retry_delay(self, attempts: int, retry_after_s: object = None) -> float:
+        """The wait after the ``attempts``-th failed attempt (1 → retry_initial).
+
+        ``retry_after_s`` comes from the remote service: anything but a finite,
+        non-negative number is ignored, and it never exceeds ``retry_max_s``.
+        """
+        delay = min(self.retry_max_s, self.retry_initial_s * 2.0 ** min(max(0, attempts - 1), 60))
+        if isinstance(retry_after_s, int | float) and not isinstance(retry_after_s, bool) and \
+                math.isfinite(retry_after_s) and retry_after_s >= 0:
+            delay = max(delay, min(float(retry_after_s), self.retry_max_s))
         return delay
 
     async def _deliver(self, notification: Notification) -> None:
         channel = self.channels.get(notification.channel)
         if channel is None:
             # The channel was removed from the config: keep the row, say so once.
-            self.storage.mark_failed(notification.id, "channel no longer configured")
+            async with self.store_lock:
+                self.storage.mark_failed(notification.id, "channel no longer configured")
             log.error("dropping delivery %d: channel %r is no longer configured",
                       notification.id, notification.channel)
             return
+        attempt = notification.attempts + 1
         try:
             with trio.fail_after(SEND_TIMEOUT_S):
                 await channel.send(notification)
         except ChannelError as exc:
-            if exc.retryable:
-                delay = self.retry_delay(notification.attempts + 1, exc.retry_after_s)
-                self.storage.mark_retry(notification.id, self.wall_clock() + delay, str(exc))
-                log.warning("%s (attempt %d), retrying in %.0fs", exc,
-                            notification.attempts + 1, delay)
-            else:
-                self.storage.mark_failed(notification.id, str(exc))
-                log.error("%s: giving up on incident %d %s", exc, notification.incident.id,
-                          notification.event)
+            async with self.store_lock:
+                if exc.retryable:
+                    delay = self.retry_delay(attempt, exc.retry_after_s)
+                    self.storage.mark_retry(notification.id, self.wall_clock() + delay, str(exc))
+                    log.warning("%s (attempt %d), retrying in %.0fs", exc, attempt, delay)
+                else:
+                    self.storage.mark_failed(notification.id, str(exc))
+                    log.error("%s: giving up on incident %d %s", exc, notification.incident.id,
+                              notification.event)
             return
         except trio.TooSlowError:
-            delay = self.retry_delay(notification.attempts + 1)
-            self.storage.mark_retry(notification.id, self.wall_clock() + delay, "timed out")
+            delay = self.retry_delay(attempt)
+            async with self.store_lock:
+                self.storage.mark_retry(notification.id, self.wall_clock() + delay, "timed out")
             log.warning("channel %s timed out, retrying in %.0fs", notification.channel, delay)
             return
-        self.storage.mark_sent(notification.id, self.wall_clock())
+        except Exception as exc:  # a failure stays in its room: one delivery, not the loop
+            await self._crashed_delivery(notification, attempt, exc)
+            return
+        self._crashed.discard(notification.id)
+        async with self.store_lock:
+            self.storage.mark_sent(notification.id, self.wall_clock())
         log.info("sent %s of incident %d to %s", notification.event, notification.incident.id,
                  notification.channel)
+
+    async def _crashed_delivery(self, notification: Notification, attempt: int,
+                                exc: Exception) -> None:
+        """An unexpected error from a channel: retried with backoff, set aside in the end."""
+        error = f"channel {notification.channel} failed: {type(exc).__name__}: {exc}"[:500]
+        if notification.id not in self._crashed:
+            self._crashed.add(notification.id)
+            log.error("%s (delivery %d)", error, notification.id, exc_info=exc)
+        async with self.store_lock:
+            if attempt >= MAX_CRASHED_ATTEMPTS:
+                self._crashed.discard(notification.id)
+                self.storage.mark_failed(notification.id, error)
+                log.error("giving up on delivery %d after %d failed attempts: %s",
+                          notification.id, attempt, error)
+                return
+            delay = self.retry_delay(attempt)
+            self.storage.mark_retry(notification.id, self.wall_clock() + delay, error)
+        log.warning("%s (attempt %d), retrying in %.0fs", error, attempt, delay)
 
     async def run_once(self) -> float | None:
         """Sends every channel's queue head that is due.
@@ -107,7 +156,8 @@ class Dispatcher:
             The earliest wall time a queued delivery becomes due, or None when the
             queue is empty.
         """
-        heads = self.storage.queue_heads()
+        async with self.store_lock:
+            heads = self.storage.queue_heads()
         now = self.wall_clock()
         due = [head for head in heads if head.next_attempt_at <= now]
         async with trio.open_nursery() as nursery:
@@ -120,9 +170,21 @@ class Dispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Delivers forever (until cancelled)."""
         task_status.started()
+        failing = False
         while True:
             self._wake = trio.Event()
-            next_due = await self.run_once()
+            try:
+                next_due = await self.run_once()
+                recovered, failing = failing, False
+            except* sqlite3.Error as group:
+                # The queue stays where it is; a full disk must not end the receiver.
+                if not failing:
+                    log.error("the delivery queue cannot be read or updated: %s; retrying"
+                              " every %gs", group.exceptions[0], STORE_RETRY_S)
+                failing, recovered = True, False
+                next_due = self.wall_clock() + STORE_RETRY_S
+            if recovered:
+                log.info("the delivery queue can be used again")
             if next_due is not None and next_due <= self.wall_clock():
                 await trio.lowlevel.checkpoint()
                 continue

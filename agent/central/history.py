@@ -37,7 +37,7 @@ from agent.central.history_store import HistoryStore, UptimeCounters
 from agent.central.latency_histogram import bucket_of
 from agent.central.maintenance import Maintenance
 from agent.central.storage import Storage
-from agent.logs import get_logger
+from agent.common.logs import get_logger
 
 log = get_logger("central.history")
 
@@ -129,19 +129,21 @@ class History:
         config: the receiver config (``[history]``, grace, tolerance).
         storage: the store whose database holds the history tables too.
         wall_clock: seconds since the epoch.
+        seed: start counting uptime for checks known from before (the writing side).
     """
 
     def __init__(self, config: CentralConfig, storage: Storage,
-                 wall_clock: Callable[[], float]) -> None:
+                 wall_clock: Callable[[], float], *, seed: bool = True) -> None:
         self.config = config
         self.storage = storage
         self.store = HistoryStore(storage)
         self.wall_clock = wall_clock
         now = wall_clock()
-        with storage.transaction():
-            seeded = self.store.seed_uptime(now)
-        if seeded:
-            log.info("counting uptime from now for %d checks known from before", seeded)
+        if seed:  # the writing side's; a reading one over another connection does not
+            with storage.transaction():
+                seeded = self.store.seed_uptime(now)
+            if seeded:
+                log.info("counting uptime from now for %d checks known from before", seeded)
         self._silent = self.store.silent_agents()
         self._marked_through = self.store.latest_mark()
         self._window_starts: list[int | None] = [None] * len(WINDOWS)

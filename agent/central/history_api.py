@@ -27,7 +27,7 @@ from agent.central.history import HOUR, History, floor_to, parse_time
 from agent.central.history_store import Rollup
 from agent.central.latency_histogram import merge, quantiles
 from agent.central.storage import Storage
-from agent.tables import parse_duration
+from agent.common.tables import parse_duration
 
 MAX_POINTS: Final = 10_000
 MAX_CHANGES: Final = 1_000

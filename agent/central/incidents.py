@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from agent.central.channels.base import RESOLVE, TRIGGER
 from agent.central.config import CentralConfig
 from agent.central.storage import Incident, Storage
-from agent.logs import get_logger
+from agent.common.logs import get_logger
 
 AGENT_SILENT = "agent_silent"
 CHECK_DOWN = "check_down"
@@ -83,20 +83,26 @@ class Incidents:
     # -- checks -----------------------------------------------------------------
 
     def check_status(
-        self, agent: str, check: str, status: str, reason: str | None, now: float
+        self, agent: str, check: str, status: str, reason: str | None, now: float,
+        *, path: str | None = None,
     ) -> None:
-        """Applies a check's reported status to its incidents."""
+        """Applies a check's reported status to its incidents.
+
+        ``path`` (the agent's path trace in words) goes into a new incident's summary,
+        and with it into the alert text.
+        """
         if status == "unknown":
             return
         if self._alerting(status):
-            self._open_check_incident(agent, check, status, reason, now)
+            self._open_check_incident(agent, check, status, reason, now, path)
         else:
             resolved = self.storage.resolve_incident(CHECK_DOWN, agent, check, now)
             if resolved is not None and resolved.notified:
                 self._notify(resolved, RESOLVE, now)
 
     def _open_check_incident(
-        self, agent: str, check: str, status: str, reason: str | None, now: float
+        self, agent: str, check: str, status: str, reason: str | None, now: float,
+        path: str | None = None,
     ) -> None:
         if self.storage.open_incident_for(CHECK_DOWN, agent, check) is not None:
             return
@@ -106,8 +112,10 @@ class Incidents:
         held = self.holds(agent, check, now)
         starts_flapping = flapping is None and recent >= self.config.flap_threshold and not held
         because = f" ({reason})" if reason else ""
+        route = f"; {path}" if path else ""
         incident = self.storage.open_incident(
-            CHECK_DOWN, agent, check, status, f"{agent}: check {check} is {status}{because}", now,
+            CHECK_DOWN, agent, check, status,
+            f"{agent}: check {check} is {status}{because}{route}", now,
             notified=flapping is None and not starts_flapping and not held,
         )
         if incident is None:

@@ -5,6 +5,7 @@ the reason; a refused message is never stored:
 
 ====  ====================  ================================================
 413   ``body_too_large``    the body exceeds ``[server] max_body_bytes``
+408   ``body_timeout``      the body did not arrive within ``[server] body_timeout``
 400   ``missing_header``    a ``webhook-id`` / ``-timestamp`` / ``-signature`` is absent
 400   ``malformed_json``    the body is not a JSON object
 403   ``unknown_agent``     the envelope's ``agent`` is not registered
@@ -12,33 +13,49 @@ the reason; a refused message is never stored:
 401   ``bad_signature``     no signature verifies with the agent's keys
 400   ``id_mismatch``       the body's ``id`` is not the ``webhook-id``
 422   ``invalid_message``   the message does not follow docs/protocol.md
+503   ``storage_unavailable``  the store failed (nothing committed; the agent retries)
 ====  ====================  ================================================
 
-A message whose id was already applied is acknowledged (200, ``duplicate``) and
-not applied again. A ``seq`` that skips numbers is applied and the gap recorded.
+A message whose id this agent already sent is acknowledged (200, ``duplicate``) and
+not applied again. A valid ``seq`` 0 test heartbeat (``heartwire send-test``) is
+verified and acknowledged (200, ``test``) and stored nowhere. A ``seq`` that skips
+numbers is applied and the gap recorded.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from agent.central.config import CentralConfig
 from agent.central.history import History
 from agent.central.incidents import Incidents
+from agent.central.schema import (
+    AGENT_ID,
+    CheckReport,
+    InvalidMessage,
+    MalformedJSON,
+    Message,
+    parse_json,
+    parse_time,
+    validate,
+)
 from agent.central.storage import CheckRow, Storage
+from agent.common.logs import get_logger
+from agent.common.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from agent.errors import SignatureError
-from agent.logs import get_logger
-from agent.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 log = get_logger("central.ingest")
 
-STATUSES: Final = ("unknown", "up", "degraded", "down")
-MESSAGE_TYPES: Final = ("heartbeat", "state_change", "results")
+# Seconds since the epoch fit in 11 digits until the year 5138; a longer header is
+# refused before any arithmetic on it (int() of 5,000 digits raises, slowly).
+MAX_TIMESTAMP_DIGITS: Final = 12
+# Several keys during a rotation, never dozens: each pair costs a signature check.
+MAX_SIGNATURES: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,112 +76,10 @@ class Rejected(Exception):
         self.reason = reason
 
 
-class InvalidMessage(ValueError):
-    """The message does not follow the protocol's schema."""
-
-
-def _parse_time(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _need(mapping: Mapping[str, Any], key: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    if key not in mapping:
-        raise InvalidMessage(f"{where}.{key} is required")
-    value = mapping[key]
-    # JSON true/false are not numbers here, though Python's bool is an int.
-    if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
-        raise InvalidMessage(f"{where}.{key} has the wrong type")
-    return value
-
-
-def _status(mapping: Mapping[str, Any], key: str, where: str) -> str:
-    value = _need(mapping, key, str, where)
-    if value not in STATUSES:
-        raise InvalidMessage(f"{where}.{key} must be one of {', '.join(STATUSES)}")
-    return str(value)
-
-
-def _latency(mapping: Mapping[str, Any], where: str) -> float | None:
-    value = _need(mapping, "latency_ms", (int, float, type(None)), where)
-    return None if value is None else float(value)
-
-
-def _optional(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
-    value = mapping.get(key)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise InvalidMessage(f"{where}.{key} has the wrong type")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    """One check's status as a message reports it."""
-
-    name: str
-    status: str
-    reason: str | None
-    latency_ms: float | None
-    at: str | None
-    group: str | None = None
-    host: str | None = None
-    port: int | None = None
-
-
-def _heartbeat_check(item: object, where: str) -> CheckReport:
-    if not isinstance(item, dict):
-        raise InvalidMessage(f"{where} must be an object")
-    return CheckReport(
-        name=_need(item, "name", str, where),
-        status=_status(item, "status", where),
-        reason=_need(item, "reason", (str, type(None)), where),
-        latency_ms=_latency(item, where),
-        at=_need(item, "at", (str, type(None)), where),
-        group=_optional(item, "group", str, where),
-        host=_optional(item, "host", str, where),
-        port=_optional(item, "port", int, where),
-    )
-
-
-def _observation(item: object, where: str) -> CheckReport:
-    if not isinstance(item, dict):
-        raise InvalidMessage(f"{where} must be an object")
-    return CheckReport(
-        name=_need(item, "check", str, where),
-        status=_status(item, "status", where),
-        reason=_need(item, "reason", str, where),
-        latency_ms=_latency(item, where),
-        at=_need(item, "at", str, where),
-    )
-
-
-def parse_reports(kind: str, data: Mapping[str, Any]) -> tuple[float | None, list[CheckReport]]:
-    """Validates a message's ``data`` and returns its interval (heartbeats) and check reports.
-
-    Raises:
-        InvalidMessage: naming the first field that is wrong.
-    """
-    if kind == "heartbeat":
-        interval = _need(data, "interval_s", (int, float), "data")
-        if interval <= 0:
-            raise InvalidMessage("data.interval_s must be greater than zero")
-        checks = _need(data, "checks", list, "data")
-        reports = [_heartbeat_check(item, f"data.checks[{i}]") for i, item in enumerate(checks)]
-        return float(interval), reports
-    if kind == "state_change":
-        _status(data, "previous", "data")
-        current = _status(data, "current", "data")
-        report = _observation(_need(data, "observation", dict, "data"), "data.observation")
-        if report.name != _need(data, "check", str, "data"):
-            raise InvalidMessage("data.observation.check differs from data.check")
-        return None, [CheckReport(report.name, current, report.reason, report.latency_ms,
-                                  report.at)]
-    results = _need(data, "results", list, "data")
-    return None, [_observation(item, f"data.results[{i}]") for i, item in enumerate(results)]
+def _aware_time(text: str | None) -> datetime.datetime | None:
+    # Rows stored by an older receiver may hold naive times: they compare with nothing.
+    when = parse_time(text)
+    return when if when is not None and when.tzinfo is not None else None
 
 
 class Ingest:
@@ -190,14 +105,31 @@ class Ingest:
         self.wall_clock = wall_clock
         self.history: History | None = None
 
-    def handle(self, headers: Mapping[str, str], body: bytes) -> Answer:
-        """Answers one ingest request (headers with lower-case names, the raw body)."""
+    def handle(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> Answer:
+        """Answers one ingest request (headers with lower-case names, the raw body).
+
+        Args:
+            headers: the request headers, names in lower case.
+            body: the raw body.
+            now: the wall time of the request (default: the clock). The ASGI app reads
+                the clock on the event loop and calls this in a worker thread.
+        """
+        now = self.wall_clock() if now is None else now
         try:
-            return self._apply(self._verified_envelope(headers, body))
+            message = self._verified_envelope(headers, body, now)
         except Rejected as exc:
             log.warning("rejected message from agent %s: %s: %s", _agent_hint(body), exc.code,
                         exc.reason)
             return Answer(exc.status, {"error": exc.code, "message": exc.reason})
+        try:
+            return self._apply(message, now)
+        except sqlite3.Error as exc:
+            # Not the message's fault (a full disk, a broken file): the agent keeps it
+            # and retries; nothing was committed.
+            log.error("cannot store message %s from agent %s: %s", message.id, message.agent,
+                      exc)
+            return Answer(503, {"error": "storage_unavailable",
+                                "message": "the receiver cannot store messages right now"})
 
     def too_large(self, body_prefix: bytes) -> Answer:
         """The answer to a body over the size limit (logged like every rejection)."""
@@ -206,65 +138,67 @@ class Ingest:
                     _agent_hint(body_prefix), reason)
         return Answer(413, {"error": "body_too_large", "message": reason})
 
-    def _verified_envelope(self, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    def too_slow(self, body_prefix: bytes, timeout_s: float) -> Answer:
+        """The answer to a body that did not arrive in time (logged like every rejection)."""
+        reason = f"the body did not arrive within {timeout_s:g}s"
+        log.warning("rejected message from agent %s: body_timeout: %s",
+                    _agent_hint(body_prefix), reason)
+        return Answer(408, {"error": "body_timeout", "message": reason})
+
+    def _verified_envelope(self, headers: Mapping[str, str], body: bytes,
+                           now: float) -> Message:
         for name in (ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER):
             if not headers.get(name):
                 raise Rejected(400, "missing_header", f"the {name} header is missing")
         try:
-            envelope = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Rejected(400, "malformed_json", f"the body is not JSON: {exc}") from None
-        if not isinstance(envelope, dict):
-            raise Rejected(400, "malformed_json", "the body is not a JSON object")
+            envelope = parse_json(body)
+        except MalformedJSON as exc:
+            raise Rejected(400, "malformed_json", str(exc)) from None
         agent = envelope.get("agent")
-        if not isinstance(agent, str) or not agent:
-            raise Rejected(422, "invalid_message", "the envelope has no agent")
+        if not isinstance(agent, str) or not AGENT_ID.fullmatch(agent):
+            raise Rejected(422, "invalid_message", "the envelope has no valid agent id")
         settings = self.config.agents.get(agent)
         if settings is None:
             raise Rejected(403, "unknown_agent", f"agent {agent!r} is not registered")
-        now = self.wall_clock()
         timestamp = headers[TIMESTAMP_HEADER]
-        if timestamp.isascii() and timestamp.isdigit() and \
-                abs(int(timestamp) - now) > self.config.tolerance_s:
+        if timestamp.isascii() and timestamp.isdigit() and (
+            len(timestamp) > MAX_TIMESTAMP_DIGITS
+            or abs(int(timestamp) - now) > self.config.tolerance_s
+        ):
             raise Rejected(
                 401, "stale_timestamp",
-                f"webhook-timestamp {timestamp} is more than {self.config.tolerance_s:g}s "
-                f"from the receiver's clock ({int(now)})",
+                f"webhook-timestamp {timestamp[:MAX_TIMESTAMP_DIGITS + 1]} is more than "
+                f"{self.config.tolerance_s:g}s from the receiver's clock ({int(now)})",
             )
+        if len(headers[SIGNATURE_HEADER].split()) > MAX_SIGNATURES:
+            raise Rejected(401, "bad_signature",
+                           f"more than {MAX_SIGNATURES} signatures in {SIGNATURE_HEADER}")
         try:
             verify(headers, body, settings.keys, now=now, tolerance_s=self.config.tolerance_s)
         except SignatureError as exc:
             raise Rejected(401, "bad_signature", str(exc)) from None
         if envelope.get("id") != headers[ID_HEADER]:
             raise Rejected(400, "id_mismatch", "the body's id is not the webhook-id header")
-        return envelope
-
-    def _apply(self, envelope: dict[str, Any]) -> Answer:
         try:
-            kind = _need(envelope, "type", str, "message")
-            if kind not in MESSAGE_TYPES:
-                raise InvalidMessage(f"message.type must be one of {', '.join(MESSAGE_TYPES)}")
-            seq = _need(envelope, "seq", int, "message")
-            if seq < 1:
-                raise InvalidMessage("message.seq must be at least 1")
-            _need(envelope, "timestamp", str, "message")
-            interval, reports = parse_reports(kind, _need(envelope, "data", dict, "message"))
+            return validate(envelope, max_checks=self.config.max_checks)
         except InvalidMessage as exc:
             raise Rejected(422, "invalid_message", str(exc)) from None
 
-        agent: str = envelope["agent"]
-        msg_id: str = envelope["id"]
-        if self.storage.has_message(msg_id):
+    def _apply(self, message: Message, now: float) -> Answer:
+        agent, msg_id = message.agent, message.id
+        if message.test:
+            # heartwire send-test: proof that the path and the keys work, nothing more.
+            log.info("test heartbeat %s from agent %s verified, not stored", msg_id, agent)
+            return Answer(200, {"status": "test", "id": msg_id})
+        if self.storage.has_message(agent, msg_id):
             log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
             return Answer(200, {"status": "duplicate", "id": msg_id})
-        now = self.wall_clock()
         with self.storage.transaction():
-            gap = self.storage.record_message(agent, msg_id, seq, kind, now)
-            if kind == "heartbeat":
-                assert interval is not None
-                self.storage.record_heartbeat(agent, now, interval, envelope["data"])
+            gap = self.storage.record_message(agent, msg_id, message.seq, message.kind, now)
+            if message.interval_s is not None:
+                self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
                 self.incidents.heartbeat(agent, now)
-            for report in reports:
+            for report in message.reports:
                 self._apply_check(agent, report, msg_id, now)
         if gap is not None:
             log.warning("agent %s: seq gap, expected %d, received %d", agent, *gap)
@@ -275,7 +209,7 @@ class Ingest:
         if self.history is not None:
             self.history.observe(agent, report, stored.at if stored else None, now)
         if stored is not None:
-            new_at, old_at = _parse_time(report.at), _parse_time(stored.at)
+            new_at, old_at = _aware_time(report.at), _aware_time(stored.at)
             if new_at is not None and old_at is not None and new_at < old_at:
                 return  # older news than what we hold (a late or re-delivered message)
         previous = stored.status if stored is not None else "unknown"
@@ -289,7 +223,8 @@ class Ingest:
                                           report.at, now, msg_id)
             if self.history is not None:
                 self.history.status_changed(agent, report.name, report.status, report.at, now)
-        self.incidents.check_status(agent, report.name, report.status, report.reason, now)
+        self.incidents.check_status(agent, report.name, report.status, report.reason, now,
+                                    path=report.path)
 
 
 _AGENT_FIELD: Final = re.compile(rb'"agent"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from agent.central.storage import Storage
-from agent.tables import Table
+from agent.common.tables import Table
 
 MAX_WINDOW_S: Final = 7 * 86400.0
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.central.channels.base import rfc3339
-from agent.central.config import AGENT_ID, CentralConfig
+from agent.central.config import CentralConfig
 from agent.central.maintenance import MAX_WINDOW_S, MaintenanceStore
 from agent.central.storage import Storage
+from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.tables import format_duration, parse_duration
 from agent.errors import UsageError
-from agent.tables import format_duration, parse_duration
 
 EXIT_OK = 0
 MAX_REASON = 200
@@ -83,8 +84,8 @@ def _add(args: argparse.Namespace, config: CentralConfig, store: MaintenanceStor
     if args.agent not in config.agents:
         raise UsageError(f"agent {args.agent!r} is not registered (heartwire central agents list)")
     for check in args.check:
-        if not AGENT_ID.match(check):
-            raise UsageError(f"--check {check!r} is not a check name")
+        if not is_valid_name(check):
+            raise UsageError(f"--check {check!r} is not a check name: it {NAME_RULE}")
     try:
         duration = parse_duration(args.duration)
     except ValueError as exc:

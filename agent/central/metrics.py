@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from agent.central.history import WINDOWS
-from agent.central.ingest import STATUSES, Answer
+from agent.central.ingest import Answer
+from agent.central.schema import STATUSES
 from agent.central.views import Views
 
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
@@ -77,8 +78,10 @@ class Metrics:
         self.counters = counters
         self.wall_clock = wall_clock
 
-    def render(self) -> str:
-        """The whole exposition."""
+    def render(self, now: float | None = None) -> str:
+        """The whole exposition as of ``now`` (default: the clock): every check, since a
+        scrape that missed some would make their series vanish. Blocking (it reads the
+        store): the app runs it in its reader thread."""
         lines: list[str] = []
 
         def family(name: str, kind: str, help_text: str,
@@ -88,8 +91,8 @@ class Metrics:
             for suffix, labels, value in samples:
                 lines.append(f"{name}{suffix}{_labels(labels) if labels else ''} {_number(value)}")
 
-        now = self.wall_clock()
-        checks = self.views.checks()  # shown statuses and uptime, silence applied
+        now = self.wall_clock() if now is None else now
+        checks = self.views.checks(now)  # shown statuses and uptime, silence applied
 
         def subject(row: Mapping[str, object]) -> dict[str, object]:
             return {"agent": row["agent"], "check": row["name"], "group": row["group"] or ""}
@@ -132,19 +135,22 @@ class Metrics:
                  1.0 if silent(agent.id, agent.last_heartbeat_at, agent.interval_s, now) else 0.0)
                 for agent in agents))
 
-        counters = self.counters
+        # Copies: the event loop counts on while this thread renders.
+        messages = self.counters.messages.copy()
+        duration_counts = list(self.counters.duration_counts)
+        duration_sum_s = self.counters.duration_sum_s
         family("heartwire_messages_total", "counter",
                "Ingest requests answered, by outcome (stored, duplicate or the error code).",
                (("", {"outcome": outcome}, float(count))
-                for outcome, count in sorted(counters.messages.items())))
+                for outcome, count in sorted(messages.items())))
         cumulative = 0
         buckets: list[tuple[str, Mapping[str, object], float]] = []
-        for bound, count in zip((*DURATION_BUCKETS_S, float("inf")), counters.duration_counts,
+        for bound, count in zip((*DURATION_BUCKETS_S, float("inf")), duration_counts,
                                 strict=True):
             cumulative += count
             buckets.append(("_bucket", {"le": "+Inf" if bound == float("inf") else repr(bound)},
                             float(cumulative)))
-        buckets.append(("_sum", {}, counters.duration_sum_s))
+        buckets.append(("_sum", {}, duration_sum_s))
         buckets.append(("_count", {}, float(cumulative)))
         family("heartwire_ingest_duration_seconds", "histogram",
                "Time to verify and apply one ingest request.", buckets)

@@ -35,6 +35,8 @@ from agent.central.svg import latency_chart, milliseconds, uptime_bars, uptime_c
 PAGE_CHECKS: Final = 100
 PAGE_AGENTS: Final = 50
 CHECK_PAGE_INCIDENTS: Final = 50
+PAGE_INCIDENTS: Final = 500  # open incidents read for the page
+SHOWN_INCIDENTS: Final = 50  # of which the oldest are listed
 RECENT_INCIDENTS: Final = 10
 BAR_DAYS: Final = 90
 REFRESH_S: Final = 30
@@ -193,9 +195,9 @@ class StatusPage:
 
     # -- the status page ----------------------------------------------------------
 
-    def render(self) -> str:
-        """The whole status page as HTML."""
-        now = self.wall_clock()
+    def render(self, now: float | None = None) -> str:
+        """The whole status page as HTML, as of ``now`` (default: the clock)."""
+        now = self.wall_clock() if now is None else now
         agents = self.storage.agents()
         silent = self._silent(agents, now)
         windows = self._windows(now)
@@ -226,12 +228,19 @@ class StatusPage:
         return "\n".join(parts)
 
     def _incidents(self, now: float) -> list[str]:
-        open_incidents = self.storage.open_incidents()
-        parts = [f'<section id="incidents"><h2>Open incidents ({len(open_incidents)})</h2>']
+        # Read at most PAGE_INCIDENTS: a fleet-wide outage must not make the page slow.
+        open_incidents = self.storage.open_incidents(PAGE_INCIDENTS)
+        counted = (f"at least {PAGE_INCIDENTS}" if len(open_incidents) == PAGE_INCIDENTS
+                   else str(len(open_incidents)))
+        parts = [f'<section id="incidents"><h2>Open incidents ({counted})</h2>']
         if open_incidents:
             parts.append("<ul>")
-            parts.extend(_incident_item(incident, now) for incident in open_incidents[:50])
+            parts.extend(_incident_item(incident, now)
+                         for incident in open_incidents[:SHOWN_INCIDENTS])
             parts.append("</ul>")
+            if len(open_incidents) > SHOWN_INCIDENTS:
+                parts.append(f'<p class="more">The oldest {SHOWN_INCIDENTS} shown; '
+                             '<a href="/api/v1/incidents">/api/v1/incidents</a> lists more.</p>')
         else:
             parts.append('<p class="none">None.</p>')
         recent = [incident for incident in self.storage.incidents(RECENT_INCIDENTS)
@@ -341,12 +350,13 @@ class StatusPage:
 
     # -- one check ------------------------------------------------------------------
 
-    def check_page(self, agent: str, check: str) -> str | None:
-        """One check's page (status, uptime, charts, incidents), or None when unknown."""
+    def check_page(self, agent: str, check: str, now: float | None = None) -> str | None:
+        """One check's page (status, uptime, charts, incidents) as of ``now`` (default:
+        the clock), or None when the check is unknown."""
         row = self.storage.check(agent, check)
         if row is None:
             return None
-        now = self.wall_clock()
+        now = self.wall_clock() if now is None else now
         agents = [stored for stored in self.storage.agents() if stored.id == agent]
         agent_silent = bool(self._silent(agents, now))
         status = "unknown" if agent_silent else row.status

@@ -14,7 +14,6 @@ app.py keeps its own table and asks this one last.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -66,38 +65,36 @@ class Routes:
         history: observations, rollups and uptime.
         page: renders the check pages.
         metrics: renders ``/metrics``.
-        wall_clock: seconds since the epoch.
     """
 
-    def __init__(self, storage: Storage, history: History, page: StatusPage, metrics: Metrics,
-                 wall_clock: Callable[[], float]) -> None:
+    def __init__(self, storage: Storage, history: History, page: StatusPage,
+                 metrics: Metrics) -> None:
         self.storage = storage
         self.history = history
         self.page = page
         self.metrics = metrics
-        self.wall_clock = wall_clock
         self.maintenance: Maintenance | None = None
 
-    def get(self, path: str, query_string: bytes) -> Page | None:
-        """The answer to ``GET path?query_string``, or None when the path is not ours."""
+    def get(self, path: str, query_string: bytes, now: float) -> Page | None:
+        """The answer to ``GET path?query_string`` at ``now``, or None when the path is
+        not ours. Blocking (it reads the store): the app runs it in its reader thread."""
         if path == MAINTENANCE_PATH:
-            now = self.wall_clock()
             windows = self.maintenance.windows(now) if self.maintenance is not None else []
             return json_page(200, {"maintenance": [
                 {"id": window.id, "agent": window.agent, "checks": list(window.checks) or None,
                  "starts_at": rfc3339(window.starts_at), "ends_at": rfc3339(window.ends_at),
                  "reason": window.reason} for window in windows]})
         if path == METRICS_PATH:
-            return Page(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
+            return Page(200, self.metrics.render(now).encode(), METRICS_CONTENT_TYPE)
         if path.startswith(CHECKS_PREFIX) and path.endswith(HISTORY_SUFFIX):
             names = split_check_path(path[len(CHECKS_PREFIX):-len(HISTORY_SUFFIX)])
             if names is None:
                 return json_page(404, {"error": "not_found", "message": f"no route {path}"})
             return json_page(*history_json(self.history, self.storage, *names, query_string,
-                                           self.wall_clock()))
+                                           now))
         if path.startswith(CHECK_PAGE_PREFIX):
             names = split_check_path(path[len(CHECK_PAGE_PREFIX):])
-            html = self.page.check_page(*names) if names is not None else None
+            html = self.page.check_page(*names, now) if names is not None else None
             if html is None:
                 return Page(404, b"<!DOCTYPE html><title>not found</title><p>No such check. "
                             b'<a href="/">All checks</a></p>\n', HTML)

@@ -1,7 +1,8 @@
 """The running receiver: Hypercorn's trio worker and the receiver's own tasks, one nursery.
 
 Tasks: the HTTP server, the watcher (dead man's switch sweeps, flapping ends,
-pruning of old message ids) and the dispatcher (alert deliveries). SIGTERM and
+hourly pruning of history past its retention) and the dispatcher (alert
+deliveries). SIGTERM and
 SIGINT stop it gracefully (Hypercorn finishes the requests in flight); SIGHUP
 re-reads the config's agents and alert settings (channels and listen addresses
 need a restart).
@@ -10,8 +11,12 @@ need a restart).
 from __future__ import annotations
 
 import logging
+import math
+import resource
 import signal
+import sqlite3
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +27,9 @@ from hypercorn.trio import serve
 
 from agent import __version__
 from agent.central import config as central_config
-from agent.central.app import App
+from agent.central.app import App, Workers
 from agent.central.channels.alertmanager import AlertmanagerChannel, refresh_forever
-from agent.central.config import CentralConfig
+from agent.central.config import CentralConfig, is_loopback
 from agent.central.dispatch import Dispatcher
 from agent.central.history import History
 from agent.central.incidents import Incidents
@@ -35,8 +40,8 @@ from agent.central.page import StatusPage
 from agent.central.routes import Routes
 from agent.central.storage import Storage
 from agent.central.views import Views
+from agent.common.logs import get_logger
 from agent.errors import ConfigError
-from agent.logs import get_logger
 
 log = get_logger("central")
 
@@ -46,6 +51,9 @@ SWEEP_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
 CHANNEL_TIMEOUT_S = 15.0
 GRACEFUL_TIMEOUT_S = 5.0
+# Database files, log sockets, alert channels' connections, listeners.
+FILES_BESIDES_REQUESTS = 64
+READ_TIMEOUT_MARGIN_S = 5
 
 
 class Central:
@@ -70,37 +78,67 @@ class Central:
         self.config_path = config_path
         self.wall_clock = wall_clock
         self.storage = Storage.open_in(config.state_dir)
+        # The read side's own connection: pages are read while a write goes on.
+        self.reader = Storage.open_in(config.state_dir)
+        self.workers = Workers()
         self.client = httpx.AsyncClient(transport=transport, timeout=CHANNEL_TIMEOUT_S)
         channels = {name: settings.open(self.client) for name, settings in config.channels.items()}
         self.dispatcher = Dispatcher(
             self.storage, channels, wall_clock=wall_clock,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
+            store_lock=self.workers.writer,
         )
-        self.incidents = Incidents(self.storage, config, list(channels), self.dispatcher.wake,
+        self.incidents = Incidents(self.storage, config, list(channels), self._wake_dispatcher,
                                    watching_since=wall_clock())
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
-        self.views = Views(config, self.storage, self.incidents, wall_clock)
-        self.app = App(self.ingest, self.views, config.max_body_bytes)
         self.maintenance = Maintenance(config.maintenance, MaintenanceStore(self.storage))
         self.incidents.holds = self.maintenance.holds
         self.history = History(config, self.storage, wall_clock)
         self.history.maintenance = self.maintenance
         self.ingest.history = self.history
-        self.views.history = self.history
-        self.page = StatusPage(config, self.storage, self.incidents, self.history, wall_clock)
-        self.page.maintenance = self.maintenance
-        self.views.maintenance = self.maintenance
+        # The read side (pages, API, /metrics) reads through its own connection, in the
+        # reader thread: its own history and maintenance objects over that connection.
+        self.read_history = History(config, self.reader, wall_clock, seed=False)
+        self.read_maintenance = Maintenance(config.maintenance, MaintenanceStore(self.reader))
+        self.read_history.maintenance = self.read_maintenance
+        self.views = Views(config, self.reader, self.incidents, wall_clock)
+        self.views.history = self.read_history
+        self.views.maintenance = self.read_maintenance
+        self.page = StatusPage(config, self.reader, self.incidents, self.read_history,
+                               wall_clock)
+        self.page.maintenance = self.read_maintenance
         self.views.page = self.page
+        self.app = App(
+            self.ingest, self.views, config.max_body_bytes, wall_clock=wall_clock,
+            workers=self.workers, body_timeout_s=config.body_timeout_s,
+            max_concurrent_requests=config.max_concurrent_requests,
+            read_tokens=config.read_tokens,
+        )
         self.counters = ReceiverCounters()
         self.app.on_answer = self.counters.count
         for channel in channels.values():
             if isinstance(channel, AlertmanagerChannel):
-                channel.check_of = self.storage.check
+                # A one-row read on the read side's connection (SQLite serialises a
+                # connection's use across threads), never on the writer's mid-transaction.
+                channel.check_of = self.reader.check
                 channel.wall_clock = wall_clock
-        self.app.routes = Routes(self.storage, self.history, self.page,
-                                 Metrics(self.views, self.counters, wall_clock), wall_clock)
-        self.app.routes.maintenance = self.maintenance
+        self.app.routes = Routes(self.reader, self.read_history, self.page,
+                                 Metrics(self.views, self.counters, wall_clock))
+        self.app.routes.maintenance = self.read_maintenance
         self._last_prune = float("-inf")
+
+    def _wake_dispatcher(self) -> None:
+        # Incidents are queued by ingest in a worker thread, or by the watcher on
+        # the event loop: a trio.Event may only be set from the loop's thread.
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            try:
+                trio.from_thread.run_sync(self.dispatcher.wake)
+                return
+            except RuntimeError:
+                pass  # no trio at all (a command-line use of the store)
+        self.dispatcher.wake()
 
     def apply_config(self, new: CentralConfig) -> None:
         """Uses a new config's agents and alert settings from now on."""
@@ -109,8 +147,11 @@ class Central:
         self.ingest.config = new
         self.views.config = new
         self.history.config = new
+        self.read_history.config = new
         self.maintenance.weekly = new.maintenance
+        self.read_maintenance.weekly = new.maintenance
         self.page.config = new
+        self.app.read_tokens = new.read_tokens
 
     def reload(self) -> bool:
         """Re-reads the config file; keeps the running config when it is invalid."""
@@ -130,10 +171,10 @@ class Central:
         now = self.wall_clock()
         next_due = self.incidents.sweep(now)
         if now - self._last_prune >= PRUNE_EVERY_S:
-            with self.storage.transaction():
-                pruned = self.storage.prune_messages(now - self.config.dedup_retention_s)
-            if pruned:
-                log.info("forgot %d message ids older than the dedup retention", pruned)
+            pruned = self.storage.prune(self.config.retention, now)
+            if any(pruned.values()):
+                log.info("pruned past their retention: %s",
+                         ", ".join(f"{count} {table}" for table, count in pruned.items()))
             self._last_prune = now
         self.history.tick(now)
         self.incidents.release_held(now)
@@ -142,8 +183,21 @@ class Central:
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sweeps until cancelled: at each deadline, and at least every SWEEP_EVERY_S."""
         task_status.started()
+        failing = False
         while True:
-            next_due = self.watch_once()
+            try:
+                async with self.workers.writer:  # the store's connection is shared with ingest
+                    next_due = self.watch_once()
+            except sqlite3.Error as exc:
+                # A full disk must not end the receiver: say so once, sweep again soon.
+                if not failing:
+                    log.error("the watcher cannot use the store: %s; retrying every %gs",
+                              exc, SWEEP_EVERY_S)
+                failing, next_due = True, None
+            else:
+                if failing:
+                    log.info("the watcher can use the store again")
+                failing = False
             wait = SWEEP_EVERY_S if next_due is None else next_due - self.wall_clock()
             await trio.sleep(max(0.0, min(wait, SWEEP_EVERY_S)))
 
@@ -153,7 +207,7 @@ class Central:
         """Keeps the firing alerts of Alertmanager channels from expiring there."""
         channels = [channel for channel in self.dispatcher.channels.values()
                     if isinstance(channel, AlertmanagerChannel)]
-        await refresh_forever(channels, self.storage.open_incidents, task_status=task_status)
+        await refresh_forever(channels, self.reader.open_incidents, task_status=task_status)
 
     def hypercorn_config(self) -> HypercornConfig:
         """Hypercorn's settings from ours (bind, TLS, logs through our logger)."""
@@ -165,7 +219,30 @@ class Central:
         settings.accesslog = None
         settings.errorlog = logging.getLogger("heartwire.central.http")
         settings.graceful_timeout = GRACEFUL_TIMEOUT_S
+        # A connection whose next bytes do not come within the body timeout is closed
+        # (the app bounds a whole body's time; this bounds a read that never returns).
+        # Later than the app's own limit, so that the app's 408 answers first.
+        settings.read_timeout = math.ceil(self.config.body_timeout_s) + READ_TIMEOUT_MARGIN_S
         return settings
+
+    def warn_about_exposure(self) -> None:
+        """Logs what makes this receiver easier to attack than it needs to be."""
+        if self.config.certfile is None:
+            for address in self.config.listen:
+                if not is_loopback(address):
+                    log.warning(
+                        "listening on %s without TLS: messages and the status page travel in"
+                        " clear text; set [server] certfile/keyfile or listen on loopback"
+                        " behind a TLS reverse proxy", address)
+        if not self.config.read_tokens and not all(map(is_loopback, self.config.listen)):
+            log.warning("the status page and /api/v1 are public; set [server] read_token_file"
+                        " to require a token")
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = self.config.max_concurrent_requests + FILES_BESIDES_REQUESTS
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            log.warning("the open-files limit (%d) is below max_concurrent_requests + %d;"
+                        " raise LimitNOFILE= or lower max_concurrent_requests",
+                        soft, FILES_BESIDES_REQUESTS)
 
     async def serve(
         self,
@@ -175,6 +252,7 @@ class Central:
     ) -> None:
         """Serves until ``shutdown`` is set (or cancelled); reports the bound URLs."""
         stop = trio.Event() if shutdown is None else shutdown
+        self.warn_about_exposure()
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.dispatcher.run)
@@ -189,6 +267,7 @@ class Central:
             with trio.CancelScope(shield=True):
                 await self.client.aclose()
             self.storage.close()
+            self.reader.close()
 
     async def _http(
         self, stop: trio.Event, scope: trio.CancelScope,
@@ -196,12 +275,18 @@ class Central:
     ) -> None:
         # Hypercorn drains the requests in flight once stop is set, then returns;
         # only then do the other tasks end.
-        await serve(
-            self.app,  # type: ignore[arg-type]  # our ASGI types are structural
-            self.hypercorn_config(),
-            shutdown_trigger=stop.wait,
-            task_status=task_status,
-        )
+        with warnings.catch_warnings():
+            # Hypercorn 0.13 (Debian 12) names trio.MultiError in an except clause,
+            # which trio 0.22 answers with a deprecation warning on every stop.
+            warnings.filterwarnings(
+                "ignore", r"trio\.MultiError is deprecated", trio.TrioDeprecationWarning
+            )
+            await serve(
+                self.app,  # type: ignore[arg-type]  # our ASGI types are structural
+                self.hypercorn_config(),
+                shutdown_trigger=stop.wait,
+                task_status=task_status,
+            )
         scope.cancel()
 
     async def run(self) -> None:

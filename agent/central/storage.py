@@ -12,14 +12,20 @@ Tables:
 * ``checks``: the latest known status of each agent's checks.
 * ``state_history``: every status change, from ``state_change`` messages and from
   heartbeats that show a different status.
-* ``messages``: the ids of applied messages, for deduplication. Kept for
-  ``dedup_retention`` (default 7 days, pruned hourly); see :meth:`prune_messages`.
+* ``messages``: the ids of applied messages, by agent, for deduplication.
 * ``seq_gaps``: each hole in an agent's ``seq``, as received.
 * ``incidents``: the alert history: what opened, when, when it resolved.
 * ``notifications``: the durable per-channel queue of alert deliveries.
 
-Calls are synchronous and short (one process, one connection, WAL); the ASGI app
-and the loops all run in one trio thread, so no two calls overlap.
+History is pruned hourly past its retention (:class:`Retention`, from central.toml
+``[storage]``): message ids, status changes, seq gaps, sent/failed deliveries and
+resolved incidents. A file from an older receiver is migrated on open
+(``PRAGMA user_version``).
+
+Calls are synchronous and short. One connection serves all writes and its calls
+never overlap (the receiver holds one lock around them: ingest runs in a worker
+thread, the watcher and the dispatcher on the event loop); the status page reads
+through a second connection, which WAL lets read while a write goes on.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ from typing import Any, Final
 
 DATABASE_NAME: Final = "central.sqlite3"
 
-_SCHEMA: Final = """
+# Dedup is per agent: one agent must not make another's message a duplicate.
+_MESSAGES_COLUMNS: Final = (
+    "agent TEXT NOT NULL, msg_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,"
+    " received_at REAL NOT NULL, PRIMARY KEY (agent, msg_id)"
+)
+
+_SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS agents (
     id TEXT PRIMARY KEY,
     first_seen REAL NOT NULL,
@@ -68,13 +80,7 @@ CREATE TABLE IF NOT EXISTS state_history (
     received_at REAL NOT NULL,
     msg_id TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS messages (
-    msg_id TEXT PRIMARY KEY,
-    agent TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
+CREATE TABLE IF NOT EXISTS messages ({_MESSAGES_COLUMNS});
 CREATE INDEX IF NOT EXISTS messages_received_at ON messages (received_at);
 CREATE TABLE IF NOT EXISTS seq_gaps (
     id INTEGER PRIMARY KEY,
@@ -109,7 +115,46 @@ CREATE TABLE IF NOT EXISTS notifications (
     sent_at REAL
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (channel, state, id);
+CREATE INDEX IF NOT EXISTS state_history_received_at ON state_history (received_at);
+CREATE INDEX IF NOT EXISTS seq_gaps_agent ON seq_gaps (agent, id);
+CREATE INDEX IF NOT EXISTS notifications_incident ON notifications (incident_id);
 """
+
+# PRAGMA user_version of a database this code created or migrated. Version 0 (a
+# file from before it was set) keyed message ids alone: one agent could make
+# another's genuine message a "duplicate". _MIGRATIONS[n] takes version n to n+1.
+SCHEMA_VERSION: Final = 1
+_MIGRATIONS: Final = (
+    f"""
+    ALTER TABLE messages RENAME TO messages_v0;
+    CREATE TABLE messages ({_MESSAGES_COLUMNS});
+    INSERT INTO messages (agent, msg_id, seq, type, received_at)
+        SELECT agent, msg_id, seq, type, received_at FROM messages_v0;
+    DROP TABLE messages_v0;
+    DROP INDEX IF EXISTS messages_received_at;
+    CREATE INDEX messages_received_at ON messages (received_at);
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the receiver keeps each kind of history (seconds).
+
+    Attributes:
+        messages_s: applied message ids (deduplication).
+        state_history_s: status changes.
+        seq_gaps_s: recorded holes in agents' ``seq``.
+        notifications_s: sent and failed alert deliveries (pending ones are kept).
+        incidents_s: resolved incidents (open ones, and those with deliveries
+            still pending, are kept).
+    """
+
+    messages_s: float
+    state_history_s: float
+    seq_gaps_s: float
+    notifications_s: float
+    incidents_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +249,34 @@ class Storage:
         # isolation_level=None: transactions are explicit (see transaction()).
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes under WAL; only a power cut
-        # may lose the last transactions, which agents then re-deliver.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: every commit is fsynced before the 2xx goes out. The agent deletes
+        # an acknowledged message, so NORMAL's window (a power cut losing the last
+        # commits) would lose it for good.
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
         self._depth = 0
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        tables = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "messages" not in tables:
+            version = SCHEMA_VERSION  # a new file: the schema below is the current one
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for script in _MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @classmethod
     def open_in(cls, state_dir: Path) -> Storage:
@@ -250,9 +317,11 @@ class Storage:
 
     # -- messages ---------------------------------------------------------------
 
-    def has_message(self, msg_id: str) -> bool:
-        """Whether a message with this id was already applied."""
-        row = self._db.execute("SELECT 1 FROM messages WHERE msg_id = ?", (msg_id,)).fetchone()
+    def has_message(self, agent: str, msg_id: str) -> bool:
+        """Whether this agent's message with this id was already applied."""
+        row = self._db.execute(
+            "SELECT 1 FROM messages WHERE agent = ? AND msg_id = ?", (agent, msg_id)
+        ).fetchone()
         return row is not None
 
     def record_message(
@@ -288,6 +357,37 @@ class Storage:
         """Forgets message ids received before ``before``; returns how many."""
         cursor = self._db.execute("DELETE FROM messages WHERE received_at < ?", (before,))
         return cursor.rowcount
+
+    def prune(self, retention: Retention, now: float) -> dict[str, int]:
+        """Deletes history older than its retention, in one transaction.
+
+        Returns:
+            Rows deleted, by table.
+        """
+        deleted: dict[str, int] = {}
+        with self.transaction():
+            deleted["messages"] = self.prune_messages(now - retention.messages_s)
+            deleted["state_history"] = self._db.execute(
+                "DELETE FROM state_history WHERE received_at < ?",
+                (now - retention.state_history_s,)).rowcount
+            deleted["seq_gaps"] = self._db.execute(
+                "DELETE FROM seq_gaps WHERE received_at < ?",
+                (now - retention.seq_gaps_s,)).rowcount
+            deleted["notifications"] = self._db.execute(
+                "DELETE FROM notifications WHERE state != 'pending' AND created_at < ?",
+                (now - retention.notifications_s,)).rowcount
+            # An incident goes with its last delivery: the queue refers to it.
+            deleted["incidents"] = self._db.execute(
+                "DELETE FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM notifications n"
+                " WHERE n.incident_id = incidents.id)",
+                (now - retention.incidents_s,)).rowcount
+        return deleted
+
+    def seq_gap_counts(self) -> dict[str, int]:
+        """How many gaps are recorded, by agent."""
+        rows = self._db.execute("SELECT agent, count(*) FROM seq_gaps GROUP BY agent")
+        return {agent: int(total) for agent, total in rows}
 
     def seq_gaps(self, agent: str) -> list[tuple[int, int, float]]:
         """The recorded gaps of an agent: ``(expected, received, received_at)``."""
@@ -341,11 +441,20 @@ class Storage:
         ).fetchone()
         return CheckRow(*row) if row else None
 
-    def checks(self) -> list[CheckRow]:
-        """Every check's latest state, by agent and name."""
+    def checks(self, *, limit: int = -1, offset: int = 0,
+               problems_first: bool = False) -> list[CheckRow]:
+        """Checks' latest states, by agent and name (or those not ``up`` first).
+
+        Args:
+            limit: at most this many rows (-1: all).
+            offset: rows to skip (pagination).
+            problems_first: order checks that are not ``up`` before the others.
+        """
+        order = "(status = 'up'), agent, name" if problems_first else "agent, name"
         rows = self._db.execute(
             "SELECT agent, name, status, reason, latency_ms, at, group_name, host, port"
-            " FROM checks ORDER BY agent, name"
+            f" FROM checks ORDER BY {order} LIMIT ? OFFSET ?",
+            (limit, offset),
         )
         return [CheckRow(*row) for row in rows]
 
@@ -431,10 +540,11 @@ class Storage:
         ).fetchone()
         return _incident(row) if row else None
 
-    def open_incidents(self) -> list[Incident]:
-        """Every open incident, oldest first."""
+    def open_incidents(self, limit: int = -1) -> list[Incident]:
+        """The open incidents, oldest first (at most ``limit``; -1: all)."""
         rows = self._db.execute(
             f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY id"
+            " LIMIT ?", (limit,)
         )
         return [_incident(row) for row in rows]
 

@@ -108,7 +108,8 @@ def _day(midnight: int) -> str:
 
 
 def uptime_bars(days: Sequence[tuple[int, float | None, float | None]]) -> str:
-    """One bar per UTC day (oldest left), coloured by that day's uptime.
+    """One bar per UTC day (oldest left), coloured by that day's uptime; a run of
+    days without data is one wide bar.
 
     Args:
         days: ``(midnight, uptime %, unknown %)``; None where nothing is known.
@@ -117,16 +118,28 @@ def uptime_bars(days: Sequence[tuple[int, float | None, float | None]]) -> str:
     parts = [f'<svg class="bars" viewBox="0 0 {max(width, 1)} {BAR_H}" '
              'preserveAspectRatio="none" role="img" '
              f'aria-label="uptime of the last {len(days)} days">']
-    for index, (midnight, uptime, unknown) in enumerate(days):
-        day = _day(midnight)
-        if uptime is None:
-            words = f"{day}: no data" if unknown is None else f"{day}: not known"
+    index = 0
+    while index < len(days):
+        midnight, uptime, unknown = days[index]
+        run = 1
+        if uptime is None and unknown is None:
+            # Days without data, one bar for the run: a new check's 90 empty days
+            # would otherwise weigh more than the rest of its card.
+            while index + run < len(days) and days[index + run][1:] == (None, None):
+                run += 1
+            last = _day(days[index + run - 1][0])
+            words = f"{_day(midnight)}: no data" if run == 1 else \
+                f"{_day(midnight)} to {last}: no data"
+        elif uptime is None:
+            words = f"{_day(midnight)}: not known"
         else:
-            words = f"{day}: {uptime:g}% up"
+            words = f"{_day(midnight)}: {uptime:g}% up"
             if unknown:
                 words += f", {unknown:g}% not known"
-        # The words are a date and numbers: nothing to escape.
+        # The words are dates and numbers: nothing to escape.
         parts.append(f'<rect class="{uptime_class(uptime)}" x="{index * (BAR_W + BAR_GAP)}" '
-                     f'width="{BAR_W}" height="{BAR_H}"><title>{words}</title></rect>')
+                     f'width="{run * (BAR_W + BAR_GAP) - BAR_GAP}" height="{BAR_H}">'
+                     f"<title>{words}</title></rect>")
+        index += run
     parts.append("</svg>")
     return "".join(parts)

@@ -13,20 +13,25 @@ from typing import Protocol
 
 from agent.checks import (
     amqp,
+    dns_query,
     expect,
     http,
+    icmp,
     kafka,
     mongodb,
     mysql,
+    ntp,
     postgres,
     redis,
     smtp,
     ssh,
     tcp,
     tls,
+    udp,
 )
+from agent.checks.proxy import read_proxy
+from agent.common.tables import Table
 from agent.model import Observation, Target
-from agent.tables import Table
 
 
 class ProbeFn(Protocol):
@@ -40,6 +45,19 @@ def no_options(table: Table) -> Mapping[str, object]:
     return {}
 
 
+def with_proxy(
+    read_options: Callable[[Table], Mapping[str, object]],
+) -> Callable[[Table], Mapping[str, object]]:
+    """The options reader of a TCP-based kind, plus its ``proxy`` key."""
+
+    def read_options_and_proxy(table: Table) -> Mapping[str, object]:
+        options = read_options(table)
+        proxy_url = read_proxy(table)
+        return options if proxy_url is None else {**options, "proxy": proxy_url}
+
+    return read_options_and_proxy
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeKind:
     """A registered kind of check.
@@ -51,11 +69,28 @@ class ProbeKind:
         bounds_own_timeout: the probe provably ends by its timeout (every wait is
             under its deadline, and tests/faults runs it against hostile servers),
             so the scheduler need not arm a second timer around it.
+        default_port: the port a check of this kind uses when it sets none;
+            None: ``port`` is required.
+        transport: what the probe speaks underneath: "tcp", "udp", or "icmp"
+            (a host without a port). Every "tcp" kind takes a ``proxy`` key:
+            its options reader is wrapped with :func:`with_proxy`.
     """
 
     probe: ProbeFn
     read_options: Callable[[Table], Mapping[str, object]] = no_options
     bounds_own_timeout: bool = False
+    default_port: int | None = None
+    transport: str = "tcp"
+
+    def __post_init__(self) -> None:
+        # Every kind that speaks over one TCP connection can go through a proxy.
+        if self.transport == "tcp":
+            object.__setattr__(self, "read_options", with_proxy(self.read_options))
+
+    @property
+    def has_port(self) -> bool:
+        """Whether checks of this kind address a port (every kind but icmp)."""
+        return self.transport != "icmp"
 
 
 PROBES: dict[str, ProbeKind] = {
@@ -71,4 +106,11 @@ PROBES: dict[str, ProbeKind] = {
     "mongodb": ProbeKind(mongodb.probe, mongodb.read_options),
     "kafka": ProbeKind(kafka.probe, kafka.read_options),
     "http": ProbeKind(http.probe, http.read_options),
+    "dns": ProbeKind(dns_query.probe, dns_query.read_options, bounds_own_timeout=True,
+                     default_port=dns_query.DEFAULT_PORT, transport="udp"),
+    "udp": ProbeKind(udp.probe, udp.read_options, bounds_own_timeout=True, transport="udp"),
+    "ntp": ProbeKind(ntp.probe, ntp.read_options, bounds_own_timeout=True,
+                     default_port=ntp.DEFAULT_PORT, transport="udp"),
+    "icmp": ProbeKind(icmp.probe, icmp.read_options, bounds_own_timeout=True,
+                      transport="icmp"),
 }

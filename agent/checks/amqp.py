@@ -22,8 +22,8 @@ from agent.checks.exchange import (
     printable,
     run_exchange,
 )
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD = 1

@@ -241,5 +241,5 @@ def _with_connection_facts(
         latency_ms=connected.latency_ms,
         dns_ms=connected.dns_ms,
         address=connected.address,
-        facts={**facts, **observation.facts},
+        facts={**connected.facts, **facts, **observation.facts},
     )

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from agent.checks import tls
 from agent.checks.exchange import Exchange, run_exchange
 from agent.checks.steps import Expect, Send, Step, run_steps
+from agent.common.tables import Table
 from agent.model import Observation, Target
-from agent.tables import Table
 
 NO_MATCH = "no_match"
 DEFAULT_READ_LIMIT = 1024

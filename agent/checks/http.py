@@ -23,8 +23,8 @@ from agent.checks.exchange import (
     printable,
     run_exchange,
 )
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 DEFAULT_READ_LIMIT = 16384
 MAX_READ_LIMIT = 1 << 20

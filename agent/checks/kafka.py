@@ -21,8 +21,8 @@ from agent.checks.exchange import (
     ProbeFailure,
     run_exchange,
 )
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 API_VERSIONS = 18
 CLIENT_ID = b"heartwire"

@@ -25,8 +25,8 @@ from agent.checks.exchange import (
     ProbeFailure,
     run_exchange,
 )
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 OP_MSG = 2013
 # hello answers are a few hundred bytes; large replica sets list many hosts.

@@ -33,8 +33,8 @@ from agent.checks.exchange import (
     printable,
     run_exchange,
 )
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 PROTOCOL_3_0 = 196608

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from agent.checks import tls
 from agent.checks.exchange import Exchange, run_exchange
 from agent.checks.steps import Expect, Send, Verdict, run_steps
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 AUTH_REQUIRED = "auth_required"
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from agent.checks import tls
 from agent.checks.exchange import Exchange, run_exchange
 from agent.checks.steps import Expect, Send, StartTls, Step, Verdict, run_steps
+from agent.common.tables import Table
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table
 
 # The last line of a reply has a space (or nothing) after its code (RFC 5321 4.2.1).
 _LAST_LINE = re.compile(rb"^\d{3}(?: |$)")

@@ -11,6 +11,7 @@ message in ``detail``).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import socket
@@ -19,8 +20,17 @@ from dataclasses import dataclass, field
 
 import trio
 
-from agent import dns
-from agent.model import Observation, Outcome, Reason, Target
+from agent.checks import resolver as dns
+from agent.checks.proxy import (
+    PROXY_ERROR,
+    PROXY_REFUSED,
+    ProxyFailure,
+    ProxySettings,
+    Tunnel,
+    parse_proxy_url,
+    proxy_target,
+)
+from agent.model import FactValue, Observation, Outcome, Reason, Target
 
 # RFC 8305 section 5 recommends 250 ms between connection attempts.
 HAPPY_EYEBALLS_DELAY_S = 0.25
@@ -101,8 +111,9 @@ class Connection:
         stream: the connected stream; the caller closes it.
         latency_ms: the TCP handshake time of the connection that won.
         dns_ms: the name resolution time, or None for an IP literal.
-        address: the IP address connected to.
+        address: the IP address connected to (the proxy's, through a proxy).
         deadline: the end of the check's total time budget, on trio's clock.
+        facts: what the connection itself tells (``proxy``: the proxy's URL).
     """
 
     stream: trio.SocketStream
@@ -110,6 +121,7 @@ class Connection:
     dns_ms: float | None
     address: str
     deadline: float
+    facts: dict[str, FactValue] = field(default_factory=dict)
 
 
 async def probe(target: Target, *, timeout: float) -> Observation:
@@ -119,6 +131,14 @@ async def probe(target: Target, *, timeout: float) -> Observation:
         An Observation; failure is a value here, never an exception.
     """
     deadline = trio.current_time() + timeout
+    if "proxy" in target.options:
+        connected = await open_connection(target, deadline, timeout=timeout)
+        if isinstance(connected, Observation):
+            return connected
+        connected.stream.socket.close()
+        return Observation(Outcome.OK, Reason.OPEN, latency_ms=connected.latency_ms,
+                           dns_ms=connected.dns_ms, address=connected.address,
+                           facts=connected.facts)
     raced = await _race(target, deadline)
     if isinstance(raced, Observation):
         return raced
@@ -134,7 +154,8 @@ async def open_connection(
     """Resolves and connects to ``target`` before ``deadline`` (happy eyeballs).
 
     Protocol probes start here so that every kind reports DNS, latency and address
-    the same way as the plain TCP check.
+    the same way as the plain TCP check. With a ``proxy`` option the connection
+    goes to the proxy and through its tunnel (:mod:`agent.checks.proxy`).
 
     Args:
         target: where to connect.
@@ -144,6 +165,10 @@ async def open_connection(
     Returns:
         The open connection (the caller closes it), or the failed Observation.
     """
+    proxy_url = target.options.get("proxy")
+    if isinstance(proxy_url, str):
+        settings = parse_proxy_url(proxy_url)
+        return await _open_through_proxy(target, settings, deadline, timeout)
     raced = await _race(target, deadline)
     if isinstance(raced, Observation):
         return raced
@@ -159,9 +184,55 @@ async def open_connection(
     )
 
 
+async def _open_through_proxy(
+    target: Target, settings: ProxySettings, deadline: float, timeout: float
+) -> Connection | Observation:
+    """Connects to the proxy, then asks it for a tunnel to ``target``, by ``deadline``.
+
+    ``latency_ms`` is the whole proxied connect: the handshake with the proxy plus
+    the tunnel's set-up (the proxy's name resolution is ``dns_ms``, as for any target).
+    """
+    facts: dict[str, FactValue] = {"proxy": settings.url()}
+    reached = await open_connection(proxy_target(settings, target), deadline, timeout=timeout)
+    if isinstance(reached, Observation):
+        reason = PROXY_REFUSED if reached.reason == Reason.REFUSED else PROXY_ERROR
+        return dataclasses.replace(reached, reason=reason, detail=f"proxy {reached.detail}",
+                                   facts=facts)
+    tunnel = Tunnel(reached.stream, settings, target)
+    tunnel_started = trio.current_time()
+    failure: ProxyFailure | None = None
+    try:
+        with trio.move_on_at(deadline):
+            try:
+                await tunnel.open()
+            except ProxyFailure as exc:
+                failure = exc
+            else:
+                tunnel_ms = _ms(trio.current_time() - tunnel_started)
+                return Connection(
+                    reached.stream,
+                    latency_ms=round(reached.latency_ms + tunnel_ms, 3),
+                    dns_ms=reached.dns_ms, address=reached.address, deadline=deadline,
+                    facts=facts,
+                )
+    except BaseException:
+        reached.stream.socket.close()
+        raise
+    reached.stream.socket.close()
+    if failure is not None:
+        reason, detail = failure.reason, failure.detail
+    elif tunnel.asked_target:
+        reason, detail = Reason.TIMEOUT, (f"{tunnel.authority} via the proxy: no answer "
+                                          f"within {timeout:g}s")
+    else:
+        reason, detail = PROXY_ERROR, f"the proxy did not answer within {timeout:g}s"
+    return Observation(Outcome.FAILED, reason, dns_ms=reached.dns_ms, address=reached.address,
+                       detail=detail, facts=facts)
+
+
 async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] | Observation:
     """Resolves ``target`` and races its addresses; the winner's socket stays open."""
-    resolved = await _resolve(target, deadline)
+    resolved = await resolve_target(target, deadline)
     if isinstance(resolved, Observation):
         return resolved
     addresses, dns_ms = resolved
@@ -179,12 +250,14 @@ async def _race(target: Target, deadline: float) -> tuple[_Race, float | None] |
     return race, dns_ms
 
 
-async def _resolve(
+async def resolve_target(
     target: Target, deadline: float
 ) -> tuple[list[tuple[int, SockAddr]], float | None] | Observation:
     """The addresses to try and the resolution time (None for an IP literal).
 
-    Names go through the shared caching resolver (:mod:`agent.dns`), so ``dns_ms``
+    Every kind resolves its target here, datagram kinds included.
+
+    Names go through the shared caching resolver (:mod:`agent.checks.resolver`), so ``dns_ms``
     is what this check spent resolving: close to zero when the answer was cached.
     """
     literal = dns.literal_address(target.host)

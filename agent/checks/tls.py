@@ -30,8 +30,8 @@ from pathlib import Path
 import trio
 
 from agent.checks.exchange import ANSWERED, Exchange, ProbeFailure, run_exchange
+from agent.common.tables import Table, format_duration
 from agent.model import Observation, Outcome, Target
-from agent.tables import Table, format_duration
 
 TLS_EXPIRED = "tls_expired"
 TLS_NOT_YET_VALID = "tls_not_yet_valid"

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from agent.signing import Ed25519SigningKey
-from agent.spool import HEARTBEAT, OUTBOX_FILE
+from agent.common.signing import Ed25519SigningKey
+from agent.outbound.spool import HEARTBEAT, OUTBOX_FILE
 from tests.receiver import Recorded
 
 REPO = Path(__file__).resolve().parents[2]

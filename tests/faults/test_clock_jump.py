@@ -15,9 +15,9 @@ import trio
 import trio.testing
 
 from agent.checks import ProbeKind
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Reason, Result, StateChange, Target
-from agent.scheduler import Scheduler
+from agent.schedule.scheduler import Scheduler
 
 HOUR_S = 3600.0
 EPOCH = 1_800_000_000.0

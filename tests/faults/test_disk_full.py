@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,14 +23,22 @@ import pytest
 import trio
 import trio.testing
 
-from agent import config
-from agent import reporting as reporting_module
-from agent.delivery import Delivery
+from agent.config import loader as config
 from agent.errors import OutboxFullError
 from agent.model import Observation, Outcome, Reason, Result, Status
-from agent.reporting import Reporting
-from agent.scheduler import Scheduler
-from agent.spool import HEARTBEAT, RESULTS, STATE_CHANGE, AsyncOutbox, Outbox, open_outbox
+from agent.outbound import reporting as reporting_module
+from agent.outbound.delivery import Delivery
+from agent.outbound.reporting import Reporting
+from agent.outbound.spool import (
+    HEARTBEAT,
+    RESULTS,
+    STATE_CHANGE,
+    AsyncOutbox,
+    Outbox,
+    OutboxDepth,
+    open_outbox,
+)
+from agent.schedule.scheduler import Scheduler
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,
@@ -86,7 +95,8 @@ def test_a_full_disk_counts_by_type_what_it_could_not_store_and_recovers(
     _unfill(box)  # space returns
     beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert json.loads(beat.body)["data"] == {"dropped.results": 2, "dropped.heartbeats": 1,
-                                             "dropped.state_changes": 1, "rejected": 0}
+                                             "dropped.state_changes": 1,
+                                             "dropped.set_aside": 0, "rejected": 0}
     again = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert json.loads(again.body)["data"]["dropped.results"] == 0
     assert box.unstored() == {}
@@ -223,3 +233,96 @@ def test_heartwire_run_on_a_full_disk_keeps_checking_and_reports_the_drops(
     # Messages the full disk refused never got a seq: the reports exceed the gaps.
     assert_exactly_once_in_order(received, through=before.last_seq,
                                  known_types=before.messages, exact_counts=False)
+
+
+def _depth_in_file(box: Outbox) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(box.path, timeout=5)) as reader:
+        count, size = reader.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
+    return int(count), int(size)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root (CI is root)")
+def test_the_depth_is_what_the_file_holds_whatever_a_full_disk_refused(tmp_path: Path) -> None:
+    with _small_tmpfs(tmp_path / "mnt", "1m") as mount:
+        box = open_outbox(mount, agent_id="a", destinations=["main"], max_messages=10**6,
+                          max_bytes=10**9)
+        try:
+            stored = box.enqueue_many([(RESULTS, {"pad": "x" * 2000}, None) for _ in range(20)])
+            _fill_to_the_last_byte(mount / "filler")
+            refused = 0
+            for message in stored:  # delivered one by one; the disk refuses moving the cursor
+                for attempt in range(3):
+                    try:
+                        box.acknowledge("main", message.seq)
+                    except OutboxFullError:
+                        refused += 1
+                    try:
+                        box.enqueue_heartbeat(lambda counts, depth: {"depth": depth.messages})
+                    except OutboxFullError:
+                        refused += 1
+                    depth = box.depth()
+                    assert depth.messages >= 0
+                    assert (depth.messages, depth.bytes) == _depth_in_file(box), (message, attempt)
+            assert refused > 0, "the disk never refused a write"
+            (mount / "filler").unlink()
+            box.acknowledge("main", stored[-1].seq)
+            assert (box.depth().messages, box.depth().bytes) == _depth_in_file(box)
+        finally:
+            box.close()
+
+
+def _wal_bytes(box: Outbox) -> int:
+    wal = box.path.with_name(box.path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root (CI is root)")
+def test_a_busy_outbox_on_a_small_disk_keeps_its_write_ahead_log_small(tmp_path: Path) -> None:
+    # An agent that delivers everything at once still writes: a 2 MiB state disk
+    # must not fill up with the write-ahead log of a nearly empty outbox.
+    with _small_tmpfs(tmp_path / "mnt", "2m") as mount:
+        box = open_outbox(mount, agent_id="a", destinations=["main"], max_messages=10**6,
+                          max_bytes=256 * 1024 * 1024)
+        try:
+            largest_wal = 0
+            for _ in range(1500):  # about 6 MiB written through the log
+                box.enqueue_many([(RESULTS, {"pad": "x" * 2000}, None),
+                                  (STATE_CHANGE, {"pad": "y" * 500}, None)])
+                box.enqueue_heartbeat(lambda counts, depth: {"checks": ["z" * 500]})
+                for message in box.pending("main"):
+                    box.acknowledge("main", message.seq)
+                largest_wal = max(largest_wal, _wal_bytes(box))
+            assert largest_wal <= box.wal_limit_bytes, largest_wal
+        finally:
+            box.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root (CI is root)")
+def test_an_outbox_works_on_a_disk_with_room_for_its_limit(tmp_path: Path) -> None:
+    # Nothing is delivered; the outbox reaches its byte bound and drops by policy.
+    # The disk has room for the bound (and the 32 KiB -shm file), and it must never
+    # be the disk that refuses a message.
+    limit = 1536 * 1024
+    with _small_tmpfs(tmp_path / "mnt", "1600k") as mount:
+        box = open_outbox(mount, agent_id="a", destinations=["main"], max_messages=10**6,
+                          max_bytes=limit)
+        try:
+            reported: list[dict[str, int]] = []
+
+            def heartbeat(counts: dict[str, int], depth: OutboxDepth) -> dict[str, int]:
+                reported.append(counts)
+                return dict(counts)
+
+            for n in range(1500):  # about 4 MB of messages
+                box.enqueue_many([(RESULTS, {"pad": "x" * 2000}, None)] * (1 + n % 3)
+                                 + [(STATE_CHANGE, {"pad": "y" * 300}, None)] * (n % 2))
+                if n % 10 == 0:
+                    box.enqueue_heartbeat(heartbeat)
+                assert box.stored_bytes() <= limit
+            dropped = box.counters()["dropped.results"]
+            dropped += sum(counts["dropped.results"] for counts in reported)
+            assert dropped > 1000
+            assert box.depth().messages > 200  # dropped by the bound, not emptied
+        finally:
+            box.close()

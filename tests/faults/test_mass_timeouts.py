@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from agent.config import CheckConfig
+from agent.config.loader import CheckConfig
 from agent.model import Outcome, Reason, Result, StateChange
-from agent.scheduler import Scheduler
+from agent.schedule.scheduler import Scheduler
 from tests.faults.hostile import open_fd_count
 
 LISTENERS = 20

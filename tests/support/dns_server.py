@@ -1,8 +1,9 @@
 """A tiny authoritative DNS server on a loopback UDP port, for tests and benchmarks.
 
 It answers A and AAAA questions from a dict the caller edits while it runs, so a
-test can change a record, make a name vanish (NXDOMAIN) or fail (SERVFAIL), and
-count the queries that reached it.
+test can change a record, make a name vanish (NXDOMAIN) or fail (SERVFAIL), make
+one record type of a name fail or go unanswered, and count the queries that
+reached it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import dns.rrset
 import trio
 
 SERVFAIL = "servfail"
+# As a record type's value: questions for it get no answer at all (a middlebox
+# that drops AAAA queries, say), so the asker times out.
+NO_ANSWER = "no-answer"
 
 
 @dataclass
@@ -26,18 +30,25 @@ class Zone:
     """What the server answers.
 
     Attributes:
-        records: lower-case name without the final dot → ("A" | "AAAA" → addresses),
-            or :data:`SERVFAIL`; names not present get NXDOMAIN.
+        records: lower-case name without the final dot → ("A" | "AAAA" → addresses,
+            or :data:`SERVFAIL` / :data:`NO_ANSWER` for that type alone), or
+            :data:`SERVFAIL` for the whole name; names not present get NXDOMAIN.
         ttl_s: the TTL of every answer.
         queries: (name, type) → how many questions arrived.
     """
 
-    records: dict[str, dict[str, list[str]] | str] = field(default_factory=dict)
+    records: dict[str, dict[str, list[str] | str] | str] = field(default_factory=dict)
     ttl_s: int = 30
     queries: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 
     def answer(self, wire: bytes) -> bytes:
-        """The response to one query message."""
+        """The response to one query message (for a zone without :data:`NO_ANSWER`)."""
+        response = self.respond(wire)
+        assert response is not None, "this zone leaves some questions unanswered"
+        return response
+
+    def respond(self, wire: bytes) -> bytes | None:
+        """The response to one query message, or None to leave it unanswered."""
         query = dns.message.from_wire(wire)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
@@ -53,7 +64,12 @@ class Zone:
         else:
             assert isinstance(entry, dict)
             addresses = entry.get(rdtype, [])
-            if addresses:
+            if addresses == NO_ANSWER:
+                return None
+            if addresses == SERVFAIL:
+                response.set_rcode(dns.rcode.SERVFAIL)
+            elif addresses:
+                assert isinstance(addresses, list)
                 response.answer.append(
                     dns.rrset.from_text_list(question.name, self.ttl_s, "IN", rdtype, addresses)
                 )
@@ -74,4 +90,6 @@ async def serve_dns(
         task_status.started(sock.getsockname())
         while True:
             wire, peer = await sock.recvfrom(65535)
-            await sock.sendto(zone.answer(wire), peer)
+            response = zone.respond(wire)
+            if response is not None:
+                await sock.sendto(response, peer)

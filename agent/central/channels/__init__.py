@@ -7,7 +7,7 @@ from typing import Final
 
 from agent.central.channels import alertmanager, email, pagerduty, slack, telegram, webhook
 from agent.central.channels.base import Channel, ChannelError, ChannelSettings
-from agent.tables import Table
+from agent.common.tables import Table
 
 # kind → reader of a [channels.<name>] table
 CHANNEL_KINDS: Final[dict[str, Callable[[Table, str], ChannelSettings]]] = {

@@ -39,8 +39,8 @@ from agent.central.channels.base import (
     rfc3339,
 )
 from agent.central.storage import CheckRow, Incident, Notification
-from agent.logs import get_logger
-from agent.tables import Table
+from agent.common.logs import get_logger
+from agent.common.tables import Table
 
 log = get_logger("central.alertmanager")
 

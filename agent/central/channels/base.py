@@ -9,10 +9,10 @@ from typing import Final, Generic, Protocol, TypeVar
 import httpx
 
 from agent.central.storage import Incident, Notification
+from agent.common.keyfiles import read_secret, read_sources
 from agent.common.retry_after import parse_retry_after
+from agent.common.tables import Table
 from agent.errors import ConfigError, HeartwireError
-from agent.keyfiles import read_secret, read_sources
-from agent.tables import Table
 
 TRIGGER: Final = "trigger"
 RESOLVE: Final = "resolve"

@@ -8,6 +8,7 @@ timeout or a 4xx is retried.
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 import httpx
-import trio
 
 from agent.central.channels.base import ChannelError, alert_text, dedup_key, optional_channel_secret
 from agent.central.storage import Notification
-from agent.tables import Table
+from agent.common.tables import Table
+from agent.common.threads import run_abandoning_on_cancel
 
 KIND = "email"
 SECURITY_MODES = ("starttls", "tls", "none")
@@ -119,7 +120,7 @@ class EmailChannel:
         """Delivers one notification."""
         message = build_message(self.settings, notification)
         try:
-            await trio.to_thread.run_sync(self._send_blocking, message, abandon_on_cancel=True)
+            await run_abandoning_on_cancel(functools.partial(self._send_blocking, message))
         except smtplib.SMTPResponseException as exc:
             raise ChannelError(
                 f"email {self.name}: {exc.smtp_code} {exc.smtp_error!r}",

@@ -25,7 +25,7 @@ from agent.central.channels.base import (
     rfc3339,
 )
 from agent.central.storage import Notification
-from agent.tables import Table
+from agent.common.tables import Table
 
 KIND = "pagerduty"
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"

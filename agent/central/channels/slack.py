@@ -19,7 +19,7 @@ from agent.central.channels.base import (
     read_channel_secret,
 )
 from agent.central.storage import Notification
-from agent.tables import Table
+from agent.common.tables import Table
 
 KIND = "slack"
 

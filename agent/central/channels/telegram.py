@@ -13,7 +13,7 @@ import httpx
 
 from agent.central.channels.base import ChannelError, HttpChannel, alert_text, read_channel_secret
 from agent.central.storage import Notification
-from agent.tables import Table
+from agent.common.tables import Table
 
 KIND = "telegram"
 DEFAULT_API_URL = "https://api.telegram.org"

@@ -3,7 +3,7 @@
 Body: ``{"type": "incident.trigger" | "incident.resolve", "text": ..., "incident": {...}}``.
 With ``signing_key_file`` (a ``whsk_`` or ``whsec_`` key) the request carries
 ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature`` exactly like the
-agent's own messages (agent/signing.py), so the receiving end verifies it with the
+agent's own messages (agent/common/signing.py), so the receiving end verifies it with the
 same code. The ``webhook-id`` is the same on every retry of one delivery.
 """
 
@@ -22,9 +22,9 @@ from agent.central.channels.base import (
     post_json,
 )
 from agent.central.storage import Notification
+from agent.common.signing import ID_HEADER, SigningKey, WebhookAuth, read_signing_key
+from agent.common.tables import Table
 from agent.errors import HeartwireError
-from agent.signing import ID_HEADER, SigningKey, WebhookAuth, read_signing_key
-from agent.tables import Table
 
 KIND = "webhook"
 

@@ -1,0 +1,70 @@
+"""The receiver's schema module: the nesting pre-scan, the JSON limits, the validator's answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.central.schema import (
+    MAX_DEPTH,
+    InvalidMessage,
+    MalformedJSON,
+    nesting_exceeds,
+    parse_json,
+    validate,
+)
+from tests.central_support import Messages, check_item
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    return 0
+
+
+tricky_text = st.text(st.sampled_from('[]{}"\\ab\n\u2028'), max_size=8)
+values = st.recursive(
+    st.none() | st.integers() | tricky_text,
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(tricky_text, children, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=values, limit=st.integers(1, 8))
+def test_the_pre_scan_measures_nesting_exactly_whatever_the_strings_hold(
+    value: Any, limit: int
+) -> None:
+    body = json.dumps(value, ensure_ascii=False).encode()
+    assert nesting_exceeds(body, limit) == (_depth(value) > limit)
+
+
+@pytest.mark.parametrize("body", [b"[", b"]", b'{"a": [}', b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["])
+def test_unbalanced_or_deep_bodies_are_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedJSON):
+        parse_json(body)
+
+
+def test_the_pre_scan_of_a_maximal_body_is_cheap() -> None:
+    flat = b'{"agent": "dc1", "data": [' + b'{"a": [1, "x\\"]["]},' * 400_000 + b"1]}"
+    deep = b"[" * (8 * 1024 * 1024)
+    for body in (flat, deep):
+        started = time.perf_counter()
+        nesting_exceeds(body, MAX_DEPTH)
+        assert time.perf_counter() - started < 2.0
+
+
+def test_a_valid_message_passes_and_each_fault_names_its_field() -> None:
+    message = Messages().heartbeat([check_item("db", "up", port=5432)])
+    assert validate(message).reports[0].port == 5432
+    message["data"]["checks"][0]["port"] = 70_000
+    with pytest.raises(InvalidMessage, match=r"data\.checks\[0\]\.port"):
+        validate(message)

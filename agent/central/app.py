@@ -1,4 +1,4 @@
-"""The receiver's HTTP surface, as a small ASGI application (no framework: six routes).
+"""The receiver's HTTP surface, as a small ASGI application (no framework).
 
 ====  =====================  =====================================================
 POST  ``/v1/ingest``         a signed message (docs/protocol.md), see ingest.py
@@ -7,6 +7,7 @@ GET   ``/api/v1/agents``     agents as JSON
 GET   ``/api/v1/checks``     checks as JSON (paged), silent agents' checks as ``unknown``
 GET   ``/api/v1/incidents``  open incidents as JSON
 GET   ``/healthz``           ``ok`` while the receiver runs (always public)
+GET   ...                    check pages, history, ``/metrics``, maintenance (routes.py)
 ====  =====================  =====================================================
 
 Nothing a client does can stall the others:

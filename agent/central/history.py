@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -304,13 +304,19 @@ class History:
         self._uptimes = (now, uptimes)
         return uptimes
 
+    def uptimes_of(self, checks: Sequence[tuple[str, str]],
+                   now: float) -> dict[tuple[str, str], Uptime]:
+        """These checks' uptime per window, read now, by (agent, check): for a page of
+        the list (at most ``MAX_AMONG`` checks), where a pass over all is not needed."""
+        if not self.enabled or not checks:
+            return {}
+        rows = self.store.window_uptimes(
+            now, [window_start(seconds, now) for seconds in WINDOWS.values()], checks)
+        return {(row[0], row[1]): _uptime_of(row) for row in rows}
+
     def uptime(self, agent: str, check: str, now: float) -> Uptime | None:
         """One check's uptime per window (None before its first status)."""
-        if not self.enabled:
-            return None
-        rows = self.store.window_uptimes(
-            now, [window_start(seconds, now) for seconds in WINDOWS.values()], agent, check)
-        return _uptime_of(rows[0]) if rows else None
+        return self.uptimes_of([(agent, check)], now).get((agent, check))
 
     def daily_uptime(self, agent: str, check: str, now: float,
                      days: int = 90) -> list[tuple[int, float | None, float | None]]:

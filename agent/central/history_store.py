@@ -38,6 +38,9 @@ _BUCKET_COLUMNS: Final = ", ".join(f"b{index}" for index in range(BUCKETS))
 # the marks when a window moves on (hourly for 24h, daily for the others), so a
 # read of every check's uptime is one pass over uptime_state, without joins.
 WINDOW_SLOTS: Final = 4
+# Checks one window_uptimes call may name: two SQL variables each, well below
+# SQLite's 32,766 (an API page names at most 1,001).
+MAX_AMONG: Final = 5000
 _WINDOW_COLUMNS: Final = ",\n    ".join(
     f"w{slot}_at INTEGER, w{slot}_up REAL NOT NULL DEFAULT 0, "
     f"w{slot}_down REAL NOT NULL DEFAULT 0, w{slot}_unknown REAL NOT NULL DEFAULT 0"
@@ -409,11 +412,12 @@ class HistoryStore:
             " AND m.at = ?", (at,))
 
     def window_uptimes(
-        self, now: float, starts: Sequence[int], agent: str | None = None,
-        check: str | None = None,
+        self, now: float, starts: Sequence[int],
+        among: Sequence[tuple[str, str]] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Uptime and unknown share (percent, 3 decimals) of every check (or one) over
-        the windows starting at ``starts`` (one per slot) and ending ``now``.
+        """Uptime and unknown share (percent, 3 decimals) of every check (or of those
+        ``among``, (agent, check) pairs, at most MAX_AMONG) over the windows starting at
+        ``starts`` (one per slot) and ending ``now``.
 
         Returns:
             Rows ``(agent, check, uptime_1, unknown_1, uptime_2, unknown_2, ...)``, one
@@ -436,9 +440,14 @@ class HistoryStore:
                 f" ROUND(CAST(100.0 * {unknown} / ({up} + {down} + {unknown}) AS NUMERIC), 3)"
                 " END")
         where = ""
-        if agent is not None and check is not None:
-            where = " WHERE agent = :agent AND check_name = :check"
-            params.update(agent=agent, check=check)
+        if among is not None:
+            if len(among) > MAX_AMONG:
+                raise ValueError(f"at most {MAX_AMONG} checks at once")
+            # A row-value IN list: each pair is a primary-key lookup.
+            where = " WHERE (agent, check_name) IN (VALUES {})".format(
+                ", ".join(f"(:a{index}, :c{index})" for index in range(len(among))))
+            for index, (agent, check) in enumerate(among):
+                params[f"a{index}"], params[f"c{index}"] = agent, check
         # Time since counted_to belongs to the current state; a counted_to in the
         # future (a skewed clock) adds nothing.
         since = "CASE WHEN :t > counted_to THEN :t - counted_to ELSE 0 END"

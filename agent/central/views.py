@@ -18,6 +18,7 @@ from typing import Any
 from agent.central.channels.base import incident_json, rfc3339
 from agent.central.config import CentralConfig
 from agent.central.history import WINDOWS, History, Uptime
+from agent.central.history_store import MAX_AMONG
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance
 from agent.central.page import StatusPage
@@ -91,7 +92,15 @@ class Views:
             for row in self.storage.agents()
             if self.incidents.is_silent(row.id, row.last_heartbeat_at, row.interval_s, now)
         }
-        uptimes = self.history.uptimes(now) if self.history is not None else {}
+        rows = self.storage.checks(limit=limit, offset=offset, problems_first=problems_first)
+        uptimes: dict[tuple[str, str], Uptime] = {}
+        if self.history is not None:
+            # A page reads its own checks' uptime now; the whole list (/metrics)
+            # reuses one pass over every check for up to a minute.
+            if 0 <= limit <= MAX_AMONG:
+                uptimes = self.history.uptimes_of([(row.agent, row.name) for row in rows], now)
+            else:
+                uptimes = self.history.uptimes(now)
         windows = self.maintenance.windows(now) if self.maintenance is not None else []
         return [
             {
@@ -108,8 +117,7 @@ class Views:
                 **uptime_fields(uptimes.get((row.agent, row.name))),
                 "maintenance": any(window.covers(row.agent, row.name) for window in windows),
             }
-            for row in self.storage.checks(limit=limit, offset=offset,
-                                           problems_first=problems_first)
+            for row in rows
         ]
 
     def checks_page(self, offset: int, limit: int, now: float | None = None) -> dict[str, Any]:

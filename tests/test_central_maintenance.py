@@ -207,3 +207,94 @@ def test_maintenance_add_list_end(tmp_path: Path, capsys: pytest.CaptureFixture[
                            (["dc1", "--for", "soon"], "--for: expected a duration")]:
         assert main([*base, "add", *extra, "--config", str(config)]) == EXIT_UNKNOWN
         assert message in capsys.readouterr().err
+
+
+# -- windows the agent starts with a signed maintenance message ------------------------
+
+
+def _maintenance(messages: Messages, data: dict[str, object], at: float) -> dict[str, object]:
+    written = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    return messages.envelope("maintenance", data,
+                             timestamp=written.isoformat(timespec="milliseconds")[:-6] + "Z")
+
+
+async def test_an_agents_maintenance_message_holds_its_checks_alert_until_it_ends(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, _maintenance(messages, {"action": "start", "duration_s": 1200,
+                                              "checks": ["db"], "reason": "upgrade"},
+                                   wall_clock()))
+        (window,) = central.maintenance.windows(wall_clock())
+        assert (window.agent, window.checks, window.reason) == ("dc1", ("db",), "upgrade")
+        assert window.ends_at - window.starts_at == 1200
+        send(central, messages.state_change("db", "up", "down"))
+        await trio.sleep(300)
+        assert hook.received == []
+        # heartwire maintenance end: the window ends now, the outage still true alerts.
+        send(central, _maintenance(messages, {"action": "end"}, wall_clock()))
+        await trio.sleep(2)
+        assert hook.events() == [("incident.trigger", "check_down")]
+        assert central.maintenance.windows(wall_clock()) == []
+
+
+async def test_an_agents_window_starts_when_the_command_ran_and_expires_on_its_own(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        # Written 10 minutes ago (it waited in the outbox): 10 of its 20 minutes are left.
+        await trio.sleep(600)
+        send(central, _maintenance(messages, {"action": "start", "duration_s": 1200,
+                                              "checks": [], "reason": None},
+                                   wall_clock() - 600))
+        (window,) = central.maintenance.windows(wall_clock())
+        assert window.checks == () and window.ends_at == pytest.approx(wall_clock() + 600)
+        # One written longer ago than it lasts starts nothing.
+        send(central, _maintenance(messages, {"action": "start", "duration_s": 60,
+                                              "checks": ["web"], "reason": None},
+                                   wall_clock() - 120))
+        assert len(central.maintenance.windows(wall_clock())) == 1
+        await trio.sleep(601)
+        assert central.maintenance.windows(wall_clock()) == []
+
+
+async def test_an_agents_end_leaves_the_receivers_own_windows_alone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        _window(central, 600)
+        send(central, _maintenance(messages, {"action": "end"}, wall_clock()))
+        assert len(central.maintenance.windows(wall_clock())) == 1
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"action": "pause"}, "data.action must be one of start, end"),
+    ({"action": "start", "duration_s": 0, "checks": [], "reason": None},
+     "data.duration_s must be greater than 0 and at most 604800"),
+    ({"action": "start", "duration_s": 8 * 86400, "checks": [], "reason": None},
+     "data.duration_s must be greater than 0 and at most 604800"),
+    ({"action": "start", "duration_s": 60, "checks": ["a,b"], "reason": None},
+     "data.checks[0] must be 1-64 letters"),
+    ({"action": "start", "duration_s": 60, "checks": ["db"] * 101, "reason": None},
+     "data.checks has 101 entries; at most 100 are accepted"),
+    ({"action": "start", "duration_s": 60, "checks": [], "reason": "x" * 201},
+     "data.reason must be 0-200 characters long"),
+    ({"action": "end", "duration_s": 60}, "data.duration_s is not a field of a maintenance end"),
+])
+async def test_a_malformed_maintenance_message_is_refused_with_its_field(
+    tmp_path: Path, data: dict[str, object], message: str
+) -> None:
+    from tests.central_support import make_config, running_central, signed
+
+    async with running_central(make_config(tmp_path)) as (central, client):
+        headers, body = signed(Messages().envelope("maintenance", data))
+        answer = await client.post("/v1/ingest", content=body, headers=headers)
+        assert answer.status_code == 422
+        assert answer.json()["message"].startswith(f"message.{message}")
+        assert central.maintenance.store.current(0) == []

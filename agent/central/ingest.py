@@ -31,9 +31,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from agent.central.channels.base import rfc3339
 from agent.central.config import CentralConfig
 from agent.central.history import History
 from agent.central.incidents import Incidents
+from agent.central.maintenance import AGENT, Maintenance
 from agent.central.schema import (
     AGENT_ID,
     CheckReport,
@@ -104,6 +106,7 @@ class Ingest:
         self.incidents = incidents
         self.wall_clock = wall_clock
         self.history: History | None = None
+        self.maintenance: Maintenance | None = None  # applies maintenance messages
 
     def handle(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> Answer:
         """Answers one ingest request (headers with lower-case names, the raw body).
@@ -200,9 +203,36 @@ class Ingest:
                 self.incidents.heartbeat(agent, now)
             for report in message.reports:
                 self._apply_check(agent, report, msg_id, now)
+            if message.maintenance is not None:
+                self._apply_maintenance(message, now)
         if gap is not None:
             log.warning("agent %s: seq gap, expected %d, received %d", agent, *gap)
         return Answer(200, {"status": "stored", "id": msg_id})
+
+    def _apply_maintenance(self, message: Message, now: float) -> None:
+        request = message.maintenance
+        if request is None or self.maintenance is None:
+            return
+        store, agent = self.maintenance.store, message.agent
+        if request.action == "end":
+            ended = store.end_from_agent(agent, now)
+            log.info("agent %s ended its maintenance (%d window(s))", agent, ended)
+        else:
+            assert request.duration_s is not None
+            # The window runs from when the operator ran the command (the message may
+            # have waited in the outbox), never from the future, and ends on its own.
+            written = _aware_time(message.timestamp)
+            starts = now if written is None else min(written.timestamp(), now)
+            ends = starts + request.duration_s
+            if ends <= now:
+                log.info("agent %s: maintenance message %s arrived after its window ended",
+                         agent, message.id)
+                return
+            reason = request.reason or "maintenance started on the agent"
+            number = store.add(agent, request.checks, starts, ends, reason, now, source=AGENT)
+            log.info("agent %s started maintenance window %d for %s until %s", agent, number,
+                     ", ".join(request.checks) or "the whole agent", rfc3339(ends))
+        self.maintenance.changed()
 
     def _apply_check(self, agent: str, report: CheckReport, msg_id: str, now: float) -> None:
         stored = self.storage.check(agent, report.name)

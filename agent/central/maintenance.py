@@ -5,6 +5,10 @@ Two sources, the same effect:
 * windows added by hand, ``heartwire central maintenance add AGENT [--check NAME ...]
   --for 20m [--reason TEXT]`` (kept in the database; ``list``, ``end ID``), at most
   ``MAX_WINDOW_S`` long, so a window always expires on its own;
+* windows an agent starts for itself, ``heartwire maintenance start --for 20m
+  [--check NAME ...] [--reason TEXT]`` on its host: a signed ``maintenance``
+  message (docs/protocol.md) that starts the window when the agent ran the
+  command, and ``heartwire maintenance end``, which ends the windows it started;
 * weekly windows in ``central.toml``::
 
       [maintenance.db-patching]
@@ -36,6 +40,8 @@ from agent.central.storage import Storage
 from agent.common.tables import Table
 
 MAX_WINDOW_S: Final = 7 * 86400.0
+RECEIVER: Final = "receiver"  # added with heartwire central maintenance add
+AGENT: Final = "agent"  # started by a signed maintenance message from the agent
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WEEKLY: Final = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)\s+([01]?[0-9]|2[0-3]):([0-5][0-9])$")
 # Windows in the database are read again at most this often (the CLI adds them
@@ -50,7 +56,8 @@ CREATE TABLE IF NOT EXISTS maintenance_windows (
     starts_at REAL NOT NULL,
     ends_at REAL NOT NULL,
     reason TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    source TEXT NOT NULL DEFAULT 'receiver'
 );
 CREATE INDEX IF NOT EXISTS maintenance_windows_ends ON maintenance_windows (ends_at);
 """
@@ -153,16 +160,29 @@ class MaintenanceStore:
         self.storage = storage
         self._db = storage.connection
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(maintenance_windows)")}
+        if "source" not in columns:  # a database from before agents could start windows
+            self._db.execute("ALTER TABLE maintenance_windows ADD COLUMN source TEXT NOT NULL"
+                             " DEFAULT 'receiver'")
 
     def add(self, agent: str, checks: Sequence[str], starts_at: float, ends_at: float,
-            reason: str, now: float) -> int:
-        """Stores a window; returns its number."""
+            reason: str, now: float, *, source: str = RECEIVER) -> int:
+        """Stores a window (``source``: who started it, RECEIVER or AGENT); returns its
+        number."""
         cursor = self._db.execute(
             "INSERT INTO maintenance_windows (agent, checks, starts_at, ends_at, reason,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (agent, ",".join(checks), starts_at, ends_at, reason, now),
+            " created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (agent, ",".join(checks), starts_at, ends_at, reason, now, source),
         )
         return int(cursor.lastrowid or 0)
+
+    def end_from_agent(self, agent: str, now: float) -> int:
+        """Ends now every running window the agent itself started; returns how many
+        (windows added on the receiver are the receiver's to end)."""
+        cursor = self._db.execute(
+            "UPDATE maintenance_windows SET ends_at = ? WHERE agent = ? AND source = ?"
+            " AND ends_at > ?", (now, agent, AGENT, now))
+        return cursor.rowcount
 
     def end(self, window_id: int, now: float) -> bool:
         """Ends a window now; False when there is no such window still running."""

@@ -42,10 +42,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.network_path import describe_path, parse_path
 
 STATUSES: Final = ("unknown", "up", "degraded", "down")
-MESSAGE_TYPES: Final = ("heartbeat", "state_change", "results")
+MESSAGE_TYPES: Final = ("heartbeat", "state_change", "results", "maintenance")
+MAINTENANCE_ACTIONS: Final = ("start", "end")
+# A window always ends on its own: at most a week (as the receiver's own windows).
+MAX_MAINTENANCE_S: Final = 7 * 86400.0
+MAX_MAINTENANCE_CHECKS: Final = 100
+MAX_MAINTENANCE_REASON_CHARS: Final = 200
 
 MAX_DEPTH: Final = 16
 MAX_INT_DIGITS: Final = 64
@@ -163,6 +169,16 @@ class CheckReport:
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceRequest:
+    """A ``maintenance`` message's ``data``: start a window now, or end the agent's."""
+
+    action: str
+    duration_s: float | None = None
+    checks: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A message that follows the schema.
 
@@ -176,6 +192,7 @@ class Message:
         interval_s: a heartbeat's ``interval_s``, else None.
         reports: the check statuses the message carries.
         test: whether this is ``heartwire send-test``'s heartbeat (verify, store nothing).
+        maintenance: a ``maintenance`` message's request, else None.
     """
 
     kind: str
@@ -187,6 +204,7 @@ class Message:
     interval_s: float | None
     reports: tuple[CheckReport, ...]
     test: bool = False
+    maintenance: MaintenanceRequest | None = None
 
 
 class _Fields:
@@ -353,6 +371,25 @@ def _state_change(data: _Fields) -> CheckReport:
                        path=path)
 
 
+def _maintenance(data: _Fields) -> MaintenanceRequest:
+    action = data._get("action", True)
+    if action not in MAINTENANCE_ACTIONS:
+        raise data._fail("action", f"must be one of {', '.join(MAINTENANCE_ACTIONS)}")
+    allowed = {"action"} if action == "end" else {"action", "duration_s", "checks", "reason"}
+    extra = sorted(set(data.mapping) - allowed)
+    if extra:
+        raise data._fail(extra[0], f"is not a field of a maintenance {action}")
+    if action == "end":
+        return MaintenanceRequest("end")
+    duration = data.number("duration_s", MAX_MAINTENANCE_S, nullable=False, positive=True)
+    checks = data.array("checks", MAX_MAINTENANCE_CHECKS)
+    for index, name in enumerate(checks):
+        if not isinstance(name, str) or not is_valid_name(name):
+            raise InvalidMessage(f"{data.where}.checks[{index}] {NAME_RULE}")
+    reason = data.string("reason", MAX_MAINTENANCE_REASON_CHARS, nullable=True)
+    return MaintenanceRequest("start", duration, tuple(dict.fromkeys(checks)), reason)
+
+
 def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECKS) -> Message:
     """Checks a parsed message against docs/protocol.md's schema and limits.
 
@@ -382,10 +419,14 @@ def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECK
     data = fields.sub("data")
     interval: float | None = None
     test = False
+    maintenance: MaintenanceRequest | None = None
+    reports: list[CheckReport] = []
     if kind == "heartbeat":
         interval, reports, test = _heartbeat(data, max_checks)
     elif kind == "state_change":
         reports = [_state_change(data)]
+    elif kind == "maintenance":
+        maintenance = _maintenance(data)
     else:
         results = data.array("results", max_checks)
         reports = [_observation(item, f"data.results[{i}]") for i, item in enumerate(results)]
@@ -393,4 +434,4 @@ def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECK
         raise InvalidMessage("message.seq is 0 exactly for a test heartbeat (data.test true)")
     return Message(kind=kind, id=msg_id, seq=seq, agent=agent, timestamp=timestamp,
                    data=dict(data.mapping), interval_s=interval, reports=tuple(reports),
-                   test=test)
+                   test=test, maintenance=maintenance)

@@ -93,6 +93,7 @@ class Central:
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
         self.maintenance = Maintenance(config.maintenance, MaintenanceStore(self.storage))
         self.incidents.holds = self.maintenance.holds
+        self.ingest.maintenance = self.maintenance
         self.history = History(config, self.storage, wall_clock)
         self.history.maintenance = self.maintenance
         self.ingest.history = self.history

@@ -203,3 +203,81 @@ def test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve(
                for request in hook.snapshot())
     assert agents[0]["seq_gaps"] == 0
     assert not [line for line in central.lines if "rejected message" in line]
+
+
+def test_heartwire_maintenance_on_the_agents_host_holds_the_alert_until_it_ends(
+    tmp_path: Path,
+) -> None:
+    service = Service()
+    service.open()
+    with running_receiver() as hook:
+        central_toml, agent_toml, agent_text = write_configs(tmp_path, f"{hook.url}/hook",
+                                                             service.port)
+        with running("central", "--config", str(central_toml), "--listen", "127.0.0.1:0") \
+                as central:
+            base = central.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+            agent_toml.write_text(agent_text.replace("{url}", f"{base}/v1/ingest"))
+            api = httpx.Client(base_url=base, timeout=5)
+
+            def windows() -> list[dict[str, Any]]:
+                return list(api.get("/api/v1/maintenance").json()["maintenance"])
+
+            def check_status() -> str | None:
+                checks = api.get("/api/v1/checks").json()["checks"]
+                return checks[0]["status"] if checks else None
+
+            def maintenance(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(
+                    [sys.executable, "-m", "agent", "maintenance", *args, "--config",
+                     str(agent_toml)], capture_output=True, text=True, timeout=30, check=False)
+
+            with running("run", "--config", str(agent_toml)):
+                wait_until(lambda: check_status() == "up", "the check up", 20)
+                started = maintenance("start", "--for", "20m", "--check", "service",
+                                      "--reason", "minor  upgrade")
+                assert started.returncode == 0, started.stderr
+                assert "maintenance of service for 20m is queued" in started.stdout
+                (window,) = wait_until(windows, "the window at the receiver", 15)
+                assert (window["agent"], window["checks"], window["reason"]) == (
+                    "e2e-agent", ["service"], "minor upgrade")
+
+                service.close()  # the planned work: down, recorded, not alerted
+                wait_until(lambda: check_status() == "down", "the check down", 20)
+                time.sleep(2.0)
+                assert events(hook) == []
+
+                ended = maintenance("end")
+                assert ended.returncode == 0, ended.stderr
+                wait_until(lambda: not windows(), "the window ended", 15)
+                # Still down when the window ends: it alerts now.
+                wait_until(lambda: arrived(hook, "incident.trigger", "check_down"),
+                           "the held alert", 10)
+                agents = api.get("/api/v1/agents").json()["agents"]
+            api.close()
+        service.close()
+    assert agents[0]["seq_gaps"] == 0  # the command's messages take the agent's seq
+    assert not [line for line in central.lines if "rejected message" in line]
+
+
+def test_heartwire_maintenance_refuses_what_the_receiver_would(tmp_path: Path) -> None:
+    _, agent_toml, agent_text = write_configs(tmp_path, "http://127.0.0.1:9/hook", 9)
+    agent_toml.write_text(agent_text.replace("{url}", "http://127.0.0.1:9/v1/ingest"))
+
+    def maintenance(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "agent", "maintenance", *args, "--config",
+                               str(agent_toml)], capture_output=True, text=True, timeout=30,
+                              check=False)
+
+    for args, words in [
+        (("start", "--for", "8d"), "--for must be more than 0 and at most 7d"),
+        (("start", "--for", "soon"), "--for:"),
+        (("start", "--for", "1h", "--check", "nothing"), "--check nothing: no such check"),
+        (("start", "--for", "1h", "--reason", "x" * 201), "--reason is 201 characters"),
+    ]:
+        refused = maintenance(*args)
+        assert refused.returncode == 3, args
+        assert words in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "agent-state" / "outbox.sqlite3").exists() or \
+        "maintenance" not in (tmp_path / "agent-state" / "outbox.sqlite3").read_bytes().decode(
+            "latin-1")

@@ -93,6 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", required=True, metavar="PATH", help="the private key file")
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
     _add_editing_commands(commands, common)
+    from agent.cli.maintenance import add_parser as add_maintenance_parser
+
+    add_maintenance_parser(commands, common)
 
     from agent.central.cli import add_parser as add_central_parser
 
@@ -139,6 +142,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_editing_command(path, args)
     if args.command == "send-test":
         return _send_test(path)
+    if args.command == "maintenance":
+        from agent.cli.maintenance import main as maintenance_main
+
+        return maintenance_main(path, args)
     if args.command == "validate":
         return _validate(path)
     if args.command == "check":

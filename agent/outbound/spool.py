@@ -59,7 +59,11 @@ OUTBOX_FILE: Final = "outbox.sqlite3"
 HEARTBEAT: Final = "heartbeat"
 STATE_CHANGE: Final = "state_change"
 RESULTS: Final = "results"
-MESSAGE_TYPES: Final = (HEARTBEAT, STATE_CHANGE, RESULTS)
+# Written by ``heartwire maintenance`` (another process, the same file); never
+# dropped to make room: there are a handful, and the operator is told at once when
+# one cannot be stored.
+MAINTENANCE: Final = "maintenance"
+MESSAGE_TYPES: Final = (HEARTBEAT, STATE_CHANGE, RESULTS, MAINTENANCE)
 # Which type to drop first when the outbox is full: state changes last.
 DROP_ORDER: Final = (RESULTS, HEARTBEAT, STATE_CHANGE)
 _DROPPED: Final = {RESULTS: "dropped.results", HEARTBEAT: "dropped.heartbeats",
@@ -313,8 +317,9 @@ class Outbox:
                 yield
         except OutboxFullError as exc:
             for msg_type in types:
-                name = _DROPPED[msg_type]
-                self._unstored[name] = self._unstored.get(name, 0) + 1
+                name = _DROPPED.get(msg_type)
+                if name is not None:  # a maintenance message: the error tells its sender
+                    self._unstored[name] = self._unstored.get(name, 0) + 1
             raise OutboxFullError(f"{len(types)} message(s) not stored: {exc}") from exc
 
     def _counter(self, name: str) -> int:

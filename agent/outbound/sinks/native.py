@@ -7,7 +7,7 @@ import httpx
 from agent.common.signing import ID_HEADER
 from agent.config.destinations import DestinationConfig
 from agent.outbound.sinks.base import USER_AGENT, Answer
-from agent.outbound.spool import HEARTBEAT, RESULTS, STATE_CHANGE, OutboxMessage
+from agent.outbound.spool import HEARTBEAT, MAINTENANCE, RESULTS, STATE_CHANGE, OutboxMessage
 
 
 class NativeSink:
@@ -19,7 +19,8 @@ class NativeSink:
 
     def __init__(self, destination: DestinationConfig, secret: str | None = None) -> None:
         self.url = destination.url
-        self.types = (HEARTBEAT, STATE_CHANGE, *((RESULTS,) if destination.wants_results else ()))
+        self.types = (HEARTBEAT, STATE_CHANGE, MAINTENANCE,
+                      *((RESULTS,) if destination.wants_results else ()))
 
     def requests(self, message: OutboxMessage) -> list[httpx.Request]:
         """One signed-to-be POST with the stored body."""

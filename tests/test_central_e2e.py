@@ -205,6 +205,13 @@ def test_agent_to_receiver_check_down_up_then_dead_mans_switch_and_resolve(
     assert not [line for line in central.lines if "rejected message" in line]
 
 
+def maintenance(agent_toml: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``heartwire maintenance ARGS`` with the agent's config, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "agent", "maintenance", *args, "--config",
+                           str(agent_toml)], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
 def test_heartwire_maintenance_on_the_agents_host_holds_the_alert_until_it_ends(
     tmp_path: Path,
 ) -> None:
@@ -226,14 +233,9 @@ def test_heartwire_maintenance_on_the_agents_host_holds_the_alert_until_it_ends(
                 checks = api.get("/api/v1/checks").json()["checks"]
                 return checks[0]["status"] if checks else None
 
-            def maintenance(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run(
-                    [sys.executable, "-m", "agent", "maintenance", *args, "--config",
-                     str(agent_toml)], capture_output=True, text=True, timeout=30, check=False)
-
             with running("run", "--config", str(agent_toml)):
                 wait_until(lambda: check_status() == "up", "the check up", 20)
-                started = maintenance("start", "--for", "20m", "--check", "service",
+                started = maintenance(agent_toml, "start", "--for", "20m", "--check", "service",
                                       "--reason", "minor  upgrade")
                 assert started.returncode == 0, started.stderr
                 assert "maintenance of service for 20m is queued" in started.stdout
@@ -246,7 +248,7 @@ def test_heartwire_maintenance_on_the_agents_host_holds_the_alert_until_it_ends(
                 time.sleep(2.0)
                 assert events(hook) == []
 
-                ended = maintenance("end")
+                ended = maintenance(agent_toml, "end")
                 assert ended.returncode == 0, ended.stderr
                 wait_until(lambda: not windows(), "the window ended", 15)
                 # Still down when the window ends: it alerts now.
@@ -263,18 +265,13 @@ def test_heartwire_maintenance_refuses_what_the_receiver_would(tmp_path: Path) -
     _, agent_toml, agent_text = write_configs(tmp_path, "http://127.0.0.1:9/hook", 9)
     agent_toml.write_text(agent_text.replace("{url}", "http://127.0.0.1:9/v1/ingest"))
 
-    def maintenance(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "agent", "maintenance", *args, "--config",
-                               str(agent_toml)], capture_output=True, text=True, timeout=30,
-                              check=False)
-
     for args, words in [
         (("start", "--for", "8d"), "--for must be more than 0 and at most 7d"),
         (("start", "--for", "soon"), "--for:"),
         (("start", "--for", "1h", "--check", "nothing"), "--check nothing: no such check"),
         (("start", "--for", "1h", "--reason", "x" * 201), "--reason is 201 characters"),
     ]:
-        refused = maintenance(*args)
+        refused = maintenance(agent_toml, *args)
         assert refused.returncode == 3, args
         assert words in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr

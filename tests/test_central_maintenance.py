@@ -218,15 +218,19 @@ def _maintenance(messages: Messages, data: dict[str, object], at: float) -> dict
                              timestamp=written.isoformat(timespec="milliseconds")[:-6] + "Z")
 
 
+def _start(messages: Messages, duration_s: float, checks: list[str], at: float,
+           reason: str | None = None) -> dict[str, object]:
+    return _maintenance(messages, {"action": "start", "duration_s": duration_s,
+                                   "checks": checks, "reason": reason}, at)
+
+
 async def test_an_agents_maintenance_message_holds_its_checks_alert_until_it_ends(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     hook = Hook()
     messages = Messages()
     async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
-        send(central, _maintenance(messages, {"action": "start", "duration_s": 1200,
-                                              "checks": ["db"], "reason": "upgrade"},
-                                   wall_clock()))
+        send(central, _start(messages, 1200, ["db"], wall_clock(), "upgrade"))
         (window,) = central.maintenance.windows(wall_clock())
         assert (window.agent, window.checks, window.reason) == ("dc1", ("db",), "upgrade")
         assert window.ends_at - window.starts_at == 1200
@@ -248,15 +252,11 @@ async def test_an_agents_window_starts_when_the_command_ran_and_expires_on_its_o
     async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
         # Written 10 minutes ago (it waited in the outbox): 10 of its 20 minutes are left.
         await trio.sleep(600)
-        send(central, _maintenance(messages, {"action": "start", "duration_s": 1200,
-                                              "checks": [], "reason": None},
-                                   wall_clock() - 600))
+        send(central, _start(messages, 1200, [], wall_clock() - 600))
         (window,) = central.maintenance.windows(wall_clock())
         assert window.checks == () and window.ends_at == pytest.approx(wall_clock() + 600)
         # One written longer ago than it lasts starts nothing.
-        send(central, _maintenance(messages, {"action": "start", "duration_s": 60,
-                                              "checks": ["web"], "reason": None},
-                                   wall_clock() - 120))
+        send(central, _start(messages, 60, ["web"], wall_clock() - 120))
         assert len(central.maintenance.windows(wall_clock())) == 1
         await trio.sleep(601)
         assert central.maintenance.windows(wall_clock()) == []

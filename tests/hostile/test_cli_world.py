@@ -47,7 +47,9 @@ PARALLEL_COMMANDS = 3
 COMMANDS = frozenset({
     "check", "run", "validate", "send-test", "keygen",
     "checks list", "checks add", "checks set", "checks remove", "config show",
+    "maintenance start", "maintenance end",
     "central run", "central validate", "central agents add", "central agents list",
+    "central maintenance add", "central maintenance list", "central maintenance end",
 })
 
 
@@ -159,7 +161,7 @@ def _help_commands(*prefix: str) -> set[str]:
     for name in names:
         if prefix == () and name == "central":
             found |= _help_commands("central")
-        elif name in ("checks", "config", "agents"):
+        elif name in ("checks", "config", "agents", "maintenance"):
             found |= _help_commands(*prefix, name)
         else:
             found.add(" ".join([*prefix, name]))
@@ -285,6 +287,36 @@ def test_central_agents_add_rotates_a_key_then_the_receiver_reloads(world: World
     assert heartwire("central", "validate", "--config", str(world.central_toml)).code == 0
 
 
+def test_maintenance_from_the_agent_reaches_the_real_receiver(world: World) -> None:
+    api = httpx.Client(base_url=world.base_url, timeout=5)
+    agent = Process("run", "--config", str(world.agent_toml))
+    try:
+        started = heartwire("maintenance", "start", "--for", "20m", "--check", "down",
+                            "--config", str(world.agent_toml))
+        assert started.code == 0, started
+        wait_until(lambda: api.get("/api/v1/maintenance").json()["maintenance"],
+                   "the agent's window at the receiver", 30)
+        assert heartwire("maintenance", "end", "--config", str(world.agent_toml)).code == 0
+        wait_until(lambda: not api.get("/api/v1/maintenance").json()["maintenance"],
+                   "the window ended", 30)
+    finally:
+        agent.stop()
+        api.close()
+
+
+def test_central_maintenance_add_list_end(world: World) -> None:
+    config = str(world.central_toml)
+    added = heartwire("central", "maintenance", "add", AGENT_ID, "--for", "10m", "--config",
+                      config)
+    assert added.code == 0, added
+    listed = heartwire("central", "maintenance", "list", "--config", config)
+    assert listed.code == 0 and AGENT_ID in listed.stdout
+    (number,) = {line.split()[0] for line in listed.stdout.splitlines()
+                 if AGENT_ID in line and line.split()[0].isdigit()}
+    assert heartwire("central", "maintenance", "end", number, "--config", config).code == 0
+    assert heartwire("central", "maintenance", "end", number, "--config", config).code == 3
+
+
 # --- the example configs -------------------------------------------------------------
 
 
@@ -323,6 +355,9 @@ def _nested(depth: int) -> str:
     ["checks", "add", "web", "--host", "h\x7f\u202e", "--port", "1"],
     ["checks", "set", "up", "\x1b]0;owned\x07=1"],
     ["central", "agents", "add", "dc1\n", "--public-key", "whpk_x"],
+    ["maintenance", "start", "--for", "9" * 400],
+    ["maintenance", "start", "--for", "1h", "--check", "up\n\x1b[2J"],
+    ["central", "maintenance", "add", "dc1\x1b[31m", "--for", "1h"],
     ["check", "--json", "--bogus"],
     ["validate", "--config", "/nowhere/\x1b[2J"],
     ["checks"],

@@ -18,6 +18,7 @@ import trio
 
 from agent.outbound.spool import (
     HEARTBEAT,
+    MAINTENANCE,
     RESULTS,
     STATE_CHANGE,
     AsyncOutbox,
@@ -282,3 +283,15 @@ async def test_a_call_stuck_on_a_locked_file_is_abandoned_when_cancelled(tmp_pat
     stored = await outbox.enqueue_many([(STATE_CHANGE, {"n": 2}, None)])
     assert stored[0].seq == 2
     await outbox.aclose()
+
+
+def test_a_maintenance_message_is_never_dropped_to_make_room(tmp_path: Path) -> None:
+    box = _open(tmp_path, max_messages=3)
+    window = box.enqueue(MAINTENANCE, {"action": "start", "duration_s": 60.0, "checks": [],
+                                       "reason": None})
+    for index in range(5):
+        box.enqueue(RESULTS, {"results": [index]})
+    assert window.seq in _stored(box)
+    assert [message.type for message in box.pending("a", types=(MAINTENANCE,))] == [MAINTENANCE]
+    assert box.counters()["dropped.results"] >= 3
+    box.close()

@@ -19,6 +19,7 @@ from agent.common.keyfiles import SecretSource
 from agent.config.destinations import DestinationConfig, secrets_of
 from agent.outbound.delivery import Deliverer, Delivery
 from agent.outbound.sinks import Answer, make_sink
+from agent.outbound.sinks.base import agent_summary
 from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
 from tests.receiver import Recorded, running_receiver
 from tests.saas import Service, running_service
@@ -313,3 +314,8 @@ async def test_delivery_logs_never_show_a_push_token_an_answer_echoes(
     assert "Uptime Kuma answered 200" in caplog.text and "<redacted>" in caplog.text
     assert token not in caplog.text
     assert token not in (deliverer.stats.last_error or "")
+
+
+def test_the_agent_summary_counts_one_check_in_the_singular() -> None:
+    envelope = {"agent": "a1", "data": {"checks": [{"status": "up"}]}}
+    assert agent_summary(envelope) == "a1: 1 check, 1 up"

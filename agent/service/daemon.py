@@ -25,6 +25,7 @@ import trio
 from agent import __version__
 from agent.checks.tracepath import PathTracer
 from agent.common.logs import get_logger, log_result
+from agent.common.wording import counted
 from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Result, StateChange
@@ -119,7 +120,7 @@ class Daemon:
         self.config = new_config
         if self.reporting is not None:
             self.reporting.note_reload(new_config)
-        log.info("reloaded %s: %d checks", self.config_path, len(new_config.checks))
+        log.info("reloaded %s: %s", self.config_path, counted(len(new_config.checks), "check"))
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -130,10 +131,10 @@ class Daemon:
                 if self.reporting is not None:
                     await nursery.start(self.reporting.run)
                 log.info(
-                    "heartwire %s running as agent %r with %d checks from %s",
+                    "heartwire %s running as agent %r with %s from %s",
                     __version__,
                     self.config.agent.id,
-                    len(self.config.checks),
+                    counted(len(self.config.checks), "check"),
                     ", ".join(self.config.files),
                 )
                 nursery.start_soon(

@@ -63,7 +63,7 @@ RESULTS_PER_MESSAGE = 1_000
 STORAGE_QUIET_S = 60.0
 # How long a stopping agent may spend writing what is still in memory and closing
 # the outbox. With closing the HTTP clients (delivery.CLIENT_CLOSE_TIMEOUT_S) and
-# the journal's flush (systemd.FLUSH_TIMEOUT_S, twice), SIGTERM ends the process
+# the journal's flush (journal.FLUSH_TIMEOUT_S, twice), SIGTERM ends the process
 # within 5 s (README).
 CLOSE_TIMEOUT_S = 3.0
 

@@ -22,8 +22,7 @@ from agent.central.storage import Retention
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.signing import VerifyKey, read_verify_key
-from agent.common.tables import Table
-from agent.config.loader import read_toml
+from agent.common.tables import Table, read_toml
 from agent.errors import ConfigError, HeartwireError
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")

@@ -40,12 +40,10 @@ from agent.config.destinations import load_secret, load_signing_keys, secrets_of
 from agent.config.loader import STATE_DIR_ENV_VAR, Config
 from agent.errors import ConfigError, OutboxFullError
 from agent.model import Result, StateChange, Status
-from agent.outbound.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
+from agent.outbound.delivery import Deliverer, Delivery, open_client
 from agent.outbound.sinks import make_sink
 from agent.outbound.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth, iso_time
 from agent.outbound.spool import open_outbox as open_outbox_file
-from agent.schedule.scheduler import Scheduler
-from agent.service.liveness import CounterProgress
 
 log = get_logger("reporting")
 
@@ -120,6 +118,19 @@ class CheckSnapshot:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class CheckSource:
+    """Where heartbeats read the checks from; the daemon wires the scheduler in.
+
+    Attributes:
+        snapshot: every check's latest status, read on the trio thread.
+        run_counts: probe runs completed and runs skipped since start.
+    """
+
+    snapshot: Callable[[], list[CheckSnapshot]]
+    run_counts: Callable[[], tuple[int, int]]
+
+
 def heartbeat_data(
     *, started_at: float, interval_s: float, checks: list[CheckSnapshot], runs: int,
     skipped: int, counts: Mapping[str, int], depth: OutboxDepth
@@ -150,7 +161,7 @@ class Reporting:
         config: the agent's config (``[central]`` and the destinations).
         outbox: the opened outbox.
         delivery: a deliverer per destination.
-        scheduler: where the check statuses and run counts come from.
+        checks: where the check statuses and run counts come from.
         wall_clock: seconds since the epoch, for timestamps.
         pending_results_limit: how many observations may wait for the next
             ``results`` message; beyond it the oldest are dropped (and counted).
@@ -161,7 +172,7 @@ class Reporting:
         config: Config,
         outbox: AsyncOutbox,
         delivery: Delivery,
-        scheduler: Scheduler,
+        checks: CheckSource,
         *,
         wall_clock: Callable[[], float] = time.time,
         pending_results_limit: int = PENDING_LIMIT,
@@ -171,7 +182,7 @@ class Reporting:
         self.pending_results_limit = pending_results_limit
         self.outbox = outbox
         self.delivery = delivery
-        self.scheduler = scheduler
+        self.checks = checks
         self.wall_clock = wall_clock
         self.started_at = wall_clock()
         self.wants_results = any(d.wants_results for d in config.destinations)
@@ -227,18 +238,10 @@ class Reporting:
             # change is seen again at the next start.
             log.debug("stopping: %s not stored", msg_type)
 
-    def _snapshot(self) -> list[CheckSnapshot]:
-        # An icmp check has no port (0 in its config): the heartbeat says null.
-        return [
-            CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
-                          host=tracker.check.host, port=tracker.check.port or None)
-            for name, tracker in self.scheduler.trackers.items()
-        ]
-
     async def send_heartbeat(self) -> None:
         """Queues one heartbeat now (its counts are taken inside the transaction)."""
-        checks = self._snapshot()  # read on the trio thread, not in the worker
-        runs, skipped = self.scheduler.stats.runs, self.scheduler.stats.skipped
+        checks = self.checks.snapshot()  # read on the trio thread, not in the worker
+        runs, skipped = self.checks.run_counts()
         started_at, interval_s = self.started_at, self.central.heartbeat_interval_s
         # Results that never reached the outbox (a stalled disk) count as dropped too.
         lost, self.results_lost = self.results_lost, 0
@@ -331,27 +334,6 @@ class Reporting:
         if new_config.destinations != self.destinations or new_config.central != self.central:
             log.warning("[central] and [destinations] changes take effect at the next restart")
 
-    def last_progress(self) -> float:
-        """The trio time the slowest delivery loop last showed life (for a watchdog)."""
-        return self.delivery.last_progress()
-
-    def progress_source(self) -> CounterProgress:
-        """The watchdog's view of delivery: the loops' iteration count must advance.
-
-        Every loop ticks at least every ``PROGRESS_TICK_S``, also while idle or backing
-        off, and between ticks it waits at most one request (bounded by its deadline).
-        A count that stands still longer means a loop is stuck; a dead central is not
-        a stuck loop: it keeps ticking between retries.
-        """
-        deliverers = self.delivery.deliverers
-        allowed_s = max((d.request_deadline_s for d in deliverers), default=0.0)
-        allowed_s += 2 * PROGRESS_TICK_S
-        return CounterProgress(
-            "delivery loop iterations",
-            lambda: sum(d.stats.iterations for d in deliverers),
-            lambda: allowed_s if deliverers else None,
-        )
-
     def status(self) -> str:
         """The STATUS= fragment: ``outbox 3 waiting, central failing``."""
         depth = self.outbox.sync.depth()
@@ -362,7 +344,7 @@ class Reporting:
 
 def open_reporting(
     config: Config,
-    scheduler: Scheduler,
+    checks: CheckSource,
     *,
     wall_clock: Callable[[], float] = time.time,
 ) -> Reporting | None:
@@ -403,4 +385,4 @@ def open_reporting(
     log.info("reporting to %s; outbox %s", ", ".join(f"{d.name} ({d.kind})"
                                                     for d in config.destinations),
              outbox.sync.path)
-    return Reporting(config, outbox, Delivery(deliverers), scheduler, wall_clock=wall_clock)
+    return Reporting(config, outbox, Delivery(deliverers), checks, wall_clock=wall_clock)

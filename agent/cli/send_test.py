@@ -25,6 +25,7 @@ from agent import __version__
 from agent.common.connect_errors import describe
 from agent.common.redact import redact_text, redact_url
 from agent.common.signing import WebhookAuth, new_message_id
+from agent.common.timefmt import rfc3339
 from agent.config.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
 from agent.config.loader import Config
 from agent.errors import DeliveryError, HeartwireError
@@ -36,7 +37,7 @@ from agent.outbound.delivery import (
     with_client_timeouts,
 )
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import HEARTBEAT, OutboxMessage, iso_time
+from agent.outbound.spool import HEARTBEAT, OutboxMessage
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                     "all_proxy")
@@ -76,8 +77,8 @@ def heartbeat_for_test(
     now = wall_clock()
     body = json.dumps({
         "type": HEARTBEAT, "id": msg_id, "seq": 0, "agent": config.agent.id,
-        "timestamp": iso_time(now),
-        "data": {"version": __version__, "started_at": iso_time(now),
+        "timestamp": rfc3339(now),
+        "data": {"version": __version__, "started_at": rfc3339(now),
                  "interval_s": config.central.heartbeat_interval_s, "checks": [], "runs": 0,
                  "skipped": 0, "outbox": {"depth": 0, "bytes": 0},
                  "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0,

@@ -36,13 +36,14 @@ from agent.common.logs import get_logger
 from agent.common.network_path import path_data
 from agent.common.redact import redact_url
 from agent.common.signing import WebhookAuth
+from agent.common.timefmt import rfc3339
 from agent.config.destinations import load_secret, load_signing_keys, secrets_of
 from agent.config.loader import STATE_DIR_ENV_VAR, Config
 from agent.errors import ConfigError, OutboxFullError
 from agent.model import Result, StateChange, Status
 from agent.outbound.delivery import Deliverer, Delivery, open_client
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth, iso_time
+from agent.outbound.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth
 from agent.outbound.spool import open_outbox as open_outbox_file
 
 log = get_logger("reporting")
@@ -78,7 +79,7 @@ def observation_data(result: Result) -> dict[str, Any]:
         "address": seen.address,
         "detail": seen.detail,
         "consecutive_failures": result.consecutive_failures,
-        "at": iso_time(result.at),
+        "at": rfc3339(result.at),
     }
 
 
@@ -114,7 +115,7 @@ class CheckSnapshot:
             "status": self.status.value,
             "reason": last.observation.reason if last else None,
             "latency_ms": last.observation.latency_ms if last else None,
-            "at": iso_time(last.at) if last else None,
+            "at": rfc3339(last.at) if last else None,
         }
 
 
@@ -138,7 +139,7 @@ def heartbeat_data(
     """A heartbeat's ``data`` object (counts: the outbox's drop/reject counters)."""
     return {
         "version": __version__,
-        "started_at": iso_time(started_at),
+        "started_at": rfc3339(started_at),
         "interval_s": interval_s,
         "checks": [check.data() for check in checks],
         "runs": runs,

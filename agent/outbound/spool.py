@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -52,6 +51,7 @@ import trio
 
 from agent.common.signing import new_message_id
 from agent.common.threads import run_abandoning_on_cancel
+from agent.common.timefmt import rfc3339
 from agent.errors import OutboxFullError
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
@@ -144,11 +144,6 @@ def wal_limit_bytes(max_bytes: int) -> int:
     back to the limit, and a commit that leaves it larger truncates it at once.
     """
     return min(WAL_LIMIT_BYTES, max_bytes // 4)
-
-
-def iso_time(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -345,7 +340,7 @@ class Outbox:
             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (seq,))
         message_id = new_message_id()
         body = _encode({"type": msg_type, "id": message_id, "seq": seq, "agent": self.agent_id,
-                        "timestamp": iso_time(at), "data": data})
+                        "timestamp": rfc3339(at), "data": data})
         self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
                          (seq, message_id, msg_type, body))
         self._add(_DEPTH_MESSAGES)

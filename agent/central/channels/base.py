@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -12,6 +11,7 @@ from agent.central.storage import Incident, Notification
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.retry_after import parse_retry_after
 from agent.common.tables import Table
+from agent.common.timefmt import rfc3339
 from agent.errors import ConfigError, HeartwireError
 
 TRIGGER: Final = "trigger"
@@ -91,12 +91,6 @@ def read_channel_secret(table: Table, prefix: str) -> str:
     if secret is None:
         raise table.error(None, f"needs {prefix}_file, {prefix}_env or {prefix}_credential")
     return secret
-
-
-def rfc3339(seconds: float) -> str:
-    """Seconds since the epoch as ``2026-01-01T12:00:00.000Z``."""
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _duration(seconds: float) -> str:

@@ -170,7 +170,7 @@ def _schema() -> dict[str, Any]:
 
 def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     from agent.model import Result, StateChange, Status
-    from agent.outbound.reporting import CheckSnapshot, heartbeat_data, state_change_data
+    from agent.outbound.messages import CheckSnapshot, heartbeat_data, state_change_data
     from agent.outbound.spool import OutboxDepth
 
     schema = _schema()["$defs"]

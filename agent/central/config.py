@@ -17,13 +17,13 @@ from types import MappingProxyType
 from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
-from agent.central.schema import DEFAULT_MAX_CHECKS
 from agent.central.storage import Retention
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.signing import VerifyKey, read_verify_key
 from agent.common.tables import Table, read_toml
 from agent.errors import ConfigError, HeartwireError
+from agent.outbound.messages import DEFAULT_MAX_CHECKS
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")
 AGENTS_DIR: Final = "agents.d"

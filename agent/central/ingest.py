@@ -33,7 +33,11 @@ from typing import Final
 
 from agent.central.config import CentralConfig
 from agent.central.incidents import Incidents
-from agent.central.schema import (
+from agent.central.storage import CheckRow, Storage
+from agent.common.logs import get_logger
+from agent.common.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from agent.errors import SignatureError
+from agent.outbound.messages import (
     AGENT_ID,
     CheckReport,
     InvalidMessage,
@@ -43,10 +47,6 @@ from agent.central.schema import (
     parse_time,
     validate,
 )
-from agent.central.storage import CheckRow, Storage
-from agent.common.logs import get_logger
-from agent.common.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from agent.errors import SignatureError
 
 log = get_logger("central.ingest")
 

@@ -25,25 +25,31 @@ import math
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from agent import __version__
 from agent.common.logs import get_logger
-from agent.common.network_path import path_data
 from agent.common.redact import redact_url
 from agent.common.signing import WebhookAuth
-from agent.common.timefmt import rfc3339
 from agent.config.destinations import load_secret, load_signing_keys, secrets_of
 from agent.config.loader import STATE_DIR_ENV_VAR, Config
 from agent.errors import ConfigError, OutboxFullError
-from agent.model import Result, StateChange, Status
+from agent.model import Result, StateChange
 from agent.outbound.delivery import Deliverer, Delivery, open_client
+from agent.outbound.messages import (
+    RESULTS,
+    STATE_CHANGE,
+    CheckSnapshot,
+    heartbeat_data,
+    observation_data,
+    results_data,
+    state_change_data,
+)
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth
+from agent.outbound.spool import AsyncOutbox, OutboxDepth
 from agent.outbound.spool import open_outbox as open_outbox_file
 
 log = get_logger("reporting")
@@ -67,58 +73,6 @@ STORAGE_QUIET_S = 60.0
 CLOSE_TIMEOUT_S = 3.0
 
 
-def observation_data(result: Result) -> dict[str, Any]:
-    """One observation as the protocol writes it (docs/protocol.md)."""
-    seen = result.observation
-    return {
-        "check": result.check,
-        "status": result.status.value,
-        "reason": seen.reason,
-        "latency_ms": seen.latency_ms,
-        "dns_ms": seen.dns_ms,
-        "address": seen.address,
-        "detail": seen.detail,
-        "consecutive_failures": result.consecutive_failures,
-        "at": rfc3339(result.at),
-    }
-
-
-def state_change_data(change: StateChange) -> dict[str, Any]:
-    """A state change's ``data`` object (``path`` only when a trace was made)."""
-    data = {"check": change.check, "previous": change.previous.value,
-            "current": change.current.value, "observation": observation_data(change.result)}
-    if change.path is not None:
-        data["path"] = path_data(change.path)
-    return data
-
-
-@dataclass(frozen=True, slots=True)
-class CheckSnapshot:
-    """A check's latest status, as a heartbeat lists it."""
-
-    name: str
-    status: Status
-    last: Result | None
-    # Where the check points and how it is shown, so a receiver can group its page.
-    group: str | None = None
-    host: str | None = None
-    port: int | None = None
-
-    def data(self) -> dict[str, Any]:
-        """The heartbeat's entry for this check."""
-        last = self.last
-        return {
-            "name": self.name,
-            "group": self.group,
-            "host": self.host,
-            "port": self.port,
-            "status": self.status.value,
-            "reason": last.observation.reason if last else None,
-            "latency_ms": last.observation.latency_ms if last else None,
-            "at": rfc3339(last.at) if last else None,
-        }
-
-
 @dataclass(frozen=True, slots=True)
 class CheckSource:
     """Where heartbeats read the checks from; the daemon wires the scheduler in.
@@ -130,29 +84,6 @@ class CheckSource:
 
     snapshot: Callable[[], list[CheckSnapshot]]
     run_counts: Callable[[], tuple[int, int]]
-
-
-def heartbeat_data(
-    *, started_at: float, interval_s: float, checks: list[CheckSnapshot], runs: int,
-    skipped: int, counts: Mapping[str, int], depth: OutboxDepth
-) -> dict[str, Any]:
-    """A heartbeat's ``data`` object (counts: the outbox's drop/reject counters)."""
-    return {
-        "version": __version__,
-        "started_at": rfc3339(started_at),
-        "interval_s": interval_s,
-        "checks": [check.data() for check in checks],
-        "runs": runs,
-        "skipped": skipped,
-        "outbox": {"depth": depth.messages, "bytes": depth.bytes},
-        "dropped": {
-            "results": counts.get("dropped.results", 0),
-            "heartbeats": counts.get("dropped.heartbeats", 0),
-            "state_changes": counts.get("dropped.state_changes", 0),
-            "set_aside": counts.get("dropped.set_aside", 0),
-        },
-        "rejected": counts.get("rejected", 0),
-    }
 
 
 class Reporting:
@@ -300,7 +231,7 @@ class Reporting:
         if self._results:
             batch, self._results = list(self._results), deque()
             messages: list[tuple[str, dict[str, Any], None]] = [
-                (RESULTS, {"results": batch[start:start + RESULTS_PER_MESSAGE]}, None)
+                (RESULTS, results_data(batch[start:start + RESULTS_PER_MESSAGE]), None)
                 for start in range(0, len(batch), RESULTS_PER_MESSAGE)
             ]
             await self._store(lambda: self.outbox.enqueue_many(messages))

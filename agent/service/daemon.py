@@ -28,7 +28,8 @@ from agent.common.logs import get_logger, log_result
 from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Result, StateChange
-from agent.outbound.reporting import CheckSnapshot, CheckSource, open_reporting
+from agent.outbound.messages import CheckSnapshot
+from agent.outbound.reporting import CheckSource, open_reporting
 from agent.schedule.scheduler import Scheduler
 from agent.service import liveness, systemd
 from agent.service.pidfile import hold_pid_file, pid_file_path

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.common.signing import Ed25519SigningKey, WebhookAuth
 from agent.config import loader as config
 from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.messages import STATE_CHANGE
 from agent.outbound.reporting import Reporting
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.outbound.spool import AsyncOutbox, open_outbox
 from agent.schedule.scheduler import Scheduler
 from agent.service.daemon import scheduler_checks
 from bench.common import time_until_delivered

@@ -44,10 +44,9 @@ from agent.common.signing import Ed25519SigningKey, WebhookAuth  # noqa: E402
 from agent.common.timefmt import rfc3339  # noqa: E402
 from agent.config.destinations import DestinationConfig  # noqa: E402
 from agent.outbound.delivery import Deliverer  # noqa: E402
+from agent.outbound.messages import RESULTS, STATE_CHANGE  # noqa: E402
 from agent.outbound.sinks import make_sink  # noqa: E402
 from agent.outbound.spool import (  # noqa: E402
-    RESULTS,
-    STATE_CHANGE,
     AsyncOutbox,
     Outbox,
     open_outbox,

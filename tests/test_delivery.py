@@ -22,8 +22,9 @@ from agent.common.signing import Ed25519SigningKey, WebhookAuth
 from agent.config.destinations import DestinationConfig
 from agent.outbound import delivery
 from agent.outbound.delivery import Deliverer
+from agent.outbound.messages import HEARTBEAT, STATE_CHANGE
 from agent.outbound.sinks import Answer, Sink, make_sink
-from agent.outbound.spool import HEARTBEAT, STATE_CHANGE, AsyncOutbox, OutboxMessage, open_outbox
+from agent.outbound.spool import AsyncOutbox, OutboxMessage, open_outbox
 from tests.hostile.broken_http import CATALOGUE, BrokenDestination, start_broken_destination
 from tests.receiver import Recorded, free_port, running_receiver
 

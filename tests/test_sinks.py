@@ -18,8 +18,9 @@ import trio
 from agent.common.keyfiles import SecretSource
 from agent.config.destinations import DestinationConfig, secrets_of
 from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.messages import STATE_CHANGE
 from agent.outbound.sinks import Answer, make_sink
-from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.outbound.spool import AsyncOutbox, open_outbox
 from tests.receiver import Recorded, running_receiver
 from tests.saas import Service, running_service
 

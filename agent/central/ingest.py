@@ -35,10 +35,10 @@ from agent.central.config import CentralConfig
 from agent.central.incidents import Incidents
 from agent.central.storage import CheckRow, Storage
 from agent.common.logs import get_logger
+from agent.common.names import is_valid_name
 from agent.common.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from agent.errors import SignatureError
 from agent.outbound.messages import (
-    AGENT_ID,
     CheckReport,
     InvalidMessage,
     MalformedJSON,
@@ -153,7 +153,7 @@ class Ingest:
         except MalformedJSON as exc:
             raise Rejected(400, "malformed_json", str(exc)) from None
         agent = envelope.get("agent")
-        if not isinstance(agent, str) or not AGENT_ID.fullmatch(agent):
+        if not isinstance(agent, str) or not is_valid_name(agent):
             raise Rejected(422, "invalid_message", "the envelope has no valid agent id")
         settings = self.config.agents.get(agent)
         if settings is None:

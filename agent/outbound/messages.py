@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from agent import __version__
+from agent.common.names import is_valid_name
 from agent.common.network_path import describe_path, parse_path, path_data
 from agent.common.timefmt import rfc3339
 from agent.model import Result, StateChange, Status
@@ -84,7 +85,6 @@ MAX_DETAIL_CHARS: Final = 4096
 DEFAULT_MAX_CHECKS: Final = 10_000
 
 MESSAGE_ID: Final = re.compile(r"msg_[0-9a-f]{32}")
-AGENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})"
 )
@@ -397,7 +397,7 @@ def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECK
     if not isinstance(msg_id, str) or not MESSAGE_ID.fullmatch(msg_id):
         raise InvalidMessage("message.id must be msg_ followed by 32 lower-case hex digits")
     agent = fields.mapping.get("agent")
-    if not isinstance(agent, str) or not AGENT_ID.fullmatch(agent):
+    if not isinstance(agent, str) or not is_valid_name(agent):
         raise InvalidMessage("message.agent must be 1-64 letters, digits, '.', '_' or '-'")
     seq = fields.count("seq")
     timestamp = fields.time("timestamp")

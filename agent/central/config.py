@@ -96,7 +96,7 @@ class CentralConfig:
         alert_on_degraded: whether ``degraded`` opens an incident like ``down``.
         flap_window_s: the window of the flapping rule.
         flap_threshold: incidents of one check within the window before it is flapping.
-        retry_initial_s: first retry delay of a failed channel delivery.
+        retry_initial_s: the most a failed channel delivery waits before its first retry.
         retry_max_s: cap of the doubling retry delay.
         agents: the known agents, by id.
         channels: where alerts go, by name.

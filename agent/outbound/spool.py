@@ -373,20 +373,6 @@ class Outbox:
             else:
                 return  # only the newest heartbeat is left
 
-    def enqueue(
-        self, msg_type: str, data: Mapping[str, object], *, at: float | None = None
-    ) -> OutboxMessage:
-        """Stores one message (committed when this returns).
-
-        Args:
-            msg_type: state_change or results (heartbeats: :meth:`enqueue_heartbeat`).
-            data: the message's ``data`` object.
-            at: when the event happened (default: now).
-        """
-        if msg_type not in MESSAGE_TYPES:
-            raise ValueError(f"unknown message type {msg_type!r}")
-        return self.enqueue_many([(msg_type, data, at)])[0]
-
     def enqueue_many(
         self, items: Sequence[tuple[str, Mapping[str, object], float | None]]
     ) -> list[OutboxMessage]:
@@ -628,10 +614,6 @@ class AsyncOutbox:
     def changed(self) -> trio.Event:
         """An event set when the next message is stored (take it before reading)."""
         return self._changed
-
-    async def wait_changed(self) -> None:
-        """Returns after the next message is stored."""
-        await self._changed.wait()
 
     async def enqueue_many(
         self, items: Sequence[tuple[str, Mapping[str, object], float | None]]

@@ -314,3 +314,11 @@ async def test_delivery_logs_never_show_a_push_token_an_answer_echoes(
     assert "Uptime Kuma answered 200" in caplog.text and "<redacted>" in caplog.text
     assert token not in caplog.text
     assert token not in (deliverer.stats.last_error or "")
+
+
+def test_every_destination_kind_the_config_accepts_has_a_sink() -> None:
+    """The config's kinds and the sinks are one list: a kind added to one is added to both."""
+    from agent.config.destinations import KINDS
+    from agent.outbound.sinks import SINKS
+
+    assert list(SINKS) == list(KINDS)

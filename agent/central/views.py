@@ -17,10 +17,11 @@ from collections.abc import Callable
 from itertools import groupby
 from typing import Any
 
-from agent.central.channels.base import incident_json, rfc3339
+from agent.central.channels.base import incident_json
 from agent.central.config import CentralConfig
 from agent.central.incidents import Incidents
 from agent.central.storage import Storage
+from agent.common.timefmt import rfc3339
 
 UNGROUPED = "Ungrouped"
 REFRESH_S = 30

@@ -29,12 +29,27 @@ from agent.common.wording import counted
 from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Result, StateChange
-from agent.outbound.reporting import open_reporting
+from agent.outbound.messages import CheckSnapshot
+from agent.outbound.reporting import CheckSource, open_reporting
 from agent.schedule.scheduler import Scheduler
 from agent.service import liveness, systemd
 from agent.service.pidfile import hold_pid_file, pid_file_path
 
 log = get_logger("daemon")
+
+
+def scheduler_checks(scheduler: Scheduler) -> CheckSource:
+    """What heartbeats list, read from the scheduler's trackers when one is due."""
+
+    def snapshot() -> list[CheckSnapshot]:
+        # An icmp check has no port (0 in its config): the heartbeat says null.
+        return [
+            CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
+                          host=tracker.check.host, port=tracker.check.port or None)
+            for name, tracker in scheduler.trackers.items()
+        ]
+
+    return CheckSource(snapshot, lambda: (scheduler.stats.runs, scheduler.stats.skipped))
 
 
 class Daemon:
@@ -75,9 +90,10 @@ class Daemon:
         # Fragments of the STATUS= line, in order; other parts append their own.
         self.status_parts: list[liveness.StatusPart] = [self._checks_status]
 
-        self.reporting = open_reporting(self.config, self.scheduler, wall_clock=wall_clock)
+        self.reporting = open_reporting(self.config, scheduler_checks(self.scheduler),
+                                        wall_clock=wall_clock)
         if self.reporting is not None:
-            self.progress_sources.append(self.reporting.progress_source())
+            self.progress_sources.append(liveness.delivery_progress(self.reporting.delivery))
             self.status_parts.append(self.reporting.status)
 
     def _checks_status(self) -> str:

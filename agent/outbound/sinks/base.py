@@ -11,7 +11,8 @@ import httpx
 from agent import __version__
 from agent.common.wording import counted
 from agent.config.destinations import DestinationConfig
-from agent.outbound.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
+from agent.outbound.messages import HEARTBEAT, STATE_CHANGE
+from agent.outbound.spool import OutboxMessage
 
 USER_AGENT = f"heartwire/{__version__}"
 

@@ -31,11 +31,12 @@ run-agent: $(BIN)/heartwire
 test: $(BIN)/heartwire
 	$(BIN)/python -m pytest
 
-## lint: ruff and mypy (strict)
+## lint: ruff, mypy (strict) and the import contracts between stages (pyproject.toml)
 lint: $(BIN)/heartwire
 	$(BIN)/ruff check agent tests bench
 	$(BIN)/mypy
 	$(BIN)/mypy bench
+	$(BIN)/lint-imports
 
 ## check / validate: one-shot run and config check of $(CONFIG)
 check: $(BIN)/heartwire

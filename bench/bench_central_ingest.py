@@ -23,10 +23,10 @@ from types import MappingProxyType
 import httpx
 import trio
 
-from agent.central.channels.base import rfc3339
 from agent.central.config import AgentSettings, CentralConfig, HistorySettings
 from agent.central.server import Central
 from agent.common.signing import Ed25519SigningKey
+from agent.common.timefmt import rfc3339
 from tests.central_support import BASE_TIME, Messages, check_item, signed
 
 AGENTS = 50

@@ -28,10 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.common.signing import Ed25519SigningKey, WebhookAuth
 from agent.config import loader as config
 from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.messages import STATE_CHANGE
 from agent.outbound.reporting import Reporting
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.outbound.spool import AsyncOutbox, open_outbox
 from agent.schedule.scheduler import Scheduler
+from agent.service.daemon import scheduler_checks
 from bench.common import time_until_delivered
 from tests.receiver import running_receiver
 
@@ -97,7 +99,7 @@ async def lag(report: bool, seconds: float = 10.0) -> list[float]:
                                                  destinations=["main"], max_messages=10**5,
                                                  max_bytes=10**8))
                 reporting = Reporting(loaded, outbox, Delivery([_deliverer(loaded, outbox)]),
-                                      scheduler)
+                                      scheduler_checks(scheduler))
                 await nursery.start(reporting.run)
             await trio.sleep(seconds)
             nursery.cancel_scope.cancel()

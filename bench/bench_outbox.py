@@ -38,7 +38,7 @@ def main(count: int) -> None:
             samples = []
             for _ in range(count):
                 start = time.perf_counter()
-                box.enqueue("state_change", data)
+                box.enqueue_many([("state_change", data, None)])
                 samples.append(time.perf_counter() - start)
             _report(f"enqueue, direct, synchronous={synchronous}", samples)
 

@@ -41,15 +41,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.common.signing import Ed25519SigningKey, WebhookAuth  # noqa: E402
+from agent.common.timefmt import rfc3339  # noqa: E402
 from agent.config.destinations import DestinationConfig  # noqa: E402
 from agent.outbound.delivery import Deliverer  # noqa: E402
+from agent.outbound.messages import RESULTS, STATE_CHANGE  # noqa: E402
 from agent.outbound.sinks import make_sink  # noqa: E402
 from agent.outbound.spool import (  # noqa: E402
-    RESULTS,
-    STATE_CHANGE,
     AsyncOutbox,
     Outbox,
-    iso_time,
     open_outbox,
 )
 from bench.common import time_until_delivered  # noqa: E402
@@ -66,7 +65,7 @@ def observation(n: int, at: float) -> dict[str, Any]:
     """One observation the size and shape the agent writes."""
     return {"check": f"service-{n:04d}", "status": "up", "reason": "open",
             "latency_ms": 0.412, "dns_ms": None, "address": f"10.0.{n // 250}.{n % 250}:5432",
-            "detail": None, "consecutive_failures": 0, "at": iso_time(at)}
+            "detail": None, "consecutive_failures": 0, "at": rfc3339(at)}
 
 
 def _open(directory: Path) -> Outbox:

@@ -47,7 +47,7 @@ step "dpkg -c: the units, the conffiles, the private modules"
 dpkg -c "$deb" > "$work/deb-contents"
 dpkg -c "$central_deb" > "$work/central-deb-contents"
 for path in ./lib/systemd/system/heartwire.service ./etc/heartwire/agent.toml ./usr/bin/heartwire \
-        ./usr/share/heartwire/agent/daemon.py ./usr/share/heartwire/agent/checks/tcp.py \
+        ./usr/share/heartwire/agent/service/daemon.py ./usr/share/heartwire/agent/checks/tcp.py \
         ./usr/share/heartwire/agent/central/server.py ./usr/share/man/man1/heartwire.1.gz \
         ./usr/share/doc/heartwire/examples/agent.example.toml; do
     grep -q " $path\$" "$work/deb-contents" || fail "$deb lacks $path"
@@ -92,7 +92,7 @@ for pair in "$rpm_file deb-listing" "$central_rpm central-deb-listing"; do
     diff -u "$work/deb-files" "$work/rpm-files" || fail "$1 and its .deb differ"
 done
 rpm -qlp "$rpm_file" > "$work/rpm-all-files"
-grep -q '^/usr/share/heartwire/agent/__pycache__/cli\.cpython-3[0-9]*\.pyc$' "$work/rpm-all-files" \
+grep -q '^/usr/share/heartwire/agent/cli/__pycache__/main\.cpython-3[0-9]*\.pyc$' "$work/rpm-all-files" \
     || fail "the RPM's modules are not byte-compiled"
 rpm -qpc "$rpm_file" | grep -qx /etc/heartwire/agent.toml || fail "agent.toml is not %config in the RPM"
 rpm -qpc "$central_rpm" | grep -qx /etc/heartwire/central.toml \

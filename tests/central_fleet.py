@@ -13,9 +13,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from agent.central.channels.base import rfc3339
 from agent.central.config import AgentSettings, CentralConfig
 from agent.central.server import Central
+from agent.common.timefmt import rfc3339
 from tests.central_support import AGENT_KEY, BASE_TIME, Messages, make_config, signed
 
 HOUR = 3600.0

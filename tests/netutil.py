@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 from collections.abc import Iterator
@@ -78,3 +79,12 @@ def open_fd_count() -> int:
     import os
 
     return len(os.listdir("/proc/self/fd"))
+
+
+def refused_reason(port: int, before: str = "") -> str:
+    """A pattern for a refused connect's reason as the agent words it.
+
+    trio 0.23 and later name the address of each attempt; trio 0.22 (Debian 12)
+    gives the reason alone.
+    """
+    return re.escape(before) + rf"\((127\.0\.0\.1:{port}: )?Connection refused\)"

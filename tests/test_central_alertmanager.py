@@ -13,8 +13,8 @@ import trio
 
 from agent.central import config as central_config
 from agent.central.channels.alertmanager import AlertmanagerChannel, AlertmanagerSettings
-from agent.central.channels.base import rfc3339
 from agent.central.server import Central
+from agent.common.timefmt import rfc3339
 from agent.errors import ConfigError
 from tests.alertmanager_fake import FakeAlertmanager, running_alertmanager
 from tests.central_fleet import Clock

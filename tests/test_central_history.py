@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.central.channels.base import rfc3339
 from agent.central.config import HistorySettings
 from agent.central.latency_histogram import BUCKETS, bucket_bounds, bucket_of, quantile
 from agent.central.server import Central
 from agent.central.storage import CheckRow, Storage
+from agent.common.timefmt import rfc3339
 from tests.central_fleet import Clock
 from tests.central_support import (
     BASE_TIME,

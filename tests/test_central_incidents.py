@@ -8,6 +8,7 @@ webhook channel whose transport records what was sent and when.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -197,9 +198,13 @@ async def test_a_failing_channel_is_retried_with_backoff_until_delivered(
     async with watching(config, hook) as central:
         send(central, Messages().state_change("db", "up", "down"))
         await trio.sleep(1000)
-    # 10 s, 20 s, then Retry-After 120 s (longer than the 40 s step), then 80 s.
-    start = hook.attempts[0]
-    assert [round(at - start) for at in hook.attempts] == [0, 10, 30, 150, 230]
+    # Full jitter below 10 s, 20 s, then Retry-After 120 s (longer than the 40 s
+    # ceiling), then below 80 s.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(hook.attempts)]
+    assert len(gaps) == 4
+    ceilings = [10, 20, 120, 80]
+    assert all(0 <= gap <= top + 1e-6 for gap, top in zip(gaps, ceilings, strict=True))
+    assert 120 <= gaps[2]
     assert hook.events() == [("incident.trigger", "check_down")]
 
 
@@ -320,7 +325,7 @@ async def test_a_hostile_channel_answer_costs_one_delivery_not_the_dispatcher(
     central.reader.close()
     assert [row["state"] for row in central_notifications(tmp_path)] == ["sent"]
     assert len(seen) == 3
-    assert 10 <= seen[1] - seen[0] <= 11  # a retry_after that is no number is ignored
+    assert 0 <= seen[1] - seen[0] <= 11  # a retry_after that is no number is ignored
     tracebacks = [record for record in caplog.records if record.exc_info]
     assert len(tracebacks) == 1  # the unforeseen answer, logged once
 
@@ -353,3 +358,23 @@ async def test_a_failing_store_pauses_the_watcher_and_the_dispatcher_it_ends_nei
     assert len(errors) == 1 and "cannot use the store" in errors[0]  # once, not every sweep
     assert not [r for r in caplog.records if r.exc_info]
     assert "can use the store again" in caplog.text
+
+
+def test_dispatch_backs_off_with_full_jitter_below_a_doubling_ceiling() -> None:
+    """The receiver retries as the agent does (common.backoff): a random wait below
+    retry_initial, a ceiling that doubles up to retry_max, a longer Retry-After kept."""
+    import random
+
+    from agent.central.dispatch import Dispatcher
+
+    dispatcher = Dispatcher(None, {}, wall_clock=lambda: 0.0,  # type: ignore[arg-type]
+                            retry_initial_s=10.0, retry_max_s=300.0, rng=random.Random(7))
+    delays = [dispatcher.retry_delay(attempt) for attempt in range(1, 9) for _ in range(50)]
+    ceilings = [min(300.0, 10.0 * 2 ** (attempt - 1)) for attempt in range(1, 9)
+                for _ in range(50)]
+    assert all(0 <= delay <= ceiling for delay, ceiling in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) == len(delays)  # jittered, not a fixed schedule
+    assert max(delays) > 150  # the ceiling does grow to retry_max
+    assert all(120 <= dispatcher.retry_delay(2, 120) <= 300 for _ in range(20))
+    assert dispatcher.retry_delay(1, 10_000) == 300.0
+    assert dispatcher.retry_delay(1, float("nan")) <= 10

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.central.schema import (
+from agent.outbound.messages import (
     MAX_DEPTH,
     InvalidMessage,
     MalformedJSON,
@@ -68,3 +68,38 @@ def test_a_valid_message_passes_and_each_fault_names_its_field() -> None:
     message["data"]["checks"][0]["port"] = 70_000
     with pytest.raises(InvalidMessage, match=r"data\.checks\[0\]\.port"):
         validate(message)
+
+
+def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
+    """One schema: messages built by agent.outbound.messages pass its validator, and a
+    superseded heartbeat's counts read back as the counters that filled it."""
+    from agent.model import Observation, Outcome, Reason, Result, StateChange, Status
+    from agent.outbound import messages
+
+    at = 1.7e9
+    result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, at)
+    counts = {"dropped.results": 3, "dropped.set_aside": 1, "rejected": 2}
+
+    class Depth:
+        messages = 4
+        bytes = 512
+
+    beat = messages.heartbeat_data(
+        started_at=at, interval_s=30, runs=5, skipped=0, counts=counts, depth=Depth(),
+        checks=[messages.CheckSnapshot("db", Status.DOWN, result, port=5432)])
+    built = [
+        messages.envelope(messages.HEARTBEAT, "msg_" + "a" * 32, 7, "web-1", at, beat),
+        messages.envelope(messages.STATE_CHANGE, "msg_" + "b" * 32, 8, "web-1", at,
+                          messages.state_change_data(
+                              StateChange("db", Status.UP, Status.DOWN, result))),
+        messages.envelope(messages.RESULTS, "msg_" + "c" * 32, 9, "web-1", at,
+                          messages.results_data([messages.observation_data(result)])),
+    ]
+    kinds = [validate(parse_json(messages.encode(message))).kind for message in built]
+    assert kinds == ["heartbeat", "state_change", "results"]
+    assert messages.heartbeat_counts(beat) == counts
+    test_beat = messages.heartbeat_data(started_at=at, interval_s=30, checks=[], runs=0,
+                                        skipped=0, counts={}, depth=Depth(), test=True)
+    received = validate(parse_json(messages.encode(
+        messages.envelope(messages.HEARTBEAT, "msg_" + "d" * 32, 0, "web-1", at, test_beat))))
+    assert received.test

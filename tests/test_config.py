@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.common import tables
 from agent.config import loader as config
 from agent.errors import ConfigError
 
@@ -266,7 +267,7 @@ def test_a_config_that_is_not_a_regular_file_is_refused_without_reading(tmp_path
 def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
     huge = tmp_path / "agent.toml"
     with huge.open("wb") as handle:
-        handle.truncate(config.MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
+        handle.truncate(tables.MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
     with pytest.raises(ConfigError, match=r"is larger than 16 MiB"):
         config.load(huge)
 

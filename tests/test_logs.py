@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.common import logs
-from agent.service import systemd
+from agent.common import journal, logs
 from tests.test_systemd import parse_journal
 
 HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x00host\x9b31m\nFAKE line\r\u202egnp.exe\u2028end\x7f"
@@ -65,11 +64,11 @@ def test_journal_entries_are_escaped_in_the_message_and_the_structured_fields(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journal:
-        journal.bind(str(path))
-        journal.settimeout(5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journal_socket:
+        journal_socket.bind(str(path))
+        journal_socket.settimeout(5)
         real_stderr = os.fstat(2)
-        handler = systemd.journal_handler(
+        handler = journal.journal_handler(
             {"JOURNAL_STREAM": f"{real_stderr.st_dev}:{real_stderr.st_ino}"},
             socket_path=path, prefer_library=False)
         assert handler is not None
@@ -77,7 +76,7 @@ def test_journal_entries_are_escaped_in_the_message_and_the_structured_fields(
             handler.handle(logging.makeLogRecord({
                 "msg": "%s: up -> down", "args": (HOSTILE,), "levelno": logging.WARNING,
                 "check": HOSTILE, "reason": "refused\x00", "status": "down"}))
-            fields = parse_journal(journal.recv(65536))
+            fields = parse_journal(journal_socket.recv(65536))
         finally:
             handler.close()
     assert fields["MESSAGE"] == f"{ESCAPED}: up -> down"

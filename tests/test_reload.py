@@ -139,7 +139,7 @@ def daemon(tmp_path: Path, environ: dict[str, str]) -> Iterator[tuple[RunningDae
             state_dir = config.state_dir_override(None, environ) or tmp_path / "state"
             pid_file = pid_file_path(state_dir, environ)
             wait_until(lambda: running_daemon_pid(pid_file) == running.process.pid)
-            wait_until(lambda: "with 1 checks" in running.text())
+            wait_until(lambda: "with 1 check from" in running.text())
             yield running, main
         finally:
             assert running.stop() == 0, running.text()
@@ -168,7 +168,7 @@ def test_edits_with_reload_reach_the_running_daemon(
 
     removed = edit(environ, "checks", "remove", "web", "--reload", "--config", str(main))
     assert removed.returncode == 0, removed.stderr
-    wait_until(lambda: f"reloaded {main}: 1 checks" in running.text())
+    wait_until(lambda: f"reloaded {main}: 1 check\n" in running.text())
     assert running.text().count("reloaded ") == 2
 
 

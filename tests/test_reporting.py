@@ -22,7 +22,8 @@ from agent.outbound.reporting import Reporting, open_reporting
 from agent.outbound.sinks import make_sink
 from agent.outbound.spool import AsyncOutbox, open_outbox
 from agent.schedule.scheduler import Scheduler
-from agent.service.daemon import Daemon
+from agent.service.daemon import Daemon, scheduler_checks
+from agent.service.liveness import delivery_progress
 from tests.receiver import running_receiver
 
 KEY = Ed25519SigningKey.generate()
@@ -47,7 +48,8 @@ def _offline_reporting(
     outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
                                      max_messages=max_messages, max_bytes=max_bytes))
     scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    return outbox, Reporting(loaded, outbox, Delivery([]), scheduler, **kwargs)
+    return outbox, Reporting(loaded, outbox, Delivery([]), scheduler_checks(scheduler),
+                             **kwargs)
 
 
 class _Flaky:
@@ -84,7 +86,7 @@ async def test_heartbeats_on_interval_state_changes_at_once_results_batched(
                           on_result=lambda r, c: reporting.on_result(r, c),
                           probes={"tcp": ProbeKind(_Flaky(down_from=45.0))},
                           rng=random.Random(0))
-    reporting = Reporting(loaded, outbox, Delivery([deliverer]), scheduler)
+    reporting = Reporting(loaded, outbox, Delivery([deliverer]), scheduler_checks(scheduler))
     async with trio.open_nursery() as nursery:
         await nursery.start(scheduler.run)
         await nursery.start(reporting.run)
@@ -168,7 +170,7 @@ def _schema() -> dict[str, Any]:
 
 def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     from agent.model import Result, StateChange, Status
-    from agent.outbound.reporting import CheckSnapshot, heartbeat_data, state_change_data
+    from agent.outbound.messages import CheckSnapshot, heartbeat_data, state_change_data
     from agent.outbound.spool import OutboxDepth
 
     schema = _schema()["$defs"]
@@ -246,8 +248,8 @@ async def test_watchdog_progress_and_status_of_delivery(
     deliverer = Deliverer("main", make_sink(loaded.destinations[0], None), client, outbox,
                           max_backoff_s=60, rng=random.Random(0), request_deadline_s=20)
     scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    reporting = Reporting(loaded, outbox, Delivery([deliverer]), scheduler)
-    progress = reporting.progress_source()
+    reporting = Reporting(loaded, outbox, Delivery([deliverer]), scheduler_checks(scheduler))
+    progress = delivery_progress(reporting.delivery)
     async with trio.open_nursery() as nursery:
         await nursery.start(reporting.delivery.run)
         await reporting.send_heartbeat()
@@ -315,8 +317,8 @@ def test_the_plain_http_warning_names_the_destination_without_its_secrets(
                      "url": "http://uptime.betterstack.test/api/v1/heartbeat/BsT0ken"},
         },
     })])
-    reporting = open_reporting(loaded, Scheduler(loaded.checks, max_concurrent=1,
-                                                 on_result=lambda r, c: None))
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = open_reporting(loaded, scheduler_checks(scheduler))
     assert reporting is not None
     reporting.outbox.sync.close()
     warnings = [r.getMessage() for r in caplog.records if "plain http" in r.getMessage()]

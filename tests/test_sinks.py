@@ -18,8 +18,10 @@ import trio
 from agent.common.keyfiles import SecretSource
 from agent.config.destinations import DestinationConfig, secrets_of
 from agent.outbound.delivery import Deliverer, Delivery
+from agent.outbound.messages import STATE_CHANGE
 from agent.outbound.sinks import Answer, make_sink
-from agent.outbound.spool import STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.outbound.sinks.base import agent_summary
+from agent.outbound.spool import AsyncOutbox, open_outbox
 from tests.receiver import Recorded, running_receiver
 from tests.saas import Service, running_service
 
@@ -313,3 +315,16 @@ async def test_delivery_logs_never_show_a_push_token_an_answer_echoes(
     assert "Uptime Kuma answered 200" in caplog.text and "<redacted>" in caplog.text
     assert token not in caplog.text
     assert token not in (deliverer.stats.last_error or "")
+
+
+def test_the_agent_summary_counts_one_check_in_the_singular() -> None:
+    envelope = {"agent": "a1", "data": {"checks": [{"status": "up"}]}}
+    assert agent_summary(envelope) == "a1: 1 check, 1 up"
+
+
+def test_every_destination_kind_the_config_accepts_has_a_sink() -> None:
+    """The config's kinds and the sinks are one list: a kind added to one is added to both."""
+    from agent.config.destinations import KINDS
+    from agent.outbound.sinks import SINKS
+
+    assert list(SINKS) == list(KINDS)

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from agent.schedule.slots import Slots
+from agent.schedule._slots import Slots
 
 
 async def test_never_more_holders_than_slots_and_fifo(

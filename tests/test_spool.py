@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent.outbound.spool import (
-    HEARTBEAT,
-    MAINTENANCE,
-    RESULTS,
-    STATE_CHANGE,
-    AsyncOutbox,
-    Outbox,
-    OutboxDepth,
-    open_outbox,
-)
+from agent.outbound.messages import HEARTBEAT, MAINTENANCE, RESULTS, STATE_CHANGE
+from agent.outbound.spool import AsyncOutbox, Outbox, OutboxDepth, OutboxMessage, open_outbox
+
+
+def enqueue(box: Outbox, msg_type: str, data: dict[str, object], *,
+            at: float | None = None) -> OutboxMessage:
+    """Stores one message, as the agent's writer stores a batch of one."""
+    return box.enqueue_many([(msg_type, data, at)])[0]
 
 
 def _open(tmp_path: Path, destinations: tuple[str, ...] = ("a", "b"), *,
@@ -46,7 +44,7 @@ def _heartbeat(box: Outbox) -> int:
 
 def test_envelope_has_id_seq_agent_and_type(tmp_path: Path) -> None:
     box = _open(tmp_path)
-    stored = box.enqueue(STATE_CHANGE, {"check": "db"})
+    stored = enqueue(box, STATE_CHANGE, {"check": "db"})
     envelope = json.loads(stored.body)
     assert envelope == {"type": "state_change", "id": stored.id, "seq": 1, "agent": "agent-1",
                         "timestamp": "2001-09-09T01:46:40.000Z", "data": {"check": "db"}}
@@ -62,7 +60,7 @@ def test_sequence_numbers_and_pending_messages_survive_reopen(tmp_path: Path) ->
     box.acknowledge("a", first[0].seq)
     box.close()
     box = _open(tmp_path)
-    assert box.enqueue(STATE_CHANGE, {"n": 3}).seq == 4
+    assert enqueue(box, STATE_CHANGE, {"n": 3}).seq == 4
     assert [m.seq for m in box.pending("a")] == [2, 3, 4]
     assert [m.id for m in box.pending("b")][:3] == [m.id for m in first]
 
@@ -80,7 +78,7 @@ def test_a_message_is_deleted_only_when_every_destination_is_done(tmp_path: Path
 
 def test_a_destination_removed_from_the_config_no_longer_holds_messages(tmp_path: Path) -> None:
     box = _open(tmp_path)
-    box.enqueue(STATE_CHANGE, {})
+    enqueue(box, STATE_CHANGE, {})
     box.acknowledge("a", 1)
     box.close()
     box = _open(tmp_path, ("a",))
@@ -102,7 +100,7 @@ def test_unwanted_types_are_passed_over_and_collected(tmp_path: Path) -> None:
 
 def test_a_new_heartbeat_replaces_undelivered_ones_and_is_counted(tmp_path: Path) -> None:
     box = _open(tmp_path)
-    box.enqueue(STATE_CHANGE, {})
+    enqueue(box, STATE_CHANGE, {})
     _heartbeat(box)
     _heartbeat(box)
     third = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
@@ -122,15 +120,15 @@ def test_drop_policy_results_first_then_heartbeats_never_state_changes_first(
     box.enqueue_many([(STATE_CHANGE, {"n": 1}, None), (RESULTS, {"n": 2}, None),
                       (RESULTS, {"n": 3}, None)])
     _heartbeat(box)  # seq 4: full now
-    box.enqueue(STATE_CHANGE, {"n": 5})  # drops the oldest results (seq 2)
+    enqueue(box, STATE_CHANGE, {"n": 5})  # drops the oldest results (seq 2)
     assert _stored(box) == [1, 3, 4, 5]
-    box.enqueue(STATE_CHANGE, {"n": 6})  # drops seq 3, the last results
+    enqueue(box, STATE_CHANGE, {"n": 6})  # drops seq 3, the last results
     # Only state changes and the newest heartbeat are left: the heartbeat is kept
     # (it is not superseded), so the oldest state change goes.
-    box.enqueue(STATE_CHANGE, {"n": 7})
+    enqueue(box, STATE_CHANGE, {"n": 7})
     assert box._db.execute("SELECT seq, type FROM messages ORDER BY seq").fetchall() == [
         (4, HEARTBEAT), (5, STATE_CHANGE), (6, STATE_CHANGE), (7, STATE_CHANGE)]
-    box.enqueue(STATE_CHANGE, {"n": 8})
+    enqueue(box, STATE_CHANGE, {"n": 8})
     assert _stored(box) == [4, 6, 7, 8]
     # The next heartbeat replaces seq 4 and reports every drop since the last one.
     beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
@@ -145,10 +143,10 @@ def test_byte_bound_drops_results_before_a_state_change(tmp_path: Path) -> None:
     # The bound counts the file's pages in use and the write-ahead log's share.
     limit = 256 * 1024
     box = _open(tmp_path, max_bytes=limit)
-    box.enqueue(STATE_CHANGE, {"pad": "s" * 50_000})
-    box.enqueue(RESULTS, {"pad": "r" * 60_000})
+    enqueue(box, STATE_CHANGE, {"pad": "s" * 50_000})
+    enqueue(box, RESULTS, {"pad": "r" * 60_000})
     assert box.counters().get("dropped.results", 0) == 0
-    box.enqueue(STATE_CHANGE, {"pad": "t" * 70_000})  # over the bound: results go
+    enqueue(box, STATE_CHANGE, {"pad": "t" * 70_000})  # over the bound: results go
     assert [m.type for m in box.pending("a")] == [STATE_CHANGE, STATE_CHANGE]
     assert box.stored_bytes() <= limit
     assert box.counters()["dropped.results"] == 1
@@ -160,7 +158,7 @@ def test_byte_bound_drops_results_before_a_state_change(tmp_path: Path) -> None:
 
 def test_rejections_are_counted_for_the_next_heartbeat(tmp_path: Path) -> None:
     box = _open(tmp_path)
-    box.enqueue(STATE_CHANGE, {})
+    enqueue(box, STATE_CHANGE, {})
     box.acknowledge("a", 1, rejected=True)
     beat = box.enqueue_heartbeat(lambda counts, depth: dict(counts))
     assert json.loads(beat.body)["data"]["rejected"] == 1
@@ -175,7 +173,7 @@ _WRITER = textwrap.dedent("""
     n = 0
     while True:
         n += 1
-        stored = box.enqueue("state_change", {"n": n, "pad": "x" * 200})
+        stored = box.enqueue_many([("state_change", {"n": n, "pad": "x" * 200}, None)])[0]
         print(stored.seq, stored.id, flush=True)
 """)
 
@@ -202,7 +200,7 @@ def test_kill_9_while_writing_loses_nothing_committed(tmp_path: Path) -> None:
     stored = {m.seq: m.id for m in box.pending("a", limit=10**6)}
     assert all(stored.get(seq) == msg_id for seq, msg_id in committed)
     # Sequence numbers stay strictly increasing after the restart.
-    assert box.enqueue(STATE_CHANGE, {}).seq == max(stored) + 1
+    assert enqueue(box, STATE_CHANGE, {}).seq == max(stored) + 1
     assert sorted(stored) == list(range(1, max(stored) + 1))
 
 
@@ -211,7 +209,7 @@ async def test_async_outbox_wakes_waiters_and_runs_off_the_trio_thread(tmp_path:
     woke = trio.Event()
 
     async def waiter() -> None:
-        await box.wait_changed()
+        await box.changed.wait()
         woke.set()
 
     async with trio.open_nursery() as nursery:
@@ -238,7 +236,7 @@ def test_a_heartbeat_being_sent_when_a_new_one_comes_is_not_counted_as_dropped(
     tmp_path: Path,
 ) -> None:
     box = _open(tmp_path, ("a",))
-    box.enqueue(STATE_CHANGE, {})
+    enqueue(box, STATE_CHANGE, {})
     first = _heartbeat(box)
     assert [m.seq for m in box.pending("a")] == [1, first]  # a is sending them
     second = box.enqueue_heartbeat(lambda counts, depth: {"counts": counts})
@@ -287,10 +285,10 @@ async def test_a_call_stuck_on_a_locked_file_is_abandoned_when_cancelled(tmp_pat
 
 def test_a_maintenance_message_is_never_dropped_to_make_room(tmp_path: Path) -> None:
     box = _open(tmp_path, max_messages=3)
-    window = box.enqueue(MAINTENANCE, {"action": "start", "duration_s": 60.0, "checks": [],
-                                       "reason": None})
+    window = enqueue(box, MAINTENANCE, {"action": "start", "duration_s": 60.0, "checks": [],
+                                        "reason": None})
     for index in range(5):
-        box.enqueue(RESULTS, {"results": [index]})
+        enqueue(box, RESULTS, {"results": [index]})
     assert window.seq in _stored(box)
     assert [message.type for message in box.pending("a", types=(MAINTENANCE,))] == [MAINTENANCE]
     assert box.counters()["dropped.results"] >= 3

@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from agent.common import journal
 from agent.common.logs import log_result
 from agent.model import Observation, Outcome, Reason, Result, StateChange, Status
 from agent.service import systemd
@@ -144,7 +145,7 @@ def test_a_vanished_manager_is_logged_once_and_not_fatal(
 
 
 def test_journal_encoding_uses_the_sized_form_for_multiline_values() -> None:
-    encoded = systemd.encode_journal_fields({"MESSAGE": "a\nb", "CHECK": "db"})
+    encoded = journal.encode_journal_fields({"MESSAGE": "a\nb", "CHECK": "db"})
     assert encoded == b"MESSAGE\n" + struct.pack("<Q", 3) + b"a\nb\n" + b"CHECK=db\n"
     assert parse_journal(encoded) == {"MESSAGE": "a\nb", "CHECK": "db"}
 
@@ -159,7 +160,7 @@ def test_result_logs_reach_the_journal_with_structured_fields(
     receiver: tuple[socket.socket, Path],
 ) -> None:
     sock, path = receiver
-    handler = systemd.JournalHandler(lambda fields: systemd.send_journal_datagram(fields, path))
+    handler = journal.JournalHandler(lambda fields: journal.send_journal_datagram(fields, path))
     logger = logging.getLogger("heartwire.test-journal")
     logger.addHandler(handler)
     logger.propagate = False
@@ -189,7 +190,7 @@ def test_an_entry_too_big_for_a_datagram_goes_as_a_memfd(
 ) -> None:
     sock, path = receiver
     message = "x" * (4 * 1024 * 1024)  # beyond any default datagram size
-    systemd.send_journal_datagram({"MESSAGE": message, "CHECK": "db"}, path)
+    journal.send_journal_datagram({"MESSAGE": message, "CHECK": "db"}, path)
 
     fds = array.array("i")
     payload, ancillary, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(fds.itemsize))
@@ -212,15 +213,15 @@ def test_journal_is_used_only_when_stderr_is_the_journal_stream(tmp_path: Path) 
         stat = os.fstat(stderr_stand_in.fileno())
         stream = f"{stat.st_dev}:{stat.st_ino}"
 
-        assert systemd.stderr_is_journal({"JOURNAL_STREAM": stream}, stderr_stand_in.fileno())
-        assert not systemd.stderr_is_journal({"JOURNAL_STREAM": "1:2"}, stderr_stand_in.fileno())
-        assert not systemd.stderr_is_journal({}, stderr_stand_in.fileno())
+        assert journal.stderr_is_journal({"JOURNAL_STREAM": stream}, stderr_stand_in.fileno())
+        assert not journal.stderr_is_journal({"JOURNAL_STREAM": "1:2"}, stderr_stand_in.fileno())
+        assert not journal.stderr_is_journal({}, stderr_stand_in.fileno())
 
         # stderr of this test process is not that file, so no journal handler.
-        assert systemd.journal_handler({"JOURNAL_STREAM": stream},
+        assert journal.journal_handler({"JOURNAL_STREAM": stream},
                                        socket_path=journal_socket) is None
         real_stderr = os.fstat(2)
-        handler = systemd.journal_handler(
+        handler = journal.journal_handler(
             {"JOURNAL_STREAM": f"{real_stderr.st_dev}:{real_stderr.st_ino}"},
             socket_path=journal_socket,
         )
@@ -249,8 +250,8 @@ def _full_datagram_socket(path: Path) -> socket.socket:
 async def test_a_journal_that_does_not_read_never_delays_the_event_loop(tmp_path: Path) -> None:
     path = tmp_path / "journal"
     real_stderr = os.fstat(2)
-    with _full_datagram_socket(path) as journal:
-        handler = systemd.journal_handler(
+    with _full_datagram_socket(path) as journal_socket:
+        handler = journal.journal_handler(
             {"JOURNAL_STREAM": f"{real_stderr.st_dev}:{real_stderr.st_ino}"},
             socket_path=path, prefer_library=False)
         assert handler is not None
@@ -288,11 +289,11 @@ async def test_a_journal_that_does_not_read_never_delays_the_event_loop(tmp_path
             assert handler.dropped >= 5000 - 4096 - 10  # bounded: the excess is counted
 
             # Once the journal reads again, what was queued arrives, then the warning.
-            journal.settimeout(5)
+            journal_socket.settimeout(5)
             deadline = time.monotonic() + 20
             warning: dict[str, str] = {}
             while not warning and time.monotonic() < deadline:
-                payload = journal.recv(65536)
+                payload = journal_socket.recv(65536)
                 if payload.startswith(b"MESSAGE=filler"):
                     continue
                 fields = parse_journal(payload)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from agent.schedule.wakeups import WakeupQueue
+from agent.schedule._wakeups import WakeupQueue
 
 
 async def test_sleepers_wake_at_their_deadlines_in_order(

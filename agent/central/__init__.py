@@ -1,10 +1,10 @@
 """The reference central receiver: verifies, remembers, and alerts when heartbeats stop.
 
-One job per module::
+One job per module (the messages themselves, their bounded parsing and validation,
+are the agent's own: :mod:`agent.outbound.messages`)::
 
     config.py      central.toml + agents.d/*.toml → CentralConfig
     storage.py     the SQLite store (the only module that writes SQL)
-    schema.py      the wire schema and its limits (bounded JSON parsing, validation)
     ingest.py      verification and application of one signed message
     incidents.py   dead man's switch, check incidents, the flapping rule
     maintenance.py maintenance windows (maintenance_cli.py: ``central maintenance``)

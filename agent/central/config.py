@@ -18,14 +18,13 @@ from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.central.maintenance import WeeklyWindow, read_weekly
-from agent.central.schema import DEFAULT_MAX_CHECKS
 from agent.central.storage import Retention
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.signing import VerifyKey, read_verify_key
-from agent.common.tables import Table
-from agent.config.loader import read_toml
+from agent.common.tables import Table, read_toml
 from agent.errors import ConfigError, HeartwireError
+from agent.outbound.messages import DEFAULT_MAX_CHECKS
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/heartwire/central.toml")
 AGENTS_DIR: Final = "agents.d"
@@ -130,7 +129,7 @@ class CentralConfig:
         alert_on_degraded: whether ``degraded`` opens an incident like ``down``.
         flap_window_s: the window of the flapping rule.
         flap_threshold: incidents of one check within the window before it is flapping.
-        retry_initial_s: first retry delay of a failed channel delivery.
+        retry_initial_s: the most a failed channel delivery waits before its first retry.
         retry_max_s: cap of the doubling retry delay.
         agents: the known agents, by id.
         channels: where alerts go, by name.

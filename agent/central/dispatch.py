@@ -5,11 +5,13 @@ transaction as the incident, so an alert survives a channel outage and a receive
 restart. Each channel delivers its own queue in order (a resolve never overtakes
 its trigger), one delivery at a time; channels do not wait for each other.
 
-A failed delivery is retried after ``retry_initial``, doubling up to ``retry_max``
+A failed delivery is retried with the agent's backoff (:mod:`agent.common.backoff`,
+full jitter): after up to ``retry_initial``, a ceiling doubling up to ``retry_max``
 (or after the ``Retry-After`` the service asked for, if longer), for as long as it
-takes. A delivery the service refuses for good (a 4xx other than 408/429, an SMTP
-5xx) is marked ``failed`` and logged as an error: retrying cannot fix a revoked
-token, and it must not block the alerts queued behind it.
+takes; receivers that failed together do not retry together. A delivery the
+service refuses for good (a 4xx other than 408/429, an SMTP 5xx) is marked
+``failed`` and logged as an error: retrying cannot fix a revoked token, and it must
+not block the alerts queued behind it.
 
 Anything else a channel raises (an answer nobody foresaw) is contained in that one
 delivery: logged once with its traceback, retried with the same backoff, and
@@ -19,6 +21,7 @@ marked ``failed`` after ``MAX_CRASHED_ATTEMPTS`` attempts.
 from __future__ import annotations
 
 import math
+import random
 import sqlite3
 from collections.abc import Callable, Mapping
 
@@ -27,6 +30,7 @@ import trio.lowlevel
 
 from agent.central.channels import Channel, ChannelError
 from agent.central.storage import Notification, Storage
+from agent.common.backoff import backoff_delay
 from agent.common.logs import get_logger
 
 log = get_logger("central.dispatch")
@@ -52,6 +56,7 @@ class Dispatcher:
         wall_clock: seconds since the epoch (the queue stores wall times).
         retry_initial_s: the first retry delay.
         retry_max_s: the cap of the doubling delay.
+        rng: the source of the backoff's jitter (seeded in tests).
         store_lock: held around every store call (the connection is shared with
             ingest, which runs in a worker thread).
     """
@@ -64,6 +69,7 @@ class Dispatcher:
         wall_clock: Callable[[], float],
         retry_initial_s: float,
         retry_max_s: float,
+        rng: random.Random | None = None,
         store_lock: trio.CapacityLimiter | None = None,
     ) -> None:
         self.storage = storage
@@ -71,6 +77,7 @@ class Dispatcher:
         self.wall_clock = wall_clock
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.rng = rng if rng is not None else random.Random()
         self.store_lock = store_lock or trio.CapacityLimiter(1)
         self._wake = trio.Event()
         # Deliveries whose channel raised something unexpected: traceback logged once.
@@ -81,12 +88,14 @@ class Dispatcher:
         self._wake.set()
 
     def retry_delay(self, attempts: int, retry_after_s: object = None) -> float:
-        """The wait after the ``attempts``-th failed attempt (1 → retry_initial).
+        """The wait after the ``attempts``-th failed attempt: full jitter below a ceiling
+        that starts at ``retry_initial_s`` and doubles up to ``retry_max_s``.
 
         ``retry_after_s`` comes from the remote service: anything but a finite,
         non-negative number is ignored, and it never exceeds ``retry_max_s``.
         """
-        delay = min(self.retry_max_s, self.retry_initial_s * 2.0 ** min(max(0, attempts - 1), 60))
+        delay = backoff_delay(attempts, cap_s=self.retry_max_s, rng=self.rng,
+                              base_s=self.retry_initial_s)
         if isinstance(retry_after_s, int | float) and not isinstance(retry_after_s, bool) and \
                 math.isfinite(retry_after_s) and retry_after_s >= 0:
             delay = max(delay, min(float(retry_after_s), self.retry_max_s))

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from agent.central.channels.base import rfc3339
 from agent.central.history import HOUR, History, floor_to, parse_time
 from agent.central.history_store import Rollup
 from agent.central.latency_histogram import merge, quantiles
 from agent.central.storage import Storage
 from agent.common.tables import parse_duration
+from agent.common.timefmt import rfc3339
 
 MAX_POINTS: Final = 10_000
 MAX_CHANGES: Final = 1_000

@@ -13,12 +13,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from agent.central.channels.base import rfc3339
 from agent.central.config import CentralConfig
 from agent.central.maintenance import MAX_WINDOW_S, MaintenanceStore
 from agent.central.storage import Storage
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.tables import format_duration, parse_duration
+from agent.common.timefmt import rfc3339
 from agent.errors import UsageError
 
 EXIT_OK = 0

@@ -25,8 +25,8 @@ from typing import Final
 
 from agent.central.history import WINDOWS
 from agent.central.ingest import Answer
-from agent.central.schema import STATUSES
 from agent.central.views import Views
+from agent.outbound.messages import STATUSES
 
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS_S: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,

@@ -23,7 +23,6 @@ from itertools import groupby
 from typing import Final
 from urllib.parse import quote
 
-from agent.central.channels.base import rfc3339
 from agent.central.config import CentralConfig
 from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to, parse_time
 from agent.central.history_api import rolled_up
@@ -31,6 +30,7 @@ from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance, Window
 from agent.central.storage import AgentRow, CheckRow, Incident, Storage
 from agent.central.svg import latency_chart, milliseconds, uptime_bars, uptime_class
+from agent.common.timefmt import rfc3339
 
 PAGE_CHECKS: Final = 100
 PAGE_AGENTS: Final = 50

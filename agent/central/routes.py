@@ -17,7 +17,6 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
-from agent.central.channels.base import rfc3339
 from agent.central.history import History
 from agent.central.history_api import history_json
 from agent.central.maintenance import Maintenance
@@ -25,6 +24,7 @@ from agent.central.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.central.metrics import Metrics
 from agent.central.page import StatusPage
 from agent.central.storage import Storage
+from agent.common.timefmt import rfc3339
 
 CHECKS_PREFIX: Final = "/api/v1/checks/"
 CHECK_PAGE_PREFIX: Final = "/checks/"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.central.channels.base import incident_json, rfc3339
+from agent.central.channels.base import incident_json
 from agent.central.config import CentralConfig
 from agent.central.history import WINDOWS, History, Uptime
 from agent.central.history_store import MAX_AMONG
@@ -23,6 +23,7 @@ from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance
 from agent.central.page import StatusPage
 from agent.central.storage import Storage
+from agent.common.timefmt import rfc3339
 
 MAX_API_CHECKS = 1000
 

@@ -21,12 +21,12 @@ from agent.common.tables import format_duration, parse_duration
 from agent.config import loader as config
 from agent.errors import ConfigError, OutboxFullError, UsageError
 from agent.outbound.delivery import PROGRESS_TICK_S
-from agent.outbound.spool import MAINTENANCE, open_outbox
+from agent.outbound.messages import MAINTENANCE
+from agent.outbound.messages import MAX_MAINTENANCE_CHECKS as MAX_CHECKS
+from agent.outbound.messages import MAX_MAINTENANCE_REASON_CHARS as MAX_REASON_CHARS
+from agent.outbound.messages import MAX_MAINTENANCE_S as MAX_WINDOW_S
+from agent.outbound.spool import open_outbox
 
-# The receiver's bounds for a maintenance message (agent/central/schema.py).
-MAX_WINDOW_S: Final = 7 * 86400.0
-MAX_CHECKS: Final = 100
-MAX_REASON_CHARS: Final = 200
 EXIT_OK: Final = 0
 
 
@@ -106,7 +106,7 @@ def main(path: Path, args: argparse.Namespace) -> int:
         raise ConfigError(loaded.files[0], "agent.state_dir",
                           f"cannot open the outbox in {state_dir}: {exc}") from None
     try:
-        message = outbox.enqueue(MAINTENANCE, data)
+        (message,) = outbox.enqueue_many([(MAINTENANCE, data, None)])
     except OutboxFullError as exc:
         raise UsageError(f"the maintenance message was not stored: {exc}") from None
     finally:

@@ -12,7 +12,6 @@ for sequence 0).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
-from agent import __version__
 from agent.common.connect_errors import describe
 from agent.common.redact import redact_text, redact_url
 from agent.common.signing import WebhookAuth, new_message_id
@@ -35,8 +33,9 @@ from agent.outbound.delivery import (
     ssl_context,
     with_client_timeouts,
 )
+from agent.outbound.messages import HEARTBEAT, encode, envelope, heartbeat_data
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import HEARTBEAT, OutboxMessage, iso_time
+from agent.outbound.spool import OutboxDepth, OutboxMessage
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                     "all_proxy")
@@ -74,16 +73,10 @@ def heartbeat_for_test(
     """The heartbeat send-test sends: sequence 0, no checks."""
     msg_id = new_message_id()
     now = wall_clock()
-    body = json.dumps({
-        "type": HEARTBEAT, "id": msg_id, "seq": 0, "agent": config.agent.id,
-        "timestamp": iso_time(now),
-        "data": {"version": __version__, "started_at": iso_time(now),
-                 "interval_s": config.central.heartbeat_interval_s, "checks": [], "runs": 0,
-                 "skipped": 0, "outbox": {"depth": 0, "bytes": 0},
-                 "dropped": {"results": 0, "heartbeats": 0, "state_changes": 0,
-                             "set_aside": 0},
-                 "rejected": 0, "test": True},
-    }, separators=(",", ":")).encode()
+    data = heartbeat_data(started_at=now, interval_s=config.central.heartbeat_interval_s,
+                          checks=[], runs=0, skipped=0, counts={},
+                          depth=OutboxDepth(0, 0), test=True)
+    body = encode(envelope(HEARTBEAT, msg_id, 0, config.agent.id, now, data))
     return OutboxMessage(0, msg_id, HEARTBEAT, body)
 
 

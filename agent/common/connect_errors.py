@@ -57,13 +57,15 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 def _reason(exc: BaseException) -> str:
-    # trio words each attempt "Error connecting to ('127.0.0.1', 1): Connection refused".
+    # trio >= 0.23 words each attempt "Error connecting to ('127.0.0.1', 1): Connection
+    # refused"; trio 0.22 (Debian 12) "Error in connect: Connection refused", without
+    # the address (the top message names the target; the reason is what was missing).
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     prefix = "Error connecting to "
     if text.startswith(prefix) and ": " in text:
         address, _, why = text[len(prefix):].partition(": ")
         return f"{_address(address)}: {why}"
-    return text or type(exc).__name__
+    return text.removeprefix("Error in connect: ") or type(exc).__name__
 
 
 def _address(text: str) -> str:

@@ -167,3 +167,20 @@ def read_sources(table: Table, prefix: str) -> tuple[SecretSource, ...]:
             names = table.string_list(key)
         sources += [SecretSource(kind, name, table.key_path(key)) for name in names]
     return tuple(sources)
+
+
+def single_source(table: Table, prefix: str, *, required: bool) -> SecretSource | None:
+    """The one source of a secret that takes exactly one: ``<prefix>_file``,
+    ``<prefix>_env`` or ``<prefix>_credential`` (None when none is given and it is
+    not ``required``).
+
+    Raises:
+        ConfigError: naming the key, when several are given or a required one is not.
+    """
+    sources = read_sources(table, prefix)
+    if len(sources) > 1:
+        raise table.error(f"{prefix}_file", f"give one of {prefix}_file, {prefix}_env or "
+                          f"{prefix}_credential")
+    if required and not sources:
+        raise table.error(None, f"needs {prefix}_file, {prefix}_env or {prefix}_credential")
+    return sources[0] if sources else None

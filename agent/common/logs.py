@@ -89,7 +89,7 @@ def configure(*, debug: bool = False) -> None:
     The agent and the receiver (``heartwire central``) both log through here, with
     control characters escaped (:class:`EscapingFormatter`).
     """
-    from agent.service.systemd import journal_handler
+    from agent.common.journal import journal_handler
 
     handler: logging.Handler | None = journal_handler()
     if handler is None:

@@ -52,6 +52,9 @@ ED25519_SCHEME: Final = "v1a"
 HMAC_SCHEME: Final = "v1"
 
 DEFAULT_TOLERANCE_S: Final = 300.0
+# Seconds since the epoch fit in 11 digits until the year 5138; a longer header is
+# refused before any arithmetic on it (int() of 5,000 digits raises, slowly).
+MAX_TIMESTAMP_DIGITS: Final = 12
 # The spec asks for at least 24 random bytes; a shorter secret is refused rather
 # than silently used.
 MIN_SHARED_SECRET_BYTES: Final = 24
@@ -324,6 +327,33 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return value
 
 
+class StaleTimestampError(SignatureError):
+    """The message's ``webhook-timestamp`` is too far from the verifier's clock."""
+
+
+def check_timestamp(timestamp_text: str, *, now: float, tolerance_s: float) -> int:
+    """The ``webhook-timestamp`` header as seconds, when within ``tolerance_s`` of ``now``.
+
+    This is the one tolerance rule: :func:`verify` applies it, and a receiver that
+    answers a stale message differently from a forged one asks it first.
+
+    Raises:
+        StaleTimestampError: the timestamp is too old, too new or absurdly long.
+        SignatureError: it is not a decimal integer.
+    """
+    if not timestamp_text.isascii() or not timestamp_text.isdigit():
+        raise SignatureError(f"{TIMESTAMP_HEADER} is not an integer: {timestamp_text!r}")
+    if len(timestamp_text) > MAX_TIMESTAMP_DIGITS:
+        raise StaleTimestampError(f"message timestamp {timestamp_text[:MAX_TIMESTAMP_DIGITS]}… "
+                                  f"is too new (now {int(now)})")
+    timestamp = int(timestamp_text)
+    if timestamp < now - tolerance_s:
+        raise StaleTimestampError(f"message timestamp {timestamp} is too old (now {int(now)})")
+    if timestamp > now + tolerance_s:
+        raise StaleTimestampError(f"message timestamp {timestamp} is too new (now {int(now)})")
+    return timestamp
+
+
 def verify(
     headers: Mapping[str, str],
     body: bytes,
@@ -351,14 +381,8 @@ def verify(
     msg_id = _header(headers, ID_HEADER)
     timestamp_text = _header(headers, TIMESTAMP_HEADER)
     signatures = _header(headers, SIGNATURE_HEADER)
-    if not timestamp_text.isascii() or not timestamp_text.isdigit():
-        raise SignatureError(f"{TIMESTAMP_HEADER} is not an integer: {timestamp_text!r}")
-    timestamp = int(timestamp_text)
     current = time.time() if now is None else now
-    if timestamp < current - tolerance_s:
-        raise SignatureError(f"message timestamp {timestamp} is too old (now {int(current)})")
-    if timestamp > current + tolerance_s:
-        raise SignatureError(f"message timestamp {timestamp} is too new (now {int(current)})")
+    timestamp = check_timestamp(timestamp_text, now=current, tolerance_s=tolerance_s)
 
     # Sign over the header text as sent, not a re-formatted number.
     content = f"{msg_id}.{timestamp_text}.".encode() + body

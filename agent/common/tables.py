@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Final, TypeVar
 
 from agent.errors import ConfigError
@@ -38,6 +40,8 @@ DURATION_HINT = 'a duration such as "250ms", "5s", "2m", "1h" or a number of sec
 # is refused before any code walks it recursively (tomllib's parser, tomli-w, ...).
 MAX_NESTING = 32
 NESTING_MESSAGE = f"nested more than {MAX_NESTING} levels deep"
+# A config file larger than this is refused unread (a thousand checks take ~100 KiB).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def loads_bounded(text: str) -> dict[str, object]:
@@ -58,6 +62,38 @@ def loads_bounded(text: str) -> dict[str, object]:
     if _deeper_than(document, MAX_NESTING):
         raise ValueError(NESTING_MESSAGE)
     return document
+
+
+def read_toml(path: Path) -> dict[str, object]:
+    """Reads one TOML file; unreadable or malformed files become a ConfigError."""
+    try:
+        # Not a regular file (a FIFO, /dev/zero) could block or never end: refuse
+        # before opening. A regular file is read up to the bound, never further.
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise ConfigError(str(path), None, "is not a regular file")
+        with path.open("rb") as handle:
+            content = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), None,
+                              f"is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+        return loads_bounded(content.decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), None, "is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(str(path), None, "permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
+    except ValueError as exc:  # nested too deeply
+        raise ConfigError(str(path), None, str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
 
 
 def _deeper_than(value: object, limit: int) -> bool:

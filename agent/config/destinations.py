@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit
 
-from agent.common.keyfiles import SecretSource, read_secret, read_sources
+from agent.common.keyfiles import SecretSource, read_secret, read_sources, single_source
 from agent.common.names import is_uuid
 from agent.common.redact import secrets_in_url
 from agent.common.signing import SigningKey, read_signing_key
@@ -155,16 +155,6 @@ def _names(table: Table, key: str) -> Mapping[str, str]:
     return MappingProxyType(names)
 
 
-def _single_source(table: Table, prefix: str, *, required: bool) -> SecretSource | None:
-    sources = read_sources(table, prefix)
-    if len(sources) > 1:
-        raise table.error(f"{prefix}_file", f"give one of {prefix}_file, {prefix}_env or "
-                          f"{prefix}_credential")
-    if required and not sources:
-        raise table.error(None, f"needs {prefix}_file, {prefix}_env or {prefix}_credential")
-    return sources[0] if sources else None
-
-
 def read_destination(table: Table) -> DestinationConfig:
     """Reads one ``[destinations.<name>]`` table, with its kind's own keys."""
     name = table.path.split(".", 1)[1]
@@ -196,7 +186,7 @@ def read_destination(table: Table) -> DestinationConfig:
                               "(or signing_key_env, signing_key_credential, secret_file, ...)")
         destination = replace(base, url=_url(table, "url"), signing_keys=sources)
     elif kind == "healthchecks":
-        token = _single_source(table, "ping_key", required=False)
+        token = single_source(table, "ping_key", required=False)
         check = table.optional_string("check")
         per_check = _names(table, "checks")
         for key, slug in [("check", check), *((f"checks.{k}", v) for k, v in per_check.items())]:
@@ -217,7 +207,7 @@ def read_destination(table: Table) -> DestinationConfig:
             check_monitor_tokens=_names(table, "push_tokens"))
     elif kind == "gatus":
         destination = replace(
-            base, url=_url(table, "url"), token=_single_source(table, "token", required=True),
+            base, url=_url(table, "url"), token=single_source(table, "token", required=True),
             monitor_token=table.optional_string("key"), check_monitor_tokens=_names(table, "keys"))
     else:  # betterstack
         urls_table = table.table("check_urls")

@@ -39,7 +39,7 @@ from agent.common.atomic_files import (
     write_atomically,
 )
 from agent.common.names import NAME_RULE, is_valid_name
-from agent.common.tables import loads_bounded
+from agent.common.tables import loads_bounded, read_toml
 from agent.config import loader as config
 from agent.errors import ConfigError, EditError, UsageError
 
@@ -267,9 +267,9 @@ def _editing(main_file: Path, lock_timeout_s: float) -> Iterator[None]:
 
 def _read_documents(main_file: Path) -> Documents:
     """The main file and its drop-ins as TOML documents, in the order they are read."""
-    documents = {main_file: config.read_toml(main_file)}
+    documents = {main_file: read_toml(main_file)}
     for dropin in config.dropin_files(main_file):
-        documents[dropin] = config.read_toml(dropin)
+        documents[dropin] = read_toml(dropin)
     return documents
 
 

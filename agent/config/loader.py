@@ -13,22 +13,19 @@ import ipaddress
 import os
 import re
 import socket
-import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.checks import PROBES
 from agent.common.names import NAME_RULE, is_valid_name
-from agent.common.tables import Table, format_duration, loads_bounded
+from agent.common.tables import Table, format_duration, read_toml
 from agent.config.destinations import (
     CentralSettings,
     DestinationConfig,
     read_central,
     read_destinations,
 )
-from agent.errors import ConfigError
 from agent.model import FAMILIES, Target
 
 DEFAULT_CONFIG_PATH = Path("/etc/heartwire/agent.toml")
@@ -36,8 +33,6 @@ CONFIG_ENV_VAR = "HEARTWIRE_CONFIG"
 # Overrides ``[agent] state_dir`` (as does ``heartwire run --state-dir``).
 STATE_DIR_ENV_VAR = "HEARTWIRE_STATE_DIR"
 DROPIN_DIR = "conf.d"
-# A config file larger than this is refused unread (a thousand checks take ~100 KiB).
-MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 DEFAULT_INTERVAL_S = 60.0
@@ -167,38 +162,6 @@ def dropin_files(main_file: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(path for path in directory.glob("*.toml") if path.is_file())
-
-
-def read_toml(path: Path) -> dict[str, object]:
-    """Reads one TOML file; unreadable or malformed files become a ConfigError."""
-    try:
-        # Not a regular file (a FIFO, /dev/zero) could block or never end: refuse
-        # before opening. A regular file is read up to the bound, never further.
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError
-        if not stat.S_ISREG(mode):
-            raise ConfigError(str(path), None, "is not a regular file")
-        with path.open("rb") as handle:
-            content = handle.read(MAX_CONFIG_BYTES + 1)
-        if len(content) > MAX_CONFIG_BYTES:
-            raise ConfigError(str(path), None,
-                              f"is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
-        return loads_bounded(content.decode("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), None, "no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), None, "is a directory, not a config file") from None
-    except PermissionError:
-        raise ConfigError(str(path), None, "permission denied") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), None, "is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
-    except ValueError as exc:  # nested too deeply
-        raise ConfigError(str(path), None, str(exc)) from None
-    except OSError as exc:
-        raise ConfigError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
 
 
 def load(path: Path) -> Config:

@@ -40,14 +40,13 @@ Delivery runs in its own tasks and talks to SQLite through worker threads: a slo
 or dead destination changes nothing in the schedule of the checks.
 
 Each loop ticks :class:`DeliveryStats` at least every ``PROGRESS_TICK_S`` seconds
-even while idle or backing off; a watchdog can read :meth:`Delivery.last_progress`.
+even while idle or backing off; the watchdog reads ``DeliveryStats.iterations``.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import math
 import random
 import ssl
 import time
@@ -269,7 +268,6 @@ class DeliveryStats:
         last_error: the latest failure, as one line, or None.
         failing: whether the latest attempt failed (and will be retried).
         iterations: times the loop went round (a liveness signal).
-        last_progress: trio time of the latest iteration or idle tick.
     """
 
     delivered: int = 0
@@ -279,12 +277,10 @@ class DeliveryStats:
     last_error: str | None = None
     failing: bool = False
     iterations: int = 0
-    last_progress: float = 0.0
 
     def tick(self) -> None:
         """Records that the loop is alive."""
         self.iterations += 1
-        self.last_progress = trio.current_time()
 
 
 # How a destination was done with a message (the cursor moves past it).
@@ -587,10 +583,6 @@ class Delivery:
 
     def __init__(self, deliverers: Sequence[Deliverer]) -> None:
         self.deliverers = list(deliverers)
-
-    def last_progress(self) -> float:
-        """The trio time of the least recent tick of any loop (``inf`` when none)."""
-        return min((d.stats.last_progress for d in self.deliverers), default=math.inf)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs every deliverer until cancelled; closes their clients on the way out."""

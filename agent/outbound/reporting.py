@@ -25,27 +25,32 @@ import math
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from agent import __version__
 from agent.common.logs import get_logger
-from agent.common.network_path import path_data
 from agent.common.redact import redact_url
 from agent.common.signing import WebhookAuth
 from agent.config.destinations import load_secret, load_signing_keys, secrets_of
 from agent.config.loader import STATE_DIR_ENV_VAR, Config
 from agent.errors import ConfigError, OutboxFullError
-from agent.model import Result, StateChange, Status
-from agent.outbound.delivery import PROGRESS_TICK_S, Deliverer, Delivery, open_client
+from agent.model import Result, StateChange
+from agent.outbound.delivery import Deliverer, Delivery, open_client
+from agent.outbound.messages import (
+    RESULTS,
+    STATE_CHANGE,
+    CheckSnapshot,
+    heartbeat_data,
+    observation_data,
+    results_data,
+    state_change_data,
+)
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import RESULTS, STATE_CHANGE, AsyncOutbox, OutboxDepth, iso_time
+from agent.outbound.spool import AsyncOutbox, OutboxDepth
 from agent.outbound.spool import open_outbox as open_outbox_file
-from agent.schedule.scheduler import Scheduler
-from agent.service.liveness import CounterProgress
 
 log = get_logger("reporting")
 
@@ -63,84 +68,22 @@ RESULTS_PER_MESSAGE = 1_000
 STORAGE_QUIET_S = 60.0
 # How long a stopping agent may spend writing what is still in memory and closing
 # the outbox. With closing the HTTP clients (delivery.CLIENT_CLOSE_TIMEOUT_S) and
-# the journal's flush (systemd.FLUSH_TIMEOUT_S, twice), SIGTERM ends the process
+# the journal's flush (journal.FLUSH_TIMEOUT_S, twice), SIGTERM ends the process
 # within 5 s (README).
 CLOSE_TIMEOUT_S = 3.0
 
 
-def observation_data(result: Result) -> dict[str, Any]:
-    """One observation as the protocol writes it (docs/protocol.md)."""
-    seen = result.observation
-    return {
-        "check": result.check,
-        "status": result.status.value,
-        "reason": seen.reason,
-        "latency_ms": seen.latency_ms,
-        "dns_ms": seen.dns_ms,
-        "address": seen.address,
-        "detail": seen.detail,
-        "consecutive_failures": result.consecutive_failures,
-        "at": iso_time(result.at),
-    }
-
-
-def state_change_data(change: StateChange) -> dict[str, Any]:
-    """A state change's ``data`` object (``path`` only when a trace was made)."""
-    data = {"check": change.check, "previous": change.previous.value,
-            "current": change.current.value, "observation": observation_data(change.result)}
-    if change.path is not None:
-        data["path"] = path_data(change.path)
-    return data
-
-
 @dataclass(frozen=True, slots=True)
-class CheckSnapshot:
-    """A check's latest status, as a heartbeat lists it."""
+class CheckSource:
+    """Where heartbeats read the checks from; the daemon wires the scheduler in.
 
-    name: str
-    status: Status
-    last: Result | None
-    # Where the check points and how it is shown, so a receiver can group its page.
-    group: str | None = None
-    host: str | None = None
-    port: int | None = None
+    Attributes:
+        snapshot: every check's latest status, read on the trio thread.
+        run_counts: probe runs completed and runs skipped since start.
+    """
 
-    def data(self) -> dict[str, Any]:
-        """The heartbeat's entry for this check."""
-        last = self.last
-        return {
-            "name": self.name,
-            "group": self.group,
-            "host": self.host,
-            "port": self.port,
-            "status": self.status.value,
-            "reason": last.observation.reason if last else None,
-            "latency_ms": last.observation.latency_ms if last else None,
-            "at": iso_time(last.at) if last else None,
-        }
-
-
-def heartbeat_data(
-    *, started_at: float, interval_s: float, checks: list[CheckSnapshot], runs: int,
-    skipped: int, counts: Mapping[str, int], depth: OutboxDepth
-) -> dict[str, Any]:
-    """A heartbeat's ``data`` object (counts: the outbox's drop/reject counters)."""
-    return {
-        "version": __version__,
-        "started_at": iso_time(started_at),
-        "interval_s": interval_s,
-        "checks": [check.data() for check in checks],
-        "runs": runs,
-        "skipped": skipped,
-        "outbox": {"depth": depth.messages, "bytes": depth.bytes},
-        "dropped": {
-            "results": counts.get("dropped.results", 0),
-            "heartbeats": counts.get("dropped.heartbeats", 0),
-            "state_changes": counts.get("dropped.state_changes", 0),
-            "set_aside": counts.get("dropped.set_aside", 0),
-        },
-        "rejected": counts.get("rejected", 0),
-    }
+    snapshot: Callable[[], list[CheckSnapshot]]
+    run_counts: Callable[[], tuple[int, int]]
 
 
 class Reporting:
@@ -150,7 +93,7 @@ class Reporting:
         config: the agent's config (``[central]`` and the destinations).
         outbox: the opened outbox.
         delivery: a deliverer per destination.
-        scheduler: where the check statuses and run counts come from.
+        checks: where the check statuses and run counts come from.
         wall_clock: seconds since the epoch, for timestamps.
         pending_results_limit: how many observations may wait for the next
             ``results`` message; beyond it the oldest are dropped (and counted).
@@ -161,7 +104,7 @@ class Reporting:
         config: Config,
         outbox: AsyncOutbox,
         delivery: Delivery,
-        scheduler: Scheduler,
+        checks: CheckSource,
         *,
         wall_clock: Callable[[], float] = time.time,
         pending_results_limit: int = PENDING_LIMIT,
@@ -171,7 +114,7 @@ class Reporting:
         self.pending_results_limit = pending_results_limit
         self.outbox = outbox
         self.delivery = delivery
-        self.scheduler = scheduler
+        self.checks = checks
         self.wall_clock = wall_clock
         self.started_at = wall_clock()
         self.wants_results = any(d.wants_results for d in config.destinations)
@@ -227,18 +170,10 @@ class Reporting:
             # change is seen again at the next start.
             log.debug("stopping: %s not stored", msg_type)
 
-    def _snapshot(self) -> list[CheckSnapshot]:
-        # An icmp check has no port (0 in its config): the heartbeat says null.
-        return [
-            CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
-                          host=tracker.check.host, port=tracker.check.port or None)
-            for name, tracker in self.scheduler.trackers.items()
-        ]
-
     async def send_heartbeat(self) -> None:
         """Queues one heartbeat now (its counts are taken inside the transaction)."""
-        checks = self._snapshot()  # read on the trio thread, not in the worker
-        runs, skipped = self.scheduler.stats.runs, self.scheduler.stats.skipped
+        checks = self.checks.snapshot()  # read on the trio thread, not in the worker
+        runs, skipped = self.checks.run_counts()
         started_at, interval_s = self.started_at, self.central.heartbeat_interval_s
         # Results that never reached the outbox (a stalled disk) count as dropped too.
         lost, self.results_lost = self.results_lost, 0
@@ -296,7 +231,7 @@ class Reporting:
         if self._results:
             batch, self._results = list(self._results), deque()
             messages: list[tuple[str, dict[str, Any], None]] = [
-                (RESULTS, {"results": batch[start:start + RESULTS_PER_MESSAGE]}, None)
+                (RESULTS, results_data(batch[start:start + RESULTS_PER_MESSAGE]), None)
                 for start in range(0, len(batch), RESULTS_PER_MESSAGE)
             ]
             await self._store(lambda: self.outbox.enqueue_many(messages))
@@ -331,27 +266,6 @@ class Reporting:
         if new_config.destinations != self.destinations or new_config.central != self.central:
             log.warning("[central] and [destinations] changes take effect at the next restart")
 
-    def last_progress(self) -> float:
-        """The trio time the slowest delivery loop last showed life (for a watchdog)."""
-        return self.delivery.last_progress()
-
-    def progress_source(self) -> CounterProgress:
-        """The watchdog's view of delivery: the loops' iteration count must advance.
-
-        Every loop ticks at least every ``PROGRESS_TICK_S``, also while idle or backing
-        off, and between ticks it waits at most one request (bounded by its deadline).
-        A count that stands still longer means a loop is stuck; a dead central is not
-        a stuck loop: it keeps ticking between retries.
-        """
-        deliverers = self.delivery.deliverers
-        allowed_s = max((d.request_deadline_s for d in deliverers), default=0.0)
-        allowed_s += 2 * PROGRESS_TICK_S
-        return CounterProgress(
-            "delivery loop iterations",
-            lambda: sum(d.stats.iterations for d in deliverers),
-            lambda: allowed_s if deliverers else None,
-        )
-
     def status(self) -> str:
         """The STATUS= fragment: ``outbox 3 waiting, central failing``."""
         depth = self.outbox.sync.depth()
@@ -362,7 +276,7 @@ class Reporting:
 
 def open_reporting(
     config: Config,
-    scheduler: Scheduler,
+    checks: CheckSource,
     *,
     wall_clock: Callable[[], float] = time.time,
 ) -> Reporting | None:
@@ -403,4 +317,4 @@ def open_reporting(
     log.info("reporting to %s; outbox %s", ", ".join(f"{d.name} ({d.kind})"
                                                     for d in config.destinations),
              outbox.sync.path)
-    return Reporting(config, outbox, Delivery(deliverers), scheduler, wall_clock=wall_clock)
+    return Reporting(config, outbox, Delivery(deliverers), checks, wall_clock=wall_clock)

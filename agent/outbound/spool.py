@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -53,24 +52,23 @@ import trio
 from agent.common.signing import new_message_id
 from agent.common.threads import run_abandoning_on_cancel
 from agent.errors import OutboxFullError
+from agent.outbound.messages import (
+    HEARTBEAT,
+    MESSAGE_TYPES,
+    REPORTED_COUNTERS,
+    RESULTS,
+    STATE_CHANGE,
+    encode,
+    envelope,
+    heartbeat_counts,
+)
 
 OUTBOX_FILE: Final = "outbox.sqlite3"
 
-HEARTBEAT: Final = "heartbeat"
-STATE_CHANGE: Final = "state_change"
-RESULTS: Final = "results"
-# Written by ``heartwire maintenance`` (another process, the same file); never
-# dropped to make room: there are a handful, and the operator is told at once when
-# one cannot be stored.
-MAINTENANCE: Final = "maintenance"
-MESSAGE_TYPES: Final = (HEARTBEAT, STATE_CHANGE, RESULTS, MAINTENANCE)
 # Which type to drop first when the outbox is full: state changes last.
 DROP_ORDER: Final = (RESULTS, HEARTBEAT, STATE_CHANGE)
 _DROPPED: Final = {RESULTS: "dropped.results", HEARTBEAT: "dropped.heartbeats",
                    STATE_CHANGE: "dropped.state_changes"}
-# The counter names that heartbeats report (reset when a heartbeat takes them).
-REPORTED_COUNTERS: Final = ("dropped.results", "dropped.heartbeats", "dropped.state_changes",
-                            "dropped.set_aside", "rejected")
 # What the messages table holds, kept beside it in the same transactions (so a
 # rolled-back write cannot leave the reported depth wrong).
 _DEPTH_MESSAGES: Final = "depth.messages"
@@ -150,19 +148,10 @@ def wal_limit_bytes(max_bytes: int) -> int:
     return min(WAL_LIMIT_BYTES, max_bytes // 4)
 
 
-def iso_time(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds: ``2026-01-01T00:00:00.000Z``."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def is_storage_error(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite saying the disk is full, failing or locked (not a bug)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _STORAGE_ERRORS
-
-
-def _encode(envelope: Mapping[str, object]) -> bytes:
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Outbox:
@@ -349,8 +338,7 @@ class Outbox:
             "INSERT INTO counters VALUES ('last_seq', ?) "
             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (seq,))
         message_id = new_message_id()
-        body = _encode({"type": msg_type, "id": message_id, "seq": seq, "agent": self.agent_id,
-                        "timestamp": iso_time(at), "data": data})
+        body = encode(envelope(msg_type, message_id, seq, self.agent_id, at, data))
         self._db.execute("INSERT INTO messages VALUES (?, ?, ?, ?)",
                          (seq, message_id, msg_type, body))
         self._add(_DEPTH_MESSAGES)
@@ -385,20 +373,6 @@ class Outbox:
                     break
             else:
                 return  # only the newest heartbeat is left
-
-    def enqueue(
-        self, msg_type: str, data: Mapping[str, object], *, at: float | None = None
-    ) -> OutboxMessage:
-        """Stores one message (committed when this returns).
-
-        Args:
-            msg_type: state_change or results (heartbeats: :meth:`enqueue_heartbeat`).
-            data: the message's ``data`` object.
-            at: when the event happened (default: now).
-        """
-        if msg_type not in MESSAGE_TYPES:
-            raise ValueError(f"unknown message type {msg_type!r}")
-        return self.enqueue_many([(msg_type, data, at)])[0]
 
     def enqueue_many(
         self, items: Sequence[tuple[str, Mapping[str, object], float | None]]
@@ -467,15 +441,8 @@ class Outbox:
     def _carry_forward_counts(self, body: bytes) -> None:
         """The counts of a heartbeat that will never be sent go back into the counters."""
         data = json.loads(body).get("data", {})
-        dropped = data.get("dropped") or {}
-        carried = {"dropped.results": dropped.get("results", 0),
-                   "dropped.heartbeats": dropped.get("heartbeats", 0),
-                   "dropped.state_changes": dropped.get("state_changes", 0),
-                   "dropped.set_aside": dropped.get("set_aside", 0),
-                   "rejected": data.get("rejected", 0)}
-        for name, amount in carried.items():
-            if isinstance(amount, int) and amount > 0:
-                self._add(name, amount)
+        for name, amount in heartbeat_counts(data).items():
+            self._add(name, amount)
 
     def enqueue_heartbeat(
         self, build: Callable[[dict[str, int], OutboxDepth], Mapping[str, object]]
@@ -648,10 +615,6 @@ class AsyncOutbox:
     def changed(self) -> trio.Event:
         """An event set when the next message is stored (take it before reading)."""
         return self._changed
-
-    async def wait_changed(self) -> None:
-        """Returns after the next message is stored."""
-        await self._changed.wait()
 
     async def enqueue_many(
         self, items: Sequence[tuple[str, Mapping[str, object], float | None]]

@@ -1,6 +1,6 @@
 """When checks run and what their results mean: the scheduler (one task per check,
-a shared timer heap in wakeups, the concurrency limit in slots) and the tracker
-(observation -> up / degraded / down).
+a shared timer heap in ``_wakeups``, the concurrency limit in ``_slots``, both
+private to it) and the tracker (observation -> up / degraded / down).
 
 May import model, errors, common, checks and config; never outbound, service or
 cli.

@@ -4,7 +4,7 @@
   (so hundreds of checks with the same interval do not all fire at once, while
   those in one slot share a wakeup of the process), then every
   ``interval`` measured start-to-start: a slow run does not push the schedule.
-* A :class:`~agent.schedule.slots.Slots` limit bounds how many probes (and so sockets) are open.
+* A :class:`~agent.schedule._slots.Slots` limit bounds how many probes (and so sockets) are open.
 * When a run is still in progress at its next due time, that run is skipped and
   counted, never stacked.
 * :meth:`Scheduler.reload` swaps the set of checks; unchanged checks keep their
@@ -28,9 +28,9 @@ from agent.checks import PROBES, ProbeKind
 from agent.checks.tracepath import PathTracer
 from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Reason, Result, StateChange
-from agent.schedule.slots import Slots
+from agent.schedule._slots import Slots
+from agent.schedule._wakeups import WakeupQueue
 from agent.schedule.tracker import CheckTracker
-from agent.schedule.wakeups import WakeupQueue
 
 # Upper bound of the random offset before a check's first run.
 MAX_INITIAL_OFFSET_S = 10.0

@@ -25,15 +25,31 @@ import trio
 from agent import __version__
 from agent.checks.tracepath import PathTracer
 from agent.common.logs import get_logger, log_result
+from agent.common.wording import counted
 from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Result, StateChange
-from agent.outbound.reporting import open_reporting
+from agent.outbound.messages import CheckSnapshot
+from agent.outbound.reporting import CheckSource, open_reporting
 from agent.schedule.scheduler import Scheduler
 from agent.service import liveness, systemd
 from agent.service.pidfile import hold_pid_file, pid_file_path
 
 log = get_logger("daemon")
+
+
+def scheduler_checks(scheduler: Scheduler) -> CheckSource:
+    """What heartbeats list, read from the scheduler's trackers when one is due."""
+
+    def snapshot() -> list[CheckSnapshot]:
+        # An icmp check has no port (0 in its config): the heartbeat says null.
+        return [
+            CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
+                          host=tracker.check.host, port=tracker.check.port or None)
+            for name, tracker in scheduler.trackers.items()
+        ]
+
+    return CheckSource(snapshot, lambda: (scheduler.stats.runs, scheduler.stats.skipped))
 
 
 class Daemon:
@@ -74,9 +90,10 @@ class Daemon:
         # Fragments of the STATUS= line, in order; other parts append their own.
         self.status_parts: list[liveness.StatusPart] = [self._checks_status]
 
-        self.reporting = open_reporting(self.config, self.scheduler, wall_clock=wall_clock)
+        self.reporting = open_reporting(self.config, scheduler_checks(self.scheduler),
+                                        wall_clock=wall_clock)
         if self.reporting is not None:
-            self.progress_sources.append(self.reporting.progress_source())
+            self.progress_sources.append(liveness.delivery_progress(self.reporting.delivery))
             self.status_parts.append(self.reporting.status)
 
     def _checks_status(self) -> str:
@@ -119,7 +136,7 @@ class Daemon:
         self.config = new_config
         if self.reporting is not None:
             self.reporting.note_reload(new_config)
-        log.info("reloaded %s: %d checks", self.config_path, len(new_config.checks))
+        log.info("reloaded %s: %s", self.config_path, counted(len(new_config.checks), "check"))
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -130,10 +147,10 @@ class Daemon:
                 if self.reporting is not None:
                     await nursery.start(self.reporting.run)
                 log.info(
-                    "heartwire %s running as agent %r with %d checks from %s",
+                    "heartwire %s running as agent %r with %s from %s",
                     __version__,
                     self.config.agent.id,
-                    len(self.config.checks),
+                    counted(len(self.config.checks), "check"),
                     ", ".join(self.config.files),
                 )
                 nursery.start_soon(

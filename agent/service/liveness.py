@@ -25,6 +25,7 @@ from agent.checks.tracepath import TRACE_BUDGET_S
 from agent.common.logs import get_logger
 from agent.config.loader import CheckConfig
 from agent.model import Status
+from agent.outbound.delivery import PROGRESS_TICK_S, Delivery
 from agent.schedule.scheduler import PROBE_OVERRUN_GRACE_S, Scheduler
 from agent.schedule.tracker import CheckTracker
 from agent.service.systemd import Notifier
@@ -114,6 +115,24 @@ def scheduler_progress(
                 + TRACE_BUDGET_S)
 
     return CounterProgress("scheduler runs", lambda: scheduler.stats.runs, allowed_idle_s)
+
+
+def delivery_progress(delivery: Delivery) -> CounterProgress:
+    """The watchdog's view of delivery: the loops' iteration count must advance.
+
+    Every loop ticks at least every ``PROGRESS_TICK_S``, also while idle or backing
+    off, and between ticks it waits at most one request (bounded by its deadline).
+    A count that stands still longer means a loop is stuck; a dead central is not
+    a stuck loop: it keeps ticking between retries.
+    """
+    deliverers = delivery.deliverers
+    allowed_s = max((d.request_deadline_s for d in deliverers), default=0.0)
+    allowed_s += 2 * PROGRESS_TICK_S
+    return CounterProgress(
+        "delivery loop iterations",
+        lambda: sum(d.stats.iterations for d in deliverers),
+        lambda: allowed_s if deliverers else None,
+    )
 
 
 def checks_summary(trackers: Iterable[CheckTracker]) -> str:

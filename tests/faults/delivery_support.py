@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from agent.common.signing import Ed25519SigningKey
-from agent.outbound.spool import HEARTBEAT, OUTBOX_FILE
+from agent.outbound.messages import HEARTBEAT
+from agent.outbound.spool import OUTBOX_FILE
 from tests.receiver import Recorded
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,8 +28,9 @@ import trio.testing
 from agent.common.signing import Ed25519SigningKey, WebhookAuth
 from agent.config.destinations import DestinationConfig
 from agent.outbound.delivery import BASE_BACKOFF_S, Deliverer, Delivery
+from agent.outbound.messages import HEARTBEAT, RESULTS, STATE_CHANGE
 from agent.outbound.sinks import make_sink
-from agent.outbound.spool import HEARTBEAT, RESULTS, STATE_CHANGE, AsyncOutbox, open_outbox
+from agent.outbound.spool import AsyncOutbox, open_outbox
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,

@@ -39,6 +39,7 @@ from agent.outbound.spool import (
     open_outbox,
 )
 from agent.schedule.scheduler import Scheduler
+from agent.service.daemon import scheduler_checks
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,
@@ -123,7 +124,8 @@ def _reporting(tmp_path: Path) -> tuple[Reporting, Outbox]:
     box = open_outbox(tmp_path, agent_id="agent-1", destinations=["main"], max_messages=10**6,
                       max_bytes=10**9)
     scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
-    return Reporting(loaded, AsyncOutbox(box, offload=False), Delivery([]), scheduler), box
+    checks = scheduler_checks(scheduler)
+    return Reporting(loaded, AsyncOutbox(box, offload=False), Delivery([]), checks), box
 
 
 async def test_reporting_logs_a_full_disk_once_per_episode_and_reports_the_drops(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbound.spool import HEARTBEAT
+from agent.outbound.messages import HEARTBEAT
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.outbound.spool import HEARTBEAT
+from agent.outbound.messages import HEARTBEAT
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,

@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from agent.common.signing import Ed25519SigningKey
-from agent.outbound.spool import RESULTS
+from agent.outbound.messages import RESULTS
 from tests.faults.delivery_support import (
     RunningAgent,
     assert_exactly_once_in_order,

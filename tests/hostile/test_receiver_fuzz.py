@@ -21,8 +21,8 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.central.schema import validate
 from agent.central.server import Central
+from agent.outbound.messages import validate
 from tests.central_support import AGENT_KEY, BASE_TIME, Messages, check_item, make_config
 
 TABLES = ("messages", "agents", "checks", "state_history", "incidents", "seq_gaps",

@@ -36,11 +36,11 @@ from agent.central.channels.base import (
     alert_text,
     optional_channel_secret,
     post_json,
-    rfc3339,
 )
 from agent.central.storage import CheckRow, Incident, Notification
 from agent.common.logs import get_logger
 from agent.common.tables import Table
+from agent.common.timefmt import rfc3339
 
 log = get_logger("central.alertmanager")
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Final, Generic, Protocol, TypeVar
 
 import httpx
 
 from agent.central.storage import Incident, Notification
-from agent.common.keyfiles import read_secret, read_sources
+from agent.common.keyfiles import read_secret, single_source
 from agent.common.retry_after import parse_retry_after
 from agent.common.tables import Table
+from agent.common.timefmt import rfc3339
 from agent.errors import ConfigError, HeartwireError
 
 TRIGGER: Final = "trigger"
@@ -73,30 +73,24 @@ def optional_channel_secret(table: Table, prefix: str) -> str | None:
         ConfigError: naming the key, when several are given, or the secret is missing,
             empty or in a file that is not private.
     """
-    sources = read_sources(table, prefix)
-    if not sources:
-        return None
-    if len(sources) > 1:
-        raise table.error(f"{prefix}_file", f"give one of {prefix}_file, {prefix}_env or "
-                          f"{prefix}_credential")
-    try:
-        return read_secret(sources[0])
-    except HeartwireError as exc:
-        raise ConfigError(table.file, sources[0].key, str(exc)) from None
+    return _channel_secret(table, prefix, required=False)
 
 
 def read_channel_secret(table: Table, prefix: str) -> str:
     """Like :func:`optional_channel_secret`, but one of the three keys is required."""
-    secret = optional_channel_secret(table, prefix)
-    if secret is None:
-        raise table.error(None, f"needs {prefix}_file, {prefix}_env or {prefix}_credential")
+    secret = _channel_secret(table, prefix, required=True)
+    assert secret is not None  # a required source is there, or single_source raised
     return secret
 
 
-def rfc3339(seconds: float) -> str:
-    """Seconds since the epoch as ``2026-01-01T12:00:00.000Z``."""
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def _channel_secret(table: Table, prefix: str, *, required: bool) -> str | None:
+    source = single_source(table, prefix, required=required)
+    if source is None:
+        return None
+    try:
+        return read_secret(source)
+    except HeartwireError as exc:
+        raise ConfigError(table.file, source.key, str(exc)) from None
 
 
 def _duration(seconds: float) -> str:

@@ -22,10 +22,10 @@ from agent.central.channels.base import (
     incident_json,
     post_json,
     read_channel_secret,
-    rfc3339,
 )
 from agent.central.storage import Notification
 from agent.common.tables import Table
+from agent.common.timefmt import rfc3339
 
 KIND = "pagerduty"
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"

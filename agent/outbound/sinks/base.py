@@ -9,8 +9,10 @@ from typing import Any, Protocol
 import httpx
 
 from agent import __version__
+from agent.common.wording import counted
 from agent.config.destinations import DestinationConfig
-from agent.outbound.spool import HEARTBEAT, STATE_CHANGE, OutboxMessage
+from agent.outbound.messages import HEARTBEAT, STATE_CHANGE
+from agent.outbound.spool import OutboxMessage
 
 USER_AGENT = f"heartwire/{__version__}"
 
@@ -112,7 +114,8 @@ def agent_summary(envelope: Mapping[str, Any]) -> str:
         counts[check["status"]] = counts.get(check["status"], 0) + 1
     parts = [f"{count} {status}" for status, count in sorted(counts.items())]
     total = len(envelope["data"]["checks"])
-    return f"{envelope['agent']}: {total} checks" + (", " + ", ".join(parts) if parts else "")
+    summary = f"{envelope['agent']}: {counted(total, 'check')}"
+    return summary + (", " + ", ".join(parts) if parts else "")
 
 
 class PingSink:

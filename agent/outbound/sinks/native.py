@@ -6,8 +6,9 @@ import httpx
 
 from agent.common.signing import ID_HEADER
 from agent.config.destinations import DestinationConfig
+from agent.outbound.messages import HEARTBEAT, MAINTENANCE, RESULTS, STATE_CHANGE
 from agent.outbound.sinks.base import USER_AGENT, Answer
-from agent.outbound.spool import HEARTBEAT, MAINTENANCE, RESULTS, STATE_CHANGE, OutboxMessage
+from agent.outbound.spool import OutboxMessage
 
 
 class NativeSink:

@@ -1,6 +1,13 @@
-"""The wire schema of docs/protocol.md, enforced with a bound on every value.
+"""The messages of docs/protocol.md, defined once: built by the agent, checked by the receiver.
 
-Two steps, both pure and cheap whatever the bytes:
+The agent builds every message it sends here (:func:`envelope`, :func:`heartbeat_data`,
+:func:`state_change_data`, :func:`observation_data`, :class:`CheckSnapshot`) and
+reads its own heartbeats back here (:func:`heartbeat_counts`, when the outbox
+carries a superseded heartbeat's drop counts forward). The receiver reads what
+arrives with the same module, so that a field renamed in one place is renamed on
+both sides; tests check both against the JSON Schema in docs/protocol.md.
+
+Reading is two steps, both pure and cheap whatever the bytes:
 
 * :func:`parse_json` turns a body into a JSON object, refusing what would be
   expensive or ambiguous to parse: nesting deeper than :data:`MAX_DEPTH` (found by a
@@ -40,18 +47,37 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from agent import __version__
 from agent.common.names import NAME_RULE, is_valid_name
-from agent.common.network_path import describe_path, parse_path
+from agent.common.network_path import describe_path, parse_path, path_data
+from agent.common.timefmt import rfc3339
+from agent.model import Result, StateChange, Status
 
 STATUSES: Final = ("unknown", "up", "degraded", "down")
-MESSAGE_TYPES: Final = ("heartbeat", "state_change", "results", "maintenance")
+HEARTBEAT: Final = "heartbeat"
+STATE_CHANGE: Final = "state_change"
+RESULTS: Final = "results"
+# Written by ``heartwire maintenance`` on the agent's host; the receiver starts or
+# ends the agent's own maintenance window.
+MAINTENANCE: Final = "maintenance"
+MESSAGE_TYPES: Final = (HEARTBEAT, STATE_CHANGE, RESULTS, MAINTENANCE)
 MAINTENANCE_ACTIONS: Final = ("start", "end")
 # A window always ends on its own: at most a week (as the receiver's own windows).
 MAX_MAINTENANCE_S: Final = 7 * 86400.0
 MAX_MAINTENANCE_CHECKS: Final = 100
 MAX_MAINTENANCE_REASON_CHARS: Final = 200
+# The outbox's counters a heartbeat reports (reset when a heartbeat takes them), and
+# the field of ``data.dropped`` each one fills; ``rejected`` is ``data.rejected``.
+DROPPED_COUNTERS: Final = {
+    "dropped.results": "results",
+    "dropped.heartbeats": "heartbeats",
+    "dropped.state_changes": "state_changes",
+    "dropped.set_aside": "set_aside",
+}
+REJECTED_COUNTER: Final = "rejected"
+REPORTED_COUNTERS: Final = (*DROPPED_COUNTERS, REJECTED_COUNTER)
 
 MAX_DEPTH: Final = 16
 MAX_INT_DIGITS: Final = 64
@@ -67,7 +93,6 @@ MAX_DETAIL_CHARS: Final = 4096
 DEFAULT_MAX_CHECKS: Final = 10_000
 
 MESSAGE_ID: Final = re.compile(r"msg_[0-9a-f]{32}")
-AGENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RFC3339: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})"
 )
@@ -411,7 +436,7 @@ def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECK
     if not isinstance(msg_id, str) or not MESSAGE_ID.fullmatch(msg_id):
         raise InvalidMessage("message.id must be msg_ followed by 32 lower-case hex digits")
     agent = fields.mapping.get("agent")
-    if not isinstance(agent, str) or not AGENT_ID.fullmatch(agent):
+    if not isinstance(agent, str) or not is_valid_name(agent):
         raise InvalidMessage("message.agent must be 1-64 letters, digits, '.', '_' or '-'")
     seq = fields.count("seq")
     timestamp = fields.time("timestamp")
@@ -421,9 +446,9 @@ def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECK
     test = False
     maintenance: MaintenanceRequest | None = None
     reports: list[CheckReport] = []
-    if kind == "heartbeat":
+    if kind == HEARTBEAT:
         interval, reports, test = _heartbeat(data, max_checks)
-    elif kind == "state_change":
+    elif kind == STATE_CHANGE:
         reports = [_state_change(data)]
     elif kind == "maintenance":
         maintenance = _maintenance(data)
@@ -435,3 +460,133 @@ def validate(envelope: Mapping[str, Any], *, max_checks: int = DEFAULT_MAX_CHECK
     return Message(kind=kind, id=msg_id, seq=seq, agent=agent, timestamp=timestamp,
                    data=dict(data.mapping), interval_s=interval, reports=tuple(reports),
                    test=test, maintenance=maintenance)
+
+
+# -- building (the agent's side) ------------------------------------------------
+
+
+class OutboxSize(Protocol):
+    """How much waits in the outbox, as a heartbeat reports it."""
+
+    @property
+    def messages(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+
+def envelope(msg_type: str, msg_id: str, seq: int, agent: str, at: float,
+             data: Mapping[str, object]) -> dict[str, object]:
+    """The envelope every message travels in (``seq`` 0 only for a test heartbeat)."""
+    return {"type": msg_type, "id": msg_id, "seq": seq, "agent": agent,
+            "timestamp": rfc3339(at), "data": data}
+
+
+def encode(message: Mapping[str, object]) -> bytes:
+    """A message's body: compact UTF-8 JSON."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def observation_data(result: Result) -> dict[str, Any]:
+    """One observation as the protocol writes it (docs/protocol.md)."""
+    seen = result.observation
+    return {
+        "check": result.check,
+        "status": result.status.value,
+        "reason": seen.reason,
+        "latency_ms": seen.latency_ms,
+        "dns_ms": seen.dns_ms,
+        "address": seen.address,
+        "detail": seen.detail,
+        "consecutive_failures": result.consecutive_failures,
+        "at": rfc3339(result.at),
+    }
+
+
+def state_change_data(change: StateChange) -> dict[str, Any]:
+    """A state change's ``data`` object (``path`` only when a trace was made)."""
+    data = {"check": change.check, "previous": change.previous.value,
+            "current": change.current.value, "observation": observation_data(change.result)}
+    if change.path is not None:
+        data["path"] = path_data(change.path)
+    return data
+
+
+def results_data(observations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A results message's ``data`` object: observations from :func:`observation_data`."""
+    return {"results": observations}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSnapshot:
+    """A check's latest status, as a heartbeat lists it."""
+
+    name: str
+    status: Status
+    last: Result | None
+    # Where the check points and how it is shown, so a receiver can group its page.
+    group: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The heartbeat's entry for this check."""
+        last = self.last
+        return {
+            "name": self.name,
+            "group": self.group,
+            "host": self.host,
+            "port": self.port,
+            "status": self.status.value,
+            "reason": last.observation.reason if last else None,
+            "latency_ms": last.observation.latency_ms if last else None,
+            "at": rfc3339(last.at) if last else None,
+        }
+
+
+def heartbeat_data(
+    *, started_at: float, interval_s: float, checks: list[CheckSnapshot], runs: int,
+    skipped: int, counts: Mapping[str, int], depth: OutboxSize, test: bool = False
+) -> dict[str, Any]:
+    """A heartbeat's ``data`` object.
+
+    Args:
+        started_at: when the agent started (seconds since the epoch).
+        interval_s: the heartbeat interval.
+        checks: every check's latest status.
+        runs: probe runs completed since start.
+        skipped: runs skipped since start (the previous one still running).
+        counts: the outbox's counters (:data:`REPORTED_COUNTERS`) since the previous
+            heartbeat; a missing one is 0.
+        depth: what waits in the outbox.
+        test: ``heartwire send-test``'s heartbeat (the receiver stores nothing).
+    """
+    data: dict[str, Any] = {
+        "version": __version__,
+        "started_at": rfc3339(started_at),
+        "interval_s": interval_s,
+        "checks": [check.data() for check in checks],
+        "runs": runs,
+        "skipped": skipped,
+        "outbox": {"depth": depth.messages, "bytes": depth.bytes},
+        "dropped": {field: counts.get(counter, 0)
+                    for counter, field in DROPPED_COUNTERS.items()},
+        "rejected": counts.get(REJECTED_COUNTER, 0),
+    }
+    if test:
+        data["test"] = True
+    return data
+
+
+def heartbeat_counts(data: Mapping[str, Any]) -> dict[str, int]:
+    """The outbox counters a heartbeat's ``data`` reports, read back (positive ones only).
+
+    The inverse of :func:`heartbeat_data` for the counts: what a heartbeat that will
+    never be sent carried goes back into the counters for the next one.
+    """
+    dropped = data.get("dropped")
+    dropped = dropped if isinstance(dropped, Mapping) else {}
+    carried = {counter: dropped.get(field, 0) for counter, field in DROPPED_COUNTERS.items()}
+    carried[REJECTED_COUNTER] = data.get("rejected", 0)
+    return {counter: amount for counter, amount in carried.items()
+            if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0}

@@ -33,6 +33,9 @@ check names                           1-128 characters
 ``detail``                            at most 4,096 characters
 times (``timestamp``, ``at``, ...)    RFC 3339 with a UTC offset (``Z`` or ``+01:00``)
 ``checks``, ``results``               at most ``max_checks`` entries (configurable)
+a maintenance ``data``                ``action`` start/end; ``duration_s`` 0 < x <= 7 days;
+                                      at most 100 ``checks`` (agent check names);
+                                      ``reason`` at most 200 characters
 ====================================  ==============================================
 
 Unknown fields are allowed (newer agents may send more) but count against the body

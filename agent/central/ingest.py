@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -43,7 +42,7 @@ from agent.central.schema import (
     parse_time,
     validate,
 )
-from agent.central.storage import CheckRow, Storage
+from agent.central.storage import STORAGE_ERRORS, CheckRow, DuplicateMessage, Storage
 from agent.errors import SignatureError
 from agent.logs import get_logger
 from agent.signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -121,8 +120,8 @@ class Ingest:
             return Answer(exc.status, {"error": exc.code, "message": exc.reason})
         try:
             return self._apply(message, now)
-        except sqlite3.Error as exc:
-            # Not the message's fault (a full disk, a broken file): the agent keeps it
+        except STORAGE_ERRORS as exc:
+            # Not the message's fault (a full disk, a database down): the agent keeps it
             # and retries; nothing was committed.
             log.error("cannot store message %s from agent %s: %s", message.id, message.agent,
                       exc)
@@ -191,13 +190,18 @@ class Ingest:
         if self.storage.has_message(agent, msg_id):
             log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
             return Answer(200, {"status": "duplicate", "id": msg_id})
-        with self.storage.transaction():
-            gap = self.storage.record_message(agent, msg_id, message.seq, message.kind, now)
-            if message.interval_s is not None:
-                self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
-                self.incidents.heartbeat(agent, now)
-            for report in message.reports:
-                self._apply_check(agent, report, msg_id, now)
+        try:
+            with self.storage.transaction():
+                gap = self.storage.record_message(agent, msg_id, message.seq, message.kind, now)
+                if message.interval_s is not None:
+                    self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
+                    self.incidents.heartbeat(agent, now)
+                for report in message.reports:
+                    self._apply_check(agent, report, msg_id, now)
+        except DuplicateMessage:
+            # Another receiver applied the same retried message a moment earlier.
+            log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
+            return Answer(200, {"status": "duplicate", "id": msg_id})
         if gap is not None:
             log.warning("agent %s: seq gap, expected %d, received %d", agent, *gap)
         return Answer(200, {"status": "stored", "id": msg_id})

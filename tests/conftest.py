@@ -10,6 +10,7 @@ import pytest
 import trio
 import trustme
 
+from tests.central_postgres import PrivatePostgres, private_postgres
 from tests.servers import Server
 
 
@@ -19,6 +20,12 @@ async def nursery() -> AsyncIterator[trio.Nursery]:
     async with trio.open_nursery() as nursery:
         yield nursery
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PrivatePostgres]:
+    """One private PostgreSQL for the session (tests take a database each)."""
+    yield from private_postgres()
 
 
 @pytest.fixture

@@ -551,8 +551,9 @@ class Storage:
             " port, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (agent, name) DO UPDATE SET status = excluded.status,"
             " reason = excluded.reason, latency_ms = excluded.latency_ms, at = excluded.at,"
-            " group_name = coalesce(excluded.group_name, group_name),"
-            " host = coalesce(excluded.host, host), port = coalesce(excluded.port, port),"
+            " group_name = coalesce(excluded.group_name, checks.group_name),"
+            " host = coalesce(excluded.host, checks.host),"
+            " port = coalesce(excluded.port, checks.port),"
             " updated_at = excluded.updated_at",
             (row.agent, row.name, row.status, row.reason, row.latency_ms, row.at, row.group,
              row.host, row.port, now),

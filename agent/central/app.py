@@ -36,6 +36,7 @@ from typing import Any, Final
 import trio
 
 from agent.central.ingest import Answer, Ingest
+from agent.central.storage import STORAGE_ERRORS
 from agent.central.views import MAX_API_CHECKS, Views
 from agent.logs import get_logger
 
@@ -200,6 +201,15 @@ class App:
                                     "message": "this receiver's read side needs its token"},
                         [(b"www-authenticate", b'Basic realm="heartwire", charset="UTF-8"')])
             return
+        try:
+            await self._read(scope, send, path)
+        except STORAGE_ERRORS as exc:
+            log.error("cannot read the store for %s: %s", path, exc)
+            await _json(send, 503, {"error": "storage_unavailable",
+                                    "message": "the receiver cannot read its store right now"},
+                        [(b"retry-after", STORAGE_RETRY_AFTER)])
+
+    async def _read(self, scope: Scope, send: Send, path: str) -> None:
         now = self.wall_clock()
         if path == "/":
             page = await self.workers.read(self.views.status_page, now)

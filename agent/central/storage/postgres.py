@@ -192,8 +192,9 @@ class _Connections:
             self._local.connection = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
-        return self._run(lambda connection: _Result(connection.execute(
+        result: _Result = self._run(lambda connection: _Result(connection.execute(
             to_psycopg(sql), tuple(params))))
+        return result
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         def run(connection: psycopg.Connection[Any]) -> None:
@@ -229,7 +230,7 @@ class PostgresStorage(Storage):
     _LOCK_ROWS = " FOR UPDATE"
     _LOCK_ROWS_SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, settings: StorageSettings, *, migrate: bool = True) -> None:  # noqa: D107
+    def __init__(self, settings: StorageSettings, *, migrate: bool = True) -> None:
         self.path = redacted(settings.url)  # type: ignore[assignment]  # for messages only
         kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S,
                                   "application_name": "heartwire-central"}
@@ -286,7 +287,7 @@ class PostgresStorage(Storage):
             assert connection is not None
             try:
                 for script in MIGRATIONS[version:]:
-                    connection.execute(script)  # type: ignore[call-overload]  # literal DDL
+                    connection.execute(script)
             except psycopg.Error as exc:
                 raise StorageError(one_line(exc)) from exc
             self._db.execute("UPDATE heartwire_schema SET version = ?", (SCHEMA_VERSION,))
@@ -316,6 +317,34 @@ class PostgresStorage(Storage):
                 yield
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             raise StorageError(one_line(exc)) from exc
+
+    def columns(self, table: str) -> list[str]:
+        """The column names of a table."""
+        rows = self._db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
+            " AND table_schema = current_schema() ORDER BY ordinal_position",
+            (self._table(table),))
+        return [row[0] for row in rows]
+
+    def rows(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        """A table's column names and its rows, read in batches by a server-side cursor."""
+        columns = self.columns(table)
+
+        def stream() -> Iterator[tuple[Any, ...]]:
+            try:
+                with self._pool.connection() as connection, \
+                        connection.cursor(name=f"export_{table}") as cursor:
+                    # Names from the catalog, not from a caller.
+                    cursor.execute(f"SELECT {', '.join(columns)} FROM {table}")
+                    yield from cursor
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+                raise StorageError(one_line(exc)) from exc
+
+        return columns, stream()
+
+    def after_import(self) -> None:
+        """Rows came with their ids: each id sequence goes past the highest."""
+        self.reset_identities()
 
     def reset_identities(self) -> None:
         """Sets each id sequence past the highest id (after rows came with their ids)."""

@@ -490,6 +490,36 @@ class Storage:
         (total,) = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(total)
 
+    # -- whole tables (export and import) --------------------------------------
+
+    def _table(self, table: str) -> str:
+        if table not in TABLES:
+            raise ValueError(f"no table {table!r}")
+        return table
+
+    def columns(self, table: str) -> list[str]:
+        """The column names of a table."""
+        rows = self._db.execute(f"PRAGMA table_info({self._table(table)})")
+        return [row[1] for row in rows]
+
+    def rows(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        """A table's column names and its rows, read as they are consumed."""
+        cursor = self._db.execute(f"SELECT * FROM {self._table(table)}")
+        return [column[0] for column in cursor.description], iter(cursor)
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Inserts rows as they are (ids included); ``columns`` must be the table's."""
+        unknown = set(columns) - set(self.columns(table))
+        if unknown:
+            raise ValueError(f"no columns {sorted(unknown)} in {table}")
+        if rows:
+            self._db.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)})"
+                f" VALUES ({', '.join('?' * len(columns))})", rows)
+
+    def after_import(self) -> None:
+        """What an import needs done once its rows are in (nothing, for SQLite)."""
+
     # -- agents and checks ------------------------------------------------------
 
     def _ensure_agent(self, agent: str, now: float) -> None:

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import PG_BIN, Server, postgres_cluster, start_postgres
+from tests.servers import PG_BIN, Server, demote, postgres_cluster, start_postgres
+
+HBA = """\
+local all all trust
+host all postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+"""
 
 _numbers = itertools.count(1)
 
@@ -52,6 +58,11 @@ class PrivatePostgres:
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A running private PostgreSQL, stopped and removed after (a fixture's body)."""
     with postgres_cluster() as cluster:
+        # The superuser is trusted on loopback (the tests' own set-up); every other
+        # role logs in with its password, as a receiver's role does in production.
+        hba = cluster / "data" / "pg_hba.conf"
+        hba.write_text(HBA)
+        demote(hba, "postgres")
         postgres = PrivatePostgres(cluster, start_postgres(cluster))
         try:
             yield postgres

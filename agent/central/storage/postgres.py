@@ -245,6 +245,12 @@ class PostgresStorage(Storage):
             timeout=POOL_WAIT_S, reconnect_timeout=RECONNECT_TIMEOUT_S, open=False,
             name="heartwire-central", **options,
         )
+        try:
+            # One connection first: its error says why (a wrong password, no such
+            # database), where the pool would only say it timed out.
+            psycopg.connect(settings.url, **kwargs).close()
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to {self.path}: {one_line(exc)}") from exc
         self._connections = _Connections(self._pool)
         self._db = self._connections  # type: ignore[assignment]  # the same execute()
         try:

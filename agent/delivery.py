@@ -20,6 +20,9 @@ once; receivers deduplicate on the message id).
   message is not sent again (after a crash meanwhile it is, and is deduplicated).
 * After a failure the loop re-reads the outbox, so a heartbeat superseded while
   its destination was down is never sent: the newest one goes instead.
+* A destination with several URLs (a native one with several receivers) sends
+  each request to the first URL that answers (agent/common/failover.py); only
+  when none takes it is the attempt a failure. The cursor stays the destination's.
 
 Delivery runs in its own tasks and talks to SQLite through worker threads: a slow
 or dead destination changes nothing in the schedule of the checks.
@@ -45,6 +48,7 @@ import httpx
 import trio
 
 from agent.common.backoff import backoff_delay
+from agent.common.failover import DEFAULT_REST_S, Failover
 from agent.common.retry_after import parse_retry_after
 from agent.destinations import DestinationConfig
 from agent.errors import (
@@ -196,6 +200,8 @@ class Deliverer:
         request_deadline_s: the most one request may take in all. httpx's timeouts
             bound each connect, read and write; a server that trickles its answer a
             byte at a time would pass them all and hold the loop for ever.
+        failover_rest_s: how long a receiver that failed is passed over, for a
+            destination with several URLs.
     """
 
     def __init__(
@@ -210,6 +216,7 @@ class Deliverer:
         wall_clock: Callable[[], float] = time.time,
         base_backoff_s: float = BASE_BACKOFF_S,
         request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
+        failover_rest_s: float = DEFAULT_REST_S,
     ) -> None:
         self.name = name
         self.request_deadline_s = request_deadline_s
@@ -221,6 +228,9 @@ class Deliverer:
         self.wall_clock = wall_clock
         self.base_backoff_s = base_backoff_s
         self.stats = DeliveryStats()
+        urls: tuple[str, ...] = getattr(sink, "urls", ())
+        self.failover = (Failover(urls, trio.current_time, failover_rest_s) if len(urls) > 1
+                         else None)
         self._attempt = 0
         # Delivered (seq, rejected) whose cursor move a full disk refused.
         self._unacknowledged: tuple[int, bool] | None = None
@@ -244,18 +254,46 @@ class Deliverer:
             PermanentDeliveryError: the destination refused it for good.
         """
         for request in self.sink.requests(message):
+            if self.failover is None:
+                await self._send_request(request)
+            else:
+                await self._send_failing_over(request, self.failover)
+
+    async def _send_failing_over(self, request: httpx.Request, failover: Failover) -> None:
+        """Sends ``request`` to the first of the destination's URLs that takes it."""
+        failure: RetryableDeliveryError | None = None
+        for url in failover.order():
             try:
-                with trio.fail_after(self.request_deadline_s):
-                    response = await self.client.send(request)
-            except httpx.TransportError as exc:
-                # Translate at the boundary: the loop only knows our hierarchy.
-                raise RetryableDeliveryError(
-                    f"{type(exc).__name__} to {request.url.host}: {exc or 'no detail'}") from exc
-            except trio.TooSlowError:
-                raise RetryableDeliveryError(
-                    f"no complete answer from {request.url.host} within "
-                    f"{self.request_deadline_s:g}s") from None
-            judge(response, self.sink, now=self.wall_clock())
+                # The same body and headers (the signature covers neither the
+                # host nor the path), the Host header of the receiver tried.
+                headers = [(name, value) for name, value in request.headers.raw
+                           if name.lower() != b"host"]
+                await self._send_request(httpx.Request(request.method, url, headers=headers,
+                                                       content=request.content))
+            except RetryableDeliveryError as exc:
+                failover.failed(url)
+                log.debug("%s: %s did not take it: %s", self.name, url, exc)
+                failure = exc
+                continue
+            failover.answered(url)
+            return
+        assert failure is not None
+        raise failure
+
+    async def _send_request(self, request: httpx.Request) -> None:
+        """Sends one request and judges its answer."""
+        try:
+            with trio.fail_after(self.request_deadline_s):
+                response = await self.client.send(request)
+        except httpx.TransportError as exc:
+            # Translate at the boundary: the loop only knows our hierarchy.
+            raise RetryableDeliveryError(
+                f"{type(exc).__name__} to {request.url.host}: {exc or 'no detail'}") from exc
+        except trio.TooSlowError:
+            raise RetryableDeliveryError(
+                f"no complete answer from {request.url.host} within "
+                f"{self.request_deadline_s:g}s") from None
+        judge(response, self.sink, now=self.wall_clock())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Delivers until cancelled."""

@@ -339,3 +339,54 @@ async def test_a_stopped_database_is_a_503_and_the_receivers_recover_by_themselv
         assert await sender.send_to(0, kept) == 200  # the agent's kept message goes in
     for process in cluster.processes.values():
         assert process.poll() is None  # neither receiver ended
+
+
+def _max_seq_and_counts(postgres: PrivatePostgres, url: str) -> tuple[int, int, int]:
+    (row,) = rows(postgres, url,
+                  "SELECT coalesce(max(seq), 0), count(*), count(DISTINCT seq) FROM messages")
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def test_an_agent_with_two_receiver_urls_delivers_through_either(
+    cluster_of: Any, postgres_server: PrivatePostgres, tmp_path: Path
+) -> None:
+    make, webhook = cluster_of
+    cluster = make(2)
+    url = _database_url(cluster)
+    key_file = tmp_path / "agent.key"
+    key_file.write_text(AGENT_KEY.to_text() + "\n")  # type: ignore[attr-defined]
+    key_file.chmod(0o600)
+    agent_toml = tmp_path / "agent.toml"
+    agent_toml.write_text(
+        f'[agent]\nid = "dc1"\nstate_dir = "{tmp_path / "agent-state"}"\n'
+        f'[checks.hook]\nhost = "127.0.0.1"\nport = {webhook.port}\ninterval = "1s"\n'
+        'timeout = "500ms"\n'
+        '[central]\nheartbeat_interval = "1s"\n'
+        '[destinations.central]\nkind = "native"\n'
+        f'url = ["{cluster.url(0)}/v1/ingest", "{cluster.url(1)}/v1/ingest"]\n'
+        f'signing_key_file = "{key_file}"\n')
+    log = (tmp_path / "agent.log").open("ab")
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(agent_toml)],
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        await _wait_until(lambda: _max_seq_and_counts(postgres_server, url)[0] >= 3, 30.0,
+                          "the agent's first messages")
+        cluster.kill(0)  # the preferred receiver dies mid-stream
+        killed_at_seq = _max_seq_and_counts(postgres_server, url)[0]
+        await _wait_until(
+            lambda: _max_seq_and_counts(postgres_server, url)[0] >= killed_at_seq + 3, 30.0,
+            "messages through the second receiver")
+        await trio.to_thread.run_sync(cluster.start, 0)
+        cluster.kill(1)  # now the other one: the first, back, takes over
+        second_killed_at = _max_seq_and_counts(postgres_server, url)[0]
+        await _wait_until(
+            lambda: _max_seq_and_counts(postgres_server, url)[0] >= second_killed_at + 3,
+            30.0, "messages through the first receiver again")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=20)
+        log.close()
+    highest, stored, distinct = _max_seq_and_counts(postgres_server, url)
+    # Every seq from 1 to the last arrived, each once: nothing lost, nothing doubled.
+    assert stored == distinct == highest
+    assert rows(postgres_server, url, "SELECT count(*) FROM seq_gaps") == [["0"]]

@@ -366,8 +366,9 @@ async def test_an_agent_with_two_receiver_urls_delivers_through_either(
         f'url = ["{cluster.url(0)}/v1/ingest", "{cluster.url(1)}/v1/ingest"]\n'
         f'signing_key_file = "{key_file}"\n')
     log = (tmp_path / "agent.log").open("ab")
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(agent_toml)],
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    agent = await trio.to_thread.run_sync(lambda: subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(agent_toml)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
     try:
         await _wait_until(lambda: _max_seq_and_counts(postgres_server, url)[0] >= 3, 30.0,
                           "the agent's first messages")

@@ -9,7 +9,6 @@ another stops PostgreSQL under running receivers.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import itertools
 import json
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,7 @@ import httpx
 import pytest
 import trio
 
-from agent.signing import PUBLIC_KEY_PREFIX, Ed25519SigningKey
-from tests.central_postgres import PrivatePostgres, private_postgres
+from tests.central_postgres import Cluster, PrivatePostgres, private_postgres, write_config
 from tests.central_support import AGENT_KEY, Messages, check_item, signed
 from tests.receiver import Receiver, running_receiver
 from tests.servers import free_ports
@@ -40,80 +37,6 @@ HEARTBEAT_INTERVAL_S = 1.0
 def _now_text() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
-
-
-def write_config(directory: Path, url: str, webhook: str) -> Path:
-    """A receiver config on ``url``: agent dc1, one webhook, short grace and lease."""
-    assert isinstance(AGENT_KEY, Ed25519SigningKey)
-    public = PUBLIC_KEY_PREFIX + base64.b64encode(AGENT_KEY.public_key().raw).decode()
-    path = directory / "central.toml"
-    path.write_text(f"""
-[storage]
-url = "{url}"
-state_dir = "{directory / 'state'}"
-
-[alerts]
-grace = "2s"
-flap_threshold = 1000
-retry_initial = "1s"
-retry_max = "2s"
-delivery_lease = "4s"
-
-[agents.dc1]
-keys = ["{public}"]
-
-[channels.hook]
-kind = "webhook"
-url = "{webhook}"
-""")
-    return path
-
-
-@dataclass
-class Cluster:
-    """Receiver processes sharing one config (one database), on ports of their own.
-
-    Each one's log goes to a file beside the config (a pipe nobody reads would
-    fill and stall it).
-    """
-
-    config: Path
-    ports: list[int]
-    processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def url(self, index: int) -> str:
-        return f"http://127.0.0.1:{self.ports[index]}"
-
-    def log(self, index: int) -> Path:
-        return self.config.parent / f"receiver{index}.log"
-
-    def start(self, index: int) -> None:
-        """Starts receiver ``index`` and waits until it answers /healthz."""
-        with self.log(index).open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "agent", "central", "--config", str(self.config),
-                 "--listen", f"127.0.0.1:{self.ports[index]}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.processes[index] = process
-        give_up = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < give_up and process.poll() is None:
-            try:
-                if httpx.get(self.url(index) + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        tail = self.log(index).read_text(errors="replace")[-2000:]
-        raise AssertionError(f"receiver {index} did not start:\n{tail}")
-
-    def kill(self, index: int) -> None:
-        """SIGKILL: no drain, no goodbye."""
-        process = self.processes.pop(index)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for index in list(self.processes):
-            self.kill(index)
 
 
 @pytest.fixture

@@ -153,12 +153,9 @@ class _Result:
 
     def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
         self.rowcount = cursor.rowcount
-        self.description = (
-            None if cursor.description is None
-            else [(column.name,) for column in cursor.description]
-        )
-        self._rows: list[tuple[Any, ...]] = (
-            [] if cursor.description is None else list(cursor.fetchall()))
+        columns = cursor.description  # computed on each access: read once
+        self.description = None if columns is None else [(column.name,) for column in columns]
+        self._rows: list[tuple[Any, ...]] = [] if columns is None else cursor.fetchall()
 
     def fetchone(self) -> tuple[Any, ...] | None:
         return self._rows[0] if self._rows else None

@@ -194,6 +194,9 @@ def test_checks_are_paged_problems_first_and_keep_what_a_message_lacks(
     assert [c.name for c in store.checks(problems_first=True)] == ["b", "a", "c"]
     assert [c.name for c in store.checks(limit=1, offset=1)] == ["b"]
     assert store.check("dc1", "zzz") is None
+    named = store.checks_named("dc1", ["b", "zzz", "a"])
+    assert sorted(named) == ["a", "b"] and named["b"].status == "down"
+    assert store.checks_named("dc1", []) == {}
 
 
 def test_a_database_from_a_newer_receiver_is_refused(open_store: OpenStore) -> None:

@@ -196,8 +196,12 @@ class Ingest:
                 if message.interval_s is not None:
                     self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
                     self.incidents.heartbeat(agent, now)
+                stored = self.storage.checks_named(
+                    agent, [report.name for report in message.reports])
                 for report in message.reports:
-                    self._apply_check(agent, report, msg_id, now)
+                    # A name twice in one message compares with what the first stored.
+                    stored[report.name] = self._apply_check(
+                        agent, report, stored.get(report.name), msg_id, now)
         except DuplicateMessage:
             # Another receiver applied the same retried message a moment earlier.
             log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
@@ -206,22 +210,22 @@ class Ingest:
             log.warning("agent %s: seq gap, expected %d, received %d", agent, *gap)
         return Answer(200, {"status": "stored", "id": msg_id})
 
-    def _apply_check(self, agent: str, report: CheckReport, msg_id: str, now: float) -> None:
-        stored = self.storage.check(agent, report.name)
+    def _apply_check(self, agent: str, report: CheckReport, stored: CheckRow | None,
+                     msg_id: str, now: float) -> CheckRow:
+        """Applies one check's report; returns the check's state now held."""
         if stored is not None:
             new_at, old_at = _aware_time(report.at), _aware_time(stored.at)
             if new_at is not None and old_at is not None and new_at < old_at:
-                return  # older news than what we hold (a late or re-delivered message)
+                return stored  # older news than what we hold (a late or re-delivered message)
         previous = stored.status if stored is not None else "unknown"
-        self.storage.save_check(
-            CheckRow(agent, report.name, report.status, report.reason, report.latency_ms,
-                     report.at, report.group, report.host, report.port),
-            now,
-        )
+        row = CheckRow(agent, report.name, report.status, report.reason, report.latency_ms,
+                       report.at, report.group, report.host, report.port)
+        self.storage.save_check(row, now)
         if previous != report.status:
             self.storage.add_state_change(agent, report.name, previous, report.status,
                                           report.at, now, msg_id)
         self.incidents.check_status(agent, report.name, report.status, report.reason, now)
+        return row
 
 
 _AGENT_FIELD: Final = re.compile(rb'"agent"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')

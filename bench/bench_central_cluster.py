@@ -149,7 +149,7 @@ async def main(count: int, concurrency: int) -> None:
                 finally:
                     cluster.stop_all()
                 print(f"{name}: {rate:,.0f} signed messages/s ({count} heartbeats of"
-                      f" {CHECKS} checks, {concurrency} in flight per receiver),"
+                      f" {CHECKS} checks, {concurrency} in flight),"
                       f" p99 {p99:.1f} ms", flush=True)
             delays = await _alert_latency(base, postgres, hook)
             print(f"dead man's switch, 3 receivers, {len(delays)}/{SILENT_AGENTS} alerts:"

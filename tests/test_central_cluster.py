@@ -209,14 +209,14 @@ async def test_receivers_killed_while_messages_flow_lose_nothing_and_alert_once(
     assert len(stored()) == len(set(sender.acknowledged))
     deliveries = hook_deliveries(webhook)
     # Each delivery id (incident, event, channel) arrived once: none twice, none lost.
-    assert len(deliveries) == len({delivery_id for delivery_id, _, _ in deliveries})
+    assert len(deliveries) == len({delivery_id for delivery_id, _, _ in deliveries}), deliveries
     queued = rows(postgres_server, url,
                   "SELECT count(*) FROM notifications WHERE state = 'sent'")[0][0]
-    assert len(deliveries) == int(queued)
+    assert len(deliveries) == int(queued), (deliveries, queued)
     triggers = [d for d in deliveries if d[1:] == ("incident.trigger", "check_down")]
     assert len(triggers) >= 10
     assert [d[1:] for d in deliveries if d[2] == "agent_silent"] == [
-        ("incident.trigger", "agent_silent")]
+        ("incident.trigger", "agent_silent")], deliveries
     assert rows(postgres_server, url,
                 "SELECT count(*) FROM incidents WHERE kind = 'agent_silent'") == [["1"]]
     # Interval 1 s + grace 2 s, swept every second.

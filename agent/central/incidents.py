@@ -184,8 +184,8 @@ class Incidents:
         if resolved is not None:
             self._notify(resolved, RESOLVE, now)
         down = self.storage.open_incident_for(CHECK_DOWN, flap.agent, flap.check)
-        if down is not None and not down.notified:
-            self.storage.mark_notified(down.id)
+        # Of receivers ending the same flapping period, the one that marks it sends it.
+        if down is not None and not down.notified and self.storage.mark_notified(down.id):
             self._notify(self.storage.incident(down.id), TRIGGER, now)
 
     def is_silent(self, agent: str, last_heartbeat_at: float | None,

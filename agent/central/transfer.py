@@ -55,7 +55,7 @@ def _lines(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
 
 
 def import_rows(store: Storage, lines: Iterable[str]) -> dict[str, int]:
-    """Loads an export into ``store``, which must hold no agents and no incidents yet.
+    """Loads an export into ``store``, which must hold no row of any exported table yet.
 
     Returns:
         The rows loaded, by table.
@@ -64,8 +64,10 @@ def import_rows(store: Storage, lines: Iterable[str]) -> dict[str, int]:
         TransferError: the file is not an export, names an unknown table or
             column, or the store is not empty.
     """
-    if store.count("agents") or store.count("incidents"):
-        raise TransferError("the target store already holds data; import into an empty one")
+    held = [table for table in TABLES if store.count(table)]
+    if held:
+        raise TransferError(f"the target store already holds data ({', '.join(held)}); "
+                            "import into an empty one")
     loaded: dict[str, int] = {}
     parsed = _lines(lines)
     first = next(parsed, None)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from agent.central.storage.base import DuplicateMessage, SchemaTooNew
+from agent.central.storage.base import DuplicateMessage, SchemaTooNew, StorageError
 
 DATABASE_NAME: Final = "central.sqlite3"
 
@@ -138,9 +138,11 @@ CREATE INDEX IF NOT EXISTS seq_gaps_agent ON seq_gaps (agent, id);
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications (incident_id);
 """
 
-# Every table, parents before the rows that refer to them (export and import).
+# Every table of what the receiver knows, parents before the rows that refer to them
+# (export and import). Not cluster_jobs: when this cluster's receivers last ran a
+# periodic job means nothing to another store, and each receiver writes it at start.
 TABLES: Final = ("agents", "checks", "state_history", "messages", "seq_gaps", "incidents",
-                 "notifications", "cluster_jobs")
+                 "notifications")
 
 # PRAGMA user_version of a database this code created or migrated. Version 0 (a
 # file from before it was set) keyed message ids alone: one agent could make
@@ -517,9 +519,14 @@ class Storage:
         if unknown:
             raise ValueError(f"no columns {sorted(unknown)} in {table}")
         if rows:
-            self._db.executemany(
-                f"INSERT INTO {table} ({', '.join(columns)})"
-                f" VALUES ({', '.join('?' * len(columns))})", rows)
+            try:
+                self._db.executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' * len(columns))})", rows)
+            except (sqlite3.IntegrityError, sqlite3.InterfaceError) as exc:
+                # A row the file holds twice, or a value of no SQL type (a nested
+                # JSON object): the file's fault, said in one line.
+                raise StorageError(f"{table}: {exc}") from None
 
     def after_import(self) -> None:
         """What an import needs done once its rows are in (nothing, for SQLite)."""

@@ -35,7 +35,7 @@ from agent import __version__
 from agent.common.logs import get_logger
 from agent.common.network_path import path_data
 from agent.common.redact import redact_url
-from agent.common.signing import WebhookAuth
+from agent.common.webhook_auth import WebhookAuth
 from agent.config.destinations import load_secret, load_signing_keys, secrets_of
 from agent.config.loader import STATE_DIR_ENV_VAR, Config
 from agent.errors import ConfigError, OutboxFullError

@@ -13,6 +13,7 @@ phrase, a host name, a peer's error message): every handler formats with
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import traceback
@@ -89,9 +90,13 @@ def configure(*, debug: bool = False) -> None:
     The agent and the receiver (``heartwire central``) both log through here, with
     control characters escaped (:class:`EscapingFormatter`).
     """
-    from agent.service.systemd import journal_handler
+    handler: logging.Handler | None = None
+    # systemd sets JOURNAL_STREAM for a unit's stderr; without it the journal code
+    # (and systemd-python) is not even imported.
+    if "JOURNAL_STREAM" in os.environ:
+        from agent.service.systemd import journal_handler
 
-    handler: logging.Handler | None = journal_handler()
+        handler = journal_handler()
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(EscapingFormatter(STDERR_FORMAT))

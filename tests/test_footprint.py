@@ -100,3 +100,18 @@ def test_the_registry_default_ports_are_the_probe_modules_own() -> None:
 
     assert PROBES["dns"].default_port == dns_query.DEFAULT_PORT
     assert PROBES["ntp"].default_port == ntp.DEFAULT_PORT
+
+
+def test_an_agent_without_destinations_loads_no_http_client_nor_outbox(
+    tcp_config: Path, tmp_path: Path,
+) -> None:
+    # The daemon itself (`heartwire run`), built from a TCP-only config: nothing to
+    # report to, so neither httpx nor sqlite3 nor the signing code is needed.
+    modules, _ = _modules_after(
+        "from pathlib import Path\nfrom agent.service.daemon import Daemon\n"
+        f"daemon = Daemon(Path(CONFIG), state_dir=Path({str(tmp_path)!r}))\n"
+        "assert daemon.reporting is None", tcp_config)
+    assert "agent.service.daemon" in modules
+    heavy = sorted(name for name in modules
+                   if name.split(".")[0] in ("httpx", "httpcore", "cryptography", "sqlite3"))
+    assert heavy == []

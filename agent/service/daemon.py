@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,10 +29,12 @@ from agent.common.logs import get_logger, log_result
 from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Result, StateChange
-from agent.outbound.reporting import open_reporting
 from agent.schedule.scheduler import Scheduler
 from agent.service import liveness, systemd
 from agent.service.pidfile import hold_pid_file, pid_file_path
+
+if TYPE_CHECKING:
+    from agent.outbound.reporting import Reporting
 
 log = get_logger("daemon")
 
@@ -74,7 +77,12 @@ class Daemon:
         # Fragments of the STATUS= line, in order; other parts append their own.
         self.status_parts: list[liveness.StatusPart] = [self._checks_status]
 
-        self.reporting = open_reporting(self.config, self.scheduler, wall_clock=wall_clock)
+        self.reporting: Reporting | None = None
+        if self.config.destinations:
+            # Only an agent that reports loads the outbox (sqlite3), httpx and signing.
+            from agent.outbound.reporting import open_reporting
+
+            self.reporting = open_reporting(self.config, self.scheduler, wall_clock=wall_clock)
         if self.reporting is not None:
             self.progress_sources.append(self.reporting.progress_source())
             self.status_parts.append(self.reporting.status)

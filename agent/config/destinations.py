@@ -14,15 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from agent.common.keyfiles import SecretSource, read_secret, read_sources, single_source
 from agent.common.names import is_uuid
 from agent.common.redact import secrets_in_url
-from agent.common.signing import SigningKey, read_signing_key
 from agent.common.tables import Table
 from agent.errors import ConfigError, SecretFileError, SigningKeyError
+
+if TYPE_CHECKING:
+    from agent.common.signing import SigningKey
 
 KINDS: Final = ("native", "healthchecks", "uptime-kuma", "gatus", "betterstack")
 SEND_MODES: Final = ("changes", "all")
@@ -255,6 +257,8 @@ def load_signing_keys(destination: DestinationConfig) -> list[SigningKey]:
         ConfigError: naming the config file, the key path and what is wrong with
             the key (missing, readable by others with the chmod fix, malformed).
     """
+    from agent.common.signing import read_signing_key  # hmac, and for Ed25519 cryptography
+
     keys: list[SigningKey] = []
     for source in destination.signing_keys:
         try:

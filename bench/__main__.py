@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -33,13 +34,14 @@ from bench.common import (
 from bench.profile import py_spy
 from bench.same_load import peers_at_same_load, profile_at_1000
 from bench.scale import one_agent_at_scale
+from bench.startup import report as startup_report
 
 APT_PACKAGES = {
     "ip": "iproute2",
     "/usr/bin/prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "/usr/lib/nagios/plugins/check_tcp": "monitoring-plugins-basic",
 }
-SECTIONS = ("throughput", "peers", "profile", "scale", "footprint", "latency")
+SECTIONS = ("throughput", "peers", "profile", "scale", "footprint", "startup", "latency")
 OFFERED_LOADS = [4_000, 6_000, 8_000, 9_000, 10_000, 11_000, 12_000, 13_000, 14_000, 16_000]
 
 
@@ -207,6 +209,16 @@ def main() -> int:
                 f"same minute: p50 {floor['lag_p50_ms']:.2f} ms, p99 {floor['lag_p99_ms']:.2f} ms, "
                 f"max {floor['lag_max_ms']:.2f} ms (the machine's own wakeup noise)")
             say()
+
+    if wanted("startup"):
+        say("## One-shot start-up (`heartwire check`, the Nagios-plugin use)")
+        say()
+        # In a process of its own: a child's peak RSS counts its parent's copy.
+        measured = subprocess.run([sys.executable, "-m", "bench.startup", "--json"], cwd=REPO,
+                                  capture_output=True, text=True, check=True, timeout=600)
+        for line in startup_report(json.loads(measured.stdout)):
+            say(line)
+        say()
 
     if wanted("latency"):
         say("## Latency truth (20 ms one-way delay injected between two namespaces)")

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trustme
 
+from agent.central.config import CentralConfig
+from tests.central_postgres import PrivatePostgres, private_postgres
+from tests.central_support import make_config
 from tests.servers import Server
+
+ConfigFactory = Callable[..., CentralConfig]
 
 
 @pytest.fixture
@@ -19,6 +25,25 @@ async def nursery() -> AsyncIterator[trio.Nursery]:
     async with trio.open_nursery() as nursery:
         yield nursery
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PrivatePostgres]:
+    """One private PostgreSQL for the session (tests take a database each)."""
+    yield from private_postgres()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def central_config(request: pytest.FixtureRequest, tmp_path: Path) -> ConfigFactory:
+    """Makes receiver configs on each backend: SQLite, and a fresh private PostgreSQL database."""
+    url = ""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_server").new_database()
+
+    def make(**overrides: Any) -> CentralConfig:
+        return make_config(tmp_path, storage_url=url, **overrides)
+
+    return make
 
 
 @pytest.fixture

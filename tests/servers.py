@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -256,3 +258,39 @@ async def probe_until(
         await trio.sleep(0.1)
         observation = await probe(check)
     return observation
+
+
+# Debian keeps the PostgreSQL server programs out of PATH, under their major version.
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[Path]:
+    """An initialised PostgreSQL data directory in a temporary directory, removed after.
+
+    Owned by the postgres user (initdb refuses root); logins over TCP are trusted.
+    """
+    require(f"{PG_BIN[-1]}/postgres" if PG_BIN else "/usr/lib/postgresql/*/bin/postgres")
+    base = Path(tempfile.mkdtemp(prefix="heartwire-pg-"))
+    try:
+        demote(base, "postgres")
+        subprocess.run(
+            [f"{PG_BIN[-1]}/initdb", "-D", str(base / "data"), "-A", "trust", "-U", "postgres",
+             "--no-sync"],
+            check=True, user="postgres", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def start_postgres(cluster: Path, *settings: str, port: int | None = None) -> Server:
+    """Starts PostgreSQL on ``cluster`` (see :func:`postgres_cluster`) on 127.0.0.1."""
+    port = free_port() if port is None else port
+    argv = [f"{PG_BIN[-1]}/postgres", "-D", str(cluster / "data"), "-p", str(port),
+            "-k", str(cluster), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+            *settings]
+    server = start(argv, port, cluster / "postgres.log", user="postgres")
+    # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for sessions to end.
+    server.stop_signal = signal.SIGINT
+    return server

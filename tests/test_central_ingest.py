@@ -23,6 +23,7 @@ from tests.central_support import (
     running_central,
     signed,
 )
+from tests.conftest import ConfigFactory
 
 INGEST = "/v1/ingest"
 
@@ -32,11 +33,11 @@ def _stored_nothing(central: Any) -> None:
         assert central.storage.count(table) == 0, table
 
 
-async def test_a_signed_heartbeat_is_stored_and_shown(tmp_path: Path) -> None:
+async def test_a_signed_heartbeat_is_stored_and_shown(central_config: ConfigFactory) -> None:
     messages = Messages()
     heartbeat = messages.heartbeat([check_item("db", "up", group="Databases", host="10.0.0.5",
                                                port=5432)])
-    async with running_central(make_config(tmp_path)) as (_, client):
+    async with running_central(central_config()) as (_, client):
         headers, body = signed(heartbeat)
         response = await client.post(INGEST, content=body, headers=headers)
         assert response.status_code == 200
@@ -133,9 +134,10 @@ def _invalid(message: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     ],
 )
 async def test_each_bad_request_is_rejected_with_its_own_error_and_nothing_is_stored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, make_request: Any, status: int, code: str
+    central_config: ConfigFactory, caplog: pytest.LogCaptureFixture, make_request: Any,
+    status: int, code: str,
 ) -> None:
-    config = make_config(tmp_path, max_body_bytes=4096)
+    config = central_config(max_body_bytes=4096)
     async with running_central(config) as (central, client):
         headers, body = make_request(Messages().heartbeat([check_item("db", "down")]))
         with caplog.at_level(logging.WARNING, logger="heartwire.central.ingest"):
@@ -152,10 +154,12 @@ async def test_each_bad_request_is_rejected_with_its_own_error_and_nothing_is_st
         assert "from agent dc1" in rejection[0]
 
 
-async def test_a_replayed_message_is_acknowledged_but_applied_once(tmp_path: Path) -> None:
+async def test_a_replayed_message_is_acknowledged_but_applied_once(
+    central_config: ConfigFactory,
+) -> None:
     messages = Messages()
     change = messages.state_change("db", "up", "down")
-    async with running_central(make_config(tmp_path)) as (central, client):
+    async with running_central(central_config()) as (central, client):
         headers, body = signed(change)
         first = await client.post(INGEST, content=body, headers=headers)
         # An agent retry re-signs the same message a little later.
@@ -169,9 +173,9 @@ async def test_a_replayed_message_is_acknowledged_but_applied_once(tmp_path: Pat
         assert central.storage.count("incidents") == 1
 
 
-async def test_a_seq_gap_is_recorded(tmp_path: Path) -> None:
+async def test_a_seq_gap_is_recorded(central_config: ConfigFactory) -> None:
     messages = Messages()
-    async with running_central(make_config(tmp_path)) as (central, client):
+    async with running_central(central_config()) as (central, client):
         for message in (messages.heartbeat(), messages.heartbeat(seq=5), messages.heartbeat()):
             headers, body = signed(message)
             assert (await client.post(INGEST, content=body, headers=headers)).status_code == 200
@@ -181,9 +185,9 @@ async def test_a_seq_gap_is_recorded(tmp_path: Path) -> None:
         assert next(a for a in agents if a["id"] == "dc1")["last_seq"] == 6
 
 
-async def test_older_news_does_not_overwrite_a_newer_status(tmp_path: Path) -> None:
+async def test_older_news_does_not_overwrite_a_newer_status(central_config: ConfigFactory) -> None:
     messages = Messages()
-    async with running_central(make_config(tmp_path)) as (central, client):
+    async with running_central(central_config()) as (central, client):
         newer = messages.state_change("db", "down", "up", at="2026-01-01T00:00:09.000Z")
         older = messages.state_change("db", "up", "down", at="2026-01-01T00:00:01.000Z")
         for message in (newer, older):

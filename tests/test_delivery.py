@@ -108,6 +108,49 @@ async def test_through_every_fault_each_message_arrives_once_after_dedup_in_orde
     await outbox.aclose()
 
 
+async def test_several_receivers_each_message_goes_to_the_first_that_answers(
+    tmp_path: Path,
+) -> None:
+    outbox = _outbox(tmp_path)
+    first_port = free_port()
+    with running_receiver() as second:
+        destination = dataclasses.replace(
+            _native("main", f"http://127.0.0.1:{first_port}/v1/ingest"),
+            failover_urls=(second.url + "/v1/ingest",))
+        deliverer = Deliverer("main", make_sink(destination, None),
+                              httpx.AsyncClient(auth=WebhookAuth([KEY]), trust_env=False,
+                                                timeout=httpx.Timeout(0.5)),
+                              outbox, max_backoff_s=0.05, rng=random.Random(1),
+                              base_backoff_s=0.01, failover_rest_s=0.5)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(delivery.Delivery([deliverer]).run)
+            # The first receiver is down: the second takes every message at once.
+            await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None) for n in range(10)])
+            await _wait_until(lambda: deliverer.stats.delivered == 10)
+            assert deliverer.stats.failures == 0
+            # Back: ten answers, then it fails with 503 (a receiver without its database).
+            with running_receiver(["ok"] * 10 + ["503"] * 10, port=first_port) as first:
+                await trio.sleep(0.6)  # its rest is over: it is preferred again
+                await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None)
+                                           for n in range(10, 20)])
+                await _wait_until(lambda: deliverer.stats.delivered == 20)
+                # Failing again: the second one takes over, no attempt fails.
+                await outbox.enqueue_many([(STATE_CHANGE, {"n": n}, None)
+                                           for n in range(20, 25)])
+                await _wait_until(lambda: deliverer.stats.delivered == 25)
+            nursery.cancel_scope.cancel()
+    at_second, at_first = second.snapshot(), first.snapshot()
+    assert _first_seen_seqs(at_second) == [*range(1, 11), *range(21, 26)]
+    # 21 was offered to the first receiver, refused with 503, then it rested.
+    assert _first_seen_seqs(at_first) == list(range(11, 22))
+    assert deliverer.stats.failures == 0
+    for request in at_first + at_second:
+        _independently_verified(request)
+        assert request.headers["host"] in (f"127.0.0.1:{first_port}", f"127.0.0.1:{second.port}")
+    assert outbox.sync.depth().messages == 0
+    await outbox.aclose()
+
+
 async def test_a_permanent_4xx_is_logged_with_its_body_counted_and_skipped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -297,13 +340,17 @@ async def test_progress_ticks_while_idle_and_while_backing_off(
         nursery.start_soon(group.run)
         await trio.sleep(60)  # idle
         ticks = deliverer.stats.iterations
-        await trio.sleep(delivery.PROGRESS_TICK_S)
+        # Half a tick more: a tick due at the very instant the sleep ends may come
+        # after it under the mock clock.
+        await trio.sleep(delivery.PROGRESS_TICK_S * 1.5)
         assert deliverer.stats.iterations > ticks
         await outbox.enqueue_many([(HEARTBEAT, {}, None)])
         await trio.sleep(300)  # inside a 600 s Retry-After
         assert deliverer.stats.delivered == 0
         ticks = deliverer.stats.iterations
-        await trio.sleep(delivery.PROGRESS_TICK_S)
+        # Half a tick more: a tick due at the very instant the sleep ends may come
+        # after it under the mock clock.
+        await trio.sleep(delivery.PROGRESS_TICK_S * 1.5)
         assert deliverer.stats.iterations > ticks
         nursery.cancel_scope.cancel()
     await outbox.aclose()

@@ -100,6 +100,13 @@ def test_world_readable_key_is_a_one_line_error_naming_config_key_and_fix(
          '"gatus", "betterstack"'),
         ('[destinations.x]\nkind = "native"\nurl = "ftp://c/"\nsigning_key_env = "K"\n',
          "destinations.x.url: expected an http(s):// URL, got 'ftp://c/'"),
+        ('[destinations.x]\nkind = "native"\nurl = ["https://c1/", "ftp://c2/"]\n'
+         'signing_key_env = "K"\n',
+         "destinations.x.url[1]: expected an http(s):// URL, got 'ftp://c2/'"),
+        ('[destinations.x]\nkind = "native"\nurl = []\nsigning_key_env = "K"\n',
+         "destinations.x.url: must name at least one receiver"),
+        ('[destinations.x]\nkind = "native"\nurl = ["https://c1/", "https://c1"]\n'
+         'signing_key_env = "K"\n', "destinations.x.url: names the same receiver twice"),
         ('[destinations.x]\nkind = "native"\nurl = "https://c/"\nsigning_key_env = "K"\n'
          'timout = "5s"\n', "destinations.x.timout: unknown key (did you mean 'timeout'?)"),
         ('[destinations.x]\nkind = "healthchecks"\ncheck = "agent-dc1"\n',
@@ -121,6 +128,18 @@ def test_bad_destination_config_is_one_exact_line(tmp_path: Path, extra: str, me
     assert message in text
     assert text.startswith(str(tmp_path / "agent.toml") + ": ")
     assert "\n" not in text
+
+
+def test_a_native_destination_takes_several_receivers_in_order(tmp_path: Path) -> None:
+    loaded = _load(tmp_path, """
+[destinations.main]
+kind = "native"
+url = ["https://c1.example.net/v1/ingest", "https://c2.example.net/v1/ingest/"]
+signing_key_env = "K"
+""")
+    (main,) = loaded.destinations
+    assert main.url == "https://c1.example.net/v1/ingest"
+    assert main.failover_urls == ("https://c2.example.net/v1/ingest",)
 
 
 def test_healthchecks_uuid_needs_no_ping_key_and_default_url(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.common import journal, logs
+from agent.model import Observation, Outcome, Reason, Result, Status
 from tests.test_systemd import parse_journal
 
 HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x00host\x9b31m\nFAKE line\r\u202egnp.exe\u2028end\x7f"
@@ -81,3 +82,22 @@ def test_journal_entries_are_escaped_in_the_message_and_the_structured_fields(
             handler.close()
     assert fields["MESSAGE"] == f"{ESCAPED}: up -> down"
     assert (fields["CHECK"], fields["REASON"]) == (ESCAPED, "refused\\x00")
+
+
+def _ordinary_result() -> Result:
+    observation = Observation(Outcome.OK, Reason.OPEN, latency_ms=0.4)
+    return Result("web", Status.UP, observation, consecutive_failures=0, at=1_700_000_000.0)
+
+
+def test_an_ordinary_result_costs_no_formatting_when_debug_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    described: list[Result] = []
+    monkeypatch.setattr(logs, "describe_result", lambda result: described.append(result) or "")
+    logger = logging.getLogger("heartwire.test-quiet")
+    logger.setLevel(logging.INFO)
+    logs.log_result(logger, _ordinary_result(), None)
+    assert described == []
+    logger.setLevel(logging.DEBUG)  # and with DEBUG on, the line is still made
+    logs.log_result(logger, _ordinary_result(), None)
+    assert len(described) == 1

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import shutil
 import signal
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,35 +14,24 @@ from agent.checks import postgres
 from agent.model import Observation, Outcome, Reason, Target
 from tests.conftest import issue, write_pem
 from tests.servers import (
+    PG_BIN,
     Server,
     demote,
     free_port,
     holding_connections,
+    postgres_cluster,
     probe_until,
-    require,
     start,
     target,
 )
-
-# Debian keeps the server programs out of PATH, under their major version.
-PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+from tests.servers import start_postgres as start_private_postgres
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Path]:
     """An initialised data directory owned by the postgres user (initdb refuses root)."""
-    require(f"{PG_BIN[-1]}/postgres" if PG_BIN else "/usr/lib/postgresql/*/bin/postgres")
-    base = Path(tempfile.mkdtemp(prefix="heartwire-pg-"))
-    try:
-        demote(base, "postgres")
-        subprocess.run(
-            [f"{PG_BIN[-1]}/initdb", "-D", str(base / "data"), "-A", "trust", "-U", "postgres",
-             "--no-sync"],
-            check=True, user="postgres", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+    with postgres_cluster() as base:
         yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 StartPostgres = Callable[..., Server]
@@ -54,18 +40,12 @@ StartPostgres = Callable[..., Server]
 @pytest.fixture
 def start_postgres(cluster: Path, stop_after: list[Server]) -> StartPostgres:
 
-    def start_postgres(*settings: str) -> Server:
-        port = free_port()
-        argv = [f"{PG_BIN[-1]}/postgres", "-D", str(cluster / "data"), "-p", str(port),
-                "-k", str(cluster), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                *settings]
-        server = start(argv, port, cluster / "postgres.log", user="postgres")
-        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for sessions to end.
-        server.stop_signal = signal.SIGINT
+    def start_private(*settings: str) -> Server:
+        server = start_private_postgres(cluster, *settings)
         stop_after.append(server)
         return server
 
-    return start_postgres
+    return start_private
 
 
 

@@ -327,3 +327,53 @@ def test_the_plain_http_warning_names_the_destination_without_its_secrets(
     assert "/api/v1/heartbeat/<redacted>" in warnings[2]
     for secret in ("Pa55w0rdXY", "T0kenValue", "BsT0ken"):
         assert secret not in caplog.text
+
+
+async def test_a_heartbeat_of_many_checks_lets_the_checks_run_while_it_is_built(
+    tmp_path: Path,
+) -> None:
+    # Thousands of checks: listing them all in one go would stop every check from
+    # starting meanwhile. Another task must get the loop between parts of the list.
+    checks = {f"c{n}": {"host": "127.0.0.1", "port": 5432} for n in range(2_000)}
+    loaded = config.parse([("agent.toml", {
+        "agent": {"id": "agent-1"}, "checks": checks,
+        "destinations": {"main": {"kind": "native", "url": "https://central.test/in",
+                                  "signing_key_env": "K"}},
+    })])
+    outbox = AsyncOutbox(open_outbox(tmp_path, agent_id="agent-1", destinations=["main"],
+                                     max_messages=1000, max_bytes=10**8),
+                          offload=False)  # so that only the listing can yield
+
+    async def never_answers(target: Target, *, timeout: float) -> Observation:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None,
+                          probes={"tcp": ProbeKind(never_answers)})
+    reporting = Reporting(loaded, outbox, Delivery([]), scheduler_checks(scheduler))
+    turns_while_building = 0
+    building = False
+
+    async def other_task() -> None:
+        nonlocal turns_while_building
+        while True:
+            turns_while_building += building
+            await trio.lowlevel.checkpoint()
+
+    async def heartbeat() -> None:
+        nonlocal building
+        building = True
+        await reporting.send_heartbeat()
+        building = False
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        nursery.start_soon(other_task)
+        await trio.lowlevel.checkpoint()
+        await heartbeat()
+        nursery.cancel_scope.cancel()
+
+    (beat,) = outbox.sync.pending("main")
+    assert len(json.loads(beat.body)["data"]["checks"]) == 2_000  # every check, once
+    assert turns_while_building >= 3  # at least once between every two parts of 500
+    await outbox.aclose()

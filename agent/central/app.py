@@ -39,6 +39,7 @@ import trio
 
 from agent.central.ingest import Answer, Ingest
 from agent.central.routes import Routes
+from agent.central.storage import STORAGE_ERRORS
 from agent.central.views import MAX_API_CHECKS, Views
 from agent.common.logs import get_logger
 
@@ -56,21 +57,34 @@ log = get_logger("central.http")
 
 
 class Workers:
-    """Runs the blocking parts off the event loop: one writer thread, one reader thread.
+    """Runs the blocking parts off the event loop: writer threads, one reader thread.
 
-    The store's writes share one SQLite connection, so they take turns (``writer``);
-    the read side has its own connection (WAL lets it read while a write goes on),
-    so a hammered status page never delays an agent's message. The event loop's
-    own short store calls (the watcher, the dispatcher) hold ``writer`` too.
+    The store's writes share one SQLite connection, so they take turns (one
+    ``writer``; a PostgreSQL pool takes as many as it has connections); the read
+    side has its own connection (WAL lets it read while a write goes on), so a
+    hammered status page never delays an agent's message. The watcher's and the
+    dispatcher's store calls go through ``writer`` too.
+
+    Args:
+        writers: store writes that may run at once.
     """
 
-    def __init__(self) -> None:
-        self.writer = trio.CapacityLimiter(1)
+    def __init__(self, writers: int = 1) -> None:
+        self.writer = trio.CapacityLimiter(writers)
         self.reader = trio.CapacityLimiter(1)
 
     async def write(self, function: Callable[..., Any], *args: Any) -> Any:
         """Runs ``function(*args)`` in the writer thread."""
         return await trio.to_thread.run_sync(function, *args, limiter=self.writer)
+
+    async def write_here(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Runs ``function(*args)`` on the event loop, in turn with the writer thread.
+
+        For a short call on a local file (SQLite), where a thread would cost more
+        than the call.
+        """
+        async with self.writer:
+            return function(*args)
 
     async def read(self, function: Callable[..., Any], *args: Any) -> Any:
         """Runs ``function(*args)`` in the reader thread."""
@@ -193,6 +207,15 @@ class App:
                                     "message": "this receiver's read side needs its token"},
                         [(b"www-authenticate", b'Basic realm="heartwire", charset="UTF-8"')])
             return
+        try:
+            await self._read(scope, send, path)
+        except STORAGE_ERRORS as exc:
+            log.error("cannot read the store for %s: %s", path, exc)
+            await _json(send, 503, {"error": "storage_unavailable",
+                                    "message": "the receiver cannot read its store right now"},
+                        [(b"retry-after", STORAGE_RETRY_AFTER)])
+
+    async def _read(self, scope: Scope, send: Send, path: str) -> None:
         now = self.wall_clock()
         if path == "/":
             page = await self.workers.read(self.views.status_page, now)

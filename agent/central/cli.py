@@ -6,12 +6,21 @@
     heartwire central agents list [--config PATH]
     heartwire central maintenance add AGENT [--check NAME ...] --for 20m [--reason TEXT]
     heartwire central maintenance list | end ID
+    heartwire central migrate [--config PATH]      bring the database's schema up to date
+    heartwire central export [--config PATH] [--state-dir PATH] [--output FILE]
+    heartwire central import [--config PATH] FILE  load an export into [storage]
+
+``export`` reads the SQLite database in the state directory; ``import`` loads
+into the store ``[storage]`` names (PostgreSQL, typically), which must be empty.
+A database that cannot be reached, or whose schema is newer than this receiver
+knows, is a one-line error and exit code 3, like a config error.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +29,9 @@ import tomli_w
 import trio
 
 from agent.central import config as central_config
+from agent.central import transfer
 from agent.central.maintenance_cli import add_maintenance_parser, maintenance_main
+from agent.central.storage import DATABASE_NAME, StorageError, StorageSettings, open_storage
 from agent.common.keyfiles import read_private_file
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.signing import PUBLIC_KEY_PREFIX, read_verify_key
@@ -67,6 +78,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="silence allowed after its heartbeat interval (default: [alerts] grace)")
     agents_sub.add_parser("list", parents=[common], help="list registered agents")
     add_maintenance_parser(sub, common, type(central))
+    sub.add_parser("migrate", parents=[common],
+                   help="bring the database's schema up to date (the receiver does it at start)")
+    export = sub.add_parser("export", parents=[common],
+                            help="write the SQLite database's rows as JSON Lines")
+    export.add_argument("--state-dir", metavar="PATH", dest="export_state_dir",
+                        help="the SQLite database's directory (default: [storage] state_dir)")
+    export.add_argument("--output", metavar="FILE", default="-",
+                        help="where to write (default: standard output)")
+    load = sub.add_parser("import", parents=[common],
+                          help="load an export into the (empty) store [storage] names")
+    load.add_argument("file", metavar="FILE", help="an export file, or - for standard input")
 
 
 def config_path(value: str | None) -> Path:
@@ -90,6 +112,61 @@ def main(args: argparse.Namespace) -> int:
         if args.agents_command == "list":
             return _list_agents(path)
         return _add_agent(path, args.agent_id, args.public_key, args.secret_file, args.grace)
+    try:
+        if command in ("migrate", "export", "import"):
+            return _storage_command(command, central_config.load(path), args)
+        return _run(path, args)
+    except StorageError as exc:
+        raise HeartwireError(f"storage: {exc}") from None
+
+
+def _storage_command(command: str, loaded: central_config.CentralConfig,
+                     args: argparse.Namespace) -> int:
+    if command == "export":
+        given = args.export_state_dir or args.state_dir
+        state_dir = Path(given) if given else loaded.state_dir
+        if not (state_dir / DATABASE_NAME).exists():
+            raise UsageError(f"no receiver database in {state_dir}")
+        source = open_storage(StorageSettings(state_dir))
+        try:
+            if args.output == "-":
+                written = transfer.export(source, sys.stdout)
+            else:
+                with open(args.output, "w", encoding="utf-8") as out:
+                    written = transfer.export(source, out)
+        finally:
+            source.close()
+        print(f"exported {_counts(written)}", file=sys.stderr)
+        return EXIT_OK
+    target = open_storage(loaded.storage)
+    try:
+        if command == "migrate":
+            print(f"{_where(loaded)}: schema version {target.schema_version()}")
+            return EXIT_OK
+        if args.file == "-":
+            loaded_rows = transfer.import_rows(target, sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as lines:
+                loaded_rows = transfer.import_rows(target, lines)
+    finally:
+        target.close()
+    print(f"imported into {_where(loaded)}: {_counts(loaded_rows)}")
+    return EXIT_OK
+
+
+def _where(loaded: central_config.CentralConfig) -> str:
+    if loaded.storage_url:
+        from agent.central.storage.postgres import redacted
+
+        return redacted(loaded.storage_url)
+    return str(loaded.state_dir / DATABASE_NAME)
+
+
+def _counts(rows: dict[str, int]) -> str:
+    return ", ".join(f"{count} {table}" for table, count in rows.items())
+
+
+def _run(path: Path, args: argparse.Namespace) -> int:
     try:
         from agent.central.server import Central
     except ImportError as exc:  # hypercorn is an optional dependency of the agent

@@ -10,6 +10,7 @@ receiver only sees the frozen dataclasses below.
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Final
 
 from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.central.maintenance import WeeklyWindow, read_weekly
-from agent.central.storage import Retention
+from agent.central.storage import Retention, StorageSettings, is_postgres
+from agent.central.storage.base import DEFAULT_POOL_SIZE
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.signing import VerifyKey, read_verify_key
@@ -53,6 +55,9 @@ DEFAULT_RETRY_INITIAL_S: Final = 10.0
 DEFAULT_RETRY_MAX_S: Final = 600.0
 DEFAULT_RAW_RETENTION_S: Final = 7 * 86400.0
 DEFAULT_ROLLUP_RETENTION_S: Final = 400 * 86400.0
+# A receiver sending an alert holds it this long; killed meanwhile, another
+# receiver sends it after that. Longer than a send may take (dispatch.py).
+DEFAULT_DELIVERY_LEASE_S: Final = 120.0
 
 
 
@@ -115,6 +120,9 @@ class CentralConfig:
             e.g. behind a TLS-terminating reverse proxy).
         keyfile: its private key (a private file), or None.
         state_dir: where the SQLite database lives.
+        storage_url: ``[storage] url``: a ``postgresql://`` URL, or "" for SQLite.
+        storage_password: the PostgreSQL password (from a file, variable or credential).
+        storage_pool_size: PostgreSQL connections this receiver keeps at most.
         max_body_bytes: bigger request bodies are refused with 413.
         max_checks: the most entries of a heartbeat's ``checks`` (and ``results``).
         body_timeout_s: how long a client may take to send a whole request body.
@@ -131,6 +139,7 @@ class CentralConfig:
         flap_threshold: incidents of one check within the window before it is flapping.
         retry_initial_s: the most a failed channel delivery waits before its first retry.
         retry_max_s: cap of the doubling retry delay.
+        delivery_lease_s: how long a receiver holds an alert it is sending.
         agents: the known agents, by id.
         channels: where alerts go, by name.
         files: the files read, in order.
@@ -142,6 +151,9 @@ class CentralConfig:
     certfile: Path | None = None
     keyfile: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
+    storage_url: str = ""
+    storage_password: str | None = field(default=None, repr=False)
+    storage_pool_size: int = DEFAULT_POOL_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_checks: int = DEFAULT_MAX_CHECKS
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
@@ -160,6 +172,7 @@ class CentralConfig:
     flap_threshold: int = DEFAULT_FLAP_THRESHOLD
     retry_initial_s: float = DEFAULT_RETRY_INITIAL_S
     retry_max_s: float = DEFAULT_RETRY_MAX_S
+    delivery_lease_s: float = DEFAULT_DELIVERY_LEASE_S
     agents: Mapping[str, AgentSettings] = field(default_factory=lambda: MappingProxyType({}))
     channels: Mapping[str, ChannelSettings] = field(
         default_factory=lambda: MappingProxyType({})
@@ -174,6 +187,12 @@ class CentralConfig:
         if settings is not None and settings.grace_s is not None:
             return settings.grace_s
         return self.grace_s
+
+    @property
+    def storage(self) -> StorageSettings:
+        """Where the receiver keeps its state."""
+        return StorageSettings(self.state_dir, self.storage_url, self.storage_password,
+                               self.storage_pool_size)
 
     @property
     def retention(self) -> Retention:
@@ -200,6 +219,40 @@ def _listen(table: Table) -> tuple[str, ...]:
                 f'expected "host:port" (e.g. "{DEFAULT_LISTEN}"), got {address!r}',
             )
     return addresses
+
+
+def _storage_url(table: Table) -> str:
+    """``[storage] url``: "" (SQLite) or a PostgreSQL URL that holds no password."""
+    url = table.optional_string("url") or ""
+    if url in ("", "sqlite"):
+        return ""
+    if not is_postgres(url):
+        raise table.error("url", 'expected "sqlite" or "postgresql://user@host:port/database"')
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  # raises on a port that is not a number
+    except ValueError as exc:
+        raise table.error("url", f"not a valid URL: {exc}") from None
+    query = urllib.parse.parse_qs(parts.query)
+    if parts.password is not None or "password" in query:
+        # central.toml is often world-readable: a secret never goes inline.
+        raise table.error("url", "must not hold a password; give it with password_file, "
+                          "password_env or password_credential")
+    return url
+
+
+def _storage_password(table: Table, url: str) -> str | None:
+    sources = read_sources(table, "password")
+    if not sources:
+        return None
+    if not url:
+        raise ConfigError(table.file, sources[0].key, "a password needs a PostgreSQL url")
+    if len(sources) > 1:
+        raise ConfigError(table.file, sources[1].key, "give the password once")
+    try:
+        return read_secret(sources[0])
+    except HeartwireError as exc:
+        raise ConfigError(table.file, sources[0].key, str(exc)) from None
 
 
 def _optional_path(table: Table, key: str) -> Path | None:
@@ -298,6 +351,9 @@ def load(path: Path) -> CentralConfig:
 
     storage = top.table("storage")
     state_dir = Path(storage.nonempty_string("state_dir", str(DEFAULT_STATE_DIR)))
+    storage_url = _storage_url(storage)
+    storage_password = _storage_password(storage, storage_url)
+    pool_size = storage.integer("pool_size", DEFAULT_POOL_SIZE, minimum=1, maximum=100)
     retention = storage.duration("dedup_retention", DEFAULT_DEDUP_RETENTION_S)
     if retention < tolerance:
         # A replay inside the timestamp window must still find its id.
@@ -318,6 +374,7 @@ def load(path: Path) -> CentralConfig:
     flap_threshold = alerts.integer("flap_threshold", DEFAULT_FLAP_THRESHOLD, minimum=1)
     retry_initial = alerts.duration("retry_initial", DEFAULT_RETRY_INITIAL_S)
     retry_max = alerts.duration("retry_max", DEFAULT_RETRY_MAX_S)
+    delivery_lease = alerts.duration("delivery_lease", DEFAULT_DELIVERY_LEASE_S)
     if retry_max < retry_initial:
         raise alerts.error("retry_max", "must not be less than retry_initial")
     if incident_retention < flap_window:
@@ -360,6 +417,9 @@ def load(path: Path) -> CentralConfig:
         certfile=certfile,
         keyfile=keyfile,
         state_dir=state_dir,
+        storage_url=storage_url,
+        storage_password=storage_password,
+        storage_pool_size=pool_size,
         max_body_bytes=max_body,
         max_checks=max_checks,
         body_timeout_s=body_timeout,
@@ -378,6 +438,7 @@ def load(path: Path) -> CentralConfig:
         flap_threshold=flap_threshold,
         retry_initial_s=retry_initial,
         retry_max_s=retry_max,
+        delivery_lease_s=delivery_lease,
         agents=MappingProxyType(agents),
         channels=MappingProxyType(channels),
         files=tuple(files),

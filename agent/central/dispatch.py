@@ -5,6 +5,13 @@ transaction as the incident, so an alert survives a channel outage and a receive
 restart. Each channel delivers its own queue in order (a resolve never overtakes
 its trigger), one delivery at a time; channels do not wait for each other.
 
+Several receivers may drain one queue (PostgreSQL): a receiver claims a delivery
+for ``lease_s`` before sending it, so each alert is sent by one of them; one
+killed mid-send leaves its claim, which another takes over once the lease is past.
+(A receiver killed after the channel accepted the alert but before it recorded
+that sends it again: at least once, never lost.) The send timeout stays below
+half the lease.
+
 A failed delivery is retried with the agent's backoff (:mod:`agent.common.backoff`,
 full jitter): after up to ``retry_initial``, a ceiling doubling up to ``retry_max``
 (or after the ``Retry-After`` the service asked for, if longer), for as long as it
@@ -22,14 +29,14 @@ from __future__ import annotations
 
 import math
 import random
-import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import trio
 import trio.lowlevel
 
 from agent.central.channels import Channel, ChannelError
-from agent.central.storage import Notification, Storage
+from agent.central.storage import STORAGE_ERRORS, Notification, Storage
 from agent.common.backoff import backoff_delay
 from agent.common.logs import get_logger
 
@@ -45,6 +52,9 @@ IDLE_WAKE_S = 60.0
 MAX_CRASHED_ATTEMPTS = 5
 # How soon a store that failed (a full disk) is tried again.
 STORE_RETRY_S = 10.0
+DEFAULT_LEASE_S = 120.0
+
+RunStore = Callable[..., Awaitable[Any]]
 
 
 class Dispatcher:
@@ -57,8 +67,11 @@ class Dispatcher:
         retry_initial_s: the first retry delay.
         retry_max_s: the cap of the doubling delay.
         rng: the source of the backoff's jitter (seeded in tests).
-        store_lock: held around every store call (the connection is shared with
-            ingest, which runs in a worker thread).
+        run_store: runs one store call, ``await run_store(function, *args)``
+            (the receiver runs it in a worker thread; default: here, under a lock).
+        lease_s: how long a claimed delivery is held (see the module docstring).
+        idle_wake_s: the longest sleep with nothing due (other receivers' rows
+            are found at least this often).
     """
 
     def __init__(
@@ -70,7 +83,9 @@ class Dispatcher:
         retry_initial_s: float,
         retry_max_s: float,
         rng: random.Random | None = None,
-        store_lock: trio.CapacityLimiter | None = None,
+        run_store: RunStore | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+        idle_wake_s: float = IDLE_WAKE_S,
     ) -> None:
         self.storage = storage
         self.channels = dict(channels)
@@ -78,7 +93,10 @@ class Dispatcher:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.rng = rng if rng is not None else random.Random()
-        self.store_lock = store_lock or trio.CapacityLimiter(1)
+        self.run_store = run_store or _inline_store()
+        self.lease_s = lease_s
+        self.idle_wake_s = idle_wake_s
+        self.send_timeout_s = min(SEND_TIMEOUT_S, lease_s / 2)
         self._wake = trio.Event()
         # Deliveries whose channel raised something unexpected: traceback logged once.
         self._crashed: set[int] = set()
@@ -105,38 +123,37 @@ class Dispatcher:
         channel = self.channels.get(notification.channel)
         if channel is None:
             # The channel was removed from the config: keep the row, say so once.
-            async with self.store_lock:
-                self.storage.mark_failed(notification.id, "channel no longer configured")
+            await self.run_store(self.storage.mark_failed, notification.id,
+                                 "channel no longer configured")
             log.error("dropping delivery %d: channel %r is no longer configured",
                       notification.id, notification.channel)
             return
         attempt = notification.attempts + 1
         try:
-            with trio.fail_after(SEND_TIMEOUT_S):
+            with trio.fail_after(self.send_timeout_s):
                 await channel.send(notification)
         except ChannelError as exc:
-            async with self.store_lock:
-                if exc.retryable:
-                    delay = self.retry_delay(attempt, exc.retry_after_s)
-                    self.storage.mark_retry(notification.id, self.wall_clock() + delay, str(exc))
-                    log.warning("%s (attempt %d), retrying in %.0fs", exc, attempt, delay)
-                else:
-                    self.storage.mark_failed(notification.id, str(exc))
-                    log.error("%s: giving up on incident %d %s", exc, notification.incident.id,
-                              notification.event)
+            if exc.retryable:
+                delay = self.retry_delay(attempt, exc.retry_after_s)
+                await self.run_store(self.storage.mark_retry, notification.id,
+                                     self.wall_clock() + delay, str(exc))
+                log.warning("%s (attempt %d), retrying in %.0fs", exc, attempt, delay)
+            else:
+                await self.run_store(self.storage.mark_failed, notification.id, str(exc))
+                log.error("%s: giving up on incident %d %s", exc, notification.incident.id,
+                          notification.event)
             return
         except trio.TooSlowError:
             delay = self.retry_delay(attempt)
-            async with self.store_lock:
-                self.storage.mark_retry(notification.id, self.wall_clock() + delay, "timed out")
+            await self.run_store(self.storage.mark_retry, notification.id,
+                                 self.wall_clock() + delay, "timed out")
             log.warning("channel %s timed out, retrying in %.0fs", notification.channel, delay)
             return
         except Exception as exc:  # a failure stays in its room: one delivery, not the loop
             await self._crashed_delivery(notification, attempt, exc)
             return
         self._crashed.discard(notification.id)
-        async with self.store_lock:
-            self.storage.mark_sent(notification.id, self.wall_clock())
+        await self.run_store(self.storage.mark_sent, notification.id, self.wall_clock())
         log.info("sent %s of incident %d to %s", notification.event, notification.incident.id,
                  notification.channel)
 
@@ -147,15 +164,15 @@ class Dispatcher:
         if notification.id not in self._crashed:
             self._crashed.add(notification.id)
             log.error("%s (delivery %d)", error, notification.id, exc_info=exc)
-        async with self.store_lock:
-            if attempt >= MAX_CRASHED_ATTEMPTS:
-                self._crashed.discard(notification.id)
-                self.storage.mark_failed(notification.id, error)
-                log.error("giving up on delivery %d after %d failed attempts: %s",
-                          notification.id, attempt, error)
-                return
-            delay = self.retry_delay(attempt)
-            self.storage.mark_retry(notification.id, self.wall_clock() + delay, error)
+        if attempt >= MAX_CRASHED_ATTEMPTS:
+            self._crashed.discard(notification.id)
+            await self.run_store(self.storage.mark_failed, notification.id, error)
+            log.error("giving up on delivery %d after %d failed attempts: %s",
+                      notification.id, attempt, error)
+            return
+        delay = self.retry_delay(attempt)
+        await self.run_store(self.storage.mark_retry, notification.id,
+                             self.wall_clock() + delay, error)
         log.warning("%s (attempt %d), retrying in %.0fs", error, attempt, delay)
 
     async def run_once(self) -> float | None:
@@ -165,16 +182,15 @@ class Dispatcher:
             The earliest wall time a queued delivery becomes due, or None when the
             queue is empty.
         """
-        async with self.store_lock:
-            heads = self.storage.queue_heads()
         now = self.wall_clock()
-        due = [head for head in heads if head.next_attempt_at <= now]
+        due = await self.run_store(self.storage.claim_due, now, now + self.lease_s)
         async with trio.open_nursery() as nursery:
             for head in due:
                 nursery.start_soon(self._deliver, head)
         if due:
             return now  # look again at once: the next row of each channel may be due
-        return min((head.next_attempt_at for head in heads), default=None)
+        next_due: float | None = await self.run_store(self.storage.queue_next_due)
+        return next_due
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Delivers forever (until cancelled)."""
@@ -185,7 +201,7 @@ class Dispatcher:
             try:
                 next_due = await self.run_once()
                 recovered, failing = failing, False
-            except* sqlite3.Error as group:
+            except* STORAGE_ERRORS as group:
                 # The queue stays where it is; a full disk must not end the receiver.
                 if not failing:
                     log.error("the delivery queue cannot be read or updated: %s; retrying"
@@ -197,6 +213,17 @@ class Dispatcher:
             if next_due is not None and next_due <= self.wall_clock():
                 await trio.lowlevel.checkpoint()
                 continue
-            wait = IDLE_WAKE_S if next_due is None else next_due - self.wall_clock()
-            with trio.move_on_after(min(wait, IDLE_WAKE_S)):
+            wait = self.idle_wake_s if next_due is None else next_due - self.wall_clock()
+            with trio.move_on_after(min(wait, self.idle_wake_s)):
                 await self._wake.wait()
+
+
+def _inline_store() -> RunStore:
+    """Store calls run on the event loop, one at a time (tests, command-line uses)."""
+    lock = trio.Lock()
+
+    async def run_store(function: Callable[..., Any], *args: Any) -> Any:
+        async with lock:
+            return function(*args)
+
+    return run_store

@@ -189,8 +189,10 @@ class Incidents:
         if resolved is not None:
             self._notify(resolved, RESOLVE, now)
         down = self.storage.open_incident_for(CHECK_DOWN, flap.agent, flap.check)
-        if down is not None and not down.notified and not self.holds(flap.agent, flap.check, now):
-            self.storage.mark_notified(down.id)
+        # Of receivers ending the same flapping period, the one that marks it sends it
+        # (a maintenance window holds it: released when the window ends).
+        if down is not None and not down.notified and \
+                not self.holds(flap.agent, flap.check, now) and self.storage.mark_notified(down.id):
             self._notify(self.storage.incident(down.id), TRIGGER, now)
 
     def release_held(self, now: float) -> int:
@@ -208,9 +210,9 @@ class Incidents:
                     continue  # held by the flapping rule, not by maintenance
                 if self.holds(incident.agent, incident.check, now):
                     continue
-                self.storage.mark_notified(incident.id)
-                self._notify(self.storage.incident(incident.id), TRIGGER, now)
-                released += 1
+                if self.storage.mark_notified(incident.id):  # one receiver of several wins
+                    self._notify(self.storage.incident(incident.id), TRIGGER, now)
+                    released += 1
         return released
 
     def is_silent(self, agent: str, last_heartbeat_at: float | None,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -35,7 +34,7 @@ from agent.central.config import CentralConfig
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.maintenance import AGENT, Maintenance
-from agent.central.storage import CheckRow, Storage
+from agent.central.storage import STORAGE_ERRORS, CheckRow, DuplicateMessage, Storage
 from agent.common.logs import get_logger
 from agent.common.names import is_valid_name
 from agent.common.signing import (
@@ -131,8 +130,8 @@ class Ingest:
             return Answer(exc.status, {"error": exc.code, "message": exc.reason})
         try:
             return self._apply(message, now)
-        except sqlite3.Error as exc:
-            # Not the message's fault (a full disk, a broken file): the agent keeps it
+        except STORAGE_ERRORS as exc:
+            # Not the message's fault (a full disk, a database down): the agent keeps it
             # and retries; nothing was committed.
             log.error("cannot store message %s from agent %s: %s", message.id, message.agent,
                       exc)
@@ -202,15 +201,24 @@ class Ingest:
         if self.storage.has_message(agent, msg_id):
             log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
             return Answer(200, {"status": "duplicate", "id": msg_id})
-        with self.storage.transaction():
-            gap = self.storage.record_message(agent, msg_id, message.seq, message.kind, now)
-            if message.interval_s is not None:
-                self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
-                self.incidents.heartbeat(agent, now)
-            for report in message.reports:
-                self._apply_check(agent, report, msg_id, now)
-            if message.maintenance is not None:
-                self._apply_maintenance(message, now)
+        try:
+            with self.storage.transaction():
+                gap = self.storage.record_message(agent, msg_id, message.seq, message.kind, now)
+                if message.interval_s is not None:
+                    self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
+                    self.incidents.heartbeat(agent, now)
+                stored = self.storage.checks_named(
+                    agent, [report.name for report in message.reports])
+                for report in message.reports:
+                    # A name twice in one message compares with what the first stored.
+                    stored[report.name] = self._apply_check(
+                        agent, report, stored.get(report.name), msg_id, now)
+                if message.maintenance is not None:
+                    self._apply_maintenance(message, now)
+        except DuplicateMessage:
+            # Another receiver applied the same retried message a moment earlier.
+            log.info("duplicate message %s from agent %s acknowledged, not applied", msg_id, agent)
+            return Answer(200, {"status": "duplicate", "id": msg_id})
         if gap is not None:
             log.warning("agent %s: seq gap, expected %d, received %d", agent, *gap)
         return Answer(200, {"status": "stored", "id": msg_id})
@@ -240,20 +248,19 @@ class Ingest:
                      ", ".join(request.checks) or "the whole agent", rfc3339(ends))
         self.maintenance.changed()
 
-    def _apply_check(self, agent: str, report: CheckReport, msg_id: str, now: float) -> None:
-        stored = self.storage.check(agent, report.name)
+    def _apply_check(self, agent: str, report: CheckReport, stored: CheckRow | None,
+                     msg_id: str, now: float) -> CheckRow:
+        """Applies one check's report; returns the check's state now held."""
         if self.history is not None:
             self.history.observe(agent, report, stored.at if stored else None, now)
         if stored is not None:
             new_at, old_at = _aware_time(report.at), _aware_time(stored.at)
             if new_at is not None and old_at is not None and new_at < old_at:
-                return  # older news than what we hold (a late or re-delivered message)
+                return stored  # older news than what we hold (a late or re-delivered message)
         previous = stored.status if stored is not None else "unknown"
-        self.storage.save_check(
-            CheckRow(agent, report.name, report.status, report.reason, report.latency_ms,
-                     report.at, report.group, report.host, report.port),
-            now,
-        )
+        row = CheckRow(agent, report.name, report.status, report.reason, report.latency_ms,
+                       report.at, report.group, report.host, report.port)
+        self.storage.save_check(row, now)
         if previous != report.status:
             self.storage.add_state_change(agent, report.name, previous, report.status,
                                           report.at, now, msg_id)
@@ -261,6 +268,7 @@ class Ingest:
                 self.history.status_changed(agent, report.name, report.status, report.at, now)
         self.incidents.check_status(agent, report.name, report.status, report.reason, now,
                                     path=report.path)
+        return row
 
 
 _AGENT_FIELD: Final = re.compile(rb'"agent"\s*:\s*"([A-Za-z0-9_.-]{1,64})"')

@@ -160,10 +160,6 @@ class MaintenanceStore:
         self.storage = storage
         self._db = storage.connection
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(maintenance_windows)")}
-        if "source" not in columns:  # a database from before agents could start windows
-            self._db.execute("ALTER TABLE maintenance_windows ADD COLUMN source TEXT NOT NULL"
-                             " DEFAULT 'receiver'")
 
     def add(self, agent: str, checks: Sequence[str], starts_at: float, ends_at: float,
             reason: str, now: float, *, source: str = RECEIVER) -> int:
@@ -171,10 +167,11 @@ class MaintenanceStore:
         number."""
         cursor = self._db.execute(
             "INSERT INTO maintenance_windows (agent, checks, starts_at, ends_at, reason,"
-            " created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " created_at, source) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (agent, ",".join(checks), starts_at, ends_at, reason, now, source),
         )
-        return int(cursor.lastrowid or 0)
+        (number,) = cursor.fetchone()
+        return int(number)
 
     def end_from_agent(self, agent: str, now: float) -> int:
         """Ends now every running window the agent itself started; returns how many

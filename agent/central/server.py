@@ -14,7 +14,6 @@ import logging
 import math
 import resource
 import signal
-import sqlite3
 import time
 import warnings
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from agent.central import config as central_config
 from agent.central.app import App, Workers
 from agent.central.channels.alertmanager import AlertmanagerChannel, refresh_forever
 from agent.central.config import CentralConfig, is_loopback
-from agent.central.dispatch import Dispatcher
+from agent.central.dispatch import IDLE_WAKE_S, Dispatcher
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.ingest import Ingest
@@ -38,7 +37,7 @@ from agent.central.maintenance import Maintenance, MaintenanceStore
 from agent.central.metrics import Metrics, ReceiverCounters
 from agent.central.page import StatusPage
 from agent.central.routes import Routes
-from agent.central.storage import Storage
+from agent.central.storage import STORAGE_ERRORS, open_storage
 from agent.central.views import Views
 from agent.common.logs import get_logger
 from agent.errors import ConfigError
@@ -49,6 +48,9 @@ log = get_logger("central")
 # watched within this bound; one sweep is a handful of small queries.
 SWEEP_EVERY_S = 1.0
 PRUNE_EVERY_S = 3600.0
+# With several receivers on one database, each looks at the delivery queue this
+# often for alerts another receiver queued and could not send (it was killed).
+SHARED_QUEUE_POLL_S = 2.0
 CHANNEL_TIMEOUT_S = 15.0
 GRACEFUL_TIMEOUT_S = 5.0
 # Database files, log sockets, alert channels' connections, listeners.
@@ -77,16 +79,28 @@ class Central:
         self.config = config
         self.config_path = config_path
         self.wall_clock = wall_clock
-        self.storage = Storage.open_in(config.state_dir)
-        # The read side's own connection: pages are read while a write goes on.
-        self.reader = Storage.open_in(config.state_dir)
-        self.workers = Workers()
+        self.storage = open_storage(config.storage)
+        try:
+            # The read side's own connection: pages are read while a write goes on
+            # (a PostgreSQL pool serves both sides).
+            self.reader = (self.storage if self.storage.concurrent
+                           else open_storage(config.storage))
+        except BaseException:
+            self.storage.close()
+            raise
+        self.workers = Workers(writers=config.storage_pool_size if self.storage.concurrent
+                               else 1)
+        # The watcher's and the dispatcher's store calls: a database across the
+        # network is waited for in a worker thread, a local file right here.
+        self.run_store = (self.workers.write if self.storage.concurrent
+                          else self.workers.write_here)
         self.client = httpx.AsyncClient(transport=transport, timeout=CHANNEL_TIMEOUT_S)
         channels = {name: settings.open(self.client) for name, settings in config.channels.items()}
         self.dispatcher = Dispatcher(
             self.storage, channels, wall_clock=wall_clock,
             retry_initial_s=config.retry_initial_s, retry_max_s=config.retry_max_s,
-            store_lock=self.workers.writer,
+            run_store=self.run_store, lease_s=config.delivery_lease_s,
+            idle_wake_s=SHARED_QUEUE_POLL_S if self.storage.concurrent else IDLE_WAKE_S,
         )
         self.incidents = Incidents(self.storage, config, list(channels), self._wake_dispatcher,
                                    watching_since=wall_clock())
@@ -167,15 +181,23 @@ class Central:
         log.info("reloaded %s: %d agents", self.config_path, len(new.agents))
         return True
 
-    def watch_once(self) -> float | None:
-        """One sweep: dead man's switch, flapping, pruning. Returns the next due time."""
-        now = self.wall_clock()
+    def watch_once(self, now: float | None = None) -> float | None:
+        """One sweep: dead man's switch, flapping, pruning. Returns the next due time.
+
+        Args:
+            now: the wall time of the sweep (default: the clock; the watcher reads it
+                on the event loop and sweeps in a worker thread).
+        """
+        now = self.wall_clock() if now is None else now
         next_due = self.incidents.sweep(now)
+        # Each receiver looks hourly; of several on one database, the first to
+        # claim the hour prunes.
         if now - self._last_prune >= PRUNE_EVERY_S:
-            pruned = self.storage.prune(self.config.retention, now)
-            if any(pruned.values()):
-                log.info("pruned past their retention: %s",
-                         ", ".join(f"{count} {table}" for table, count in pruned.items()))
+            if self.storage.claim_job("prune", PRUNE_EVERY_S, now):
+                pruned = self.storage.prune(self.config.retention, now)
+                if any(pruned.values()):
+                    log.info("pruned past their retention: %s",
+                             ", ".join(f"{count} {table}" for table, count in pruned.items()))
             self._last_prune = now
         self.history.tick(now)
         self.incidents.release_held(now)
@@ -187,9 +209,8 @@ class Central:
         failing = False
         while True:
             try:
-                async with self.workers.writer:  # the store's connection is shared with ingest
-                    next_due = self.watch_once()
-            except sqlite3.Error as exc:
+                next_due = await self.run_store(self.watch_once, self.wall_clock())
+            except STORAGE_ERRORS as exc:
                 # A full disk must not end the receiver: say so once, sweep again soon.
                 if not failing:
                     log.error("the watcher cannot use the store: %s; retrying every %gs",

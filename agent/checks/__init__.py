@@ -7,28 +7,11 @@ exception. A probe knows nothing of scheduling, state or delivery.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
-from agent.checks import (
-    amqp,
-    dns_query,
-    expect,
-    http,
-    icmp,
-    kafka,
-    mongodb,
-    mysql,
-    ntp,
-    postgres,
-    redis,
-    smtp,
-    ssh,
-    tcp,
-    tls,
-    udp,
-)
 from agent.checks.proxy import read_proxy
 from agent.common.tables import Table
 from agent.model import Observation, Target
@@ -93,24 +76,77 @@ class ProbeKind:
         return self.transport != "icmp"
 
 
-PROBES: dict[str, ProbeKind] = {
-    "tcp": ProbeKind(tcp.probe, bounds_own_timeout=True),
-    "tls": ProbeKind(tls.probe, tls.read_options),
-    "ssh": ProbeKind(ssh.probe),
-    "smtp": ProbeKind(smtp.probe, smtp.read_options),
-    "redis": ProbeKind(redis.probe, redis.read_options),
-    "expect": ProbeKind(expect.probe, expect.read_options),
-    "postgres": ProbeKind(postgres.probe, postgres.read_options),
-    "mysql": ProbeKind(mysql.probe),
-    "amqp": ProbeKind(amqp.probe, amqp.read_options),
-    "mongodb": ProbeKind(mongodb.probe, mongodb.read_options),
-    "kafka": ProbeKind(kafka.probe, kafka.read_options),
-    "http": ProbeKind(http.probe, http.read_options),
-    "dns": ProbeKind(dns_query.probe, dns_query.read_options, bounds_own_timeout=True,
-                     default_port=dns_query.DEFAULT_PORT, transport="udp"),
-    "udp": ProbeKind(udp.probe, udp.read_options, bounds_own_timeout=True, transport="udp"),
-    "ntp": ProbeKind(ntp.probe, ntp.read_options, bounds_own_timeout=True,
-                     default_port=ntp.DEFAULT_PORT, transport="udp"),
-    "icmp": ProbeKind(icmp.probe, icmp.read_options, bounds_own_timeout=True,
-                      transport="icmp"),
+@dataclass(frozen=True, slots=True)
+class _KindEntry:
+    """Where a kind's code lives, and what is known of it without importing it.
+
+    Attributes:
+        module: the module holding ``probe`` (and ``read_options`` when it has one).
+        has_options: the module defines ``read_options``.
+        bounds_own_timeout, default_port, transport: as in :class:`ProbeKind`.
+    """
+
+    module: str
+    has_options: bool = True
+    bounds_own_timeout: bool = False
+    default_port: int | None = None
+    transport: str = "tcp"
+
+
+# A probe module is imported on the first use of its kind (the config loader reading a
+# check of that kind), not when this package is: a TCP-only agent then never loads the
+# TLS, database or DNS client code, and ``heartwire check`` starts in a fraction of the
+# time. The default ports are written here rather than read from the modules for the
+# same reason (tests assert they match the modules' DEFAULT_PORT).
+_KINDS: dict[str, _KindEntry] = {
+    "tcp": _KindEntry("agent.checks.tcp", has_options=False, bounds_own_timeout=True),
+    "tls": _KindEntry("agent.checks.tls"),
+    "ssh": _KindEntry("agent.checks.ssh", has_options=False),
+    "smtp": _KindEntry("agent.checks.smtp"),
+    "redis": _KindEntry("agent.checks.redis"),
+    "expect": _KindEntry("agent.checks.expect"),
+    "postgres": _KindEntry("agent.checks.postgres"),
+    "mysql": _KindEntry("agent.checks.mysql", has_options=False),
+    "amqp": _KindEntry("agent.checks.amqp"),
+    "mongodb": _KindEntry("agent.checks.mongodb"),
+    "kafka": _KindEntry("agent.checks.kafka"),
+    "http": _KindEntry("agent.checks.http"),
+    "dns": _KindEntry("agent.checks.dns_query", bounds_own_timeout=True,
+                      default_port=53, transport="udp"),
+    "udp": _KindEntry("agent.checks.udp", bounds_own_timeout=True, transport="udp"),
+    "ntp": _KindEntry("agent.checks.ntp", bounds_own_timeout=True,
+                      default_port=123, transport="udp"),
+    "icmp": _KindEntry("agent.checks.icmp", bounds_own_timeout=True, transport="icmp"),
 }
+
+
+class _Registry(Mapping[str, ProbeKind]):
+    """Every kind's name, each :class:`ProbeKind` built (its module imported) on first use."""
+
+    def __init__(self, kinds: Mapping[str, _KindEntry]) -> None:
+        self._kinds = kinds
+        self._loaded: dict[str, ProbeKind] = {}
+
+    def __getitem__(self, name: str) -> ProbeKind:
+        try:
+            return self._loaded[name]
+        except KeyError:
+            pass
+        entry = self._kinds[name]  # an unknown kind: KeyError, as from a dict
+        module = importlib.import_module(entry.module)
+        read_options = (cast(Callable[[Table], Mapping[str, object]], module.read_options)
+                        if entry.has_options else no_options)
+        kind = ProbeKind(cast(ProbeFn, module.probe), read_options,
+                         bounds_own_timeout=entry.bounds_own_timeout,
+                         default_port=entry.default_port, transport=entry.transport)
+        self._loaded[name] = kind
+        return kind
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+
+PROBES: Mapping[str, ProbeKind] = _Registry(_KINDS)

@@ -65,7 +65,14 @@ def _global_flags() -> _Parser:
     return flags
 
 
-def _build_parser() -> argparse.ArgumentParser:
+# The receiver's command line imports the receiver's config and channel code (httpx,
+# sqlite3): it is built only when the command line names it. Otherwise ``central``
+# is listed with this help line and nothing behind it.
+_CENTRAL_HELP = "run the reference central receiver"
+
+
+def _build_parser(arguments: Sequence[str] = ("central",)) -> argparse.ArgumentParser:
+    """The whole command line; ``central``'s subcommands only if ``arguments`` name it."""
     common = _global_flags()
     parser = _Parser(prog=PROG, parents=[common],
                      description="Checks private services, reports outbound.")
@@ -97,6 +104,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_maintenance_parser(commands, common)
 
+    if "central" not in arguments:
+        commands.add_parser("central", help=_CENTRAL_HELP)
+        return parser
     from agent.central.cli import add_parser as add_central_parser
 
     add_central_parser(commands)
@@ -110,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--debug`` too (which prints the traceback before that line): Nagios reads 1
     as "degraded", so a broken config must never exit 1.
     """
-    parser = _build_parser()
     arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = _build_parser(arguments)
     debug = "--debug" in arguments  # before parsing: a usage error has no args yet
     try:
         args = parser.parse_args(arguments)

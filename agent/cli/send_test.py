@@ -22,7 +22,8 @@ import trio
 
 from agent.common.connect_errors import describe
 from agent.common.redact import redact_text, redact_url
-from agent.common.signing import WebhookAuth, new_message_id
+from agent.common.signing import new_message_id
+from agent.common.webhook_auth import WebhookAuth
 from agent.config.destinations import DestinationConfig, load_secret, load_signing_keys, secrets_of
 from agent.config.loader import Config
 from agent.errors import DeliveryError, HeartwireError

@@ -13,9 +13,13 @@ Several keys may sign at once (key rotation): the ``webhook-signature`` header t
 holds one ``scheme,signature`` pair per key, separated by spaces, and a receiver
 accepts the message when any pair verifies with any key it trusts.
 
-:class:`WebhookAuth` adds the headers as an ``httpx.Auth`` whose flow does no I/O,
-so every destination shares it; :func:`verify` is the receiving side, shared with
-the reference receiver.
+:class:`WebhookAuth` (agent/common/webhook_auth.py, still importable from here) adds
+the headers as an ``httpx.Auth`` whose flow does no I/O, so every destination shares
+it; :func:`verify` is the receiving side, shared with the reference receiver.
+
+``cryptography`` and ``httpx`` are imported when first needed (an Ed25519 key read,
+a client signing), not with this module: the config loader imports it for every
+config, and an agent without destinations, or ``heartwire check``, needs neither.
 """
 
 from __future__ import annotations
@@ -26,19 +30,20 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
-
-import httpx
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.errors import SignatureError, SigningKeyError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    # Served by __getattr__ at run time; named here for the type checker.
+    from agent.common.webhook_auth import WebhookAuth as WebhookAuth
 
 ID_HEADER: Final = "webhook-id"
 TIMESTAMP_HEADER: Final = "webhook-timestamp"
@@ -59,7 +64,6 @@ MAX_TIMESTAMP_DIGITS: Final = 12
 # than silently used.
 MIN_SHARED_SECRET_BYTES: Final = 24
 _ED25519_KEY_BYTES: Final = 32
-_RAW: Final = serialization.Encoding.Raw
 
 
 def _decode_key(text: str, prefix: str, what: str, *, size: int | None = None) -> bytes:
@@ -96,6 +100,8 @@ class Ed25519SigningKey:
     @classmethod
     def generate(cls) -> Ed25519SigningKey:
         """A new random key."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
@@ -107,19 +113,26 @@ class Ed25519SigningKey:
         """
         seed = _decode_key(text, SECRET_KEY_PREFIX, "an Ed25519 signing key",
                            size=_ED25519_KEY_BYTES)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     def to_text(self) -> str:
         """``whsk_<base64 seed>``: the private key file's content."""
+        from cryptography.hazmat.primitives import serialization
+
         seed = self.private_key.private_bytes(
-            _RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
         )
         return SECRET_KEY_PREFIX + base64.b64encode(seed).decode()
 
     def public_key(self) -> Ed25519VerifyKey:
         """The matching public key, to give to the receiver."""
-        return Ed25519VerifyKey(
-            self.private_key.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
+        from cryptography.hazmat.primitives import serialization
+
+        return Ed25519VerifyKey(self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
     def sign(self, content: bytes) -> str:
         """``v1a,<base64 signature>`` of ``content``."""
@@ -141,6 +154,8 @@ class Ed25519VerifyKey:
     @property
     def public_key(self) -> Ed25519PublicKey:
         """The key as a ``cryptography`` object."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         return Ed25519PublicKey.from_public_bytes(self.raw)
 
     @classmethod
@@ -159,6 +174,8 @@ class Ed25519VerifyKey:
 
     def matches(self, signature: bytes, content: bytes) -> bool:
         """Whether ``signature`` is this key's signature of ``content``."""
+        from cryptography.exceptions import InvalidSignature
+
         try:
             self.public_key.verify(signature, content)
         except InvalidSignature:
@@ -267,35 +284,14 @@ def sign_headers(
     }
 
 
-class WebhookAuth(httpx.Auth):
-    """Signs each request with Standard Webhooks headers; no I/O in the flow.
+def __getattr__(name: str) -> Any:
+    # WebhookAuth subclasses httpx.Auth: it lives apart so that importing this module
+    # does not import httpx; the name stays importable from here.
+    if name == "WebhookAuth":
+        from agent.common.webhook_auth import WebhookAuth
 
-    The request's own ``webhook-id`` header is kept when present (the outbox sets
-    it to the message id, so a retry carries the same id and the receiver can
-    deduplicate); otherwise a fresh id is made. The timestamp is taken at signing
-    time, so every retry is signed afresh and stays inside the receiver's window.
-
-    Args:
-        keys: the keys to sign with, all at once (several during a rotation).
-        wall_clock: seconds since the epoch (tests pass a fixed clock).
-    """
-
-    requires_request_body = True
-
-    def __init__(
-        self, keys: Sequence[SigningKey], *, wall_clock: Callable[[], float] = time.time
-    ) -> None:
-        if not keys:
-            raise ValueError("at least one signing key is needed")
-        self.keys = tuple(keys)
-        self.wall_clock = wall_clock
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        msg_id = request.headers.get(ID_HEADER) or new_message_id()
-        request.headers.update(
-            sign_headers(msg_id, int(self.wall_clock()), request.content, self.keys)
-        )
-        yield request
+        return WebhookAuth
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)

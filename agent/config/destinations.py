@@ -14,15 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from agent.common.keyfiles import SecretSource, read_secret, read_sources, single_source
 from agent.common.names import is_uuid
 from agent.common.redact import secrets_in_url
-from agent.common.signing import SigningKey, read_signing_key
 from agent.common.tables import Table
 from agent.errors import ConfigError, SecretFileError, SigningKeyError
+
+if TYPE_CHECKING:
+    from agent.common.signing import SigningKey
 
 KINDS: Final = ("native", "healthchecks", "uptime-kuma", "gatus", "betterstack")
 SEND_MODES: Final = ("changes", "all")
@@ -72,6 +74,8 @@ class DestinationConfig:
         kind: native, healthchecks, uptime-kuma, gatus or betterstack.
         url: the endpoint (native), base URL (healthchecks, uptime-kuma, gatus) or
             the agent's heartbeat URL (betterstack).
+        failover_urls: native only: further receivers, tried in order when ``url``
+            does not answer (``url = [first, second, ...]``).
         send: "changes" (heartbeats and state changes) or "all" (also every result).
         timeout_s: the whole request's deadline.
         connect_timeout_s: the TCP + TLS connect deadline.
@@ -94,6 +98,7 @@ class DestinationConfig:
     name: str
     kind: str
     url: str
+    failover_urls: tuple[str, ...] = ()
     send: str = "changes"
     timeout_s: float = DEFAULT_TIMEOUT_S
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
@@ -143,6 +148,24 @@ def _url(table: Table, key: str, default: str | None = None) -> str:
     return value.rstrip("/")
 
 
+def _native_urls(table: Table) -> tuple[str, ...]:
+    """``url``: one receiver, or an array of receivers tried in order."""
+    if not (table.has("url") and isinstance(table.raw["url"], list)):
+        return (_url(table, "url"),)
+    urls = table.string_list("url")
+    if not urls:
+        raise table.error("url", "must name at least one receiver")
+    checked = []
+    for index, value in enumerate(urls):
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise table.error(f"url[{index}]", f"expected an http(s):// URL, got {value!r}")
+        checked.append(value.rstrip("/"))
+    if len(set(checked)) != len(checked):
+        raise table.error("url", "names the same receiver twice")
+    return tuple(checked)
+
+
 def _path(table: Table, key: str) -> Path | None:
     value = table.optional_string(key)
     return Path(value) if value else None
@@ -184,7 +207,9 @@ def read_destination(table: Table) -> DestinationConfig:
         if not sources:
             raise table.error(None, "a native destination needs signing_key_file "
                               "(or signing_key_env, signing_key_credential, secret_file, ...)")
-        destination = replace(base, url=_url(table, "url"), signing_keys=sources)
+        receivers = _native_urls(table)
+        destination = replace(base, url=receivers[0], failover_urls=receivers[1:],
+                              signing_keys=sources)
     elif kind == "healthchecks":
         token = single_source(table, "ping_key", required=False)
         check = table.optional_string("check")
@@ -232,6 +257,8 @@ def load_signing_keys(destination: DestinationConfig) -> list[SigningKey]:
         ConfigError: naming the config file, the key path and what is wrong with
             the key (missing, readable by others with the chmod fix, malformed).
     """
+    from agent.common.signing import read_signing_key  # hmac, and for Ed25519 cryptography
+
     keys: list[SigningKey] = []
     for source in destination.signing_keys:
         try:

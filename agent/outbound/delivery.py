@@ -62,6 +62,7 @@ import trio
 
 from agent.common.backoff import backoff_delay
 from agent.common.connect_errors import describe
+from agent.common.failover import DEFAULT_REST_S, Failover
 from agent.common.keyfiles import check_private
 from agent.common.logs import get_logger
 from agent.common.redact import redact_text
@@ -324,6 +325,8 @@ class Deliverer:
             byte at a time would pass them all and hold the loop for ever.
         secrets: strings never to be logged (ping key, push tokens, ...), which an
             answer may echo.
+        failover_rest_s: how long a receiver that failed is passed over, for a
+            destination with several URLs.
     """
 
     def __init__(
@@ -339,6 +342,7 @@ class Deliverer:
         base_backoff_s: float = BASE_BACKOFF_S,
         request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S,
         secrets: Sequence[str] = (),
+        failover_rest_s: float = DEFAULT_REST_S,
     ) -> None:
         self.name = name
         self.request_deadline_s = request_deadline_s
@@ -351,6 +355,9 @@ class Deliverer:
         self.base_backoff_s = base_backoff_s
         self.secrets = tuple(secrets)
         self.stats = DeliveryStats()
+        urls: tuple[str, ...] = getattr(sink, "urls", ())
+        self.failover = (Failover(urls, trio.current_time, failover_rest_s) if len(urls) > 1
+                         else None)
         self._attempt = 0
         # Delivered (seq, outcome) whose cursor move a full disk refused.
         self._unacknowledged: tuple[int, str] | None = None
@@ -383,6 +390,31 @@ class Deliverer:
         return self._progress
 
     async def _send_one(self, request: httpx.Request) -> None:
+        """Sends one request, to the first of several receivers that takes it."""
+        if self.failover is None:
+            await self._send_request(request)
+            return
+        failure: RetryableDeliveryError | None = None
+        for url in self.failover.order():
+            # The same body and headers (the signature covers neither the host nor
+            # the path), with the Host header of the receiver tried.
+            headers = [(name, value) for name, value in request.headers.raw
+                       if name.lower() != b"host"]
+            try:
+                await self._send_request(httpx.Request(request.method, url, headers=headers,
+                                                       content=request.content))
+            except RetryableDeliveryError as exc:
+                self.failover.failed(url)
+                log.debug("%s: %s did not take it: %s", self.name,
+                          redact_text(url, self.secrets), exc)
+                failure = exc
+                continue
+            self.failover.answered(url)
+            return
+        assert failure is not None
+        raise failure
+
+    async def _send_request(self, request: httpx.Request) -> None:
         """Sends one request and judges its answer (raises as :func:`judge` does)."""
         try:
             with trio.fail_after(self.request_deadline_s):

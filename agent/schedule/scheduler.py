@@ -21,16 +21,20 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import trio
 
 from agent.checks import PROBES, ProbeKind
-from agent.checks.tracepath import PathTracer
 from agent.config.loader import CheckConfig
 from agent.model import Observation, Outcome, Reason, Result, StateChange
 from agent.schedule._slots import Slots
 from agent.schedule._wakeups import WakeupQueue
 from agent.schedule.tracker import CheckTracker
+
+if TYPE_CHECKING:
+    # Only the daemon makes a tracer; ``heartwire check`` never loads the tracing code.
+    from agent.checks.tracepath import PathTracer
 
 # Upper bound of the random offset before a check's first run.
 MAX_INITIAL_OFFSET_S = 10.0

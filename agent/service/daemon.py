@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -30,24 +31,31 @@ from agent.config import loader as config
 from agent.errors import ConfigError
 from agent.model import Result, StateChange
 from agent.outbound.messages import CheckSnapshot
-from agent.outbound.reporting import CheckSource, open_reporting
 from agent.schedule.scheduler import Scheduler
 from agent.service import liveness, systemd
 from agent.service.pidfile import hold_pid_file, pid_file_path
+
+if TYPE_CHECKING:
+    from agent.outbound.reporting import CheckSource, Reporting
 
 log = get_logger("daemon")
 
 
 def scheduler_checks(scheduler: Scheduler) -> CheckSource:
     """What heartbeats list, read from the scheduler's trackers when one is due."""
+    # Here, not at the top: only an agent that reports loads the outbox and httpx.
+    from agent.outbound.reporting import CheckSource
 
-    def snapshot() -> list[CheckSnapshot]:
-        # An icmp check has no port (0 in its config): the heartbeat says null.
-        return [
-            CheckSnapshot(name, tracker.status, tracker.last_result, group=tracker.check.group,
-                          host=tracker.check.host, port=tracker.check.port or None)
-            for name, tracker in scheduler.trackers.items()
-        ]
+    def snapshot(part_size: int) -> Iterator[list[CheckSnapshot]]:
+        trackers = list(scheduler.trackers.items())
+        for start in range(0, len(trackers), part_size):
+            # An icmp check has no port (0 in its config): the heartbeat says null.
+            yield [
+                CheckSnapshot(name, tracker.status, tracker.last_result,
+                              group=tracker.check.group, host=tracker.check.host,
+                              port=tracker.check.port or None)
+                for name, tracker in trackers[start:start + part_size]
+            ]
 
     return CheckSource(snapshot, lambda: (scheduler.stats.runs, scheduler.stats.skipped))
 
@@ -90,8 +98,13 @@ class Daemon:
         # Fragments of the STATUS= line, in order; other parts append their own.
         self.status_parts: list[liveness.StatusPart] = [self._checks_status]
 
-        self.reporting = open_reporting(self.config, scheduler_checks(self.scheduler),
-                                        wall_clock=wall_clock)
+        self.reporting: Reporting | None = None
+        if self.config.destinations:
+            # Only an agent that reports loads the outbox (sqlite3), httpx and signing.
+            from agent.outbound.reporting import open_reporting
+
+            self.reporting = open_reporting(self.config, scheduler_checks(self.scheduler),
+                                            wall_clock=wall_clock)
         if self.reporting is not None:
             self.progress_sources.append(liveness.delivery_progress(self.reporting.delivery))
             self.status_parts.append(self.reporting.status)

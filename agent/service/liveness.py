@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -25,10 +25,12 @@ from agent.checks.tracepath import TRACE_BUDGET_S
 from agent.common.logs import get_logger
 from agent.config.loader import CheckConfig
 from agent.model import Status
-from agent.outbound.delivery import PROGRESS_TICK_S, Delivery
 from agent.schedule.scheduler import PROBE_OVERRUN_GRACE_S, Scheduler
 from agent.schedule.tracker import CheckTracker
 from agent.service.systemd import Notifier
+
+if TYPE_CHECKING:
+    from agent.outbound.delivery import Delivery
 
 log = get_logger("liveness")
 
@@ -125,6 +127,9 @@ def delivery_progress(delivery: Delivery) -> CounterProgress:
     A count that stands still longer means a loop is stuck; a dead central is not
     a stuck loop: it keeps ticking between retries.
     """
+    # Here, not at the top: an agent without destinations never loads delivery (httpx).
+    from agent.outbound.delivery import PROGRESS_TICK_S
+
     deliverers = delivery.deliverers
     allowed_s = max((d.request_deadline_s for d in deliverers), default=0.0)
     allowed_s += 2 * PROGRESS_TICK_S

@@ -50,6 +50,7 @@ COMMANDS = frozenset({
     "maintenance start", "maintenance end",
     "central run", "central validate", "central agents add", "central agents list",
     "central maintenance add", "central maintenance list", "central maintenance end",
+    "central migrate", "central export", "central import",
 })
 
 
@@ -276,6 +277,24 @@ def test_central_validate_and_agents_list(world: World) -> None:
     listed = heartwire("central", "agents", "list", "--config", str(world.central_toml))
     assert listed.code == 0 and listed.stdout.startswith(f"{AGENT_ID}\t")
     assert heartwire("central", "validate", "--config", str(CENTRAL_EXAMPLE)).code == 0
+
+
+def test_central_migrate_export_and_import_on_the_live_receivers_store(world: World) -> None:
+    migrated = heartwire("central", "migrate", "--config", str(world.central_toml))
+    assert migrated.code == 0 and "schema version" in migrated.stdout
+    export = world.directory / "export.jsonl"
+    assert heartwire("central", "export", "--output", str(export),
+                     "--config", str(world.central_toml)).code == 0
+    lines = [json.loads(line) for line in export.read_text().splitlines()]
+    assert lines[0]["format"] and any("table" in line for line in lines[1:])
+    # Whatever the store holds now, the import says so in one line (its count, or
+    # that the store is not empty), and a file that is no export is refused.
+    again = heartwire("central", "import", str(export), "--config", str(world.central_toml))
+    assert len((again.stdout + again.stderr).strip().splitlines()) == 1, again
+    garbage = world.directory / "garbage.jsonl"
+    garbage.write_text('{"format": "something else"}\n')
+    refused = heartwire("central", "import", str(garbage), "--config", str(world.central_toml))
+    assert refused.code != 0 and len(refused.stderr.strip().splitlines()) == 1, refused
 
 
 def test_central_agents_add_rotates_a_key_then_the_receiver_reloads(world: World) -> None:

@@ -15,11 +15,13 @@ class NativeSink:
     """POSTs the outbox body unchanged; signing is the client's ``WebhookAuth``.
 
     The ``webhook-id`` header is the message id, so a retry is recognisably the same
-    message to the receiver.
+    message to the receiver. ``urls`` lists every receiver of the destination,
+    preferred first (the delivery loop fails over among them).
     """
 
     def __init__(self, destination: DestinationConfig, secret: str | None = None) -> None:
         self.url = destination.url
+        self.urls = (destination.url, *destination.failover_urls)
         self.types = (HEARTBEAT, STATE_CHANGE, MAINTENANCE,
                       *((RESULTS,) if destination.wants_results else ()))
 

@@ -1,9 +1,18 @@
-"""The receiver's memory: one SQLite file (WAL) behind a small interface.
+"""The receiver's memory: one SQLite file (WAL), and the SQL both backends share.
 
 Everything the receiver keeps goes through :class:`Storage`; nothing else in
 ``agent/central`` writes SQL. The methods speak in the receiver's terms (messages,
-heartbeats, checks, incidents, notifications) so that a PostgreSQL backend for
-several receivers behind a load balancer can implement the same methods.
+heartbeats, checks, incidents, notifications). Their SQL is portable (``?``
+placeholders, ``ON CONFLICT``, ``RETURNING``): the PostgreSQL backend
+(postgres.py) inherits every method and replaces only the connection, the
+schema and its migrations. A method that needs a dialect of its own is
+overridden there.
+
+Several receivers may share one PostgreSQL, so no method relies on being the only
+writer: a message is applied once (the ``(agent, msg_id)`` key), one incident is
+open per cause (a partial unique index), a resolve or a late trigger is sent by
+whoever changed the row, deliveries are claimed with a lease, and pruning is
+claimed once per period (``cluster_jobs``).
 
 Tables:
 
@@ -15,12 +24,14 @@ Tables:
 * ``messages``: the ids of applied messages, by agent, for deduplication.
 * ``seq_gaps``: each hole in an agent's ``seq``, as received.
 * ``incidents``: the alert history: what opened, when, when it resolved.
-* ``notifications``: the durable per-channel queue of alert deliveries.
+* ``notifications``: the durable per-channel queue of alert deliveries; a
+  receiver sending one holds it until ``claimed_until`` (its lease).
+* ``cluster_jobs``: when each periodic job (pruning) last ran, by whichever receiver.
 
 History is pruned hourly past its retention (:class:`Retention`, from central.toml
 ``[storage]``): message ids, status changes, seq gaps, sent/failed deliveries and
 resolved incidents. A file from an older receiver is migrated on open
-(``PRAGMA user_version``).
+(``PRAGMA user_version``); a file from a newer receiver is refused.
 
 Calls are synchronous and short. One connection serves all writes and its calls
 never overlap (the receiver holds one lock around them: ingest runs in a worker
@@ -37,6 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from agent.central.storage.base import DuplicateMessage, SchemaTooNew, StorageError
 
 DATABASE_NAME: Final = "central.sqlite3"
 
@@ -112,7 +125,12 @@ CREATE TABLE IF NOT EXISTS notifications (
     next_attempt_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',
     last_error TEXT,
-    sent_at REAL
+    sent_at REAL,
+    claimed_until REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS cluster_jobs (
+    name TEXT PRIMARY KEY,
+    last_run_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (channel, state, id);
 CREATE INDEX IF NOT EXISTS state_history_received_at ON state_history (received_at);
@@ -120,10 +138,16 @@ CREATE INDEX IF NOT EXISTS seq_gaps_agent ON seq_gaps (agent, id);
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications (incident_id);
 """
 
+# Every table of what the receiver knows, parents before the rows that refer to them
+# (export and import). Not cluster_jobs: when this cluster's receivers last ran a
+# periodic job means nothing to another store, and each receiver writes it at start.
+TABLES: Final = ("agents", "checks", "state_history", "messages", "seq_gaps", "incidents",
+                 "notifications")
+
 # PRAGMA user_version of a database this code created or migrated. Version 0 (a
 # file from before it was set) keyed message ids alone: one agent could make
 # another's genuine message a "duplicate". _MIGRATIONS[n] takes version n to n+1.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _MIGRATIONS: Final = (
     f"""
     ALTER TABLE messages RENAME TO messages_v0;
@@ -134,7 +158,23 @@ _MIGRATIONS: Final = (
     DROP INDEX IF EXISTS messages_received_at;
     CREATE INDEX messages_received_at ON messages (received_at);
     """,
+    # Version 2: deliveries are leased (several receivers share a queue), and
+    # periodic jobs are claimed once per period.
+    """
+    ALTER TABLE notifications ADD COLUMN claimed_until REAL NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS cluster_jobs (name TEXT PRIMARY KEY, last_run_at REAL NOT NULL);
+    """,
 )
+# ``LIMIT`` for "no limit": SQLite takes -1, PostgreSQL does not; both take this.
+NO_LIMIT: Final = 2**62
+
+
+# Names bound in one IN (...) list: far below SQLite's 32,766 variables.
+_NAMES_PER_QUERY: Final = 500
+
+
+def _limit(limit: int) -> int:
+    return NO_LIMIT if limit < 0 else limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +265,12 @@ class Notification:
     next_attempt_at: float
 
 
+# A channel's oldest pending delivery (channels deliver in order).
+_QUEUE_HEAD: Final = (
+    "n.state = 'pending' AND n.id = (SELECT min(m.id) FROM notifications m"
+    " WHERE m.channel = n.channel AND m.state = 'pending')"
+)
+
 _INCIDENT_COLUMNS: Final = (
     "id, kind, agent, check_name, status, summary, opened_at, resolved_at, notified"
 )
@@ -243,6 +289,13 @@ class Storage:
     Args:
         path: the database file (created with its tables when missing).
     """
+
+    # Whether calls may run in several threads at once (one connection: no).
+    concurrent: bool = False
+    # Appended to a SELECT of rows the transaction will update: SQLite's writer
+    # lock (BEGIN IMMEDIATE) already serialises them.
+    _LOCK_ROWS: str = ""
+    _LOCK_ROWS_SKIP_LOCKED: str = ""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -263,10 +316,16 @@ class Storage:
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "messages" not in tables:
             version = SCHEMA_VERSION  # a new file: the schema below is the current one
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for script in _MIGRATIONS[version:]:
                 for statement in script.split(";"):
+                    words = statement.split()
+                    # A table this file does not have yet is created whole below.
+                    if words[:2] == ["ALTER", "TABLE"] and words[2] not in tables:
+                        continue
                     if statement.strip():
                         self._db.execute(statement)
             for statement in _SCHEMA.split(";"):
@@ -277,6 +336,11 @@ class Storage:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        """The schema version of the database."""
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        return int(version)
 
     @classmethod
     def open_in(cls, state_dir: Path) -> Storage:
@@ -329,17 +393,30 @@ class Storage:
     ) -> tuple[int, int] | None:
         """Remembers an applied message and advances the agent's ``seq``.
 
+        A gap row ``(expected, received)`` stands for the missing numbers
+        ``expected .. received - 1``. A message that arrives late (another receiver
+        took the later ones first, or a retry overtook it) fills its number in: the
+        gap shrinks, splits or goes.
+
         Returns:
             ``(expected, received)`` when ``seq`` skipped numbers (the gap is
             recorded), else None.
+
+        Raises:
+            DuplicateMessage: this agent's message with this id was applied already
+                (the caller's transaction must be rolled back).
         """
         self._ensure_agent(agent, now)
-        self._db.execute(
-            "INSERT INTO messages (msg_id, agent, seq, type, received_at) VALUES (?, ?, ?, ?, ?)",
+        inserted = self._db.execute(
+            "INSERT INTO messages (msg_id, agent, seq, type, received_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (agent, msg_id) DO NOTHING",
             (msg_id, agent, seq, kind, now),
         )
+        if inserted.rowcount == 0:
+            raise DuplicateMessage(msg_id)
+        # The agent's row is the lock that orders its messages across receivers.
         (last_seq,) = self._db.execute(
-            "SELECT last_seq FROM agents WHERE id = ?", (agent,)
+            "SELECT last_seq FROM agents WHERE id = ?" + self._LOCK_ROWS, (agent,)
         ).fetchone()
         gap = None
         # The first message after the receiver learns of an agent starts the count.
@@ -351,7 +428,26 @@ class Storage:
             )
         if seq > last_seq:
             self._db.execute("UPDATE agents SET last_seq = ? WHERE id = ?", (seq, agent))
+        elif seq < last_seq:
+            self._fill_gap(agent, seq)
         return gap
+
+    def _fill_gap(self, agent: str, seq: int) -> None:
+        """A late ``seq`` is no longer missing: the gap holding it shrinks or splits."""
+        row = self._db.execute(
+            "SELECT id, expected, received, received_at FROM seq_gaps WHERE agent = ?"
+            " AND expected <= ? AND received > ?", (agent, seq, seq),
+        ).fetchone()
+        if row is None:
+            return
+        gap_id, expected, received, received_at = row
+        self._db.execute("DELETE FROM seq_gaps WHERE id = ?", (gap_id,))
+        for low, high in ((expected, seq), (seq + 1, received)):
+            if low < high:
+                self._db.execute(
+                    "INSERT INTO seq_gaps (agent, expected, received, received_at)"
+                    " VALUES (?, ?, ?, ?)", (agent, low, high, received_at),
+                )
 
     def prune_messages(self, before: float) -> int:
         """Forgets message ids received before ``before``; returns how many."""
@@ -392,24 +488,60 @@ class Storage:
     def seq_gaps(self, agent: str) -> list[tuple[int, int, float]]:
         """The recorded gaps of an agent: ``(expected, received, received_at)``."""
         rows = self._db.execute(
-            "SELECT expected, received, received_at FROM seq_gaps WHERE agent = ? ORDER BY id",
+            "SELECT expected, received, received_at FROM seq_gaps WHERE agent = ?"
+            " ORDER BY expected",
             (agent,),
         )
         return [tuple(row) for row in rows]
 
     def count(self, table: str) -> int:
         """Rows in a table (for tests and the status page)."""
-        if table not in ("agents", "checks", "state_history", "messages", "seq_gaps",
-                         "incidents", "notifications"):
+        if table not in TABLES:
             raise ValueError(f"no table {table!r}")
         (total,) = self._db.execute(f"SELECT count(*) FROM {table}").fetchone()
         return int(total)
+
+    # -- whole tables (export and import) --------------------------------------
+
+    def _table(self, table: str) -> str:
+        if table not in TABLES:
+            raise ValueError(f"no table {table!r}")
+        return table
+
+    def columns(self, table: str) -> list[str]:
+        """The column names of a table."""
+        rows = self._db.execute(f"PRAGMA table_info({self._table(table)})")
+        return [row[1] for row in rows]
+
+    def rows(self, table: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        """A table's column names and its rows, read as they are consumed."""
+        cursor = self._db.execute(f"SELECT * FROM {self._table(table)}")
+        return [column[0] for column in cursor.description], iter(cursor)
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Inserts rows as they are (ids included); ``columns`` must be the table's."""
+        unknown = set(columns) - set(self.columns(table))
+        if unknown:
+            raise ValueError(f"no columns {sorted(unknown)} in {table}")
+        if rows:
+            try:
+                self._db.executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' * len(columns))})", rows)
+            except (sqlite3.IntegrityError, sqlite3.InterfaceError) as exc:
+                # A row the file holds twice, or a value of no SQL type (a nested
+                # JSON object): the file's fault, said in one line.
+                raise StorageError(f"{table}: {exc}") from None
+
+    def after_import(self) -> None:
+        """What an import needs done once its rows are in (nothing, for SQLite)."""
 
     # -- agents and checks ------------------------------------------------------
 
     def _ensure_agent(self, agent: str, now: float) -> None:
         self._db.execute(
-            "INSERT OR IGNORE INTO agents (id, first_seen) VALUES (?, ?)", (agent, now)
+            "INSERT INTO agents (id, first_seen) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            (agent, now),
         )
 
     def record_heartbeat(
@@ -441,6 +573,23 @@ class Storage:
         ).fetchone()
         return CheckRow(*row) if row else None
 
+    def checks_named(self, agent: str, names: list[str]) -> dict[str, CheckRow]:
+        """The latest states of some checks of one agent, by name (absent: never reported).
+
+        A few queries for a whole heartbeat instead of one per check: on
+        PostgreSQL each query is a round trip.
+        """
+        found: dict[str, CheckRow] = {}
+        for start in range(0, len(names), _NAMES_PER_QUERY):
+            chunk = names[start:start + _NAMES_PER_QUERY]
+            rows = self._db.execute(
+                "SELECT agent, name, status, reason, latency_ms, at, group_name, host, port"
+                f" FROM checks WHERE agent = ? AND name IN ({', '.join('?' * len(chunk))})",
+                (agent, *chunk),
+            )
+            found.update((row[1], CheckRow(*row)) for row in rows)
+        return found
+
     def checks(self, *, limit: int = -1, offset: int = 0,
                problems_first: bool = False) -> list[CheckRow]:
         """Checks' latest states, by agent and name (or those not ``up`` first).
@@ -454,7 +603,7 @@ class Storage:
         rows = self._db.execute(
             "SELECT agent, name, status, reason, latency_ms, at, group_name, host, port"
             f" FROM checks ORDER BY {order} LIMIT ? OFFSET ?",
-            (limit, offset),
+            (_limit(limit), offset),
         )
         return [CheckRow(*row) for row in rows]
 
@@ -465,8 +614,9 @@ class Storage:
             " port, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (agent, name) DO UPDATE SET status = excluded.status,"
             " reason = excluded.reason, latency_ms = excluded.latency_ms, at = excluded.at,"
-            " group_name = coalesce(excluded.group_name, group_name),"
-            " host = coalesce(excluded.host, host), port = coalesce(excluded.port, port),"
+            " group_name = coalesce(excluded.group_name, checks.group_name),"
+            " host = coalesce(excluded.host, checks.host),"
+            " port = coalesce(excluded.port, checks.port),"
             " updated_at = excluded.updated_at",
             (row.agent, row.name, row.status, row.reason, row.latency_ms, row.at, row.group,
              row.host, row.port, now),
@@ -503,26 +653,39 @@ class Storage:
         Returns:
             The new incident, or None when one was already open.
         """
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO incidents (kind, agent, check_name, status, summary,"
-            " opened_at, notified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        # The partial unique index decides: of two receivers opening the same
+        # incident at once, the second one's insert does nothing.
+        row = self._db.execute(
+            "INSERT INTO incidents (kind, agent, check_name, status, summary,"
+            " opened_at, notified) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            " RETURNING id",
             (kind, agent, check, status, summary, now, int(notified)),
-        )
-        if cursor.rowcount == 0:
+        ).fetchone()
+        if row is None:
             return None
-        return self.incident(int(cursor.lastrowid or 0))
+        return self.incident(int(row[0]))
 
     def resolve_incident(self, kind: str, agent: str, check: str, now: float) -> Incident | None:
-        """Resolves the open incident of this kind and subject; None when none was open."""
-        current = self.open_incident_for(kind, agent, check)
-        if current is None:
-            return None
-        self._db.execute("UPDATE incidents SET resolved_at = ? WHERE id = ?", (now, current.id))
-        return self.incident(current.id)
+        """Resolves the open incident of this kind and subject; None when none was open.
 
-    def mark_notified(self, incident_id: int) -> None:
-        """Records that an incident's trigger went to the channels after all."""
-        self._db.execute("UPDATE incidents SET notified = 1 WHERE id = ?", (incident_id,))
+        Of two receivers resolving it at once only one gets it back (and notifies).
+        """
+        row = self._db.execute(
+            "UPDATE incidents SET resolved_at = ? WHERE kind = ? AND agent = ?"
+            " AND check_name = ? AND resolved_at IS NULL RETURNING id",
+            (now, kind, agent, check),
+        ).fetchone()
+        return None if row is None else self.incident(int(row[0]))
+
+    def mark_notified(self, incident_id: int) -> bool:
+        """Records that an incident's trigger goes to the channels after all.
+
+        Returns:
+            True for the one caller that changed it (that caller sends the trigger).
+        """
+        changed = self._db.execute(
+            "UPDATE incidents SET notified = 1 WHERE id = ? AND notified = 0", (incident_id,))
+        return changed.rowcount > 0
 
     def incident(self, incident_id: int) -> Incident:
         """One incident by id."""
@@ -544,7 +707,7 @@ class Storage:
         """The open incidents, oldest first (at most ``limit``; -1: all)."""
         rows = self._db.execute(
             f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY id"
-            " LIMIT ?", (limit,)
+            " LIMIT ?", (_limit(limit),)
         )
         return [_incident(row) for row in rows]
 
@@ -586,20 +749,68 @@ class Storage:
         """Each channel's oldest pending delivery (channels deliver in order)."""
         rows = self._db.execute(
             "SELECT n.id, n.incident_id, n.event, n.channel, n.attempts, n.next_attempt_at"
-            " FROM notifications n WHERE n.state = 'pending' AND n.id = (SELECT min(m.id)"
-            " FROM notifications m WHERE m.channel = n.channel AND m.state = 'pending')"
-            " ORDER BY n.id"
+            f" FROM notifications n WHERE {_QUEUE_HEAD} ORDER BY n.id"
         ).fetchall()
         return [
             Notification(row[0], self.incident(row[1]), row[2], row[3], row[4], row[5])
             for row in rows
         ]
 
+    def claim_due(self, now: float, lease_until: float) -> list[Notification]:
+        """Takes each channel's queue head that is due and not held by another sender.
+
+        The claim lasts until ``lease_until``: a receiver killed while sending
+        leaves its claim behind, and another receiver takes the delivery over
+        once the lease is past. A head held by someone else blocks its channel
+        (channels deliver in order); ``SKIP LOCKED`` makes two receivers claiming
+        at the same moment pass each other instead of waiting.
+        """
+        due = (
+            "SELECT n.id, n.incident_id, n.event, n.channel, n.attempts, n.next_attempt_at"
+            f" FROM notifications n WHERE {_QUEUE_HEAD} AND n.next_attempt_at <= ?"
+            " AND n.claimed_until <= ? ORDER BY n.id"
+        )
+        # Nothing due (the usual case) costs a read, not a write transaction.
+        if self._db.execute(due, (now, now)).fetchone() is None:
+            return []
+        with self.transaction():
+            rows = self._db.execute(due + self._LOCK_ROWS_SKIP_LOCKED, (now, now)).fetchall()
+            for row in rows:
+                self._db.execute("UPDATE notifications SET claimed_until = ? WHERE id = ?",
+                                 (lease_until, row[0]))
+            return [
+                Notification(row[0], self.incident(row[1]), row[2], row[3], row[4], row[5])
+                for row in rows
+            ]
+
+    def queue_next_due(self) -> float | None:
+        """When the earliest queue head becomes due (or its lease ends); None: empty."""
+        (due,) = self._db.execute(
+            "SELECT min(CASE WHEN n.claimed_until > n.next_attempt_at THEN n.claimed_until"
+            f" ELSE n.next_attempt_at END) FROM notifications n WHERE {_QUEUE_HEAD}"
+        ).fetchone()
+        return None if due is None else float(due)
+
+    def claim_job(self, name: str, period_s: float, now: float) -> bool:
+        """Claims a periodic job (pruning) for this period, across every receiver.
+
+        Returns:
+            True for the one receiver that should run it now; False when it ran
+            less than ``period_s`` ago (here or on another receiver).
+        """
+        claimed = self._db.execute(
+            "INSERT INTO cluster_jobs (name, last_run_at) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at"
+            " WHERE cluster_jobs.last_run_at <= ?",
+            (name, now, now - period_s),
+        )
+        return claimed.rowcount > 0
+
     def mark_sent(self, notification_id: int, now: float) -> None:
         """A delivery succeeded."""
         self._db.execute(
-            "UPDATE notifications SET state = 'sent', sent_at = ?, attempts = attempts + 1"
-            " WHERE id = ?",
+            "UPDATE notifications SET state = 'sent', sent_at = ?, attempts = attempts + 1,"
+            " claimed_until = 0 WHERE id = ?",
             (now, notification_id),
         )
 
@@ -607,7 +818,7 @@ class Storage:
         """A delivery failed and will be tried again at ``next_attempt_at``."""
         self._db.execute(
             "UPDATE notifications SET attempts = attempts + 1, next_attempt_at = ?,"
-            " last_error = ? WHERE id = ?",
+            " last_error = ?, claimed_until = 0 WHERE id = ?",
             (next_attempt_at, error, notification_id),
         )
 
@@ -615,7 +826,7 @@ class Storage:
         """A delivery the channel refused for good (kept, visible, never retried)."""
         self._db.execute(
             "UPDATE notifications SET state = 'failed', attempts = attempts + 1,"
-            " last_error = ? WHERE id = ?",
+            " last_error = ?, claimed_until = 0 WHERE id = ?",
             (error, notification_id),
         )
 

@@ -91,7 +91,9 @@ class Sender:
             if await self.send_to(next(self._turn), message) == 200:
                 return
             await trio.sleep(0.1)
-        raise AssertionError(f"message {message['id']} not acknowledged by any receiver: {self.refused[-5:]} {self.cluster.log(0).read_text()[-3000:]}")
+        tail = self.cluster.log(0).read_text(errors="replace")[-3000:]
+        raise AssertionError(f"message {message['id']} not acknowledged by any receiver "
+                             f"(last answers {self.refused[-5:]}); receiver 0's log ends:\n{tail}")
 
 
 def rows(postgres: PrivatePostgres, url: str, sql: str) -> list[list[str]]:

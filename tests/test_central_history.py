@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from agent.central.config import HistorySettings
+from agent.central.history import History
 from agent.central.latency_histogram import BUCKETS, bucket_bounds, bucket_of, quantile
 from agent.central.server import Central
-from agent.central.storage import CheckRow, Storage
+from agent.central.storage import CheckRow, Storage, StorageSettings, open_storage
 from agent.common.timefmt import rfc3339
 from tests.central_fleet import Clock
 from tests.central_support import (
@@ -394,3 +395,23 @@ async def test_history_check_pages_metrics_and_maintenance_need_the_read_token(
             assert granted.status_code == 200, path
         # A path the routes do not know is refused the same way, so it tells nothing.
         assert (await client.get("/checks/dc1/nothing")).status_code == 401
+
+
+def test_of_two_receivers_on_one_store_one_prunes_the_hour(tmp_path: Path) -> None:
+    # Several receivers on one database each look hourly; the first to claim the
+    # hour prunes, the other leaves it.
+    config = make_config(tmp_path)
+    pruned: list[float] = []
+
+    class CountingHistory(History):
+        def prune(self, now: float) -> int:
+            pruned.append(now)
+            return 0
+
+    storage = open_storage(StorageSettings(tmp_path / "shared"))
+    receivers = [CountingHistory(config, storage, lambda: BASE_TIME) for _ in range(2)]
+    for hour in (1, 2):
+        for receiver in receivers:
+            receiver.tick(BASE_TIME + hour * 2 * HOUR)
+    storage.close()
+    assert pruned == [BASE_TIME + 2 * HOUR, BASE_TIME + 4 * HOUR]

@@ -224,7 +224,9 @@ class History:
             self._move_windows(now)
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
-            self.prune(now)
+            # Of several receivers on one database, the first to claim the hour prunes.
+            if self.storage.claim_job("history-prune", PRUNE_EVERY_S, now):
+                self.prune(now)
 
     def _follow_silence(self, now: float) -> None:
         for row in self.storage.agents():

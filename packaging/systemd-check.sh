@@ -307,8 +307,12 @@ until_ok "every probe up at the receiver (signed results delivered)" 30 all_up_a
 [ "$(prop heartwire NRestarts)" = "$restarts" ] || fail "the agent restarted"
 # Neither the agent (a refused syscall, an unreadable file) nor systemd (SIGSYS from
 # the seccomp filter, a crash) reported anything since the probes started.
-! journal_has -u heartwire --since "@$started" -p warning \
-    || fail "the agent or systemd logged a warning while the probes ran (see the journal)"
+# One line is neither's fault: PID 1 could not tell a D-Bus client (a systemctl that
+# had already exited) about a unit change ("Failed to send unit change signal").
+warnings=$(in_ct journalctl --no-pager -q -u heartwire --since "@$started" -p warning \
+           | grep -v "Failed to send unit change signal" || true)
+[ -z "$warnings" ] || { echo "$warnings" >&2
+    fail "the agent or systemd logged a warning while the probes ran (see the journal)"; }
 ! journal_has -u heartwire --since "@$started" -g "Main process exited|SIGSYS" \
     || fail "the agent's process died while the probes ran"
 

@@ -377,3 +377,20 @@ async def test_a_heartbeat_of_many_checks_lets_the_checks_run_while_it_is_built(
     assert len(json.loads(beat.body)["data"]["checks"]) == 2_000  # every check, once
     assert turns_while_building >= 3  # at least once between every two parts of 500
     await outbox.aclose()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::1]", "localhost"])
+def test_plain_http_to_this_machines_loopback_is_not_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.setenv("K", KEY.to_text())
+    loaded = config.parse([("agent.toml", {
+        "agent": {"id": "agent-1", "state_dir": str(tmp_path)},
+        "destinations": {"main": {"kind": "native", "signing_key_env": "K",
+                                  "url": f"http://{host}:8470/v1/ingest"}},
+    })])
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    reporting = open_reporting(loaded, scheduler_checks(scheduler))
+    assert reporting is not None
+    reporting.outbox.sync.close()
+    assert "plain http" not in caplog.text

@@ -9,7 +9,6 @@ receiver only sees the frozen dataclasses below.
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from agent.central.maintenance import WeeklyWindow, read_weekly
 from agent.central.storage import Retention, StorageSettings, is_postgres
 from agent.central.storage.base import DEFAULT_POOL_SIZE
 from agent.common.keyfiles import read_secret, read_sources
+from agent.common.loopback import is_loopback_host
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.signing import VerifyKey, read_verify_key
 from agent.common.tables import Table, read_toml
@@ -449,10 +449,4 @@ def load(path: Path) -> CentralConfig:
 
 def is_loopback(address: str) -> bool:
     """Whether a ``host:port`` listen address is on loopback only."""
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(address.rpartition(":")[0])

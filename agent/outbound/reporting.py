@@ -28,10 +28,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
 from agent.common.logs import get_logger
+from agent.common.loopback import is_loopback_host
 from agent.common.redact import redact_url
 from agent.common.webhook_auth import WebhookAuth
 from agent.config.destinations import load_secret, load_signing_keys, secrets_of
@@ -321,7 +323,9 @@ def open_reporting(
             f"cannot open the outbox in {directory}: {exc}; give a writable directory "
             f"(--state-dir or ${STATE_DIR_ENV_VAR})") from None
     for destination, keys, secret in secrets:
-        if destination.url.startswith("http://"):
+        if destination.url.startswith("http://") and \
+                not is_loopback_host(urlsplit(destination.url).hostname or ""):
+            # Plain http to this machine's loopback never crosses a network.
             signed = "signed but " if destination.kind == "native" else ""
             log.warning("%s: %s is plain http: messages are %snot encrypted",
                         destination.name, redact_url(destination.url, destination.kind),

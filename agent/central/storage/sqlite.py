@@ -556,6 +556,15 @@ class Storage:
              json.dumps(heartbeat), agent),
         )
 
+    def last_heartbeat(self, agent: str) -> dict[str, Any] | None:
+        """The ``data`` of an agent's latest heartbeat, or None when it sent none."""
+        row = self._db.execute(
+            "SELECT heartbeat_json FROM agents WHERE id = ?", (agent,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        data = json.loads(row[0])
+        return data if isinstance(data, dict) else None
+
     def agents(self) -> list[AgentRow]:
         """Every agent that ever reported, by id."""
         rows = self._db.execute(

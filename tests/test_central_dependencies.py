@@ -1,0 +1,104 @@
+"""Dependencies: while a parent is down, its children's outages are recorded, not paged.
+
+The real Ingest and Incidents behind the receiver's watcher, on trio's MockClock (the
+wall clock is BASE_TIME plus virtual time), with the webhook recorder of
+test_central_incidents.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import trio
+import trio.testing
+
+from agent.central.config import AgentSettings, CentralConfig
+from tests.central_support import AGENT_KEY, Messages, check_item
+from tests.test_central_incidents import Hook, _config, send, watching
+
+
+def _beat(messages: Messages, uplink: str, db: str) -> dict[str, Any]:
+    return messages.heartbeat([check_item("db", db, depends_on=["uplink"]),
+                               check_item("uplink", uplink)])
+
+
+def _events(hook: Hook) -> list[tuple[str, str | None]]:
+    return [(event, check) for event, check, _ in _summaries(hook)]
+
+
+def _summaries(hook: Hook) -> list[tuple[str, str | None, str]]:
+    return [(body["type"], body["incident"]["check"], body["incident"]["summary"])
+            for _, body in hook.received]
+
+
+async def test_a_child_down_while_its_parent_is_down_alerts_only_when_the_parent_recovers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, _beat(messages, "up", "up"))
+        send(central, _beat(messages, "down", "down"))
+        await trio.sleep(2)
+        sent = _summaries(hook)
+        assert sent[0][:2] == ("incident.trigger", "uplink") and len(sent) == 1
+        assert sent[0][2].endswith("; holds the alerts of dc1/db")
+        db = next(row for row in central.views.checks() if row["name"] == "db")
+        assert db["status"] == "down"
+        assert db["held_by"] == "dc1/uplink"
+        assert "down (parent dc1/uplink is down)" in central.views.status_page()
+        await trio.sleep(300)
+        assert len(hook.received) == 1
+        send(central, _beat(messages, "up", "down"))  # the parent recovers, the child not
+        await trio.sleep(2)
+        assert _events(hook) == [
+            ("incident.trigger", "uplink"), ("incident.resolve", "uplink"),
+            ("incident.trigger", "db")]
+        send(central, _beat(messages, "up", "up"))
+        await trio.sleep(2)
+        assert _summaries(hook)[-1][:2] == ("incident.resolve", "db")
+
+
+async def test_a_child_that_recovers_with_its_parent_is_never_sent(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, _beat(messages, "down", "down"))
+        await trio.sleep(60)
+        send(central, _beat(messages, "up", "up"))
+        await trio.sleep(5)
+        assert _events(hook) == [
+            ("incident.trigger", "uplink"), ("incident.resolve", "uplink")]
+        db = next(row for row in central.views.checks() if row["name"] == "db")
+        assert db["held_by"] is None
+
+
+def _gateway_config(tmp_path: Path) -> CentralConfig:
+    config = _config(tmp_path, grace_s=3600.0)
+    agents = dict(config.agents)
+    agents["dc1"] = replace(agents["dc1"], depends_on=(("gw", "vpn"),))
+    agents["gw"] = AgentSettings("gw", (AGENT_KEY.public_key(),))
+    return replace(config, agents=MappingProxyType(agents))
+
+
+async def test_an_agent_depends_on_another_agents_check(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    dc1, gw = Messages(), Messages("gw")
+    async with watching(_gateway_config(tmp_path), hook) as central:
+        send(central, gw.heartbeat([check_item("vpn", "down")]))
+        send(central, dc1.heartbeat([check_item("db", "down")]))
+        await trio.sleep(2)
+        assert _events(hook) == [("incident.trigger", "vpn")]
+        db = next(row for row in central.views.checks() if row["agent"] == "dc1")
+        assert db["held_by"] == "gw/vpn"
+        send(central, gw.heartbeat([check_item("vpn", "up")]))
+        await trio.sleep(2)
+        assert _events(hook)[1:] == [
+            ("incident.resolve", "vpn"), ("incident.trigger", "db")]

@@ -102,3 +102,41 @@ async def test_an_agent_depends_on_another_agents_check(
         await trio.sleep(2)
         assert _events(hook)[1:] == [
             ("incident.resolve", "vpn"), ("incident.trigger", "db")]
+
+
+async def test_two_receivers_on_one_store_release_a_held_child_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    first_hook, second_hook = Hook(), Hook()
+    messages = Messages()
+    config = _config(tmp_path, grace_s=3600.0)
+    async with watching(config, first_hook) as first, watching(config, second_hook) as second:
+        send(first, _beat(messages, "down", "down"))
+        await trio.sleep(30)
+        send(second, _beat(messages, "up", "down"))  # the parent recovers at the other one
+        await trio.sleep(5)
+        triggers = [check for hook in (first_hook, second_hook)
+                    for event, check in _events(hook) if event == "incident.trigger"]
+    assert sorted(triggers) == ["db", "uplink"]
+
+
+async def test_a_silent_parent_agent_holds_its_childrens_alerts(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    dc1, gw = Messages(), Messages("gw")
+    config = _gateway_config(tmp_path)
+    agents = dict(config.agents)
+    agents["gw"] = replace(agents["gw"], grace_s=10.0)
+    async with watching(replace(config, agents=MappingProxyType(agents)), hook) as central:
+        send(central, gw.heartbeat([check_item("vpn", "up")]))
+        await trio.sleep(45)
+        assert _events(hook) == [("incident.trigger", None)]  # gw's silence
+        send(central, dc1.heartbeat([check_item("db", "down")]))
+        await trio.sleep(60)
+        assert len(hook.received) == 1
+        db = next(row for row in central.views.checks() if row["agent"] == "dc1")
+        assert db["held_by"] == "gw"
+        send(central, gw.heartbeat([check_item("vpn", "up")]))
+        await trio.sleep(2)
+        assert _events(hook)[1:] == [("incident.resolve", None), ("incident.trigger", "db")]

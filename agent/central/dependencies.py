@@ -18,6 +18,7 @@ more (``Incidents.release_held``), and its resolve only when its trigger was sen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 from agent.central.config import CentralConfig
@@ -39,6 +40,10 @@ class Dependencies:
     def __init__(self, storage: Storage, config: CentralConfig) -> None:
         self.storage = storage
         self.config = config
+        # Per agent: its latest heartbeat's JSON and the (check, depends_on) pairs read
+        # from it. A heartbeat may list 10,000 checks: parsed again only when it changed,
+        # not at every sweep that asks whether a held incident may go out.
+        self._read: dict[str, tuple[str, list[tuple[str, list[object]]]]] = {}
 
     def parents(self, agent: str, check: str) -> Iterator[tuple[str, str]]:
         """The ``(agent, check)`` pairs ``check`` of ``agent`` depends on ("" : its silence)."""
@@ -93,10 +98,20 @@ class Dependencies:
 
     def _listed(self, agent: str) -> Iterator[tuple[str, list[object]]]:
         """The checks an agent's latest heartbeat lists, with their ``depends_on``."""
-        heartbeat = self.storage.last_heartbeat(agent) or {}
-        for entry in heartbeat.get("checks") or ():
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                yield entry["name"], list(entry.get("depends_on") or ())
+        text = self.storage.last_heartbeat_json(agent)
+        if text is None:
+            return iter(())
+        cached = self._read.get(agent)
+        if cached is None or cached[0] != text:
+            heartbeat = json.loads(text)
+            entries = heartbeat.get("checks") if isinstance(heartbeat, dict) else None
+            listed = [(entry["name"], list(entry.get("depends_on") or ()))
+                      for entry in entries or ()
+                      if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
+            if agent in self.config.agents:  # bounded by the registered agents
+                self._read[agent] = (text, listed)
+            return iter(listed)
+        return iter(cached[1])
 
     def _alerting(self, status: str) -> bool:
         return status == "down" or (status == "degraded" and self.config.alert_on_degraded)

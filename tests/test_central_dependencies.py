@@ -12,11 +12,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import httpx
 import trio
 import trio.testing
 
+from agent.central.channels.webhook import WebhookSettings
 from agent.central.config import AgentSettings, CentralConfig
-from tests.central_support import AGENT_KEY, Messages, check_item
+from tests.central_support import AGENT_KEY, Messages, check_item, running_central, signed
+from tests.conftest import ConfigFactory
 from tests.test_central_incidents import Hook, _config, send, watching
 
 
@@ -140,3 +143,31 @@ async def test_a_silent_parent_agent_holds_its_childrens_alerts(
         send(central, gw.heartbeat([check_item("vpn", "up")]))
         await trio.sleep(2)
         assert _events(hook)[1:] == [("incident.resolve", None), ("incident.trigger", "db")]
+
+
+async def test_the_receiver_over_http_holds_a_child_and_sends_it_after_its_parent(
+    central_config: ConfigFactory,
+) -> None:
+    """End to end on both backends: signed heartbeats in, page and API out, real time."""
+    hook = Hook()
+    messages = Messages()
+    channels = MappingProxyType({"hook": WebhookSettings("hook", "https://hooks.test/in")})
+    config = central_config(channels=channels, grace_s=3600.0)
+    async with running_central(config, transport=httpx.MockTransport(hook.handle)) as (
+            _, client):
+        for uplink, db in (("up", "up"), ("down", "down")):
+            headers, body = signed(_beat(messages, uplink, db))
+            assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
+        checks = (await client.get("/api/v1/checks")).json()["checks"]
+        assert {row["name"]: row["held_by"] for row in checks} == {
+            "db": "dc1/uplink", "uplink": None}
+        assert "down (parent dc1/uplink is down)" in (await client.get("/")).text
+        headers, body = signed(_beat(messages, "up", "down"))
+        assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
+        for _ in range(200):  # the watcher releases within a second: at most 10 s
+            if len(hook.received) >= 3:
+                break
+            await trio.sleep(0.05)
+    assert _events(hook) == [("incident.trigger", "uplink"), ("incident.resolve", "uplink"),
+                             ("incident.trigger", "db")]
+    assert _summaries(hook)[0][2].endswith("; holds the alerts of dc1/db")

@@ -377,3 +377,21 @@ async def test_a_heartbeat_of_many_checks_lets_the_checks_run_while_it_is_built(
     assert len(json.loads(beat.body)["data"]["checks"]) == 2_000  # every check, once
     assert turns_while_building >= 3  # at least once between every two parts of 500
     await outbox.aclose()
+
+
+async def test_heartbeats_carry_each_checks_depends_on_from_the_config(
+    autojump_clock: trio.testing.MockClock
+) -> None:
+    loaded = config.parse([("agent.toml", {
+        "agent": {"id": "agent-1"},
+        "checks": {"uplink": {"host": "127.0.0.1", "port": 1},
+                   "db": {"host": "127.0.0.1", "port": 5432, "depends_on": ["uplink"]}},
+    })])
+    scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        entries = [snapshot.data() for part in scheduler_checks(scheduler).snapshot(10)
+                   for snapshot in part]
+        nursery.cancel_scope.cancel()
+    assert {entry["name"]: entry.get("depends_on") for entry in entries} == {
+        "uplink": None, "db": ["uplink"]}

@@ -176,10 +176,11 @@ def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     schema = _schema()["$defs"]
     result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
     beat = heartbeat_data(started_at=1e9, interval_s=30, checks=[
-        CheckSnapshot("db", Status.DOWN, result, group="Databases", host="db1", port=5432)],
+        CheckSnapshot("db", Status.DOWN, result, group="Databases", host="db1", port=5432,
+                      depends_on=("uplink",))],
         runs=1, skipped=0, counts={}, depth=OutboxDepth(0, 0))
     assert set(beat) == set(schema["heartbeat"]["required"])
-    # Every documented field, the optional group/host/port included.
+    # Every documented field, the optional group/host/port/depends_on included.
     assert set(beat["checks"][0]) == set(
         schema["heartbeat"]["properties"]["checks"]["items"]["properties"])
     assert (beat["checks"][0]["group"], beat["checks"][0]["port"]) == ("Databases", 5432)

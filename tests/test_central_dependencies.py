@@ -161,7 +161,8 @@ async def test_the_receiver_over_http_holds_a_child_and_sends_it_after_its_paren
         checks = (await client.get("/api/v1/checks")).json()["checks"]
         assert {row["name"]: row["held_by"] for row in checks} == {
             "db": "dc1/uplink", "uplink": None}
-        assert "down (parent dc1/uplink is down)" in (await client.get("/")).text
+        for page in ("/", "/checks/dc1/db"):
+            assert "down (parent dc1/uplink is down)" in (await client.get(page)).text
         headers, body = signed(_beat(messages, "up", "down"))
         assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
         for _ in range(200):  # the watcher releases within a second: at most 10 s

@@ -177,6 +177,8 @@ def test_an_agent_depends_on_other_agents_checks(tmp_path: Path) -> None:
      'expected "<agent>/<check>", got \'vpn\''),
     ('depends_on = ["gw/"]\n', "agents.dc1.depends_on[0]",
      'expected "<agent>/<check>", got \'gw/\''),
+    ('depends_on = [' + '"gw/vpn", ' * 17 + ']\n', "agents.dc1.depends_on",
+     "at most 16 checks, got 17"),
     ('depends_on = ["nobody/vpn"]\n', "agents.dc1.depends_on[0]",
      "agent 'nobody' is not registered"),
     ('depends_on = ["dc1/db"]\n', "agents.dc1.depends_on[0]",

@@ -172,3 +172,19 @@ async def test_the_receiver_over_http_holds_a_child_and_sends_it_after_its_paren
     assert _events(hook) == [("incident.trigger", "uplink"), ("incident.resolve", "uplink"),
                              ("incident.trigger", "db")]
     assert _summaries(hook)[0][2].endswith("; holds the alerts of dc1/db")
+
+
+async def test_a_parent_names_ten_of_the_alerts_it_holds_and_counts_the_rest(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    messages = Messages()
+    children = [check_item(f"app{index:02}", "down", depends_on=["uplink"])
+                for index in range(12)]
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, messages.heartbeat([*children, check_item("uplink", "down")]))
+        await trio.sleep(2)
+    sent = _summaries(hook)
+    assert len(sent) == 1
+    named = ", ".join(f"dc1/app{index:02}" for index in range(10))
+    assert sent[0][2].endswith(f"; holds the alerts of {named} and 2 more")

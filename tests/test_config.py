@@ -300,6 +300,8 @@ def test_a_check_depends_on_other_checks(tmp_path: Path) -> None:
      "checks.web.depends_on[0]", "no check named 'dbb'"),
     ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = ["web"]\n',
      "checks.web.depends_on", "check 'web' cannot depend on itself"),
+    ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = [' + '"db", ' * 17 + ']\n',
+     "checks.web.depends_on", "at most 16 checks, got 17"),
     ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = "db"\n',
      "checks.web.depends_on", "expected an array of strings, got a string"),
 ])

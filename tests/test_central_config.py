@@ -155,3 +155,42 @@ def test_history_settings_have_defaults_and_bounds(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             central_config.load(path)
         assert str(caught.value).endswith(message), str(caught.value)
+
+
+_KEY = 'keys = ["whpk_ebVWLo/mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ="]\n'
+
+
+def _agents(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "central.toml"
+    path.write_text(f"[agents.gw]\n{_KEY}[agents.dc1]\n{_KEY}" + text)
+    return path
+
+
+def test_an_agent_depends_on_other_agents_checks(tmp_path: Path) -> None:
+    loaded = central_config.load(_agents(tmp_path, 'depends_on = ["gw/vpn", "gw/vpn"]\n'))
+    assert loaded.agents["dc1"].depends_on == (("gw", "vpn"),)
+    assert loaded.agents["gw"].depends_on == ()
+
+
+@pytest.mark.parametrize(("text", "where", "fault"), [
+    ('depends_on = ["vpn"]\n', "agents.dc1.depends_on[0]",
+     'expected "<agent>/<check>", got \'vpn\''),
+    ('depends_on = ["gw/"]\n', "agents.dc1.depends_on[0]",
+     'expected "<agent>/<check>", got \'gw/\''),
+    ('depends_on = [' + '"gw/vpn", ' * 17 + ']\n', "agents.dc1.depends_on",
+     "at most 16 checks, got 17"),
+    ('depends_on = ["nobody/vpn"]\n', "agents.dc1.depends_on[0]",
+     "agent 'nobody' is not registered"),
+    ('depends_on = ["dc1/db"]\n', "agents.dc1.depends_on[0]",
+     "agent 'dc1' cannot depend on itself (its checks say depends_on in the agent's own "
+     "config)"),
+    ('depends_on = ["gw2/vpn"]\n[agents.gw2]\n' + _KEY + 'depends_on = ["dc1/db"]\n',
+     "agents.dc1.depends_on", "a dependency cycle between agents: dc1 -> gw2 -> dc1"),
+])
+def test_a_bad_agent_dependency_is_one_line(
+    tmp_path: Path, text: str, where: str, fault: str
+) -> None:
+    path = _agents(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        central_config.load(path)
+    assert str(caught.value) == f"{path}: {where}: {fault}"

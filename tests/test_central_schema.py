@@ -70,6 +70,22 @@ def test_a_valid_message_passes_and_each_fault_names_its_field() -> None:
         validate(message)
 
 
+@pytest.mark.parametrize(("depends_on", "fault"), [
+    ("uplink", r"data\.checks\[0\]\.depends_on must be an array"),
+    ([f"c{i}" for i in range(17)], r"data\.checks\[0\]\.depends_on has 17 entries"),
+    (["ok", "not ok"], r"data\.checks\[0\]\.depends_on\[1\]"),
+    ([{"name": "x"}], r"data\.checks\[0\]\.depends_on\[0\]"),
+])
+def test_a_heartbeat_check_depends_on_at_most_sixteen_valid_names(
+    depends_on: object, fault: str
+) -> None:
+    message = Messages().heartbeat([check_item("db", "up", depends_on=["uplink", "uplink"])])
+    assert validate(message).reports[0].depends_on == ("uplink",)
+    message["data"]["checks"][0]["depends_on"] = depends_on
+    with pytest.raises(InvalidMessage, match=fault):
+        validate(message)
+
+
 def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
     """One schema: messages built by agent.outbound.messages pass its validator, and a
     superseded heartbeat's counts read back as the counters that filled it."""
@@ -86,7 +102,8 @@ def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
 
     beat = messages.heartbeat_data(
         started_at=at, interval_s=30, runs=5, skipped=0, counts=counts, depth=Depth(),
-        checks=[messages.CheckSnapshot("db", Status.DOWN, result, port=5432)])
+        checks=[messages.CheckSnapshot("db", Status.DOWN, result, port=5432,
+                                       depends_on=("uplink", "vpn"))])
     built = [
         messages.envelope(messages.HEARTBEAT, "msg_" + "a" * 32, 7, "web-1", at, beat),
         messages.envelope(messages.STATE_CHANGE, "msg_" + "b" * 32, 8, "web-1", at,
@@ -97,6 +114,8 @@ def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
     ]
     kinds = [validate(parse_json(messages.encode(message))).kind for message in built]
     assert kinds == ["heartbeat", "state_change", "results"]
+    assert validate(parse_json(messages.encode(built[0]))).reports[0].depends_on == (
+        "uplink", "vpn")
     assert messages.heartbeat_counts(beat) == counts
     test_beat = messages.heartbeat_data(started_at=at, interval_s=30, checks=[], runs=0,
                                         skipped=0, counts={}, depth=Depth(), test=True)

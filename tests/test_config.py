@@ -276,3 +276,45 @@ def test_a_huge_config_file_is_refused_without_reading_it_all(tmp_path: Path) ->
 def test_a_host_with_control_characters_is_refused(tmp_path: Path, host: str) -> None:
     message = error_of(tmp_path, f"[checks.db]\nhost = {host}\nport = 1\n")
     assert "checks.db.host: must not contain control characters" in message
+
+
+CHECKS = """
+[checks.uplink]
+host = "h"
+port = 1
+[checks.db]
+host = "h"
+port = 2
+depends_on = ["uplink"]
+"""
+
+
+def test_a_check_depends_on_other_checks(tmp_path: Path) -> None:
+    checks = {check.name: check for check in load_text(tmp_path, CHECKS).checks}
+    assert checks["db"].depends_on == ("uplink",)
+    assert checks["uplink"].depends_on == ()
+
+
+@pytest.mark.parametrize(("extra", "where", "fault"), [
+    ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = ["dbb"]\n',
+     "checks.web.depends_on[0]", "no check named 'dbb'"),
+    ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = ["web"]\n',
+     "checks.web.depends_on", "check 'web' cannot depend on itself"),
+    ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = [' + '"db", ' * 17 + ']\n',
+     "checks.web.depends_on", "at most 16 checks, got 17"),
+    ('[checks.web]\nhost = "h"\nport = 3\ndepends_on = "db"\n',
+     "checks.web.depends_on", "expected an array of strings, got a string"),
+])
+def test_a_dependency_on_nothing_or_on_itself_is_one_line(
+    tmp_path: Path, extra: str, where: str, fault: str
+) -> None:
+    assert error_of(tmp_path, CHECKS + extra) == f"{tmp_path / 'agent.toml'}: {where}: {fault}"
+
+
+def test_a_dependency_cycle_is_named_in_order(tmp_path: Path) -> None:
+    text = CHECKS.replace("port = 1\n", 'port = 1\ndepends_on = ["web"]\n') + (
+        '[checks.web]\nhost = "h"\nport = 3\ndepends_on = ["db"]\n')
+    message = error_of(tmp_path, text)
+    assert message == (f"{tmp_path / 'agent.toml'}: checks.uplink.depends_on: "
+                       "a dependency cycle: uplink -> web -> db -> uplink")
+    assert "\n" not in message

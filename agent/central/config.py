@@ -20,6 +20,7 @@ from agent.central.channels import CHANNEL_KINDS, ChannelSettings
 from agent.central.maintenance import WeeklyWindow, read_weekly
 from agent.central.storage import Retention, StorageSettings, is_postgres
 from agent.central.storage.base import DEFAULT_POOL_SIZE
+from agent.common.dependency_graph import MAX_DEPENDS_ON, find_cycle
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.loopback import is_loopback_host
 from agent.common.names import NAME_RULE, is_valid_name
@@ -71,12 +72,15 @@ class AgentSettings:
             ``keys`` (whpk_ public keys) and whsec_ secrets from ``secret_file``,
             ``secret_env`` or ``secret_credential`` (each a string or an array).
         grace_s: how long after ``interval_s`` a missing heartbeat alerts; None: the default.
+        depends_on: ``(agent, check)`` pairs of other agents this one depends on (an
+            uplink, a VPN gateway): while one is down, this agent's alerts are held.
         source: the file the agent is defined in.
     """
 
     id: str
     keys: tuple[VerifyKey, ...]
     grace_s: float | None = None
+    depends_on: tuple[tuple[str, str], ...] = ()
     source: str = ""
 
 
@@ -292,11 +296,46 @@ def read_agent(table: Table, agent_id: str) -> AgentSettings:
         id=agent_id,
         keys=_read_keys(table),
         grace_s=table.duration("grace", None, positive=False) if table.has("grace") else None,
+        depends_on=_read_depends_on(table, agent_id),
         source=table.file,
     )
     table.mark_read("grace")
     table.finish()
     return settings
+
+
+def _read_depends_on(table: Table, agent_id: str) -> tuple[tuple[str, str], ...]:
+    """``depends_on = ["<agent>/<check>", ...]``: checks of other agents."""
+    written = table.string_list("depends_on")
+    if len(written) > MAX_DEPENDS_ON:
+        raise table.error("depends_on", f"at most {MAX_DEPENDS_ON} checks, got {len(written)}")
+    pairs: list[tuple[str, str]] = []
+    for index, text in enumerate(written):
+        agent, _, check = text.partition("/")
+        if not is_valid_name(agent) or not is_valid_name(check):
+            raise table.error(f"depends_on[{index}]",
+                              f"expected \"<agent>/<check>\", got {text!r}")
+        if agent == agent_id:
+            raise table.error(f"depends_on[{index}]",
+                              f"agent {agent_id!r} cannot depend on itself (its checks "
+                              "say depends_on in the agent's own config)")
+        pairs.append((agent, check))
+    return tuple(dict.fromkeys(pairs))
+
+
+def _check_agent_dependencies(agents: dict[str, AgentSettings]) -> None:
+    """Every parent agent is registered, and no chain of agents comes back."""
+    for settings in agents.values():
+        for index, (parent, _) in enumerate(settings.depends_on):
+            if parent not in agents:
+                raise ConfigError(settings.source, f"agents.{settings.id}.depends_on[{index}]",
+                                  f"agent {parent!r} is not registered")
+    cycle = find_cycle({agent_id: [parent for parent, _ in settings.depends_on]
+                        for agent_id, settings in agents.items()})
+    if cycle is not None:
+        first = agents[cycle[0]]
+        raise ConfigError(first.source, f"agents.{first.id}.depends_on",
+                          f"a dependency cycle between agents: {' -> '.join(cycle)}")
 
 
 def _read_agents(
@@ -407,6 +446,7 @@ def load(path: Path) -> CentralConfig:
             extra.finish()
             files.append(str(dropin))
 
+    _check_agent_dependencies(agents)
     for window in maintenance:
         if window.agent not in agents:
             raise ConfigError(file, f"maintenance.{window.name}.agent",

@@ -36,6 +36,8 @@ from agent.common.logs import get_logger
 AGENT_SILENT = "agent_silent"
 CHECK_DOWN = "check_down"
 CHECK_FLAPPING = "check_flapping"
+# A parent's alert names at most this many of the alerts it holds.
+MAX_NAMED_CHILDREN = 10
 
 log = get_logger("central.incidents")
 
@@ -69,6 +71,18 @@ class Incidents:
         # the agent's silence); see maintenance.py. Held incidents are opened with
         # notified=False and sent by release_held once the window is over.
         self.holds: Callable[[str, str, float], bool] = lambda agent, check, now: False
+        # The incidents a parent (agent, check) holds, as "agent/check", for the
+        # parent's alert text; see dependencies.py.
+        self.held_children: Callable[[str, str], list[str]] = lambda agent, check: []
+
+    def _naming_children(self, agent: str, check: str, summary: str) -> str:
+        """The summary of a parent's incident, naming the alerts it holds (a few)."""
+        children = self.held_children(agent, check)
+        if not children:
+            return summary
+        more = f" and {len(children) - MAX_NAMED_CHILDREN} more" \
+            if len(children) > MAX_NAMED_CHILDREN else ""
+        return f"{summary}; holds the alerts of {', '.join(children[:MAX_NAMED_CHILDREN])}{more}"
 
     def _notify(self, incident: Incident, event: str, now: float) -> None:
         level = logging.WARNING if event == TRIGGER else logging.INFO
@@ -113,9 +127,10 @@ class Incidents:
         starts_flapping = flapping is None and recent >= self.config.flap_threshold and not held
         because = f" ({reason})" if reason else ""
         route = f"; {path}" if path else ""
+        summary = self._naming_children(
+            agent, check, f"{agent}: check {check} is {status}{because}{route}")
         incident = self.storage.open_incident(
-            CHECK_DOWN, agent, check, status,
-            f"{agent}: check {check} is {status}{because}{route}", now,
+            CHECK_DOWN, agent, check, status, summary, now,
             notified=flapping is None and not starts_flapping and not held,
         )
         if incident is None:
@@ -165,8 +180,9 @@ class Incidents:
                     silent_for = now - row.last_heartbeat_at
                     incident = self.storage.open_incident(
                         AGENT_SILENT, row.id, "", "silent",
-                        f"{row.id}: no heartbeat for {_words(silent_for)} "
-                        f"(expected every {_words(row.interval_s or 0)})",
+                        self._naming_children(
+                            row.id, "", f"{row.id}: no heartbeat for {_words(silent_for)} "
+                            f"(expected every {_words(row.interval_s or 0)})"),
                         now, notified=not self.holds(row.id, "", now),
                     )
                     if incident is not None and incident.notified:
@@ -196,7 +212,8 @@ class Incidents:
             self._notify(self.storage.incident(down.id), TRIGGER, now)
 
     def release_held(self, now: float) -> int:
-        """Sends the incidents a maintenance window held, once it no longer holds them
+        """Sends the incidents a maintenance window or a parent that is down held, once
+        nothing holds them any more
         (those still open: a resolved one is never sent). Returns how many."""
         released = 0
         waiting = [incident for incident in self.storage.open_incidents()
@@ -207,7 +224,7 @@ class Incidents:
             for incident in waiting:
                 if incident.kind == CHECK_DOWN and self.storage.open_incident_for(
                         CHECK_FLAPPING, incident.agent, incident.check) is not None:
-                    continue  # held by the flapping rule, not by maintenance
+                    continue  # held by the flapping rule, not by maintenance or a parent
                 if self.holds(incident.agent, incident.check, now):
                     continue
                 if self.storage.mark_notified(incident.id):  # one receiver of several wins

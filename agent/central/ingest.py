@@ -209,10 +209,20 @@ class Ingest:
                     self.incidents.heartbeat(agent, now)
                 stored = self.storage.checks_named(
                     agent, [report.name for report in message.reports])
+                applied = []
                 for report in message.reports:
                     # A name twice in one message compares with what the first stored.
-                    stored[report.name] = self._apply_check(
-                        agent, report, stored.get(report.name), msg_id, now)
+                    row = self._save_check(agent, report, stored.get(report.name), msg_id, now)
+                    if row is not None:
+                        stored[report.name] = row
+                        applied.append(report)
+                # Every state is saved before any alert, and checks without parents go
+                # first: a parent that went down in the same heartbeat holds its
+                # children's alerts and names them (a stable sort keeps the order of a
+                # name listed twice).
+                for report in sorted(applied, key=lambda report: bool(report.depends_on)):
+                    self.incidents.check_status(agent, report.name, report.status,
+                                                report.reason, now, path=report.path)
                 if message.maintenance is not None:
                     self._apply_maintenance(message, now)
         except DuplicateMessage:
@@ -248,15 +258,16 @@ class Ingest:
                      ", ".join(request.checks) or "the whole agent", rfc3339(ends))
         self.maintenance.changed()
 
-    def _apply_check(self, agent: str, report: CheckReport, stored: CheckRow | None,
-                     msg_id: str, now: float) -> CheckRow:
-        """Applies one check's report; returns the check's state now held."""
+    def _save_check(self, agent: str, report: CheckReport, stored: CheckRow | None,
+                    msg_id: str, now: float) -> CheckRow | None:
+        """Saves one check's report; returns the check's state now held, or None when
+        the report is older news than what the store holds (nothing to apply)."""
         if self.history is not None:
             self.history.observe(agent, report, stored.at if stored else None, now)
         if stored is not None:
             new_at, old_at = _aware_time(report.at), _aware_time(stored.at)
             if new_at is not None and old_at is not None and new_at < old_at:
-                return stored  # older news than what we hold (a late or re-delivered message)
+                return None  # older news than what we hold (a late or re-delivered message)
         previous = stored.status if stored is not None else "unknown"
         row = CheckRow(agent, report.name, report.status, report.reason, report.latency_ms,
                        report.at, report.group, report.host, report.port)
@@ -266,8 +277,6 @@ class Ingest:
                                           report.at, now, msg_id)
             if self.history is not None:
                 self.history.status_changed(agent, report.name, report.status, report.at, now)
-        self.incidents.check_status(agent, report.name, report.status, report.reason, now,
-                                    path=report.path)
         return row
 
 

@@ -24,6 +24,7 @@ from typing import Final
 from urllib.parse import quote
 
 from agent.central.config import CentralConfig
+from agent.central.dependencies import Dependencies
 from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to, parse_time
 from agent.central.history_api import rolled_up
 from agent.central.incidents import Incidents
@@ -158,6 +159,7 @@ class StatusPage:
         self.history = history
         self.wall_clock = wall_clock
         self.maintenance: Maintenance | None = None  # set by the receiver
+        self.dependencies: Dependencies | None = None  # set by the receiver
 
     def _windows(self, now: float) -> list[Window]:
         return self.maintenance.windows(now) if self.maintenance is not None else []
@@ -299,6 +301,12 @@ class StatusPage:
         parts.append("</ul></section>")
         return parts
 
+    def _held_by(self, row: CheckRow) -> str | None:
+        """The parent that is down and holds this check's alerts (down rows only)."""
+        if self.dependencies is None or row.status not in ("down", "degraded"):
+            return None
+        return self.dependencies.held_by(row.agent, row.name)
+
     def _check_card(self, row: CheckRow, agent_silent: bool, now: float,
                     windows: Sequence[Window] = ()) -> str:
         status = "unknown" if agent_silent else row.status
@@ -307,6 +315,9 @@ class StatusPage:
         latency = "" if row.latency_ms is None else milliseconds(row.latency_ms)
         uptime = self.history.uptime(row.agent, row.name, now)
         why = "agent silent" if agent_silent else (row.reason if status != "up" else "")
+        held_by = None if agent_silent else self._held_by(row)
+        if held_by is not None:
+            why = f"{status} (parent {held_by} is down): {row.reason or ''}"
         if window is not None:
             ends = duration_words(window.ends_at - now)
             why = f"maintenance for {ends} more: {window.reason} (reports {status})"
@@ -363,6 +374,9 @@ class StatusPage:
         window = next((window for window in self._windows(now)
                        if window.covers(agent, check)), None)
         reason = "agent silent" if agent_silent else (row.reason or "")
+        held_by = None if agent_silent else self._held_by(row)
+        if held_by is not None:
+            reason = f"{status} (parent {held_by} is down): {row.reason or ''}"
         if window is not None:
             reason = (f"maintenance for {duration_words(window.ends_at - now)} more: "
                       f"{window.reason} (reports {status})")

@@ -29,6 +29,7 @@ from agent.central import config as central_config
 from agent.central.app import App, Workers
 from agent.central.channels.alertmanager import AlertmanagerChannel, refresh_forever
 from agent.central.config import CentralConfig, is_loopback
+from agent.central.dependencies import Dependencies
 from agent.central.dispatch import IDLE_WAKE_S, Dispatcher
 from agent.central.history import History
 from agent.central.incidents import Incidents
@@ -106,7 +107,11 @@ class Central:
                                    watching_since=wall_clock())
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
         self.maintenance = Maintenance(config.maintenance, MaintenanceStore(self.storage))
-        self.incidents.holds = self.maintenance.holds
+        self.dependencies = Dependencies(self.storage, config)
+        self.incidents.holds = lambda agent, check, now: (
+            self.maintenance.holds(agent, check, now)
+            or self.dependencies.holds(agent, check, now))
+        self.incidents.held_children = self.dependencies.children_held
         self.ingest.maintenance = self.maintenance
         self.history = History(config, self.storage, wall_clock)
         self.history.maintenance = self.maintenance
@@ -122,6 +127,7 @@ class Central:
         self.page = StatusPage(config, self.reader, self.incidents, self.read_history,
                                wall_clock)
         self.page.maintenance = self.read_maintenance
+        self.views.dependencies = self.page.dependencies = Dependencies(self.reader, config)
         self.views.page = self.page
         self.app = App(
             self.ingest, self.views, config.max_body_bytes, wall_clock=wall_clock,

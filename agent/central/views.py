@@ -17,12 +17,13 @@ from typing import Any
 
 from agent.central.channels.base import incident_json
 from agent.central.config import CentralConfig
+from agent.central.dependencies import Dependencies
 from agent.central.history import WINDOWS, History, Uptime
 from agent.central.history_store import MAX_AMONG
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance
 from agent.central.page import StatusPage
-from agent.central.storage import Storage
+from agent.central.storage import CheckRow, Storage
 from agent.common.timefmt import rfc3339
 
 MAX_API_CHECKS = 1000
@@ -47,6 +48,7 @@ class Views:
         self.history: History | None = None
         self.page: StatusPage | None = None  # the page with history (page.py)
         self.maintenance: Maintenance | None = None
+        self.dependencies: Dependencies | None = None  # held_by: the parent that is down
 
     def agents(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every registered or reporting agent, by id (as of ``now``, default the clock)."""
@@ -117,9 +119,16 @@ class Views:
                 "at": row.at,
                 **uptime_fields(uptimes.get((row.agent, row.name))),
                 "maintenance": any(window.covers(row.agent, row.name) for window in windows),
+                "held_by": None if row.agent in silent else self._held_by(row),
             }
             for row in rows
         ]
+
+    def _held_by(self, row: CheckRow) -> str | None:
+        """The parent that is down and holds this check's alerts (down rows only)."""
+        if self.dependencies is None or row.status not in ("down", "degraded"):
+            return None
+        return self.dependencies.held_by(row.agent, row.name)
 
     def checks_page(self, offset: int, limit: int, now: float | None = None) -> dict[str, Any]:
         """One page of ``/api/v1/checks``: the rows and, when there are more, the next page."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.checks import PROBES
+from agent.common.dependency_graph import MAX_DEPENDS_ON, find_cycle
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.tables import Table, format_duration, read_toml
 from agent.config.destinations import (
@@ -71,6 +72,8 @@ class CheckConfig:
         family: "any", "ipv4" or "ipv6".
         group: display group ("Infrastructure"), or None.
         tags: free-form labels.
+        depends_on: the checks of this agent it depends on: while one is down, a
+            receiver holds this check's alerts.
         options: the kind's own settings.
         source: the file the check is defined in.
     """
@@ -86,6 +89,7 @@ class CheckConfig:
     family: str = "any"
     group: str | None = None
     tags: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
     options: Mapping[str, object] = field(default_factory=dict)
     source: str = ""
 
@@ -191,6 +195,7 @@ def parse(documents: list[tuple[str, dict[str, object]]]) -> Config:
     main.finish()
 
     checks = tuple(_read_check(table, defaults) for table in check_tables)
+    _check_dependencies(checks, check_tables)
     effective = main.effective()
     effective["checks"] = {check.name: table.effective()
                            for check, table in zip(checks, check_tables, strict=True)}
@@ -322,6 +327,11 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     _check_literal_family(table, host.strip("[]"), timing.family)
     group = table.optional_string("group")
     tags = table.string_list("tags")
+    depends_on = table.string_list("depends_on")
+    if len(depends_on) > MAX_DEPENDS_ON:
+        raise table.error("depends_on", f"at most {MAX_DEPENDS_ON} checks, got {len(depends_on)}")
+    if name in depends_on:
+        raise table.error("depends_on", f"check {name!r} cannot depend on itself")
     options = PROBES[kind_name].read_options(table)
     table.finish()
     return CheckConfig(
@@ -336,9 +346,23 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         family=timing.family,
         group=group,
         tags=tags,
+        depends_on=tuple(dict.fromkeys(depends_on)),
         options=options,
         source=table.file,
     )
+
+
+def _check_dependencies(checks: tuple[CheckConfig, ...], tables: list[Table]) -> None:
+    """Every ``depends_on`` names a defined check, and no chain of them comes back."""
+    names = {check.name for check in checks}
+    by_name = dict(zip((check.name for check in checks), tables, strict=True))
+    for check, table in zip(checks, tables, strict=True):
+        for index, parent in enumerate(check.depends_on):
+            if parent not in names:
+                raise table.error(f"depends_on[{index}]", f"no check named {parent!r}")
+    cycle = find_cycle({check.name: check.depends_on for check in checks})
+    if cycle is not None:
+        raise by_name[cycle[0]].error("depends_on", f"a dependency cycle: {' -> '.join(cycle)}")
 
 
 def definition_line(file: str | Path, section: str, name: str) -> int | None:

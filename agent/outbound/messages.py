@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from agent import __version__
+from agent.common.dependency_graph import MAX_DEPENDS_ON
 from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.network_path import describe_path, parse_path, path_data
 from agent.common.timefmt import rfc3339
@@ -194,6 +195,8 @@ class CheckReport:
     port: int | None = None
     # A state change's path trace, in words ("path to ...: stopped after ..."), or None.
     path: str | None = None
+    # The agent's checks this one depends on (a heartbeat's ``depends_on``).
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +343,19 @@ def _heartbeat_check(item: object, where: str) -> CheckReport:
         group=fields.string("group", MAX_LABEL_CHARS, nullable=True, required=False),
         host=fields.string("host", MAX_HOST_CHARS, nullable=True, required=False),
         port=fields.port("port"),
+        depends_on=_depends_on(fields),
     )
+
+
+def _depends_on(fields: _Fields) -> tuple[str, ...]:
+    """A heartbeat check's optional ``depends_on``: at most MAX_DEPENDS_ON check names."""
+    if fields.mapping.get("depends_on") is None:
+        return ()
+    names = fields.array("depends_on", MAX_DEPENDS_ON)
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not is_valid_name(name):
+            raise InvalidMessage(f"{fields.where}.depends_on[{index}] {NAME_RULE}")
+    return tuple(dict.fromkeys(names))
 
 
 def _observation(item: object, where: str) -> CheckReport:
@@ -531,11 +546,13 @@ class CheckSnapshot:
     group: str | None = None
     host: str | None = None
     port: int | None = None
+    # The checks of this agent it depends on (config ``depends_on``).
+    depends_on: tuple[str, ...] = ()
 
     def data(self) -> dict[str, Any]:
-        """The heartbeat's entry for this check."""
+        """The heartbeat's entry for this check (``depends_on`` only when it has any)."""
         last = self.last
-        return {
+        entry: dict[str, Any] = {
             "name": self.name,
             "group": self.group,
             "host": self.host,
@@ -545,6 +562,9 @@ class CheckSnapshot:
             "latency_ms": last.observation.latency_ms if last else None,
             "at": rfc3339(last.at) if last else None,
         }
+        if self.depends_on:
+            entry["depends_on"] = list(self.depends_on)
+        return entry
 
 
 def heartbeat_data(

@@ -53,7 +53,8 @@ def scheduler_checks(scheduler: Scheduler) -> CheckSource:
             yield [
                 CheckSnapshot(name, tracker.status, tracker.last_result,
                               group=tracker.check.group, host=tracker.check.host,
-                              port=tracker.check.port or None)
+                              port=tracker.check.port or None,
+                              depends_on=tracker.check.depends_on)
                 for name, tracker in trackers[start:start + part_size]
             ]
 

@@ -47,7 +47,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from agent.central.storage.base import DuplicateMessage, SchemaTooNew, StorageError
 
@@ -555,6 +555,12 @@ class Storage:
             (now, interval_s, heartbeat.get("version"), heartbeat.get("started_at"),
              json.dumps(heartbeat), agent),
         )
+
+    def last_heartbeat_json(self, agent: str) -> str | None:
+        """The ``data`` of an agent's latest heartbeat as JSON, or None when it sent none."""
+        row = self._db.execute(
+            "SELECT heartbeat_json FROM agents WHERE id = ?", (agent,)).fetchone()
+        return None if row is None else cast("str | None", row[0])
 
     def agents(self) -> list[AgentRow]:
         """Every agent that ever reported, by id."""

@@ -1,0 +1,117 @@
+"""Dependencies: while a parent is down, the alerts of what depends on it wait.
+
+Two sources of parents, the same effect:
+
+* a check's ``depends_on`` in the agent's config (checks of the same agent), which
+  the agent sends in every heartbeat (the receiver reads the latest one from the
+  store, so every receiver on a shared database knows the same parents);
+* ``[agents.<id>] depends_on = ["<agent>/<check>", ...]`` in ``central.toml``: every
+  check of the agent depends on those checks of other agents (an uplink, a VPN
+  gateway), and so does the agent's silence.
+
+A parent is down while it has an open ``check_down`` incident; a parent agent that
+is silent holds too (a silent agent is already the implicit parent of its own
+checks: they show ``unknown``). A held incident is recorded and shown with
+``held_by`` but not sent; the incidents module sends it once nothing holds it any
+more (``Incidents.release_held``), and its resolve only when its trigger was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from agent.central.config import CentralConfig
+from agent.central.storage import Storage
+
+# The kinds named here as strings: incidents.py imports this module.
+_CHECK_DOWN = "check_down"
+_AGENT_SILENT = "agent_silent"
+
+
+class Dependencies:
+    """Which parent, if any, holds the alerts of a check (or of an agent's silence).
+
+    Args:
+        storage: the store (latest heartbeats, open incidents).
+        config: the receiver config (agent-level ``depends_on``).
+    """
+
+    def __init__(self, storage: Storage, config: CentralConfig) -> None:
+        self.storage = storage
+        self.config = config
+        # Per agent: its latest heartbeat's JSON and the (check, depends_on) pairs read
+        # from it. A heartbeat may list 10,000 checks: parsed again only when it changed,
+        # not at every sweep that asks whether a held incident may go out.
+        self._read: dict[str, tuple[str, list[tuple[str, list[object]]]]] = {}
+
+    def parents(self, agent: str, check: str) -> Iterator[tuple[str, str]]:
+        """The ``(agent, check)`` pairs ``check`` of ``agent`` depends on ("" : its silence)."""
+        if check:
+            for name, parents in self._listed(agent):
+                if name == check:
+                    yield from ((agent, parent) for parent in parents if isinstance(parent, str))
+                    break
+        settings = self.config.agents.get(agent)
+        if settings is not None:
+            yield from settings.depends_on
+
+    def held_by(self, agent: str, check: str) -> str | None:
+        """The first parent that is down now, as ``agent/check`` (or ``agent`` when it
+        is silent), or None when no parent holds this check's alerts."""
+        for parent_agent, parent_check in self.parents(agent, check):
+            if self.storage.open_incident_for(_CHECK_DOWN, parent_agent, parent_check):
+                return f"{parent_agent}/{parent_check}"
+            if parent_agent != agent and self.storage.open_incident_for(
+                    _AGENT_SILENT, parent_agent, ""):
+                return parent_agent
+        return None
+
+    def holds(self, agent: str, check: str, now: float) -> bool:
+        """Whether a parent holds the alerts of ``check`` of ``agent`` (the shape of
+        ``Incidents.holds``)."""
+        return self.held_by(agent, check) is not None
+
+    def children_held(self, agent: str, check: str) -> list[str]:
+        """What this parent holds as it goes down, as ``agent/check`` (``agent`` for a
+        silence), for the parent's alert text: the checks that depend on it and report
+        down, and the open unsent silences of agents that depend on it."""
+        held: list[str] = []
+        for child_agent, names in self._children(agent, check):
+            rows = self.storage.checks_named(child_agent, names)
+            held += [f"{child_agent}/{name}" for name, row in sorted(rows.items())
+                     if self._alerting(row.status)]
+            silence = self.storage.open_incident_for(_AGENT_SILENT, child_agent, "")
+            if child_agent != agent and silence is not None and not silence.notified:
+                held.append(child_agent)
+        return held
+
+    def _children(self, agent: str, check: str) -> Iterator[tuple[str, list[str]]]:
+        """The agents with checks that may depend on ``check`` of ``agent``, and those
+        checks' names (from their latest heartbeats)."""
+        if check:
+            yield agent, [name for name, parents in self._listed(agent) if check in parents]
+        for child in self.config.agents.values():
+            if child.id != agent and any(parent == agent and (not check or parent_check == check)
+                                         for parent, parent_check in child.depends_on):
+                yield child.id, [name for name, _ in self._listed(child.id)]
+
+    def _listed(self, agent: str) -> Iterator[tuple[str, list[object]]]:
+        """The checks an agent's latest heartbeat lists, with their ``depends_on``."""
+        text = self.storage.last_heartbeat_json(agent)
+        if text is None:
+            return iter(())
+        cached = self._read.get(agent)
+        if cached is None or cached[0] != text:
+            heartbeat = json.loads(text)
+            entries = heartbeat.get("checks") if isinstance(heartbeat, dict) else None
+            listed = [(entry["name"], list(entry.get("depends_on") or ()))
+                      for entry in entries or ()
+                      if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
+            if agent in self.config.agents:  # bounded by the registered agents
+                self._read[agent] = (text, listed)
+            return iter(listed)
+        return iter(cached[1])
+
+    def _alerting(self, status: str) -> bool:
+        return status == "down" or (status == "degraded" and self.config.alert_on_degraded)

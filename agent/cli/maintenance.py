@@ -11,7 +11,6 @@ delivered. So it works from the host being changed: run ``start`` before the wor
 from __future__ import annotations
 
 import argparse
-import sqlite3
 from pathlib import Path
 from typing import Final
 
@@ -20,12 +19,10 @@ from agent.common.names import NAME_RULE, is_valid_name
 from agent.common.tables import format_duration, parse_duration
 from agent.config import loader as config
 from agent.errors import ConfigError, OutboxFullError, UsageError
-from agent.outbound.delivery import PROGRESS_TICK_S
 from agent.outbound.messages import MAINTENANCE
 from agent.outbound.messages import MAX_MAINTENANCE_CHECKS as MAX_CHECKS
 from agent.outbound.messages import MAX_MAINTENANCE_REASON_CHARS as MAX_REASON_CHARS
 from agent.outbound.messages import MAX_MAINTENANCE_S as MAX_WINDOW_S
-from agent.outbound.spool import open_outbox
 
 EXIT_OK: Final = 0
 
@@ -87,6 +84,13 @@ def start_data(loaded: config.Config, duration: str, checks: list[str],
 
 def main(path: Path, args: argparse.Namespace) -> int:
     """Runs ``heartwire maintenance start|end``; returns the exit code."""
+    # Here, not at the top: every command builds this one's parser, and `heartwire
+    # check` must not load the outbox (sqlite3) and delivery (httpx).
+    import sqlite3
+
+    from agent.outbound.delivery import PROGRESS_TICK_S
+    from agent.outbound.spool import open_outbox
+
     loaded = config.load(path)
     receivers = [d.name for d in loaded.destinations if d.kind == "native"]
     if not receivers:

@@ -38,6 +38,7 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
     stale = tmp_path / "central" / "left-by-an-earlier-run"
     stale.parent.mkdir()
     stale.write_text("old history")
+    (tmp_path / "agent.key").write_text("an earlier run's key")
     unrelated = tmp_path / "notes.txt"
     unrelated.write_text("not the demo's")
 
@@ -88,3 +89,20 @@ def test_the_demo_keeps_an_earlier_state_when_asked(tmp_path: Path) -> None:
 
     assert "[demo] keeping the state of earlier runs in " in timed[0][1]
     assert earlier.read_text() == "old history"
+
+
+def test_the_demo_removes_nothing_from_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    foreign = tmp_path / "agent" / "precious"
+    foreign.parent.mkdir()
+    foreign.write_text("not the demo's")
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.central.demo", "--state-dir", str(tmp_path),
+         "--port", "0", "--duration", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as process:
+        output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 1
+    assert "[demo] not the demo's state (no agent.key), use another --state-dir" in output
+    assert foreign.read_text() == "not the demo's"

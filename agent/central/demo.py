@@ -324,23 +324,31 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait(timeout=10)
 
 
-def clean_state(state: Path, keep: bool) -> None:
+def clean_state(state: Path, keep: bool) -> bool:
     """Removes what an earlier run left in ``state`` (its own files only), unless ``keep``.
 
     An earlier run's incidents would otherwise count towards the flap rule and
-    its rows would greet the newcomer; only the demo's own files go, so a
-    mistyped ``--state-dir`` loses nothing else.
+    its rows would greet the newcomer. Only the demo's own files go, and only
+    where its key shows an earlier run, so a mistyped ``--state-dir`` loses
+    nothing.
+
+    Returns:
+        False when ``state`` holds a ``central`` or ``agent`` folder the demo did not make.
     """
     own = [state / "central", state / "agent", state / "agent.key"]
     if keep:
         say(f"keeping the state of earlier runs in {_short(state)}")
-        return
+        return True
+    if not own[2].exists() and (own[0].exists() or own[1].exists()):
+        say(f"not the demo's state (no agent.key), use another --state-dir: {_short(state)}")
+        return False
     for path in own:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
     say(f"starting from a clean state in {_short(state)} (--keep-state keeps it)")
+    return True
 
 
 def _short(path: Path) -> str:
@@ -438,7 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--toggle-every must be positive and --maintenance-for at least 1")
     state: Path = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
-    clean_state(state, args.keep_state)
+    if not clean_state(state, args.keep_state):
+        return 1
     key = Ed25519SigningKey.generate()
     write_private_file(state / "agent.key", key.to_text(), overwrite=True)
 

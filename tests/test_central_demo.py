@@ -2,25 +2,107 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import threading
+import time
+import tomllib
+from itertools import pairwise
 from pathlib import Path
+
+DEMO_CHECKS = {"demo-service", "demo-database", "demo-dns", "demo-udp", "demo-ntp", "demo-ping"}
+_CHANGE = re.compile(r"^\[demo\] (\S+): (?:(\S+) -> )?(\S+)$")
+
+
+def run_demo(state: Path, *args: str) -> list[tuple[float, str]]:
+    """Runs the demo on any port; returns its output lines, each with when it came."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.central.demo", "--state-dir", str(state),
+         "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as process:
+        watchdog = threading.Timer(120, process.kill)
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            lines = [(time.monotonic(), line.rstrip("\n")) for line in process.stdout]
+            returncode = process.wait(timeout=30)
+        finally:
+            watchdog.cancel()
+    assert returncode == 0, "\n".join(line for _, line in lines)
+    return lines
 
 
 def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "agent.central.demo", "--state-dir", str(tmp_path),
-         "--port", "0", "--toggle-every", "3", "--duration", "9"],
-        capture_output=True, text=True, timeout=90, check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+    stale = tmp_path / "central" / "left-by-an-earlier-run"
+    stale.parent.mkdir()
+    stale.write_text("old history")
+    (tmp_path / "agent.key").write_text("an earlier run's key")
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("not the demo's")
+
+    timed = run_demo(tmp_path, "--toggle-every", "3", "--maintenance-for", "8",
+                             "--duration", "26")
+    lines = [line for _, line in timed]
+    output = "\n".join(lines)
+
     assert "heartwire central 0.1.0 listening on http://127.0.0.1:" in output
-    assert "[demo] webhook received: ALERT: example-agent: check demo-service is down" in output
-    assert "[demo] webhook received: RESOLVED after" in output
-    assert "last heartbeat 20" in output  # a heartbeat arrived and is shown
+    # A clean state, said in one line; only the demo's own files went.
+    assert "[demo] starting from a clean state in " in output
+    assert not stale.exists()
+    assert unrelated.read_text() == "not the demo's"
+    assert "[demo] first heartbeat from example-agent" in lines
+    assert "[demo] webhook: ALERT: example-agent: check demo-service is down" in output
+    assert "[demo] webhook: RESOLVED after" in output
     assert "rejected message" not in output
-    # One check of each datagram kind, against the demo's own loopback services.
-    for check in ("demo-dns up", "demo-udp up", "demo-ntp up"):
-        assert check in output
+    # The window holds the alert of the check that goes down under it: it goes out
+    # when the window ends, seconds after the outage, not with it.
+    opened = lines.index("[demo] maintenance window started for demo-service")
+    down = lines.index("[demo] demo-service: up -> down", opened)
+    alert = next(i for i in range(opened, len(lines)) if "webhook: ALERT" in lines[i])
+    assert "[demo] maintenance window ended for demo-service" in lines[opened:]
+    assert timed[alert][0] - timed[down][0] >= 2.0, lines[opened:alert + 1]
+    assert "flapping" not in output
+    # Only checks of services the demo provides; only the toggled one goes down.
+    agent = tomllib.loads((tmp_path / "agent" / "agent.toml").read_text())
+    assert set(agent["checks"]) <= DEMO_CHECKS
+    assert {"demo-service", "demo-database", "demo-dns", "demo-udp", "demo-ntp"} <= set(
+        agent["checks"])
+    for check in ("demo-database", "demo-dns", "demo-udp", "demo-ntp"):
+        assert f"[demo] {check}: up" in lines
+    for line in lines:
+        if (change := _CHANGE.match(line)) and change.group(3) != "up":
+            assert change.group(1) == "demo-service", line
+    # One short line per event, never the same twice in a row.
+    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    assert all(a != b for a, b in pairwise(lines))
     assert (tmp_path / "central" / "central.sqlite3").exists()
+
+
+def test_the_demo_keeps_an_earlier_state_when_asked(tmp_path: Path) -> None:
+    earlier = tmp_path / "central" / "left-by-an-earlier-run"
+    earlier.parent.mkdir()
+    earlier.write_text("old history")
+
+    timed = run_demo(tmp_path, "--keep-state", "--duration", "1")
+
+    assert "[demo] keeping the state of earlier runs in " in timed[0][1]
+    assert earlier.read_text() == "old history"
+
+
+def test_the_demo_removes_nothing_from_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    foreign = tmp_path / "agent" / "precious"
+    foreign.parent.mkdir()
+    foreign.write_text("not the demo's")
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.central.demo", "--state-dir", str(tmp_path),
+         "--port", "0", "--duration", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as process:
+        output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 1
+    assert "[demo] not the demo's state (no agent.key), use another --state-dir" in output
+    assert foreign.read_text() == "not the demo's"

@@ -1,15 +1,21 @@
 """``make run``: the receiver and an agent wired to it on loopback, to watch them work.
 
-Builds its configs from ``agent.example.toml`` and ``central.example.toml`` (a
-fresh Ed25519 key, the agent pointed at the local receiver, alerts to a webhook
-this process prints), adds a ``demo-service`` check on a port this process opens
-and closes every ``--toggle-every`` seconds, one ``dns``, ``udp`` and ``ntp`` check
-against loopback services it answers itself (and an ``icmp`` check of 127.0.0.1
-where the host allows ICMP sockets), and starts both as real processes.
-Every few seconds it prints what ``/api/v1/checks`` says; alerts print as they
-arrive. Ctrl-C stops everything.
+The receiver's config comes from ``central.example.toml`` (a fresh Ed25519 key,
+alerts to a webhook this process prints, a flap rule the demo's cadence stays
+under). The agent's config is the demo's own: only checks whose targets this
+process provides -- ``demo-service``, a port it opens and closes every
+``--toggle-every`` seconds, ``demo-database``, a TCP listener that stays up, one
+``dns``, ``udp`` and ``ntp`` check against loopback services it answers itself,
+and an ``icmp`` check of 127.0.0.1 where the host allows ICMP sockets. So every
+red row on the page is one the demo made red on purpose.
 
-    python -m agent.central.demo [--state-dir .state/demo] [--port 8470]
+Each run starts from a clean state (``--keep-state`` keeps the last one). Early
+on, a maintenance window (``heartwire maintenance start``) covers
+``demo-service`` while it goes down: the alert is held, and goes out when the
+window ends. It prints one short line per event (a check changing state, an
+alert, a window starting or ending). Ctrl-C stops everything.
+
+    python -m agent.central.demo [--state-dir .state/demo] [--port 8470] [--keep-state]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import json
 import re
 import select
+import shutil
 import socket
 import struct
 import subprocess
@@ -25,7 +32,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,12 +46,43 @@ from agent.common.signing import Ed25519SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "example-agent"
+TOGGLED = "demo-service"
 _LISTENING = re.compile(r"listening on (https?://\S+)")
+_ROUTINE = re.compile(r"\S+ \S+ (INFO|WARNING) ")
+# A line a newcomer reads at a glance on an 80-to-100-column terminal.
+MAX_LINE_CHARS = 100
+# The flap rule of the demo's receiver: the toggled check goes down once per two
+# --toggle-every periods, fewer than flap_threshold times within flap_window at
+# the default cadence, so each outage alerts on its own as it would in production.
+FLAP_WINDOW = "2m"
+FLAP_THRESHOLD = 5
+
+
+class Printer:
+    """Prints short lines, never the same one twice in a row (from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = ""
+
+    def line(self, text: str) -> None:
+        """Prints ``text`` cut to :data:`MAX_LINE_CHARS`, unless it repeats the last line."""
+        text = " ".join(text.split())
+        if len(text) > MAX_LINE_CHARS:
+            text = text[:MAX_LINE_CHARS - 3] + "..."
+        with self._lock:
+            if text == self._last:
+                return
+            self._last = text
+            print(text, flush=True)
+
+
+_PRINTER = Printer()
 
 
 def say(text: str) -> None:
     """One line of the demo's own commentary."""
-    print(f"[demo] {text}", flush=True)
+    _PRINTER.line(f"[demo] {text}")
 
 
 @contextmanager
@@ -58,7 +96,7 @@ def alert_printer() -> Iterator[str]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             with suppress(ValueError, KeyError):
-                say(f"webhook received: {json.loads(body)['text']}")
+                say(f"webhook: {json.loads(body)['text']}")
             self.send_response(204)
             self.end_headers()
 
@@ -184,32 +222,51 @@ def _ntp_answer(data: bytes) -> bytes | None:
     return _NTP.pack(0x24, 2, 6, -20, 0, 0, b"\x7f\0\0\1", now, origin, now, now)
 
 
-def write_configs(state: Path, receiver_url: str, alert_url: str, service_port: int,
+def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dict[str, int],
                   key: Ed25519SigningKey,
                   datagram_ports: dict[str, int] | None = None) -> tuple[Path, Path]:
-    """The central and agent configs of the demo, derived from the two examples."""
+    """The central and agent configs of the demo.
+
+    Args:
+        state: the demo's state directory; the configs go in its ``central/`` and
+            ``agent/`` folders.
+        receiver_url: the receiver's base URL, where the agent sends.
+        alert_url: the webhook that prints alerts.
+        tcp_ports: the port of each TCP check the demo provides, by check name.
+        key: the agent's signing key (its public half is registered at the receiver).
+        datagram_ports: the ports of :class:`DatagramServices`, by service.
+
+    Returns:
+        The central and the agent config file.
+    """
     with (REPO / "central.example.toml").open("rb") as handle:
         central: dict[str, Any] = tomllib.load(handle)
     central["agents"] = {AGENT_ID: {"keys": [key.public_key().to_text()], "grace": "20s"}}
     central["channels"] = {"demo-webhook": {"kind": "webhook", "url": alert_url}}
-    central["alerts"] = {**central.get("alerts", {}), "retry_initial": "2s"}
+    central["alerts"] = {**central.get("alerts", {}), "retry_initial": "2s",
+                         "flap_window": FLAP_WINDOW, "flap_threshold": FLAP_THRESHOLD}
+    central.pop("maintenance", None)
     central_file = state / "central" / "central.toml"
     central_file.parent.mkdir(parents=True, exist_ok=True)
     central_file.write_text(tomli_w.dumps(central))
 
-    with (REPO / "agent.example.toml").open("rb") as handle:
-        agent: dict[str, Any] = tomllib.load(handle)
-    agent.setdefault("agent", {})["id"] = AGENT_ID
-    agent["central"] = {**agent.get("central", {}), "heartbeat_interval": "10s"}
-    agent.setdefault("checks", {})["demo-service"] = {
-        "host": "127.0.0.1", "port": service_port, "group": "Demo",
-        "interval": "2s", "timeout": "1s", "failures_before_down": 1,
+    # The demo's own agent config, not agent.example.toml: its other checks point
+    # at services that do not run here and would open the page with red rows.
+    common = {"host": "127.0.0.1", "group": "Demo", "interval": "2s", "timeout": "1s"}
+    checks: dict[str, dict[str, Any]] = {
+        name: {**common, "port": port, "failures_before_down": 1}
+        for name, port in tcp_ports.items()
     }
-    agent["checks"].update(_datagram_checks(datagram_ports or {}))
-    agent["destinations"] = {"central": {
-        "kind": "native", "url": f"{receiver_url}/v1/ingest",
-        "signing_key_file": str(state / "agent.key"),
-    }}
+    checks.update(_datagram_checks(datagram_ports or {}))
+    agent: dict[str, Any] = {
+        "agent": {"id": AGENT_ID},
+        "central": {"heartbeat_interval": "10s"},
+        "checks": checks,
+        "destinations": {"central": {
+            "kind": "native", "url": f"{receiver_url}/v1/ingest",
+            "signing_key_file": str(state / "agent.key"),
+        }},
+    }
     agent_file = state / "agent" / "agent.toml"
     agent_file.parent.mkdir(parents=True, exist_ok=True)
     agent_file.write_text(tomli_w.dumps(agent))
@@ -237,16 +294,20 @@ def _datagram_checks(ports: dict[str, int]) -> dict[str, dict[str, Any]]:
 
 
 def start(args: Sequence[str], found: list[str] | None = None) -> subprocess.Popen[str]:
-    """``python -m agent ARGS``; its log lines are echoed, URLs it announces collected."""
+    """``python -m agent ARGS``; its log lines are echoed short, URLs it announces collected."""
     process = subprocess.Popen([sys.executable, "-m", "agent", *args],
                                stderr=subprocess.PIPE, text=True)
 
     def echo() -> None:
         assert process.stderr is not None
         for line in process.stderr:
-            print(line, end="", flush=True)
-            if found is not None and (match := _LISTENING.search(line)):
+            match = _LISTENING.search(line)
+            if found is not None and match:
                 found.append(match.group(1))
+            # Routine log lines repeat what the demo says in its own short words;
+            # the address it listens on, errors and anything unexpected are shown.
+            if match or not _ROUTINE.match(line):
+                _PRINTER.line(line)
 
     threading.Thread(target=echo, daemon=True).start()
     return process
@@ -263,37 +324,144 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait(timeout=10)
 
 
-def summary(client: httpx.Client) -> str:
-    """One line: each check's status as the receiver shows it."""
-    checks = client.get("/api/v1/checks").json()["checks"]
-    agents = client.get("/api/v1/agents").json()["agents"]
-    beat = next((a["last_heartbeat"] for a in agents if a["id"] == AGENT_ID), None)
-    states = ", ".join(f"{row['name']} {row['status']}" for row in checks) or "no checks yet"
-    return f"last heartbeat {beat or 'none yet'}; {states}"
+def clean_state(state: Path, keep: bool) -> bool:
+    """Removes what an earlier run left in ``state`` (its own files only), unless ``keep``.
+
+    An earlier run's incidents would otherwise count towards the flap rule and
+    its rows would greet the newcomer. Only the demo's own files go, and only
+    where its key shows an earlier run, so a mistyped ``--state-dir`` loses
+    nothing.
+
+    Returns:
+        False when ``state`` holds a ``central`` or ``agent`` folder the demo did not make.
+    """
+    own = [state / "central", state / "agent", state / "agent.key"]
+    if keep:
+        say(f"keeping the state of earlier runs in {_short(state)}")
+        return True
+    if not own[2].exists() and (own[0].exists() or own[1].exists()):
+        say(f"not the demo's state (no agent.key), use another --state-dir: {_short(state)}")
+        return False
+    for path in own:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    say(f"starting from a clean state in {_short(state)} (--keep-state keeps it)")
+    return True
+
+
+def _short(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (as ``make run``'s)."""
+    with suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def timeline(toggle_every: float, maintenance_for: float) -> Iterator[tuple[float, str]]:
+    """What the demo does, each step as (seconds after the previous one, action).
+
+    ``demo-service`` goes down after ``T`` and up ``T`` later (an alert and its
+    resolve); a maintenance window is asked for halfway through the next up
+    phase, and the check goes down under it (``held-down``: once the receiver
+    shows the window), staying down until ``T/2`` after the window has ended,
+    so the held alert goes out then; after that it goes down and up every ``T``.
+    """
+    period = toggle_every
+    yield period, "down"
+    yield period, "up"
+    yield period / 2, "maintenance"
+    yield period / 2, "held-down"
+    yield maintenance_for + period / 2, "up"
+    while True:
+        yield period, "down"
+        yield period, "up"
+
+
+# How long a held-down step waits for the receiver to show the window: the agent
+# sends the maintenance message within its outbox tick (5 s).
+WINDOW_WAIT_S = 20.0
+
+
+class Watcher:
+    """Reads the receiver's API and says what changed since the last look."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.seen: dict[str, tuple[str, bool]] = {}
+        self.heartbeat = False
+
+    def in_maintenance(self, name: str) -> bool:
+        """Whether the receiver last showed check ``name`` in a maintenance window."""
+        return self.seen.get(name, ("unknown", False))[1]
+
+    def look(self) -> None:
+        """One line per check that changed status or went in or out of maintenance."""
+        if not self.heartbeat:
+            agents = self.client.get("/api/v1/agents").json()["agents"]
+            if any(a["id"] == AGENT_ID and a.get("last_heartbeat") for a in agents):
+                self.heartbeat = True
+                say(f"first heartbeat from {AGENT_ID}")
+        for row in self.client.get("/api/v1/checks").json()["checks"]:
+            name, now = row["name"], (row["status"], bool(row.get("maintenance")))
+            before = self.seen.get(name)
+            self.seen[name] = now
+            if before is None:
+                before = ("unknown", False)
+            if before[1] != now[1]:
+                say(f"maintenance window {'started' if now[1] else 'ended'} for {name}")
+            if before[0] == "unknown" != now[0]:
+                say(f"{name}: {now[0]}")  # its first result
+            elif before[0] != now[0]:
+                say(f"{name}: {before[0]} -> {now[0]}")
+
+
+def start_maintenance(agent_file: Path, state: Path, seconds: float) -> None:
+    """``heartwire maintenance start --for SECONDS --check demo-service`` on the agent's side."""
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "maintenance", "start", "--for", f"{round(seconds)}s",
+         "--check", TOGGLED, "--reason", "demo", "--config", str(agent_file),
+         "--state-dir", str(state / "agent")],
+        capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0:
+        say(f"heartwire maintenance start failed: {(result.stderr or result.stdout).strip()}")
+        return
+    say(f"maintenance start --for {round(seconds)}s --check {TOGGLED}: its alerts wait for the end")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the demo until Ctrl-C (or ``--duration`` seconds)."""
     parser = argparse.ArgumentParser(prog="python -m agent.central.demo")
     parser.add_argument("--state-dir", default=".state/demo", type=Path)
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep what earlier runs left (default: start clean)")
     parser.add_argument("--port", type=int, default=8470, help="the receiver's port (0: any)")
     parser.add_argument("--toggle-every", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--maintenance-for", type=float, default=40.0, metavar="SECONDS",
+                        help="how long the demo's maintenance window lasts")
     parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                         help="stop after this long (default: run until Ctrl-C)")
     args = parser.parse_args(argv)
+    if args.toggle_every <= 0 or args.maintenance_for < 1:
+        parser.error("--toggle-every must be positive and --maintenance-for at least 1")
     state: Path = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    if not clean_state(state, args.keep_state):
+        return 1
     key = Ed25519SigningKey.generate()
     write_private_file(state / "agent.key", key.to_text(), overwrite=True)
 
     service = Service()
     service.open()
+    database = Service()  # plays the database: it stays up
+    database.open()
+    tcp_ports = {TOGGLED: service.port, "demo-database": database.port}
     datagrams = DatagramServices()
     processes: list[subprocess.Popen[str]] = []
     try:
         with alert_printer() as alert_url:
             central_file, agent_file = write_configs(state, "http://unset", alert_url,
-                                                     service.port, key, datagrams.ports)
+                                                     tcp_ports, key, datagrams.ports)
             found: list[str] = []
             processes.append(start(["central", "--config", str(central_file),
                                     "--listen", f"127.0.0.1:{args.port}",
@@ -305,35 +473,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say("the receiver did not start; see its log above")
                 return 1
             base = found[0]
-            write_configs(state, base, alert_url, service.port, key, datagrams.ports)
+            write_configs(state, base, alert_url, tcp_ports, key, datagrams.ports)
             processes.append(start(["run", "--config", str(agent_file),
                                     "--state-dir", str(state / "agent")]))
-            say(f"receiver on {base} (status page: {base}/); agent {AGENT_ID!r} reports to it")
-            say(f"demo-service (127.0.0.1:{service.port}) goes down and up every "
-                f"{args.toggle_every:g} s; Ctrl-C stops everything")
-            began = time.monotonic()
-            next_toggle = began + args.toggle_every
-            with httpx.Client(base_url=base, timeout=5) as client:
-                while not args.duration or time.monotonic() - began < args.duration:
-                    time.sleep(min(5.0, args.toggle_every / 2))
-                    if time.monotonic() >= next_toggle:
-                        if service.socket is None:
-                            service.open()
-                            say("demo-service is listening again")
-                        else:
-                            service.close()
-                            say("demo-service stopped listening")
-                        next_toggle += args.toggle_every
-                    with suppress(httpx.HTTPError):
-                        say(summary(client))
+            say(f"status page: {base}/ (response-time charts fill as results arrive)")
+            say(f"{TOGGLED} goes down and up every {args.toggle_every:g} s; Ctrl-C stops")
+            try:
+                run_demo(args, service, agent_file, state, base)
+            finally:  # before the webhook goes: an alert in flight is not an error
+                for process in reversed(processes):
+                    stop(process)
     except KeyboardInterrupt:
         say("stopping")
     finally:
         for process in reversed(processes):
             stop(process)
         service.close()
+        database.close()
         datagrams.close()
     return 0
+
+
+def run_demo(args: argparse.Namespace, service: Service, agent_file: Path, state: Path,
+             base: str) -> None:
+    """Follows the :func:`timeline` until ``--duration`` ends, saying what changes."""
+    actions: dict[str, Callable[[], None]] = {
+        "down": service.close,
+        "held-down": service.close,
+        "up": service.open,
+        "maintenance": lambda: start_maintenance(agent_file, state, args.maintenance_for),
+    }
+    began = time.monotonic()
+    steps = timeline(args.toggle_every, args.maintenance_for)
+    delay, action = next(steps)
+    due = began + delay
+    with httpx.Client(base_url=base, timeout=5) as client:
+        watcher = Watcher(client)
+        while not args.duration or time.monotonic() - began < args.duration:
+            time.sleep(0.5)
+            with suppress(httpx.HTTPError, ValueError, KeyError):
+                watcher.look()
+            now = time.monotonic()
+            if now < due or (action == "held-down" and not watcher.in_maintenance(TOGGLED)
+                             and now < due + WINDOW_WAIT_S):
+                continue
+            actions[action]()
+            if action != "maintenance":
+                say(f"{TOGGLED} {'is' if action == 'up' else 'stopped'} listening")
+            delay, action = next(steps)
+            due = now + delay
 
 
 if __name__ == "__main__":

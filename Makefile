@@ -18,8 +18,9 @@ $(BIN)/heartwire: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
-## run: the receiver and an agent wired to it on loopback, from agent.example.toml and
-## central.example.toml; a demo check goes down and up every 20 s (Ctrl-C stops both)
+## run: the receiver and an agent wired to it on loopback, with the demo's own checks and
+## central.example.toml; a check goes down and up, a maintenance window holds an alert
+## (starts from a clean .state/demo; --keep-state keeps it; Ctrl-C stops both)
 run: $(BIN)/heartwire
 	$(BIN)/python -m agent.central.demo --state-dir $(STATE_DIR)/demo
 

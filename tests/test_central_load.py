@@ -127,12 +127,14 @@ async def test_past_the_request_limit_with_no_slow_reader_a_newcomer_is_told_to_
         async def first() -> None:
             answers["first"] = await client.get("/")
 
-        async with trio.open_nursery() as nursery:
-            async with central.workers.reader:  # the page cannot render yet
-                nursery.start_soon(first)
-                await trio.sleep(0.3)
-                async with httpx.AsyncClient(base_url=client.base_url) as other:
-                    answers["second"] = await other.get("/api/v1/agents")
+        # Bounded: a request that is queued instead of refused fails here, not hangs.
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                async with central.workers.reader:  # the page cannot render yet
+                    nursery.start_soon(first)
+                    await trio.sleep(0.3)
+                    async with httpx.AsyncClient(base_url=client.base_url) as other:
+                        answers["second"] = await other.get("/api/v1/agents")
         assert answers["first"].status_code == 200
         assert answers["second"].status_code == 503
         assert answers["second"].headers["retry-after"] == "1"

@@ -20,7 +20,8 @@ $(BIN)/heartwire: pyproject.toml
 
 ## run: the receiver and an agent wired to it on loopback, with the demo's own checks and
 ## central.example.toml; a check goes down and up, a maintenance window holds an alert
-## (starts from a clean .state/demo; --keep-state keeps it; Ctrl-C stops both)
+## (starts from a clean .state/demo, which `python -m agent.central.demo --keep-state` keeps;
+## Ctrl-C stops both)
 run: $(BIN)/heartwire
 	$(BIN)/python -m agent.central.demo --state-dir $(STATE_DIR)/demo
 

@@ -19,6 +19,14 @@ Three kinds of incident, at most one open per subject:
   incident has opened for a whole ``flap_window``; if the check is down at that
   moment, its open ``check_down`` incident is sent then (it is a real outage now).
 
+Two more kinds come from quorum across agents (services.py):
+
+* ``service_down`` (subject: agent "", check the service's name; the constant lives
+  in channels/base.py, which shapes its JSON): at least a
+  quorum of the agents that report a service see it down;
+* ``agent_unreachable`` (subject: the agent): one agent sees every one of its
+  service checks down (two at least) while the other agents see those services up.
+
 Every trigger and resolve that is sent goes into the durable notification queue,
 one row per channel (see dispatch.py), in the same transaction as the incident.
 """
@@ -36,6 +44,7 @@ from agent.common.logs import get_logger
 AGENT_SILENT = "agent_silent"
 CHECK_DOWN = "check_down"
 CHECK_FLAPPING = "check_flapping"
+AGENT_UNREACHABLE = "agent_unreachable"
 # A parent's alert names at most this many of the alerts it holds.
 MAX_NAMED_CHILDREN = 10
 
@@ -110,9 +119,28 @@ class Incidents:
         if self._alerting(status):
             self._open_check_incident(agent, check, status, reason, now, path)
         else:
-            resolved = self.storage.resolve_incident(CHECK_DOWN, agent, check, now)
-            if resolved is not None and resolved.notified:
-                self._notify(resolved, RESOLVE, now)
+            self.close(CHECK_DOWN, agent, check, now)
+
+    def open(self, kind: str, agent: str, check: str, status: str, summary: str,
+             now: float) -> Incident | None:
+        """Opens an incident of ``kind`` unless one is open for the subject; sent unless
+        something holds it (``holds``: then ``release_held`` sends it later).
+
+        Returns:
+            The new incident, or None when one was open already.
+        """
+        incident = self.storage.open_incident(kind, agent, check, status, summary, now,
+                                              notified=not self.holds(agent, check, now))
+        if incident is not None and incident.notified:
+            self._notify(incident, TRIGGER, now)
+        return incident
+
+    def close(self, kind: str, agent: str, check: str, now: float) -> None:
+        """Resolves the open incident of ``kind`` for the subject, if any; its resolve
+        is sent when its trigger was (a resolve is never suppressed)."""
+        resolved = self.storage.resolve_incident(kind, agent, check, now)
+        if resolved is not None and resolved.notified:
+            self._notify(resolved, RESOLVE, now)
 
     def _open_check_incident(
         self, agent: str, check: str, status: str, reason: str | None, now: float,
@@ -151,9 +179,7 @@ class Incidents:
 
     def heartbeat(self, agent: str, now: float) -> None:
         """An agent is alive: resolves its dead man's switch incident."""
-        resolved = self.storage.resolve_incident(AGENT_SILENT, agent, "", now)
-        if resolved is not None and resolved.notified:
-            self._notify(resolved, RESOLVE, now)
+        self.close(AGENT_SILENT, agent, "", now)
 
     def deadline(self, agent: str, last_heartbeat_at: float, interval_s: float | None) -> float:
         """When an agent that last sent a heartbeat at ``last_heartbeat_at`` turns silent."""
@@ -212,8 +238,8 @@ class Incidents:
             self._notify(self.storage.incident(down.id), TRIGGER, now)
 
     def release_held(self, now: float) -> int:
-        """Sends the incidents a maintenance window or a parent that is down held, once
-        nothing holds them any more
+        """Sends the incidents a maintenance window, a parent that is down or a service
+        (their check is a member: services.py) held, once nothing holds them any more
         (those still open: a resolved one is never sent). Returns how many."""
         released = 0
         waiting = [incident for incident in self.storage.open_incidents()

@@ -34,6 +34,7 @@ from agent.central.config import CentralConfig
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.maintenance import AGENT, Maintenance
+from agent.central.services import Services
 from agent.central.storage import STORAGE_ERRORS, CheckRow, DuplicateMessage, Storage
 from agent.common.logs import get_logger
 from agent.common.names import is_valid_name
@@ -111,6 +112,7 @@ class Ingest:
         self.wall_clock = wall_clock
         self.history: History | None = None
         self.maintenance: Maintenance | None = None  # applies maintenance messages
+        self.services: Services | None = None  # judges services by a quorum of agents
 
     def handle(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> Answer:
         """Answers one ingest request (headers with lower-case names, the raw body).
@@ -223,6 +225,8 @@ class Ingest:
                 for report in sorted(applied, key=lambda report: bool(report.depends_on)):
                     self.incidents.check_status(agent, report.name, report.status,
                                                 report.reason, now, path=report.path)
+                if self.services is not None and self.services.touches(agent, applied):
+                    self.services.evaluate(now)
                 if message.maintenance is not None:
                     self._apply_maintenance(message, now)
         except DuplicateMessage:

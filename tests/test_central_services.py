@@ -14,12 +14,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.central.config import AgentSettings, CentralConfig, ServiceSettings
 from agent.central.server import Central
+from agent.central.services import MAX_SERVICES
 from tests.central_support import AGENT_KEY, Messages, check_item, running_central, signed
 from tests.conftest import ConfigFactory
 from tests.test_central_incidents import Hook, _config, send, wall_clock, watching
@@ -302,3 +304,34 @@ async def test_the_receiver_over_http_shows_services_in_the_api_the_page_and_met
     assert {sample.labels["service"]: sample.value
             for sample in families["heartwire_service_up"].samples} == {
         "orders-db": 0.0, "cache": 1.0}
+
+
+async def test_a_service_removed_from_the_config_resolves_and_releases_its_members(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    named = ServiceSettings("orders-db", (("a", "db"), ("b", "db")), quorum=1)
+    async with _watching(tmp_path, named) as (central, hook, fleet):
+        _everyone(central, fleet, check_item("db", "up"))
+        send(central, fleet["a"].heartbeat([check_item("db", "down")]))
+        await trio.sleep(5)
+        central.apply_config(replace(central.config, services=MappingProxyType({})))
+        await trio.sleep(5)
+    # The service's alert ends; a/db is no member any more, so its own alert goes out.
+    assert _sent(hook) == [
+        ("incident.trigger", "service orders-db down: seen down by 1 of 2 agents: a/db"),
+        ("incident.resolve", "service orders-db down: seen down by 1 of 2 agents: a/db"),
+        ("incident.trigger", "a: check db is down (refused)")]
+
+
+async def test_an_agent_naming_thousands_of_services_is_judged_within_bounds(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    checks = [check_item(f"c{index:04}", "up", service=f"s{index:04}") for index in range(2000)]
+    async with _watching(tmp_path) as (central, hook, fleet):
+        send(central, fleet["a"].heartbeat(checks))
+        await trio.sleep(3)
+        listed = central.views.services_list()["services"]
+    assert len(listed) == MAX_SERVICES
+    assert listed[-1]["name"] == f"s{MAX_SERVICES - 1:04}"
+    assert sum("more than 500 services" in record.message for record in caplog.records) == 1
+    assert hook.received == []

@@ -211,13 +211,16 @@ class Ingest:
                     self.incidents.heartbeat(agent, now)
                 stored = self.storage.checks_named(
                     agent, [report.name for report in message.reports])
-                applied = []
+                applied, changed = [], []
                 for report in message.reports:
                     # A name twice in one message compares with what the first stored.
-                    row = self._save_check(agent, report, stored.get(report.name), msg_id, now)
+                    before = stored.get(report.name)
+                    row = self._save_check(agent, report, before, msg_id, now)
                     if row is not None:
                         stored[report.name] = row
                         applied.append(report)
+                        if before is None or before.status != row.status:
+                            changed.append(report)
                 # Every state is saved before any alert, and checks without parents go
                 # first: a parent that went down in the same heartbeat holds its
                 # children's alerts and names them (a stable sort keeps the order of a
@@ -225,7 +228,9 @@ class Ingest:
                 for report in sorted(applied, key=lambda report: bool(report.depends_on)):
                     self.incidents.check_status(agent, report.name, report.status,
                                                 report.reason, now, path=report.path)
-                if self.services is not None and self.services.touches(agent, applied):
+                # A member's new status may change its service now; the rest (silence,
+                # windows) the watcher's next sweep sees within a second.
+                if self.services is not None and self.services.touches(agent, changed):
                     self.services.evaluate(now)
                 if message.maintenance is not None:
                     self._apply_maintenance(message, now)

@@ -135,7 +135,8 @@ class Central:
         self.read_dependencies = Dependencies(self.reader, config)
         self.views.dependencies = self.page.dependencies = self.read_dependencies
         self.read_services = Services(self.reader, config, self.incidents,
-                                      self.read_dependencies, self.read_maintenance)
+                                      self.read_dependencies, self.read_maintenance,
+                                      says_bounds=False)
         self.views.services = self.page.services = self.read_services
         self.views.page = self.page
         self.app = App(

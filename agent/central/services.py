@@ -181,10 +181,13 @@ class Services:
         incidents: decides silence; opens and resolves incidents (writer side).
         dependencies: the parents of a member, and the agents' latest heartbeats.
         maintenance: the windows that set a member aside, or None.
+        says_bounds: whether this one logs that the bounds were reached (the writer's
+            side does; the read side judges the same store).
     """
 
     def __init__(self, storage: Storage, config: CentralConfig, incidents: Incidents,
-                 dependencies: Dependencies, maintenance: Maintenance | None = None) -> None:
+                 dependencies: Dependencies, maintenance: Maintenance | None = None,
+                 *, says_bounds: bool = True) -> None:
         self.storage = storage
         self.config = config
         self.incidents = incidents
@@ -192,7 +195,7 @@ class Services:
         self.maintenance = maintenance
         # Per agent: the last_heartbeat_at its keyed members were read at, and them.
         self._keyed: dict[str, tuple[float, list[Pair]]] = {}
-        self._warned_bounds = False
+        self._warned_bounds = not says_bounds
         self._may_have_open = True  # service incidents may be open (until looked at)
 
     # -- membership -----------------------------------------------------------------
@@ -232,7 +235,7 @@ class Services:
         if too_many and not self._warned_bounds:
             log.warning("more than %d services or %d members of one: the rest are not judged "
                         "(their checks alert on their own)", MAX_SERVICES, MAX_SERVICE_MEMBERS)
-        self._warned_bounds = too_many
+            self._warned_bounds = True
         return {name: sorted(by_service[name])[:MAX_SERVICE_MEMBERS]
                 for name in names[:MAX_SERVICES]}
 
@@ -273,9 +276,9 @@ class Services:
     def judge(self, now: float) -> Judgement:
         """Every service's state as of ``now``. Reads only."""
         agents = self.storage.agents()
+        members = self.members(agents)
         silent = frozenset(row.id for row in agents if self.incidents.is_silent(
             row.id, row.last_heartbeat_at, row.interval_s, now))
-        members = self.members(agents)
         if not members:
             return Judgement({}, {}, silent)
         names_by_agent: dict[str, set[str]] = {}

@@ -335,3 +335,20 @@ async def test_an_agent_naming_thousands_of_services_is_judged_within_bounds(
     assert listed[-1]["name"] == f"s{MAX_SERVICES - 1:04}"
     assert sum("more than 500 services" in record.message for record in caplog.records) == 1
     assert hook.received == []
+
+
+async def test_two_receivers_on_one_store_send_a_service_alert_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    first_hook, second_hook = Hook(), Hook()
+    fleet = {name: Messages(name) for name in AGENTS}
+    config = _fleet(tmp_path)
+    async with watching(config, first_hook) as first, watching(config, second_hook) as second:
+        _everyone(first, fleet, _pg("up"))
+        send(first, fleet["a"].heartbeat([_pg("down")]))
+        send(second, fleet["b"].heartbeat([_pg("down")]))
+        await trio.sleep(30)
+        send(second, fleet["a"].heartbeat([_pg("up")]))
+        await trio.sleep(30)
+    sent = sorted(_sent(first_hook) + _sent(second_hook))
+    assert sent == [("incident.resolve", SERVICE_DOWN), ("incident.trigger", SERVICE_DOWN)]

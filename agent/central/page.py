@@ -29,7 +29,7 @@ from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to,
 from agent.central.history_api import rolled_up
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance, Window
-from agent.central.services import Judgement, Services, held_because, service_order
+from agent.central.services import NO_SERVICES, Judgement, Services, held_because, service_order
 from agent.central.storage import AgentRow, CheckRow, Incident, Storage
 from agent.central.svg import latency_chart, milliseconds, uptime_bars, uptime_class
 from agent.common.timefmt import rfc3339
@@ -217,7 +217,7 @@ class StatusPage:
         parts.extend(self._incidents(now))
         if windows:
             parts.extend(self._maintenance(windows, now))
-        judgement = self.services.judge(now) if self.services is not None else Judgement({}, {})
+        judgement = self.services.judge(now) if self.services is not None else NO_SERVICES
         if judgement.services:
             parts.extend(self._services(judgement))
         rows = self.storage.checks_worst_first(sorted(silent), PAGE_CHECKS)
@@ -356,7 +356,7 @@ class StatusPage:
         uptime = self.history.uptime(row.agent, row.name, now)
         why = "agent silent" if agent_silent else (row.reason if status != "up" else "")
         because = None if agent_silent else held_because(
-            row, self._held_by(row), judgement or Judgement({}, {}))
+            row, self._held_by(row), judgement or NO_SERVICES)
         if because is not None:
             why = f"{status} ({because}): {row.reason or ''}"
         if window is not None:
@@ -415,7 +415,7 @@ class StatusPage:
         window = next((window for window in self._windows(now)
                        if window.covers(agent, check)), None)
         reason = "agent silent" if agent_silent else (row.reason or "")
-        judgement = self.services.judge(now) if self.services is not None else Judgement({}, {})
+        judgement = self.services.judge(now) if self.services is not None else NO_SERVICES
         because = None if agent_silent else held_because(row, self._held_by(row), judgement)
         if because is not None:
             reason = f"{status} ({because}): {row.reason or ''}"

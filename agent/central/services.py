@@ -144,6 +144,10 @@ class Judgement:
         return None
 
 
+# The judgement of a receiver with no services at all.
+NO_SERVICES: Final = Judgement({}, {})
+
+
 def _vantage_word(members: Sequence[Member]) -> str:
     """"agents" when each member is on its own agent (the usual case), else "checks"."""
     plural = len(members) != 1

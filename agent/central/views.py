@@ -23,7 +23,14 @@ from agent.central.history_store import MAX_AMONG
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance
 from agent.central.page import StatusPage
-from agent.central.services import Judgement, Services, held_because, service_order, state_json
+from agent.central.services import (
+    NO_SERVICES,
+    Judgement,
+    Services,
+    held_because,
+    service_order,
+    state_json,
+)
 from agent.central.storage import CheckRow, Storage
 from agent.common.timefmt import rfc3339
 
@@ -133,10 +140,10 @@ class Views:
     def _judgement(self, rows: list[CheckRow], now: float) -> Judgement:
         """The services' states, when any row is a member (else an empty judgement)."""
         if self.services is None:
-            return Judgement({}, {})
+            return NO_SERVICES
         judgement = self.services.judge(now)
         if not any((row.agent, row.name) in judgement.services_of for row in rows):
-            return Judgement({}, {})
+            return NO_SERVICES
         return judgement
 
     def services_list(self, now: float | None = None) -> dict[str, Any]:

@@ -352,3 +352,35 @@ async def test_two_receivers_on_one_store_send_a_service_alert_once(
         await trio.sleep(30)
     sent = sorted(_sent(first_hook) + _sent(second_hook))
     assert sent == [("incident.resolve", SERVICE_DOWN), ("incident.trigger", SERVICE_DOWN)]
+
+
+async def test_a_flapping_service_is_summarised_like_a_flapping_check(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = _fleet(tmp_path, flap_threshold=3, flap_window_s=3600.0)
+    async with _watching(tmp_path, config=config) as (central, hook, fleet):
+        _everyone(central, fleet, _pg("up"))
+        for _ in range(6):  # six outages seen by a and b within twelve minutes
+            for name in ("a", "b"):
+                send(central, fleet[name].heartbeat([_pg("down")]))
+            await trio.sleep(60)
+            for name in ("a", "b"):
+                send(central, fleet[name].heartbeat([_pg("up")]))
+            await trio.sleep(60)
+        events = [(body["type"], body["incident"]["kind"]) for _, body in hook.received]
+        assert events == [("incident.trigger", "service_down"),
+                          ("incident.resolve", "service_down")] * 3 + [
+            ("incident.trigger", "check_flapping")]
+        flapping = hook.received[-1][1]["incident"]
+        assert flapping["service"] == "orders-db" and flapping["agent"] is None
+        assert flapping["summary"] == ("service orders-db is flapping (4 outages within 1h); "
+                                       "further changes are summarised")
+        # It ends down: after a whole quiet window the flapping ends and the outage alerts.
+        for name in ("a", "b"):
+            send(central, fleet[name].heartbeat([_pg("down")]))
+        for _ in range(2):
+            await trio.sleep(1801)
+            _everyone(central, {name: fleet[name] for name in ("a", "b")}, _pg("down"))
+            send(central, fleet["c"].heartbeat([_pg("up")]))
+        assert [(body["type"], body["incident"]["kind"]) for _, body in hook.received][7:] == [
+            ("incident.resolve", "check_flapping"), ("incident.trigger", "service_down")]

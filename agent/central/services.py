@@ -39,7 +39,8 @@ The alerting rule, built on the hold that maintenance and dependencies use:
   while the agent is silent it stays as it is (the silence alerts). A maintenance
   window or a parent holding the agent's silence holds it too.
 
-Resolves are never suppressed: a resolve goes out for every trigger that went out.
+Both are outages under the flapping rule, like a check's (incidents.py). Resolves
+are never suppressed: a resolve goes out for every trigger that went out.
 
 Bounded: at most :data:`MAX_SERVICES` services (by name) with at most
 ``MAX_SERVICE_MEMBERS`` members each are judged, the rest is logged once and left

@@ -109,19 +109,19 @@ def alert_text(incident: Incident, event: str) -> str:
     return f"ALERT: {incident.summary}"
 
 
-# A service's incident has no agent: its subject is ("", service name).
+# A service's incidents (down, flapping) have no agent: their subject is ("", name).
 SERVICE_DOWN: Final = "service_down"
 
 
 def service_of_incident(incident: Incident) -> str | None:
-    """The service a ``service_down`` incident is about, else None."""
-    return incident.check if incident.kind == SERVICE_DOWN else None
+    """The service an incident is about (``service_down`` or its flapping), else None."""
+    return incident.check if not incident.agent and incident.check else None
 
 
 def dedup_key(incident: Incident) -> str:
     """A key that names one incident, stable from its trigger to its resolve."""
     subject = f"{incident.agent}/{incident.check}" if incident.check else incident.agent
-    if incident.kind == SERVICE_DOWN:
+    if service_of_incident(incident) is not None:
         subject = f"service/{incident.check}"
     return f"heartwire/{incident.kind}/{subject}/{incident.id}"
 

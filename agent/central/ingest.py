@@ -209,6 +209,10 @@ class Ingest:
                 if message.interval_s is not None:
                     self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
                     self.incidents.heartbeat(agent, now)
+                if self.services is not None:
+                    # Membership as of now (a heartbeat here or at another receiver may
+                    # have named services), read once for this message's alerts.
+                    self.services.forget()
                 stored = self.storage.checks_named(
                     agent, [report.name for report in message.reports])
                 applied, changed = [], []

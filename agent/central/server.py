@@ -184,6 +184,7 @@ class Central:
         self.read_maintenance.weekly = new.maintenance
         self.page.config = new
         self.services.config = self.read_services.config = new
+        self.services.forget()
         self.dependencies.config = self.read_dependencies.config = new
         self.app.read_tokens = new.read_tokens
 
@@ -208,6 +209,7 @@ class Central:
                 on the event loop and sweeps in a worker thread).
         """
         now = self.wall_clock() if now is None else now
+        self.services.forget()  # members read once per sweep, as they are now
         next_due = self.incidents.sweep(now)
         # Each receiver looks hourly; of several on one database, the first to
         # claim the hour prunes.

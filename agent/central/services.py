@@ -69,6 +69,7 @@ MAX_SERVICES: Final = 500
 MAX_NAMED: Final = 10
 # /api/v1/services lists at most this many members of each service (and counts them all).
 MAX_API_MEMBERS: Final = 100
+PAIRS_FOR_S: Final = 1.0
 
 log = get_logger("central.services")
 
@@ -202,6 +203,8 @@ class Services:
         self._keyed: dict[str, tuple[float, list[Pair]]] = {}
         self._warned_bounds = not says_bounds
         self._may_have_open = True  # service incidents may be open (until looked at)
+        self._pairs: frozenset[Pair] = frozenset()
+        self._pairs_at = float("-inf")
 
     # -- membership -----------------------------------------------------------------
 
@@ -252,13 +255,6 @@ class Services:
         return any(report.service is not None or report.name in keyed
                    or (agent, report.name) in named for report in reports)
 
-    def service_of(self, agent: str, check: str) -> str | None:
-        """The (first) service a check belongs to, or None."""
-        for name, pairs in self.members().items():
-            if (agent, check) in pairs:
-                return name
-        return None
-
     def service_of_check(self, agent: str, check: str) -> str | None:
         """The service a check belongs to, from central.toml or its agent's latest
         heartbeat alone (one small read: for an alert's labels)."""
@@ -271,7 +267,20 @@ class Services:
     def holds(self, agent: str, check: str, now: float) -> bool:
         """Whether this check's alerts go through its service (the shape of
         ``Incidents.holds``): every member's are."""
-        return bool(check) and self.service_of(agent, check) is not None
+        return bool(check) and (agent, check) in self._member_pairs(now)
+
+    def _member_pairs(self, now: float) -> frozenset[Pair]:
+        # Asked for every held incident at every sweep: the members are read once per
+        # sweep or message (each starts with forget), and at most a second apart.
+        if not 0 <= now - self._pairs_at < PAIRS_FOR_S:
+            self._pairs = frozenset(pair for pairs in self.members().values() for pair in pairs)
+            self._pairs_at = now
+        return self._pairs
+
+    def forget(self) -> None:
+        """Members are read again when next asked (a sweep or a message begins, the
+        config changed)."""
+        self._pairs_at = float("-inf")
 
     # -- judging ----------------------------------------------------------------------
 

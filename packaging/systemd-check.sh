@@ -50,6 +50,7 @@ cleanup() {
         echo "-- the container's console (last 20 lines):" >&2
         tail -n 20 "$work/console" >&2
     fi
+    [ -z "${ping_groups:-}" ] || echo "$ping_groups" > /proc/sys/net/ipv4/ping_group_range || true
     rm -rf "$work"
     exit "$rc"
 }
@@ -82,8 +83,15 @@ done
 
 # The container shares this machine's network (apt needs it): the receiver's and
 # the listeners' ports must be free here.
-busy=$(ss -Htln | awk '{ print $4 }' | grep -E ':(8470|1800[1-9]|1801[0-2]|18080)$' || true)
+busy=$({ ss -Htln | awk '{ print $4 }' | grep -E ':(8470|1800[1-9]|1801[0-2]|18080)$'
+        ss -Huln | awk '{ print $4 }' | grep -E ':1801[3-5]$'; } | tr '\n' ' ' || true)
 [ -z "$busy" ] || fail "ports the test listens on are in use on this machine: $busy"
+# icmp checks need unprivileged ICMP sockets, which a booted Debian allows (systemd's
+# sysctl.d/50-default.conf sets net.ipv4.ping_group_range to every group). The
+# container shares this machine's network namespace, where the sysctl lives and the
+# container cannot write it: it is set as a booted Debian has it for the test's
+# duration and put back at the end.
+ping_groups=$(cat /proc/sys/net/ipv4/ping_group_range)
 
 step "a newer build ($upgrade_version), as after dch -v"
 mkdir -p "$work/upgrade"
@@ -285,21 +293,23 @@ alive() { [[ $(api agents) == *'"id": "ci-agent", "registered": true, "state": "
 until_ok "ci-agent alive at the receiver" 30 alive
 
 step "the sandbox breaks no probe kind and no signing: one check of each kind"
+probe_kinds="tcp ssh smtp redis postgres mysql amqp mongodb kafka expect tls http udp dns ntp icmp"
 in_ct install -d -m 0755 /etc/heartwire/probe-tls
 in_ct systemd-run --quiet --unit=ci-listeners python3 /srv/packaging/systemd-test/listeners.py /etc/heartwire/probe-tls
 until_ok "the listeners" 20 in_ct test -s /etc/heartwire/probe-tls/cert.pem
+echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range
 in_ct install -m 0644 /srv/packaging/systemd-test/probes.toml /etc/heartwire/conf.d/60-probes.toml
 restarts=$(prop heartwire NRestarts)
 started=$(in_ct date +%s)
 in_ct systemctl reload heartwire
-until_ok "14 checks: 14 up" 30 status_starts "14 checks: 14 up"
-for kind in tcp ssh smtp redis postgres mysql amqp mongodb kafka expect tls http; do
+until_ok "18 checks: 18 up" 30 status_starts "18 checks: 18 up"
+for kind in $probe_kinds; do
     journal_has -u heartwire CHECK="probe-$kind" STATUS=up || fail "probe-$kind is not up"
 done
 all_up_at_central() {
     local checks
     checks=$(api checks)
-    for kind in tcp ssh smtp redis postgres mysql amqp mongodb kafka expect tls http; do
+    for kind in $probe_kinds; do
         grep -q "\"name\": \"probe-$kind\", [^}]*\"status\": \"up\"" <<<"$checks" || return 1
     done
 }
@@ -334,7 +344,7 @@ for unit in heartwire heartwire-central; do
 done
 in_ct grep -q '^id = "ci-agent"' /etc/heartwire/agent.toml || fail "agent.toml lost its edits"
 in_ct grep -qx "# edited by the admin" /etc/heartwire/central.toml || fail "central.toml lost its edit"
-until_ok "14 checks: 14 up after the upgrade" 30 status_starts "14 checks: 14 up"
+until_ok "18 checks: 18 up after the upgrade" 30 status_starts "18 checks: 18 up"
 # Debian's Hypercorn 0.13 and trio 0.22: the receiver's stop printed a
 # TrioDeprecationWarning before.
 ! journal_has -u heartwire-central -g "Warning|Traceback" || fail "the receiver's stop warned"

@@ -306,3 +306,21 @@ async def test_email_refuses_an_untrusted_certificate_and_a_bad_password(
         await wrong.open(UNUSED_CLIENT).send(_notification())
     assert not caught.value.retryable and "535" in str(caught.value)
     assert mailbox.messages == []
+
+
+@pytest.mark.parametrize("answer", [
+    b"[" * 4096,
+    b'["not", "an", "object"]',
+    b'{"description": ["x"], "parameters": {"retry_after": "soon"}}',
+    b'{"description": "Too Many Requests", "parameters": {"retry_after": true}}',
+    b'{"parameters": {"retry_after": 99999999999999999999}}',
+    b'{"parameters": [5]}',
+])
+async def test_telegram_reads_only_what_the_bot_api_documents_from_an_error(answer: bytes) -> None:
+    """A proxy in front of the Bot API answers what it likes: the error stays a
+    ChannelError, and a retry_after not of the documented type is not honoured."""
+    async with Recorder(httpx.Response(429, content=answer)).client() as client:
+        with pytest.raises(ChannelError) as caught:
+            await TelegramSettings("tg", TOKEN, "-100123").open(client).send(_notification())
+    assert caught.value.retryable and caught.value.retry_after_s is None
+    assert "\n" not in str(caught.value) and TOKEN not in str(caught.value)

@@ -1,5 +1,9 @@
 """History on the real receiver: observations, hourly rollups, uptime, pruning, the API.
 
+The rollup, uptime and pruning tests run on both backends (``central_config``:
+SQLite, and a database of a private PostgreSQL), whose history tables are created
+from one DDL and queried through one store.
+
 Time is an injected wall clock the tests move; the watcher's sweep
 (``Central.watch_once``) runs when a test says so, as it would on schedule.
 """
@@ -28,6 +32,7 @@ from tests.central_support import (
     running_central,
     signed,
 )
+from tests.conftest import ConfigFactory
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -93,11 +98,11 @@ def test_quantiles_are_within_the_documented_factor_of_the_exact_value() -> None
 
 
 async def test_rollups_count_each_observation_once_per_hour_as_it_arrives(
-    tmp_path: Path,
+    central_config: ConfigFactory,
 ) -> None:
     clock = Clock(BASE_TIME + 2 * HOUR)
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (central, client):
+    async with running_central(central_config(), wall_clock=clock) as (central, client):
         # Hour 0: a results batch (send = "all") of four observations, one down.
         batch = [observation("db", "up", BASE_TIME + 60, 2.0),
                  observation("db", "up", BASE_TIME + 120, 4.0),
@@ -134,10 +139,10 @@ async def test_rollups_count_each_observation_once_per_hour_as_it_arrives(
     assert raw["step"] == "raw" and raw["truncated"] is False
 
 
-async def test_a_step_of_a_day_merges_the_hours_histograms(tmp_path: Path) -> None:
+async def test_a_step_of_a_day_merges_the_hours_histograms(central_config: ConfigFactory) -> None:
     clock = Clock(BASE_TIME + 3 * HOUR)
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (_, client):
+    async with running_central(central_config(), wall_clock=clock) as (_, client):
         await results(client, messages, clock, [
             observation("db", "up", BASE_TIME + hour * HOUR + 10, 1.0 + hour) for hour in range(3)
         ])
@@ -148,9 +153,9 @@ async def test_a_step_of_a_day_merges_the_hours_histograms(tmp_path: Path) -> No
     assert (point["latency_ms"]["min"], point["latency_ms"]["max"]) == (1.0, 3.0)
 
 
-async def test_history_off_keeps_nothing(tmp_path: Path) -> None:
+async def test_history_off_keeps_nothing(central_config: ConfigFactory) -> None:
     clock = Clock()
-    config = make_config(tmp_path, history=HistorySettings(enabled=False))
+    config = central_config(history=HistorySettings(enabled=False))
     async with running_central(config, wall_clock=clock) as (central, client):
         await results(client, Messages(), clock, [observation("db", "up", BASE_TIME - 5, 1.0)])
         stored = central.history.store.observations("dc1", "db", 0, BASE_TIME + DAY, 10)
@@ -162,10 +167,11 @@ async def test_history_off_keeps_nothing(tmp_path: Path) -> None:
 # -- uptime ---------------------------------------------------------------------
 
 
-async def test_uptime_is_time_weighted_and_degraded_counts_as_up(tmp_path: Path) -> None:
+async def test_uptime_is_time_weighted_and_degraded_counts_as_up(
+        central_config: ConfigFactory) -> None:
     clock = Clock()
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (central, client):
+    async with running_central(central_config(), wall_clock=clock) as (central, client):
         for offset, status in ((0.0, "up"), (HOUR, "down"), (1.5 * HOUR, "degraded")):
             clock.now = BASE_TIME + offset
             await heartbeat(client, messages, clock, [
@@ -179,10 +185,10 @@ async def test_uptime_is_time_weighted_and_degraded_counts_as_up(tmp_path: Path)
     assert row["unknown"]["24h"] == 0.0
 
 
-async def test_a_silent_agent_is_unknown_not_down(tmp_path: Path) -> None:
+async def test_a_silent_agent_is_unknown_not_down(central_config: ConfigFactory) -> None:
     clock = Clock()
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (central, client):
+    async with running_central(central_config(), wall_clock=clock) as (central, client):
         await heartbeat(client, messages, clock, [check_item("db", "up", at=rfc3339(clock.now))])
         central.watch_once()
         # Interval 30 s + grace 10 s: silent from +40 s; it speaks again at +100 s.
@@ -199,10 +205,11 @@ async def test_a_silent_agent_is_unknown_not_down(tmp_path: Path) -> None:
     assert row["unknown"]["24h"] == 30.0  # 60 of 200 seconds
 
 
-async def test_the_24h_window_forgets_an_outage_older_than_a_day(tmp_path: Path) -> None:
+async def test_the_24h_window_forgets_an_outage_older_than_a_day(
+        central_config: ConfigFactory) -> None:
     clock = Clock()
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (central, client):
+    async with running_central(central_config(), wall_clock=clock) as (central, client):
         await heartbeat(client, messages, clock, [
             check_item("db", "down", at=rfc3339(clock.now))], interval_s=2 * DAY)
         clock.now = BASE_TIME + HOUR
@@ -225,9 +232,10 @@ async def test_the_24h_window_forgets_an_outage_older_than_a_day(tmp_path: Path)
 # -- pruning --------------------------------------------------------------------
 
 
-async def test_raw_rows_and_rollups_are_pruned_past_their_retention(tmp_path: Path) -> None:
+async def test_raw_rows_and_rollups_are_pruned_past_their_retention(
+        central_config: ConfigFactory) -> None:
     clock = Clock()
-    config = make_config(tmp_path, history=HistorySettings(raw_retention_s=DAY,
+    config = central_config(history=HistorySettings(raw_retention_s=DAY,
                                                            rollup_retention_s=3 * DAY))
     async with running_central(config, wall_clock=clock) as (central, client):
         await results(client, Messages(), clock, [observation("db", "up", BASE_TIME - 5, 1.0)])
@@ -297,13 +305,13 @@ async def test_an_unknown_check_is_a_404(tmp_path: Path) -> None:
 
 
 async def test_raw_points_past_the_cap_say_where_to_continue(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    central_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from agent.central import history_api
     monkeypatch.setattr(history_api, "MAX_POINTS", 2)
     clock = Clock(BASE_TIME + 60)
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (_, client):
+    async with running_central(central_config(), wall_clock=clock) as (_, client):
         await results(client, messages, clock, [
             observation("db", "up", BASE_TIME + second, float(second)) for second in range(3)])
         first = await history(client, f"?since={int(BASE_TIME)}")
@@ -313,10 +321,10 @@ async def test_raw_points_past_the_cap_say_where_to_continue(
     assert rest["truncated"] is False
 
 
-async def test_state_changes_are_listed_beside_the_points(tmp_path: Path) -> None:
+async def test_state_changes_are_listed_beside_the_points(central_config: ConfigFactory) -> None:
     clock = Clock()
     messages = Messages()
-    async with running_central(make_config(tmp_path), wall_clock=clock) as (_, client):
+    async with running_central(central_config(), wall_clock=clock) as (_, client):
         await post(client, messages.state_change("db", "up", "down",
                                                  at=rfc3339(clock.now)), clock)
         body = await history(client)

@@ -140,3 +140,25 @@ def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
     received = validate(parse_json(messages.encode(
         messages.envelope(messages.HEARTBEAT, "msg_" + "d" * 32, 0, "web-1", at, test_beat))))
     assert received.test
+
+
+def test_a_server_message_longer_than_the_receiver_takes_is_clipped_by_the_agent() -> None:
+    """A probe's detail is the server's own words (a banner, an error page) and may be
+    any length: the agent clips it to what the receiver accepts, so the message is not
+    refused for ever (a 422) and the observation is not lost."""
+    from agent.model import Observation, Outcome, Reason, Result, StateChange, Status
+    from agent.outbound import messages
+
+    long_detail = "x" * (messages.MAX_DETAIL_CHARS * 3)
+    seen = Observation(Outcome.FAILED, Reason.REFUSED, detail=long_detail,
+                       address="2001:db8::1%" + "e" * 300)
+    result = Result("db", Status.DOWN, seen, 1, 1.7e9)
+    built = messages.envelope(messages.STATE_CHANGE, "msg_" + "e" * 32, 3, "web-1", 1.7e9,
+                              messages.state_change_data(
+                                  StateChange("db", Status.UP, Status.DOWN, result)))
+    body = parse_json(messages.encode(built))
+    assert validate(body).kind == "state_change"
+    detail = body["data"]["observation"]["detail"]
+    assert len(detail) == messages.MAX_DETAIL_CHARS
+    assert detail.endswith("…") and detail.startswith("xxx")
+    assert len(body["data"]["observation"]["address"]) == messages.MAX_HOST_CHARS

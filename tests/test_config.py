@@ -337,3 +337,20 @@ def test_a_bad_service_name_is_one_short_line(tmp_path: Path, value: str, fault:
     message = error_of(tmp_path, CHECKS + f"service = {value}\n")
     assert message.startswith(f"{tmp_path / 'agent.toml'}: checks.db.service: {fault}")
     assert "\n" not in message and len(message) < 300
+
+
+@pytest.mark.parametrize(("key", "value", "limit"), [
+    ("group", "g" * 257, 256),
+    ("host", "h" * 256, 255),
+])
+def test_a_label_longer_than_the_receiver_takes_is_a_config_error(
+        tmp_path: Path, key: str, value: str, limit: int) -> None:
+    """Every heartbeat lists a check's group and host; the receiver refuses a longer
+    one for ever (422), so the agent says so at start instead of losing its heartbeats."""
+    fields = {"host": "db.internal", "port": "5432"}
+    fields[key] = f'"{value}"'
+    body = "\n".join(f"{name} = {text}" if name == "port" or name == key
+                     else f'{name} = "{text}"' for name, text in fields.items())
+    message = error_of(tmp_path, f'[agent]\nid = "a1"\n[checks.db]\n{body}\n')
+    assert f"checks.db.{key}: at most {limit} characters, got {len(value)}" in message
+    assert "\n" not in message

@@ -226,3 +226,16 @@ def test_references_to_secrets_are_shown_and_secrets_are_not() -> None:
         "secret_file": ["/a", "/b"], "push_tokens": {"web": REDACTED},
         "keys": [REDACTED], "token": REDACTED, "credentials": REDACTED,
     }
+
+
+@pytest.mark.parametrize("name", ["sig", "signature", "session", "access_token", "apiKey",
+                                  "auth", "code", "X-Amz-Signature", "pwd", "passphrase",
+                                  "cookie", "client_secret"])
+def test_config_show_hides_every_query_value_the_log_lines_hide(name: str) -> None:
+    """One rule for secret-named query parameters: what send-test and the logs hide
+    (common/redact.py) config show hides too, so no printout shows a signed URL's key."""
+    from agent.common.redact import redact_url
+
+    url = f"https://central.example/in?{name}=s3cr3tvalue&x=1"
+    assert "s3cr3tvalue" not in redact_url(url)
+    assert redact_text(url) == f"https://central.example/in?{name}={REDACTED}&x=1"

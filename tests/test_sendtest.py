@@ -208,3 +208,31 @@ def test_send_test_prints_no_secret_of_any_kind(
     # ... and none of them was printed.
     assert "<redacted>" in output
     assert [secret for secret in ALL_SECRETS if secret in output] == [], output
+
+
+def test_send_test_tries_every_receiver_of_a_failover_destination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A standby receiver that is down or misconfigured is found by send-test, not at
+    the outage it is there for: each URL of the list gets its own report, and the
+    standby's password is redacted like the primary's."""
+    central_toml = tmp_path / "central.toml"
+    central_toml.write_text(
+        f'[storage]\nstate_dir = "{tmp_path / "central-state"}"\n'
+        f'[agents.agent-1]\nkeys = ["{KEY.public_key().to_text()}"]\n')
+    standby_port = free_port()
+    with running("central", "--config", str(central_toml), "--listen", "127.0.0.1:0") \
+            as central:
+        base = central.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        standby = f"http://agent:standby-pw-123@127.0.0.1:{standby_port}/v1/ingest"
+        path = _write_config(tmp_path, "x")
+        path.write_text(path.read_text().replace(
+            'url = "x"', f'url = ["{base}/v1/ingest", "{standby}"]'))
+        code = _send_test(path)
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_DOWN, out
+    assert f"main (native) {base}/v1/ingest: OK" in out
+    assert (f"main (native, failover 1) http://agent:<redacted>@127.0.0.1:{standby_port}"
+            f"/v1/ingest: FAILED") in out
+    assert f"connect  FAIL  127.0.0.1:{standby_port}" in out
+    assert "standby-pw-123" not in out

@@ -328,3 +328,16 @@ def test_every_destination_kind_the_config_accepts_has_a_sink() -> None:
     from agent.outbound.sinks import SINKS
 
     assert list(SINKS) == list(KINDS)
+
+
+def test_the_secrets_of_a_failover_destination_include_every_receivers() -> None:
+    """What the delivery loop redacts from its log lines covers the standby receivers'
+    passwords too: the failover loop sends to them with the same client."""
+    import base64
+
+    destination = DestinationConfig(
+        name="d", kind="native", url="https://agent:primary-pw@a.example/in",
+        failover_urls=("https://agent:standby-pw@b.example/in?token=standby-tok",))
+    secrets = secrets_of(destination, None)
+    assert {"primary-pw", "standby-pw", "standby-tok"} <= set(secrets)
+    assert base64.b64encode(b"agent:standby-pw").decode() in secrets

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 import trio
@@ -47,6 +47,8 @@ class Report:
     """The steps of one destination's test, as printable lines."""
 
     destination: DestinationConfig
+    # 0 for a destination's (first) url, N for its Nth failover receiver.
+    failover: int = 0
     lines: list[str] = field(default_factory=list)
     ok: bool = True
     # What must never be printed: the ping key, push tokens, ... (see secrets_of).
@@ -126,9 +128,16 @@ async def _network_steps(report: Report, url: httpx.URL) -> bool:
     return True
 
 
-async def check_destination(config: Config, destination: DestinationConfig) -> Report:
-    """Runs every step for one destination; never raises for network trouble."""
-    report = Report(destination)
+async def check_destination(config: Config, destination: DestinationConfig,
+                            failover: int = 0) -> Report:
+    """Runs every step for one destination; never raises for network trouble.
+
+    Args:
+        config: the agent's config (the heartbeat's agent id).
+        destination: the destination, its ``url`` the receiver to test.
+        failover: which of its receivers that is (0: the first), for the report.
+    """
+    report = Report(destination, failover)
     try:
         keys = load_signing_keys(destination)
         secret = load_secret(destination)
@@ -169,8 +178,16 @@ async def check_destination(config: Config, destination: DestinationConfig) -> R
 
 
 async def send_test(config: Config) -> list[Report]:
-    """Tests every destination, one after the other (their output stays readable)."""
-    return [await check_destination(config, destination) for destination in config.destinations]
+    """Tests every destination, one after the other (their output stays readable),
+    and each receiver of a failover list: a standby is found broken now, not at the
+    outage it stands by for."""
+    reports = []
+    for destination in config.destinations:
+        reports.append(await check_destination(config, destination))
+        for index, url in enumerate(destination.failover_urls, start=1):
+            standby = replace(destination, url=url, failover_urls=())
+            reports.append(await check_destination(config, standby, index))
+    return reports
 
 
 def render(reports: list[Report]) -> str:
@@ -179,6 +196,7 @@ def render(reports: list[Report]) -> str:
     for report in reports:
         d = report.destination
         url = redact_url(d.url, d.kind, secrets=report.secrets)
-        lines.append(f"{d.name} ({d.kind}) {url}: {'OK' if report.ok else 'FAILED'}")
+        kind = f"{d.kind}, failover {report.failover}" if report.failover else d.kind
+        lines.append(f"{d.name} ({kind}) {url}: {'OK' if report.ok else 'FAILED'}")
         lines += report.lines
     return "\n".join(lines)

@@ -13,6 +13,11 @@ import re
 from typing import Final
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# What a heartwire receiver stores for a check's display group and its host: the
+# agent refuses a longer one in its config, where the receiver would refuse every
+# heartbeat that lists it.
+MAX_LABEL_CHARS: Final = 256
+MAX_HOST_CHARS: Final = 255
 NAME_RULE: Final = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")

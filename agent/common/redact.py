@@ -35,10 +35,12 @@ MIN_SECRET_CHARS: Final = 4
 _UUID: Final = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 # Healthchecks ping keys: 22 characters of URL-safe base64.
 _PING_KEY: Final = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# The words of a query parameter's name that make its value a secret, for every
+# printout (send-test, log lines, config show: agent/config/view.py uses this too).
 _SECRET_QUERY_WORDS: Final = frozenset({
-    "token", "secret", "password", "passwd", "pass", "pwd", "key", "apikey", "auth",
-    "authorization", "credential", "credentials", "signature", "sig", "session",
-    "access", "code",
+    "token", "tokens", "secret", "secrets", "password", "passwords", "passwd", "pass",
+    "passphrase", "pwd", "key", "apikey", "auth", "authorization", "credential",
+    "credentials", "signature", "sig", "session", "access", "code", "cookie",
 })
 # Per kind: the path segment after one of these is the secret.
 _SECRET_AFTER: Final = {
@@ -48,7 +50,9 @@ _SECRET_AFTER: Final = {
 }
 
 
-def _secret_query_name(name: str) -> bool:
+def is_secret_query_name(name: str) -> bool:
+    """Whether a query parameter called ``name`` holds a secret (``token``, ``sig``,
+    ``apiKey``, ``X-Amz-Signature``, ...)."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
     return any(word in _SECRET_QUERY_WORDS for word in re.split(r"[^a-z0-9]+", spaced))
 
@@ -75,7 +79,7 @@ def _url_secrets(parts: SplitResult, kind: str) -> list[str]:
     found += [segments[i] for i in sorted(_secret_segments(segments, kind))]
     for pair in parts.query.split("&") if parts.query else ():
         name, _, value = pair.partition("=")
-        if value and _secret_query_name(name):
+        if value and is_secret_query_name(name):
             found.append(value)
     return found
 
@@ -121,7 +125,7 @@ def redact_url(url: str, kind: str | None = None, *, secrets: Iterable[str] = ()
     for index in _secret_segments(segments, kind or ""):
         segments[index] = REDACTED
     query = "&".join(
-        f"{name}={REDACTED}" if equals and value and _secret_query_name(name) else pair
+        f"{name}={REDACTED}" if equals and value and is_secret_query_name(name) else pair
         for pair in parts.query.split("&")
         for name, equals, value in [pair.partition("=")]) if parts.query else ""
     return redact_text(urlunsplit((parts.scheme, netloc, "/".join(segments), query,

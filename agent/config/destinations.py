@@ -307,14 +307,17 @@ def secrets_of(destination: DestinationConfig, secret: str | None) -> tuple[str,
 
     Returns:
         The ping key or token, push tokens, Gatus keys, Healthchecks UUIDs, Better
-        Stack heartbeat tokens, URL passwords and secret query values. Healthchecks
-        slugs are names, not secrets (whoever lacks the ping key cannot use them).
+        Stack heartbeat tokens, URL passwords and secret query values (of every
+        receiver of a failover list). Healthchecks slugs are names, not secrets
+        (whoever lacks the ping key cannot use them).
     """
     found = [secret] if secret else []
-    found += secrets_in_url(destination.url, destination.kind)
-    parts = urlsplit(destination.url)
-    if parts.password:  # as the Authorization header sends it
-        found.append(base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode())
+    for url in (destination.url, *destination.failover_urls):
+        found += secrets_in_url(url, destination.kind)
+        parts = urlsplit(url)
+        if parts.password:  # as the Authorization header sends it
+            found.append(base64.b64encode(
+                f"{parts.username}:{parts.password}".encode()).decode())
     for monitor in (destination.monitor_token, *destination.check_monitor_tokens.values()):
         if monitor is None or (destination.kind == "healthchecks" and not is_uuid(monitor)):
             continue

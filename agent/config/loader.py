@@ -19,7 +19,13 @@ from pathlib import Path
 
 from agent.checks import PROBES
 from agent.common.dependency_graph import MAX_DEPENDS_ON, find_cycle
-from agent.common.names import NAME_RULE, is_valid_name, shown_name
+from agent.common.names import (
+    MAX_HOST_CHARS,
+    MAX_LABEL_CHARS,
+    NAME_RULE,
+    is_valid_name,
+    shown_name,
+)
 from agent.common.tables import Table, format_duration, read_toml
 from agent.config.destinations import (
     CentralSettings,
@@ -292,6 +298,12 @@ def _read_defaults(table: Table) -> CheckDefaults:
     return defaults
 
 
+def _check_length(table: Table, key: str, text: str, limit: int) -> None:
+    """Refuses a ``key`` longer than ``limit`` characters (what the receiver stores)."""
+    if len(text) > limit:
+        raise table.error(key, f"at most {limit} characters, got {len(text)}")
+
+
 def _check_literal_family(table: Table, host: str, family: str) -> None:
     """An IP literal of one family can never be reached over the other."""
     try:
@@ -321,6 +333,7 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         raise table.error(None, f"check name {NAME_RULE}, got {name!r}")
     kind_name = table.choice("kind", sorted(PROBES), "tcp")
     host = table.nonempty_string("host")
+    _check_length(table, "host", host, MAX_HOST_CHARS)
     if any(char.isspace() for char in host):
         raise table.error("host", f"must not contain white space, got {host!r}")
     if not host.isprintable():  # DEL, ESC, bidi overrides: never a host, often a trick
@@ -329,6 +342,8 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
     timing = _read_timing(table, defaults)
     _check_literal_family(table, host.strip("[]"), timing.family)
     group = table.optional_string("group")
+    if group is not None:
+        _check_length(table, "group", group, MAX_LABEL_CHARS)
     tags = table.string_list("tags")
     depends_on = table.string_list("depends_on")
     if len(depends_on) > MAX_DEPENDS_ON:

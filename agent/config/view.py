@@ -22,7 +22,9 @@ directory, env or credential: that names where a secret is (``secret_file``,
 output still reads the same secrets when it is used as a config. Under a secret key
 a table keeps its keys and loses its values (``push_tokens.web``). In any string, the
 password of a URL (``https://user:PASSWORD@host``) and the values of query
-parameters whose names match the rule (``?token=...``) are redacted too; a URL that
+parameters named like a secret (``?token=...``, ``?sig=...``: the one rule of
+:func:`agent.common.redact.is_secret_query_name`, which send-test and the log lines
+use too) are redacted too; a URL that
 is a secret as a whole (Better Stack's heartbeat URLs, Healthchecks check UUIDs)
 loses the part that is the secret (:func:`redact_secret_url`).
 """
@@ -39,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import tomli_w
 
 from agent.common.names import is_uuid
+from agent.common.redact import is_secret_query_name
 from agent.common.tables import format_duration
 from agent.config import loader as config
 from agent.config.destinations import DestinationConfig
@@ -79,7 +82,7 @@ def redact_text(text: str) -> str:
 
     def parameter(match: re.Match[str]) -> str:
         name = match.group("name")
-        return name + REDACTED if is_secret_key(name[1:-1]) else match.group(0)
+        return name + REDACTED if is_secret_query_name(name[1:-1]) else match.group(0)
 
     return _QUERY_PARAMETER.sub(parameter, text) if "?" in text else text
 

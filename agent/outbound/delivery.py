@@ -26,7 +26,7 @@ once; receivers deduplicate on the message id).
   to retry is retried alone, the pings already accepted are not sent again (the
   attempt stops early only when the destination gave no answer at all). The
   message counts as rejected only when every ping of it was refused.
-* Of any answer only the status, the headers and the first ``MAX_ANSWER_BYTES``
+* Of any answer only the status, the headers and the first ``http_answers.MAX_ANSWER_BYTES``
   of the body are read; then the connection is closed. A body that is corrupt,
   compressed against our ``accept-encoding: identity``, cut off or endless is
   read as far as it goes and judged by its status (and what a sink needs of it).
@@ -51,7 +51,6 @@ import random
 import ssl
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +62,7 @@ import trio
 from agent.common.backoff import backoff_delay
 from agent.common.connect_errors import describe
 from agent.common.failover import DEFAULT_REST_S, Failover
+from agent.common.http_answers import send_bounded
 from agent.common.keyfiles import check_private
 from agent.common.logs import get_logger
 from agent.common.redact import redact_text
@@ -92,40 +92,12 @@ RETRYABLE_4XX = frozenset({408, 429})
 CREDENTIAL_4XX = frozenset({401, 403})
 # How much of a refusing response body goes into the log.
 LOGGED_BODY_CHARS = 500
-# How much of any answer's body is read; the rest is never downloaded.
-MAX_ANSWER_BYTES = 4096
 # A message that makes its loop fail unexpectedly this often is set aside.
 UNEXPECTED_ATTEMPTS = 5
 
 
 class NoAnswer(RetryableDeliveryError):
     """The destination gave no answer at all (refused, reset, timed out, not HTTP)."""
-
-
-def _decompressed(raw: bytes, encoding: str) -> bytes | None:
-    """The body under its ``content-encoding``, at most ``MAX_ANSWER_BYTES`` of it;
-    None when it cannot be read (we ask for identity: anything else is a stranger)."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return raw
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        return None
-    # Bounded output whatever the input (a gzip bomb stops at the limit).
-    wbits = (16 + zlib.MAX_WBITS) if "gzip" in encoding else zlib.MAX_WBITS
-    try:
-        return zlib.decompressobj(wbits).decompress(raw, MAX_ANSWER_BYTES)
-    except zlib.error:
-        return None
-
-
-def _text(raw: bytes, response: httpx.Response) -> str:
-    body = _decompressed(raw, response.headers.get("content-encoding", ""))
-    if body is None:
-        return ""
-    try:
-        return body.decode(response.charset_encoding or "utf-8", errors="replace")
-    except LookupError:  # a charset that does not exist
-        return body.decode("utf-8", errors="replace")
 
 
 async def read_answer(client: httpx.AsyncClient, request: httpx.Request) -> Answer:
@@ -137,34 +109,14 @@ async def read_answer(client: httpx.AsyncClient, request: httpx.Request) -> Answ
     Raises:
         NoAnswer: no status line came back (connect, write or protocol failure).
     """
-    request.headers["accept-encoding"] = "identity"
     try:
-        response = await client.send(request, stream=True)
+        answer = await send_bounded(client, request)
     except httpx.HTTPError as exc:
         # Translate at the boundary: the loop only knows our hierarchy.
         raise NoAnswer(f"{type(exc).__name__} to {request.url.host}: "
                        f"{describe(exc) or 'no detail'}") from exc
-    raw = b""
-    try:
-        if response.is_stream_consumed:
-            # An in-process transport (httpx.MockTransport) hands over a body that is
-            # already in memory, and already decoded.
-            raw = response.content[:MAX_ANSWER_BYTES]
-        else:
-            async for chunk in response.aiter_raw():
-                if len(raw) < MAX_ANSWER_BYTES:
-                    raw += chunk
-                else:
-                    # Enough: closing the connection ends the iteration (with a read
-                    # error, or at once), so httpx's own stream generators are
-                    # finished in place rather than left to the garbage collector.
-                    await response.aclose()
-    except (httpx.HTTPError, httpx.StreamError):
-        pass  # cut off, corrupt chunking, closed by us: judged on what arrived
-    finally:
-        await response.aclose()
-    return Answer(response.status_code, response.reason_phrase, response.headers,
-                  _text(raw[:MAX_ANSWER_BYTES], response), request.url.host)
+    return Answer(answer.status, answer.reason, answer.headers, answer.text,
+                  request.url.host)
 
 
 def judge(answer: Answer, sink: Sink, *, now: float) -> None:

@@ -55,7 +55,7 @@ from typing import Any, Final, Protocol
 
 from agent import __version__
 from agent.common.dependency_graph import MAX_DEPENDS_ON
-from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.names import MAX_HOST_CHARS, MAX_LABEL_CHARS, NAME_RULE, is_valid_name
 from agent.common.network_path import describe_path, parse_path, path_data
 from agent.common.timefmt import rfc3339
 from agent.model import Result, StateChange, Status
@@ -91,8 +91,6 @@ MAX_COUNT: Final = 2**53 - 1
 MAX_INTERVAL_S: Final = 7 * 86400.0
 MAX_MS: Final = 86_400_000.0
 MAX_NAME_CHARS: Final = 128
-MAX_LABEL_CHARS: Final = 256
-MAX_HOST_CHARS: Final = 255
 MAX_REASON_CHARS: Final = 256
 MAX_DETAIL_CHARS: Final = 4096
 DEFAULT_MAX_CHECKS: Final = 10_000
@@ -519,17 +517,30 @@ def encode(message: Mapping[str, object]) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def clip(text: str | None, limit: int) -> str | None:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis when it was cut.
+
+    What a probe reports comes partly from the server (a banner, an error page, a
+    scoped address) and may be any length; the validator above refuses a field over
+    its limit, so the agent clips it rather than send a message refused for ever.
+    """
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit - 1] + "…"
+
+
 def observation_data(result: Result) -> dict[str, Any]:
-    """One observation as the protocol writes it (docs/protocol.md)."""
+    """One observation as the protocol writes it (docs/protocol.md), each text clipped
+    to the receiver's limit."""
     seen = result.observation
     return {
         "check": result.check,
         "status": result.status.value,
-        "reason": seen.reason,
+        "reason": clip(seen.reason, MAX_REASON_CHARS),
         "latency_ms": seen.latency_ms,
         "dns_ms": seen.dns_ms,
-        "address": seen.address,
-        "detail": seen.detail,
+        "address": clip(seen.address, MAX_HOST_CHARS),
+        "detail": clip(seen.detail, MAX_DETAIL_CHARS),
         "consecutive_failures": result.consecutive_failures,
         "at": rfc3339(result.at),
     }

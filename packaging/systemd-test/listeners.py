@@ -1,5 +1,9 @@
 """Loopback listeners, one per probe kind, for the booted-system packaging test.
 
+TCP kinds have a TCP listener each; ``udp``, ``dns`` and ``ntp`` a UDP one (an echo,
+a DNS server that answers one name, an NTP server); ``icmp`` needs none (the
+kernel answers echo requests to 127.0.0.1).
+
 Each port answers the way the service of that kind does when it is healthy (the
 first bytes of its handshake, from the protocol's specification), so that every
 probe runs its whole dialogue inside heartwire.service's sandbox: connect, send,
@@ -17,6 +21,7 @@ import ssl
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 PORTS = {
@@ -24,6 +29,12 @@ PORTS = {
     "mysql": 18006, "amqp": 18007, "mongodb": 18008, "kafka": 18009, "expect": 18010,
     "tls": 18011, "http": 18012,
 }
+UDP_PORTS = {"udp": 18013, "dns": 18014, "ntp": 18015}
+# The one name the DNS listener knows, and its address.
+DNS_NAME = "probe.heartwire.test"
+DNS_ADDRESS = "127.0.0.1"
+# Seconds from the NTP era 0 epoch (1900) to the Unix epoch (1970).
+NTP_TO_UNIX_S = 2_208_988_800
 
 
 def _cstring(text: str) -> bytes:
@@ -139,7 +150,53 @@ def _tls_context(directory: Path) -> ssl.SSLContext:
     return context
 
 
+def _dns_answer(query: bytes) -> bytes:
+    """The answer to an A query for DNS_NAME (RFC 1035 4.1), NXDOMAIN for any other."""
+    (query_id,) = struct.unpack("!H", query[:2])
+    question_end = 12
+    labels = []
+    while query[question_end]:
+        length = query[question_end]
+        labels.append(query[question_end + 1:question_end + 1 + length].decode("ascii"))
+        question_end += 1 + length
+    question = query[12:question_end + 5]  # the name, its 0 byte, QTYPE and QCLASS
+    qtype = struct.unpack("!H", query[question_end + 1:question_end + 3])[0]
+    if ".".join(labels).lower() != DNS_NAME or qtype != 1:
+        return struct.pack("!HHHHHH", query_id, 0x8183, 1, 0, 0, 0) + question
+    answer = (struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4)
+              + socket.inet_aton(DNS_ADDRESS))
+    return struct.pack("!HHHHHH", query_id, 0x8580, 1, 1, 0, 0) + question + answer
+
+
+def _ntp_answer(request: bytes) -> bytes:
+    """A stratum 2 server's reply (RFC 5905): the client's transmit time as origin."""
+    now = int((time.time() + NTP_TO_UNIX_S) * 2**32)
+    origin = request[40:48]
+    first = (0 << 6) | (4 << 3) | 4  # no leap warning, version 4, mode 4 (server)
+    return (struct.pack("!BBbbII4s", first, 2, 6, -20, 0, 0, socket.inet_aton("127.0.0.1"))
+            + struct.pack("!Q", now) + origin + struct.pack("!QQ", now, now))
+
+
+class DatagramHandler(socketserver.BaseRequestHandler):
+    """Answers a datagram as the UDP service of its port does."""
+
+    def handle(self) -> None:
+        data, sock = self.request
+        kind = UDP_KINDS[self.server.server_address[1]]
+        try:
+            if kind == "udp":
+                reply = data  # an echo
+            elif kind == "dns":
+                reply = _dns_answer(data)
+            else:
+                reply = _ntp_answer(data)
+            sock.sendto(reply, self.client_address)
+        except (OSError, IndexError, struct.error, UnicodeDecodeError):
+            pass
+
+
 KINDS = {port: kind for kind, port in PORTS.items()}
+UDP_KINDS = {port: kind for kind, port in UDP_PORTS.items()}
 TLS_CONTEXT: ssl.SSLContext
 
 
@@ -151,10 +208,15 @@ class Server(socketserver.ThreadingTCPServer):
 def main() -> None:
     global TLS_CONTEXT
     TLS_CONTEXT = _tls_context(Path(sys.argv[1]))
-    servers = [Server(("127.0.0.1", port), Handler) for port in PORTS.values()]
+    servers: list[socketserver.BaseServer] = [
+        Server(("127.0.0.1", port), Handler) for port in PORTS.values()]
+    servers += [socketserver.ThreadingUDPServer(("127.0.0.1", port), DatagramHandler)
+                for port in UDP_PORTS.values()]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    print("listening on", ", ".join(f"{kind} {port}" for kind, port in PORTS.items()), flush=True)
+    print("listening on", ", ".join(f"{kind} {port}" for kind, port in PORTS.items()),
+          "and (UDP)", ", ".join(f"{kind} {port}" for kind, port in UDP_PORTS.items()),
+          flush=True)
     threading.Event().wait()
 
 

@@ -8,6 +8,7 @@ from typing import Final, Generic, Protocol, TypeVar
 import httpx
 
 from agent.central.storage import Incident, Notification
+from agent.common.http_answers import BoundedAnswer, send_bounded
 from agent.common.keyfiles import read_secret, single_source
 from agent.common.retry_after import parse_retry_after
 from agent.common.tables import Table
@@ -16,6 +17,8 @@ from agent.errors import ConfigError, HeartwireError
 
 TRIGGER: Final = "trigger"
 RESOLVE: Final = "resolve"
+# How much of a refusing answer's body goes into the error (one line).
+ERROR_BODY_CHARS: Final = 200
 
 
 class ChannelError(Exception):
@@ -143,21 +146,21 @@ def incident_json(incident: Incident) -> dict[str, object]:
     }
 
 
-def check_response(response: httpx.Response, service: str) -> None:
+def check_response(answer: BoundedAnswer, service: str) -> None:
     """Turns a non-2xx answer into a ChannelError: 408, 429 and 5xx are retryable.
 
     Raises:
         ChannelError: the service did not accept the request.
     """
-    if response.is_success:
+    if answer.is_success:
         return
-    status = response.status_code
+    status = answer.status
     retryable = status in (408, 429) or status >= 500
-    body = response.text[:200].replace("\n", " ")
+    body = " ".join(answer.text[:ERROR_BODY_CHARS].split())
     raise ChannelError(
         f"{service} answered {status}: {body}",
         retryable=retryable,
-        retry_after_s=parse_retry_after(response.headers.get("retry-after"), now=time.time()),
+        retry_after_s=parse_retry_after(answer.headers.get("retry-after"), now=time.time()),
     )
 
 
@@ -169,14 +172,18 @@ async def post_json(
     *,
     auth: httpx.Auth | None = None,
     headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    """POSTs JSON; network failures become retryable ChannelErrors."""
+) -> BoundedAnswer:
+    """POSTs JSON and reads at most a few KiB of the answer (common/http_answers.py:
+    a body that never ends costs the time of its status line); network failures
+    become retryable ChannelErrors.
+
+    Raises:
+        ChannelError: no answer, or not a 2xx.
+    """
+    request = client.build_request("POST", url, json=body, headers=headers)
     try:
-        if auth is None:
-            response = await client.post(url, json=body, headers=headers)
-        else:
-            response = await client.post(url, json=body, auth=auth, headers=headers)
+        answer = await send_bounded(client, request, auth=auth)
     except httpx.HTTPError as exc:
         raise ChannelError(f"{service}: {type(exc).__name__}: {exc}", retryable=True) from exc
-    check_response(response, service)
-    return response
+    check_response(answer, service)
+    return answer

@@ -7,12 +7,20 @@ Telegram answers ``{"ok": true, "result": {...}}``; a refusal is
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import httpx
 
-from agent.central.channels.base import ChannelError, HttpChannel, alert_text, read_channel_secret
+from agent.central.channels.base import (
+    ERROR_BODY_CHARS,
+    ChannelError,
+    HttpChannel,
+    alert_text,
+    read_channel_secret,
+)
 from agent.central.storage import Notification
+from agent.common.http_answers import send_bounded
 from agent.common.tables import Table
 
 KIND = "telegram"
@@ -52,23 +60,42 @@ class TelegramChannel(HttpChannel[TelegramSettings]):
             "chat_id": self.settings.chat_id,
             "text": alert_text(notification.incident, notification.event),
         }
+        request = self.client.build_request("POST", url, json=body)
         try:
-            response = await self.client.post(url, json=body)
+            answer = await send_bounded(self.client, request)
         except httpx.HTTPError as exc:
             # The URL holds the token: name the error type only.
             raise ChannelError(
                 f"telegram {self.name}: {type(exc).__name__}", retryable=True
             ) from None
-        if response.is_success:
+        if answer.is_success:
             return
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        status = response.status_code
-        parameters = answer.get("parameters") or {}
+        description, retry_after_s = _refusal(answer.text)
+        status = answer.status
         raise ChannelError(
-            f"telegram {self.name} answered {status}: {answer.get('description', '')}",
+            f"telegram {self.name} answered {status}: {description}",
             retryable=status == 429 or status >= 500,
-            retry_after_s=parameters.get("retry_after"),
+            retry_after_s=retry_after_s,
         )
+
+
+def _refusal(text: str) -> tuple[str, float | None]:
+    """The ``description`` and ``parameters.retry_after`` of the Bot API's error answer
+    (``{"ok": false, "description": ..., "parameters": {"retry_after": 5}}``), each
+    only when it has the type the API documents; a proxy's error page gives neither."""
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):  # 4 KiB of "[" nests deeper than Python recurses
+        return "", None
+    if not isinstance(answer, dict):
+        return "", None
+    description = answer.get("description")
+    description = " ".join(description.split())[:ERROR_BODY_CHARS] if isinstance(
+        description, str) else ""
+    parameters = answer.get("parameters")
+    retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+    # bool is an int in Python; and a day is more than any rate limit asks for.
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or not (
+            0 <= retry_after <= 86_400):
+        retry_after = None
+    return description, retry_after

@@ -95,7 +95,12 @@ async def test_one_agent_of_three_is_shown_two_alert_once_and_recovery_resolves_
         assert _sent(hook) == []  # a single vantage point: recorded, shown, not sent
         assert _row(central, "a", "pg")["status"] == "down"
         assert _row(central, "a", "pg")["held_because"] == "orders-db up from 2 of 3 agents"
-        assert "down (orders-db up from 2 of 3 agents)" in central.views.status_page()
+        page = central.views.status_page()
+        assert "down (orders-db up from 2 of 3 agents)" in page
+        # Listed among the open incidents, and said to be held there.
+        incident = page[page.index('<li class="incident check_down">'):]
+        incident = incident[:incident.index("</li>")]
+        assert "a: check pg is down" in incident and "recorded, not sent" in incident
         assert _service(central, "orders-db")["status"] == "degraded"
 
         send(central, fleet["b"].heartbeat([_pg("down")]))

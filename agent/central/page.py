@@ -468,9 +468,12 @@ def _incident_item(incident: Incident, now: float) -> str:
                 f"{_e(duration_words(incident.resolved_at - incident.opened_at))}</span>, "
                 f"resolved {time_ago(incident.resolved_at, now)}")
         status_badge = badge("resolved")
+    # Held by a maintenance window, a parent or its service: shown, not paged.
+    held = (' <span class="held">recorded, not sent</span>'
+            if incident.resolved_at is None and not incident.notified else "")
     return (f'<li class="incident {_e(incident.kind)}">{status_badge} '
             f'<span class="summary">{_e(incident.summary)}</span> '
-            f'<span class="when">{span}</span></li>')
+            f'<span class="when">{span}</span>{held}</li>')
 
 
 def _head(title: str, now: float) -> list[str]:
@@ -493,7 +496,7 @@ STYLE: Final = (
     "margin:.6rem 0;color:#fff}"
     ".overall.up{background:#15803d}.overall.down{background:#b91c1c}"
     ".overall.degraded{background:#b45309}.overall.none{background:#6b7280}"
-    ".generated,.when,.more,.none,.agent,.target,figcaption,.never{color:#6b7280;"
+    ".generated,.when,.more,.none,.agent,.target,.held,figcaption,.never{color:#6b7280;"
     "font-size:.85rem}"
     ".badge{display:inline-block;min-width:4.2em;text-align:center;padding:.1rem .45rem;"
     "border-radius:999px;font-size:.8rem;font-weight:600;color:#fff;background:#6b7280}"

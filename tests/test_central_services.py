@@ -111,6 +111,8 @@ async def test_one_agent_of_three_is_shown_two_alert_once_and_recovery_resolves_
         assert [(member["agent"], member["status"]) for member in service["members"]] == [
             ("a", "down"), ("b", "down"), ("c", "up")]
         assert _row(central, "b", "pg")["held_because"] == "service orders-db is down"
+        assert ('class="overall down">service orders-db down, 2 of 3 checks down</p>'
+                in central.views.status_page())
 
         send(central, fleet["a"].heartbeat([_pg("up")]))
         await trio.sleep(2)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Final
 from urllib.parse import quote
@@ -99,7 +99,8 @@ def check_url(agent: str, check: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """What the line on top says, counted over every check."""
+    """What the line on top says: every check counted, and the services a quorum of
+    agents sees down named first (they are what paged)."""
 
     checks: int
     down: int
@@ -107,6 +108,7 @@ class Summary:
     unknown: int
     silent_agents: int
     maintenance: int = 0
+    services_down: tuple[str, ...] = ()  # the services a quorum sees down, by name
 
     @property
     def state(self) -> str:
@@ -114,7 +116,7 @@ class Summary:
         the line's colour."""
         if self.checks == 0:
             return "none"
-        if self.down or self.silent_agents:
+        if self.down or self.silent_agents or self.services_down:
             return "down"
         if self.degraded or self.unknown:
             return "degraded"
@@ -125,6 +127,11 @@ class Summary:
         if self.checks == 0:
             return "No checks have reported yet"
         parts = []
+        if self.services_down:  # what paged first: a quorum of agents agree
+            names = self.services_down
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                            else "")
+            parts.append(f"{'service' if len(names) == 1 else 'services'} {shown} down")
         if self.down:
             parts.append(f"{self.down} of {self.checks} checks down")
         if self.degraded:
@@ -208,7 +215,10 @@ class StatusPage:
         agents = self.storage.agents()
         silent = self._silent(agents, now)
         windows = self._windows(now)
-        summary = self.summary(silent, windows)
+        judgement = self.services.judge(now) if self.services is not None else NO_SERVICES
+        summary = replace(self.summary(silent, windows), services_down=tuple(
+            sorted(name for name, state in judgement.services.items()
+                   if state.status == "down")))
         parts = _head("heartwire status", now)
         parts.append(f'<header><h1>heartwire status</h1><p id="overall" class="overall '
                      f'{summary.state}">{_e(summary.line())}</p>'
@@ -217,7 +227,6 @@ class StatusPage:
         parts.extend(self._incidents(now))
         if windows:
             parts.extend(self._maintenance(windows, now))
-        judgement = self.services.judge(now) if self.services is not None else NO_SERVICES
         if judgement.services:
             parts.extend(self._services(judgement))
         rows = self.storage.checks_worst_first(sorted(silent), PAGE_CHECKS)

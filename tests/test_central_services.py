@@ -22,10 +22,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.central.config import AgentSettings, CentralConfig, ServiceSettings
 from agent.central.server import Central
 from agent.central.services import MAX_SERVICES
-from tests.central_support import AGENT_KEY, Messages, check_item, running_central, signed
+from tests.central_support import (
+    AGENT_KEY,
+    Messages,
+    check_item,
+    make_config,
+    running_central,
+    signed,
+)
 from tests.conftest import ConfigFactory
 from tests.test_central_incidents import Hook, _config, send, wall_clock, watching
 from tests.test_central_maintenance import _window
+from tests.test_central_views import _render
 
 AGENTS = ("a", "b", "c")
 
@@ -391,3 +399,24 @@ async def test_a_flapping_service_is_summarised_like_a_flapping_check(
             send(central, fleet["c"].heartbeat([_pg("up")]))
         assert [(body["type"], body["incident"]["kind"]) for _, body in hook.received][7:] == [
             ("incident.resolve", "check_flapping"), ("incident.trigger", "service_down")]
+
+
+async def test_the_services_render_in_chromium_and_a_hostile_member_name_stays_text(
+    tmp_path: Path,
+) -> None:
+    agents = {name: AgentSettings(name, (AGENT_KEY.public_key(),)) for name in AGENTS}
+    config = make_config(tmp_path, agents=MappingProxyType(agents), grace_s=3600.0)
+    fleet = {name: Messages(name) for name in AGENTS}
+    async with running_central(config) as (_, client):
+        for name, status in (("a", "down"), ("b", "up"), ("c", "up")):
+            headers, body = signed(fleet[name].heartbeat(
+                [_pg(status), check_item("<b>odd</b>", "up", service="orders-db")]))
+            assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
+        dom = await _render(str(client.base_url) + "/", tmp_path / "profile")
+    assert "<script" not in dom and "<b>odd</b>" not in dom
+    section = dom[dom.index('<section id="services">'):]
+    section = section[:section.index("</section>")]
+    assert '<span class="badge degraded">degraded</span>' in section
+    assert "down when 4 of 6 reporting see it down" in section
+    assert section.count('<li class="member">') == 6
+    assert '<a href="/checks/a/%3Cb%3Eodd%3C%2Fb%3E">a/&lt;b&gt;odd&lt;/b&gt;</a>' in section

@@ -326,8 +326,9 @@ async def test_a_hostile_channel_answer_costs_one_delivery_not_the_dispatcher(
     assert [row["state"] for row in central_notifications(tmp_path)] == ["sent"]
     assert len(seen) == 3
     assert 0 <= seen[1] - seen[0] <= 11  # a retry_after that is no number is ignored
-    tracebacks = [record for record in caplog.records if record.exc_info]
-    assert len(tracebacks) == 1  # the unforeseen answer, logged once
+    # Neither answer is unforeseen any more: the channel reads only what the Bot API
+    # documents, so each is an ordinary retryable failure, logged without a traceback.
+    assert not [record for record in caplog.records if record.exc_info]
 
 
 def central_notifications(tmp_path: Path) -> list[dict[str, Any]]:

@@ -76,7 +76,11 @@ async def running_daemon(
         async with trio.open_nursery() as nursery:
             run = functools.partial(
                 trio.run_process,
-                [sys.executable, "-m", "agent", "run", "--config", str(config)],
+                # Its own state directory: the default, /var/lib/heartwire, is this
+                # machine's, and a second daemon there (another test run) would refuse
+                # to start for the pid file.
+                [sys.executable, "-m", "agent", "run", "--config", str(config),
+                 "--state-dir", str(config.parent / "state")],
                 env=environ, stderr=stderr_file, check=False,
             )
             process: trio.Process = await nursery.start(run)

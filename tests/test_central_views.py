@@ -12,8 +12,16 @@ import httpx
 import pytest
 import trio
 
+from agent.common.timefmt import rfc3339
 from tests.central_fleet import Clock, build_fleet, fleet_config
-from tests.central_support import Messages, check_item, make_config, running_central, signed
+from tests.central_support import (
+    BASE_TIME,
+    Messages,
+    check_item,
+    make_config,
+    running_central,
+    signed,
+)
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI installs Chromium and sets this, so a missing browser fails there instead of skipping.
@@ -204,3 +212,64 @@ async def test_open_incidents_are_bounded_on_the_page_and_in_the_api(tmp_path: P
         assert "Open incidents (at least 500)" in page
         assert page.count('class="incident ') == 50
         assert 'href="/api/v1/incidents">' in page
+
+
+# -- a young check's chart: its life so far, not a sliver of 24 hours ----------
+
+
+async def test_a_young_checks_chart_spans_its_life_so_far_and_says_so(tmp_path: Path) -> None:
+    clock = Clock()
+    messages = Messages("dc1")
+    async with running_central(fleet_config(tmp_path), wall_clock=clock) as (central, client):
+        # Two minutes of a check probed every 2 s, as the demo's are; down for 20 s.
+        for step in range(60):
+            clock.now = BASE_TIME + 2.0 * step
+            down = 30 <= step < 40
+            observation = {
+                "check": "young", "status": "down" if down else "up",
+                "reason": "refused" if down else "open",
+                "latency_ms": None if down else 0.5 + (step % 7) / 10, "dns_ms": None,
+                "address": "127.0.0.1", "detail": None, "consecutive_failures": 0,
+                "at": rfc3339(clock.now),
+            }
+            message = messages.envelope("results", {"results": [observation]}) if step % 10 \
+                else messages.heartbeat([check_item("young", observation["status"],
+                                                    at=rfc3339(clock.now))])
+            headers, body = signed(message, timestamp=clock.now)
+            assert central.ingest.handle(headers, body).status == 200
+            central.watch_once()
+        clock.now += 2.0
+        page = (await client.get("/")).text
+        check_page = (await client.get("/checks/dc1/young")).text
+        dom = await _render(str(client.base_url) + "/", tmp_path / "profile")
+        shots = os.environ.get("HEARTWIRE_SCREENSHOTS")
+        if shots:  # for a person to look at; never committed
+            await _screenshot(str(client.base_url) + "/", Path(shots) / "young-desktop.png",
+                              "1280,900", tmp_path / "shot")
+            await _screenshot(str(client.base_url) + "/checks/dc1/young",
+                              Path(shots) / "young-check-desktop.png", "1280,1100",
+                              tmp_path / "shot2")
+
+    card = dom.split('data-check="dc1/young"')[1]
+    assert "response time, last 5 min (first seen 2 min ago) · latest 5 s: p50 " in card
+    assert '<div class="axis"><span>5 min ago</span><span>now</span></div>' in card
+    chart = card.split('<svg class="chart"')[1].split("</svg>")[0]
+    # The outage breaks the lines: two runs of each percentile, covering the right
+    # two fifths of the chart (two of five minutes), not its last 0.14 %.
+    runs = re.findall(r'<polyline class="p50" points="([^"]+)"', chart)
+    assert len(runs) == 2
+    xs = [float(point.split(",")[0]) for run in runs for point in run.split()]
+    assert 200 < min(xs) < 230 and 350 < max(xs) <= 360, xs
+    assert len(xs) >= 18
+    # The check's page: the same young chart, and 30 days beside it.
+    assert "response time, last 5 min (first seen 2 min ago)" in check_page
+    assert "<span>30 days ago</span>" in check_page
+    assert page.count('<svg class="chart"') == 1
+
+
+async def test_an_old_checks_chart_still_spans_24_hours(tmp_path: Path) -> None:
+    (dom,) = await _render_fleet(tmp_path, ["/"])
+    card = dom.split('data-check="dc1/redis-sessions"')[1].split('<div class="check')[0]
+    assert "response time, last 24 h · latest hour: p50 " in card
+    assert "first seen" not in card
+    assert '<div class="axis"><span>24 h ago</span><span>now</span></div>' in card

@@ -221,24 +221,18 @@ async def test_a_young_checks_chart_spans_its_life_so_far_and_says_so(tmp_path: 
     clock = Clock()
     messages = Messages("dc1")
     async with running_central(fleet_config(tmp_path), wall_clock=clock) as (central, client):
-        # Two minutes of a check probed every 2 s, as the demo's are; down for 20 s.
-        for step in range(60):
-            clock.now = BASE_TIME + 2.0 * step
-            down = 30 <= step < 40
-            observation = {
-                "check": "young", "status": "down" if down else "up",
-                "reason": "refused" if down else "open",
-                "latency_ms": None if down else 0.5 + (step % 7) / 10, "dns_ms": None,
-                "address": "127.0.0.1", "detail": None, "consecutive_failures": 0,
-                "at": rfc3339(clock.now),
-            }
-            message = messages.envelope("results", {"results": [observation]}) if step % 10 \
-                else messages.heartbeat([check_item("young", observation["status"],
-                                                    at=rfc3339(clock.now))])
-            headers, body = signed(message, timestamp=clock.now)
+        # Two minutes of heartbeats every 10 s, as the demo's agent sends them (a state
+        # change only when a check flips); down for 20 s in the middle.
+        for step in range(12):
+            clock.now = BASE_TIME + 10.0 * step
+            down = 6 <= step < 8
+            item = check_item("young", "down" if down else "up", at=rfc3339(clock.now - 1.0),
+                              latency_ms=None if down else 0.5 + (step % 4) / 10)
+            headers, body = signed(messages.heartbeat([item], interval_s=10.0),
+                                   timestamp=clock.now)
             assert central.ingest.handle(headers, body).status == 200
             central.watch_once()
-        clock.now += 2.0
+        clock.now = BASE_TIME + 122.0
         page = (await client.get("/")).text
         check_page = (await client.get("/checks/dc1/young")).text
         dom = await _render(str(client.base_url) + "/", tmp_path / "profile")
@@ -254,13 +248,14 @@ async def test_a_young_checks_chart_spans_its_life_so_far_and_says_so(tmp_path: 
     assert "response time, last 5 min (first seen 2 min ago) · latest 5 s: p50 " in card
     assert '<div class="axis"><span>5 min ago</span><span>now</span></div>' in card
     chart = card.split('<svg class="chart"')[1].split("</svg>")[0]
-    # The outage breaks the lines: two runs of each percentile, covering the right
-    # two fifths of the chart (two of five minutes), not its last 0.14 %.
+    # Lines, not dots, though most 5 s steps hold no heartbeat; the outage breaks them:
+    # two runs of each percentile, covering the right two fifths of the chart (two of
+    # five minutes), not its last 0.14 %.
+    assert "<circle" not in chart
     runs = re.findall(r'<polyline class="p50" points="([^"]+)"', chart)
-    assert len(runs) == 2
+    assert [len(run.split()) for run in runs] == [6, 4], runs
     xs = [float(point.split(",")[0]) for run in runs for point in run.split()]
-    assert 200 < min(xs) < 230 and 350 < max(xs) <= 360, xs
-    assert len(xs) >= 18
+    assert 200 < min(xs) < 215 and 330 < max(xs) <= 360, xs
     # The check's page: the same young chart, and 30 days beside it.
     assert "response time, last 5 min (first seen 2 min ago)" in check_page
     assert "<span>30 days ago</span>" in check_page

@@ -447,7 +447,7 @@ class Watcher:
                 say(f"{name}: {before[0]} -> {now[0]}{why}")
             elif held != held_before:
                 say(f"{name}: {now[0]}{why}" if held else
-                    f"{name}: still {now[0]}, its parent {held_before} is not: it alerts")
+                    f"{name}: still {now[0]}, its parent is back: its alert goes out")
 
 
 def start_maintenance(agent_file: Path, state: Path, seconds: float) -> None:

@@ -292,7 +292,8 @@ class StatusPage:
             points = binned(self.history, agent, check, start, now, step_s,
                             MAX_CHART_OBSERVATIONS)
             if points is not None:
-                return self._chart_figure(points, start, span_s, step_s, now, first_seen)
+                return self._chart_figure(points, start, span_s, step_s, now, first_seen,
+                                          join_empty=True)
             span_s, first_seen = DAY, None  # denser than any interval allows: the rollups
         return self._chart(agent, check, now, span_s, HOUR, first_seen)
 
@@ -305,15 +306,21 @@ class StatusPage:
         return self._chart_figure(points, start, span_s, step_s, now, first_seen)
 
     def _chart_figure(self, points: Sequence[RolledUp], start: int, span_s: int, step_s: int,
-                      now: float, first_seen: float | None) -> str:
+                      now: float, first_seen: float | None, join_empty: bool = False) -> str:
         """The chart of ``points`` (one per ``step_s`` from ``start``), its caption and
-        its axis."""
+        its axis.
+
+        The lines break where a step was measured without a latency (down), and where
+        nothing was measured unless ``join_empty``: a step of seconds may be shorter
+        than the check's interval (or its agent's heartbeats), an hour is not.
+        """
         by_start = {point.start: point for point in points}
         series = []
         for moment in range(start, floor_to(now, step_s) + 1, step_s):
             point = by_start.get(moment)
-            series.append((moment + step_s / 2, point.p50 if point else None,
-                           point.p95 if point else None))
+            if point is not None or not join_empty:
+                series.append((moment + step_s / 2, point.p50 if point else None,
+                               point.p95 if point else None))
         measured = [point for point in points if point.p50 is not None]
         span = duration_words(span_s)
         label = f"response time, last {span}"

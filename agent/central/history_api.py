@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 from agent.central.history import HOUR, History, floor_to, parse_time
 from agent.central.history_store import Rollup
-from agent.central.latency_histogram import BUCKETS, bucket_of, merge, quantiles
+from agent.central.latency_histogram import merge, quantiles
 from agent.central.storage import Storage
 from agent.common.tables import parse_duration
 from agent.common.timefmt import rfc3339
@@ -152,33 +152,30 @@ def binned(history: History, agent: str, check: str, since: float, until: float,
     ``step_s`` (steps counted from ``since``), as hourly rollups are; steps without
     observations are left out.
 
-    p50 and p95 are estimated with the rollups' histogram, so a young check's chart
-    reads the same as an old one's.
+    p50 and p95 are exact (nearest rank) here: the observations are at hand.
 
     Returns:
         The steps, or None when the range holds more than ``limit`` observations
         (what was read would end before ``until``).
     """
-    rows = history.store.observations(agent, check, since, until, limit + 1)
+    rows = history.store.latencies(agent, check, since, until, limit + 1)
     if len(rows) > limit:
         return None
-    by_step: dict[int, list[tuple[bool, float | None]]] = {}
-    for row in rows:
-        start = int(since + (row.at - since) // step_s * step_s)
-        by_step.setdefault(start, []).append((row.status == "down", row.latency_ms))
+    by_step: dict[int, list[tuple[float | None, bool]]] = {}
+    for at, latency, down in rows:
+        start = int(since + (at - since) // step_s * step_s)
+        by_step.setdefault(start, []).append((latency, down))
     points = []
     for start, observed in sorted(by_step.items()):
-        latencies = [latency for _, latency in observed if latency is not None]
-        low = min(latencies) if latencies else None
-        high = max(latencies) if latencies else None
-        p50 = p95 = mean = None
-        if low is not None and high is not None:
-            counts = [0] * BUCKETS
-            for latency in latencies:
-                counts[bucket_of(latency)] += 1
-            p50, p95 = quantiles(counts, (0.5, 0.95), low, high)
+        latencies = sorted(latency for latency, _ in observed if latency is not None)
+        low = high = p50 = p95 = mean = None
+        if latencies:
+            low, high = latencies[0], latencies[-1]
+            # Nearest rank: exact, where an hour's rollup can only estimate.
+            p50, p95 = (latencies[max(1, math.ceil(q * len(latencies))) - 1]
+                        for q in (0.5, 0.95))
             mean = round(sum(latencies) / len(latencies), 3)
-        points.append(RolledUp(start, len(observed), sum(down for down, _ in observed), low,
+        points.append(RolledUp(start, len(observed), sum(down for _, down in observed), low,
                                p50, p95, high, mean))
     return points
 

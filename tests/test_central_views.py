@@ -268,3 +268,24 @@ async def test_an_old_checks_chart_still_spans_24_hours(tmp_path: Path) -> None:
     assert "response time, last 24 h · latest hour: p50 " in card
     assert "first seen" not in card
     assert '<div class="axis"><span>24 h ago</span><span>now</span></div>' in card
+
+
+async def test_a_young_check_denser_than_its_chart_reads_gets_the_24_hour_chart(
+    tmp_path: Path,
+) -> None:
+    from agent.central.page import MAX_CHART_OBSERVATIONS
+
+    clock = Clock()
+    async with running_central(fleet_config(tmp_path), wall_clock=clock) as (central, client):
+        headers, body = signed(Messages("dc1").heartbeat([check_item("dense", "up")]))
+        assert central.ingest.handle(headers, body).status == 200
+        clock.now = BASE_TIME + 1000.0
+        # More observations in its first 20 minutes than a chart reads.
+        spacing = 1000.0 / (MAX_CHART_OBSERVATIONS + 10)
+        with central.storage.transaction():
+            for index in range(MAX_CHART_OBSERVATIONS + 10):
+                central.history.store.add_observation("dc1", "dense", BASE_TIME + index * spacing,
+                                                      "up", 0.5, "open")
+        page = (await client.get("/")).text
+    card = page.split('data-check="dc1/dense"')[1]
+    assert "response time, last 24 h" in card and "first seen" not in card

@@ -383,7 +383,7 @@ def timeline(toggle_every: float, maintenance_for: float) -> Iterator[tuple[floa
     so the held alert goes out then. ``T/2`` later the gateway and the app
     behind it stop (``parent-down``); ``T`` later, once the receiver shows the
     app held by its parent, the gateway comes back (``parent-up``), and the app
-    ``T/2`` after its own alert went out (``child-up``). After that
+    once its own alert went out, at least ``T/2`` later (``child-up``). After that
     ``demo-service`` goes down and up every ``T``.
     """
     period = toggle_every

@@ -294,7 +294,7 @@ class StatusPage:
             if points is not None:
                 return self._chart_figure(points, start, span_s, step_s, now, first_seen,
                                           join_empty=True)
-            span_s, first_seen = DAY, None  # denser than any interval allows: the rollups
+            span_s, first_seen = DAY, None  # more than a chart reads: 24 h of rollups
         return self._chart(agent, check, now, span_s, HOUR, first_seen)
 
     def _chart(self, agent: str, check: str, now: float, span_s: int, step_s: int,

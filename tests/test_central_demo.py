@@ -12,6 +12,8 @@ import tomllib
 from itertools import pairwise
 from pathlib import Path
 
+from agent.central.demo import MAX_LINE_CHARS
+
 DEMO_CHECKS = {"demo-service", "demo-database", "demo-gateway", "demo-app", "demo-dns",
                "demo-udp", "demo-ntp", "demo-ping"}
 # The checks the demo takes down on purpose.
@@ -68,15 +70,16 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
     assert "[demo] maintenance window ended for demo-service" in lines[opened:]
     assert timed[alert][0] - timed[down][0] >= 2.0, lines[opened:alert + 1]
     assert "flapping" not in output
-    # The gateway and the app behind it stop together: the gateway alerts; the app
-    # shows held, and alerts only once its gateway is back. (The gateway's alert names
-    # only children already down when it fires: the app confirms its outage later.)
+    # The gateway and the app behind it stop together: the gateway's alert waits for
+    # the app (dependency_wait) and names it; the app shows held, and alerts only once
+    # its gateway is back.
     stopped = lines.index("[demo] demo-gateway and demo-app (depends_on demo-gateway) "
                           "stopped listening")
     after = lines[stopped:]
     gateway_alert = next(i for i, line in enumerate(after)
                          if line.startswith("[demo] webhook: ALERT: example-agent: check "
                                             "demo-gateway is down"))
+    assert after[gateway_alert].endswith("; holds the alerts of example-agent/demo-app"), after
     held = after.index("[demo] demo-app: up -> down (parent example-agent/demo-gateway is "
                        "down: its alert waits)")
     gateway_back = next(i for i, line in enumerate(after)
@@ -98,7 +101,7 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
         if (change := _CHANGE.match(line)) and change.group(3) != "up":
             assert change.group(1) in TAKEN_DOWN, line
     # One short line per event, never the same twice in a row.
-    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    assert all(len(line) <= MAX_LINE_CHARS for line in lines), max(lines, key=len)
     assert all(a != b for a, b in pairwise(lines))
     assert (tmp_path / "central" / "central.sqlite3").exists()
 

@@ -110,7 +110,8 @@ class Central:
         self.dependencies = Dependencies(self.storage, config)
         self.incidents.holds = lambda agent, check, now: (
             self.maintenance.holds(agent, check, now)
-            or self.dependencies.holds(agent, check, now))
+            or self.dependencies.holds(agent, check, now)
+            or self.dependencies.waits_for_children(agent, check, now))
         self.incidents.held_children = self.dependencies.children_held
         self.ingest.maintenance = self.maintenance
         self.history = History(config, self.storage, wall_clock)

@@ -32,6 +32,7 @@ def test_defaults_when_almost_empty(tmp_path: Path) -> None:
     assert loaded.listen == ("127.0.0.1:8470",)
     assert loaded.tolerance_s == 300.0 and loaded.max_body_bytes == 8 * 1024 * 1024
     assert loaded.agents == {} and loaded.channels == {}
+    assert loaded.dependency_wait_s == 30.0
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -43,6 +44,7 @@ def test_defaults_when_almost_empty(tmp_path: Path) -> None:
      "storage.dedup_retention: must be at least [server] timestamp_tolerance"),
     ('[alerts]\nretry_initial = "1m"\nretry_max = "10s"\n',
      "alerts.retry_max: must not be less than retry_initial"),
+    ('[alerts]\ndependency_wait = "11m"\n', "alerts.dependency_wait: at most 600s, got 660s"),
     ("[agents.dc1]\n", "agents.dc1: needs keys, secret_file, secret_env or secret_credential"),
     (f'[agents.dc1]\nkeys = ["{SECRET}"]\n',
      "agents.dc1.keys[0]: only whpk_ public keys go inline; give whsec_ secrets with "

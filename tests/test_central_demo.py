@@ -1,4 +1,5 @@
-"""``make run``'s demo: a receiver and an agent on loopback, a check going down and up."""
+"""``make run``'s demo: a receiver and an agent on loopback, a check going down and up,
+a maintenance window and a parent holding alerts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import tomllib
 from itertools import pairwise
 from pathlib import Path
 
-DEMO_CHECKS = {"demo-service", "demo-database", "demo-dns", "demo-udp", "demo-ntp", "demo-ping"}
+from agent.central.demo import MAX_LINE_CHARS
+
+DEMO_CHECKS = {"demo-service", "demo-database", "demo-gateway", "demo-app", "demo-dns",
+               "demo-udp", "demo-ntp", "demo-ping"}
+# The checks the demo takes down on purpose.
+TAKEN_DOWN = {"demo-service", "demo-gateway", "demo-app"}
 _CHANGE = re.compile(r"^\[demo\] (\S+): (?:(\S+) -> )?(\S+)$")
 
 
@@ -43,7 +49,7 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
     unrelated.write_text("not the demo's")
 
     timed = run_demo(tmp_path, "--toggle-every", "3", "--maintenance-for", "8",
-                             "--duration", "26")
+                     "--duration", "42")
     lines = [line for _, line in timed]
     output = "\n".join(lines)
 
@@ -64,18 +70,38 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
     assert "[demo] maintenance window ended for demo-service" in lines[opened:]
     assert timed[alert][0] - timed[down][0] >= 2.0, lines[opened:alert + 1]
     assert "flapping" not in output
+    # The gateway and the app behind it stop together: the gateway's alert waits for
+    # the app (dependency_wait) and names it; the app shows held, and alerts only once
+    # its gateway is back.
+    stopped = lines.index("[demo] demo-gateway and demo-app (depends_on demo-gateway) "
+                          "stopped listening")
+    after = lines[stopped:]
+    gateway_alert = next(i for i, line in enumerate(after)
+                         if line.startswith("[demo] webhook: ALERT: example-agent: check "
+                                            "demo-gateway is down"))
+    assert after[gateway_alert].endswith("; holds the alerts of example-agent/demo-app"), after
+    held = after.index("[demo] demo-app: up -> down (parent example-agent/demo-gateway is "
+                       "down: its alert waits)")
+    gateway_back = next(i for i, line in enumerate(after)
+                        if line.startswith("[demo] webhook: RESOLVED after ")
+                        and "check demo-gateway is down" in line)
+    app_alert = next(i for i, line in enumerate(after)
+                     if line.startswith("[demo] webhook: ALERT: example-agent: check demo-app "
+                                        "is down"))
+    assert gateway_alert < gateway_back and held < gateway_back < app_alert, after
+    assert after.index("[demo] demo-app is listening") > app_alert
     # Only checks of services the demo provides; only the toggled one goes down.
     agent = tomllib.loads((tmp_path / "agent" / "agent.toml").read_text())
     assert set(agent["checks"]) <= DEMO_CHECKS
-    assert {"demo-service", "demo-database", "demo-dns", "demo-udp", "demo-ntp"} <= set(
-        agent["checks"])
-    for check in ("demo-database", "demo-dns", "demo-udp", "demo-ntp"):
+    assert DEMO_CHECKS - {"demo-ping"} <= set(agent["checks"])
+    assert agent["checks"]["demo-app"]["depends_on"] == ["demo-gateway"]
+    for check in DEMO_CHECKS - TAKEN_DOWN - {"demo-ping"}:
         assert f"[demo] {check}: up" in lines
     for line in lines:
         if (change := _CHANGE.match(line)) and change.group(3) != "up":
-            assert change.group(1) == "demo-service", line
+            assert change.group(1) in TAKEN_DOWN, line
     # One short line per event, never the same twice in a row.
-    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    assert all(len(line) <= MAX_LINE_CHARS for line in lines), max(lines, key=len)
     assert all(a != b for a, b in pairwise(lines))
     assert (tmp_path / "central" / "central.sqlite3").exists()
 

@@ -7,6 +7,7 @@ test_central_incidents.py.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -44,8 +45,13 @@ async def test_a_child_down_while_its_parent_is_down_alerts_only_when_the_parent
     messages = Messages()
     async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
         send(central, _beat(messages, "up", "up"))
+        # The parent first, its child 10 s later (its own schedule): the parent's alert
+        # waits dependency_wait (30 s) for it, and names it.
+        send(central, _beat(messages, "down", "up"))
+        await trio.sleep(10)
+        assert hook.received == []
         send(central, _beat(messages, "down", "down"))
-        await trio.sleep(2)
+        await trio.sleep(25)
         sent = _summaries(hook)
         assert sent[0][:2] == ("incident.trigger", "uplink") and len(sent) == 1
         assert sent[0][2].endswith("; holds the alerts of dc1/db")
@@ -115,7 +121,7 @@ async def test_two_receivers_on_one_store_release_a_held_child_once(
     config = _config(tmp_path, grace_s=3600.0)
     async with watching(config, first_hook) as first, watching(config, second_hook) as second:
         send(first, _beat(messages, "down", "down"))
-        await trio.sleep(30)
+        await trio.sleep(40)
         send(second, _beat(messages, "up", "down"))  # the parent recovers at the other one
         await trio.sleep(5)
         triggers = [check for hook in (first_hook, second_hook)
@@ -152,18 +158,22 @@ async def test_the_receiver_over_http_holds_a_child_and_sends_it_after_its_paren
     hook = Hook()
     messages = Messages()
     channels = MappingProxyType({"hook": WebhookSettings("hook", "https://hooks.test/in")})
-    config = central_config(channels=channels, grace_s=3600.0)
-    async with running_central(config, transport=httpx.MockTransport(hook.handle)) as (
-            _, client):
+    config = central_config(channels=channels, grace_s=3600.0, dependency_wait_s=0.5)
+    async with running_central(config, transport=httpx.MockTransport(hook.handle),
+                               wall_clock=time.time) as (_, client):
         for uplink, db in (("up", "up"), ("down", "down")):
-            headers, body = signed(_beat(messages, uplink, db))
+            headers, body = signed(_beat(messages, uplink, db), timestamp=time.time())
             assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
         checks = (await client.get("/api/v1/checks")).json()["checks"]
         assert {row["name"]: row["held_by"] for row in checks} == {
             "db": "dc1/uplink", "uplink": None}
         for page in ("/", "/checks/dc1/db"):
             assert "down (parent dc1/uplink is down)" in (await client.get(page)).text
-        headers, body = signed(_beat(messages, "up", "down"))
+        for _ in range(200):  # the parent's alert, after its wait: at most 10 s
+            if hook.received:
+                break
+            await trio.sleep(0.05)
+        headers, body = signed(_beat(messages, "up", "down"), timestamp=time.time())
         assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
         for _ in range(200):  # the watcher releases within a second: at most 10 s
             if len(hook.received) >= 3:
@@ -183,8 +193,51 @@ async def test_a_parent_names_ten_of_the_alerts_it_holds_and_counts_the_rest(
                 for index in range(12)]
     async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
         send(central, messages.heartbeat([*children, check_item("uplink", "down")]))
-        await trio.sleep(2)
+        await trio.sleep(35)
     sent = _summaries(hook)
     assert len(sent) == 1
     named = ", ".join(f"dc1/app{index:02}" for index in range(10))
     assert sent[0][2].endswith(f"; holds the alerts of {named} and 2 more")
+
+
+async def test_a_parent_back_within_its_wait_pages_no_one(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A parent's blip shorter than dependency_wait is recorded, not paged; a child
+    still down once its parent is back alerts on its own."""
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, _beat(messages, "down", "up"))
+        await trio.sleep(10)
+        send(central, _beat(messages, "up", "up"))
+        await trio.sleep(60)
+        assert hook.received == []
+        assert [(row.check, row.resolved_at is not None)
+                for row in central.storage.incidents()] == [("uplink", True)]
+        send(central, _beat(messages, "down", "down"))
+        await trio.sleep(10)
+        send(central, _beat(messages, "up", "down"))
+        await trio.sleep(5)
+        assert _events(hook) == [("incident.trigger", "db")]
+
+
+async def test_without_a_wait_a_parent_alerts_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    config = _config(tmp_path, grace_s=3600.0, dependency_wait_s=0.0)
+    async with watching(config, hook) as central:
+        send(central, _beat(Messages(), "down", "up"))
+        await trio.sleep(0.5)
+        assert _events(hook) == [("incident.trigger", "uplink")]
+
+
+async def test_a_check_nothing_depends_on_alerts_without_waiting(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hook = Hook()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, Messages().heartbeat([check_item("uplink", "down")]))
+        await trio.sleep(0.5)
+        assert _events(hook) == [("incident.trigger", "uplink")]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.central.history_store import HistoryStore
 from agent.central.storage import (
     DuplicateMessage,
     Retention,
@@ -209,3 +210,17 @@ def test_a_database_from_a_newer_receiver_is_refused(open_store: OpenStore) -> N
         store._db.execute(f"PRAGMA user_version = {version + 1}")
     with pytest.raises(SchemaTooNew, match=f"schema version {version + 1}, newer than"):
         open_store()
+
+
+def test_a_charts_observations_are_read_oldest_first_and_bounded(open_store: OpenStore) -> None:
+    store = open_store()
+    history = HistoryStore(store)
+    with store.transaction():
+        for at, status, latency in ((30.0, "up", 0.5), (10.0, "up", 0.7), (20.0, "down", None),
+                                    (40.0, "degraded", 9.0), (50.0, "up", 0.4)):
+            history.add_observation("dc1", "db", at, status, latency, "why")
+        history.add_observation("dc1", "other", 25.0, "down", None, "why")
+    assert history.latencies("dc1", "db", 10.0, 40.0, 10) == [
+        (10.0, 0.7, False), (20.0, None, True), (30.0, 0.5, False), (40.0, 9.0, False)]
+    assert history.latencies("dc1", "db", 0.0, 100.0, 2) == [(10.0, 0.7, False),
+                                                              (20.0, None, True)]

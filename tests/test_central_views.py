@@ -12,8 +12,16 @@ import httpx
 import pytest
 import trio
 
+from agent.common.timefmt import rfc3339
 from tests.central_fleet import Clock, build_fleet, fleet_config
-from tests.central_support import Messages, check_item, make_config, running_central, signed
+from tests.central_support import (
+    BASE_TIME,
+    Messages,
+    check_item,
+    make_config,
+    running_central,
+    signed,
+)
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI installs Chromium and sets this, so a missing browser fails there instead of skipping.
@@ -204,3 +212,80 @@ async def test_open_incidents_are_bounded_on_the_page_and_in_the_api(tmp_path: P
         assert "Open incidents (at least 500)" in page
         assert page.count('class="incident ') == 50
         assert 'href="/api/v1/incidents">' in page
+
+
+# -- a young check's chart: its life so far, not a sliver of 24 hours ----------
+
+
+async def test_a_young_checks_chart_spans_its_life_so_far_and_says_so(tmp_path: Path) -> None:
+    clock = Clock()
+    messages = Messages("dc1")
+    async with running_central(fleet_config(tmp_path), wall_clock=clock) as (central, client):
+        # Two minutes of heartbeats every 10 s, as the demo's agent sends them (a state
+        # change only when a check flips); down for 20 s in the middle.
+        for step in range(12):
+            clock.now = BASE_TIME + 10.0 * step
+            down = 6 <= step < 8
+            item = check_item("young", "down" if down else "up", at=rfc3339(clock.now - 1.0),
+                              latency_ms=None if down else 0.5 + (step % 4) / 10)
+            headers, body = signed(messages.heartbeat([item], interval_s=10.0),
+                                   timestamp=clock.now)
+            assert central.ingest.handle(headers, body).status == 200
+            central.watch_once()
+        clock.now = BASE_TIME + 122.0
+        page = (await client.get("/")).text
+        check_page = (await client.get("/checks/dc1/young")).text
+        dom = await _render(str(client.base_url) + "/", tmp_path / "profile")
+        shots = os.environ.get("HEARTWIRE_SCREENSHOTS")
+        if shots:  # for a person to look at; never committed
+            await _screenshot(str(client.base_url) + "/", Path(shots) / "young-desktop.png",
+                              "1280,900", tmp_path / "shot")
+            await _screenshot(str(client.base_url) + "/checks/dc1/young",
+                              Path(shots) / "young-check-desktop.png", "1280,1100",
+                              tmp_path / "shot2")
+
+    card = dom.split('data-check="dc1/young"')[1]
+    assert "response time, last 5 min (first seen 2 min ago) · latest 5 s: p50 " in card
+    assert '<div class="axis"><span>5 min ago</span><span>now</span></div>' in card
+    chart = card.split('<svg class="chart"')[1].split("</svg>")[0]
+    # Lines, not dots, though most 5 s steps hold no heartbeat; the outage breaks them:
+    # two runs of each percentile, covering the right two fifths of the chart (two of
+    # five minutes), not its last 0.14 %.
+    assert "<circle" not in chart
+    runs = re.findall(r'<polyline class="p50" points="([^"]+)"', chart)
+    assert [len(run.split()) for run in runs] == [6, 4], runs
+    xs = [float(point.split(",")[0]) for run in runs for point in run.split()]
+    assert 200 < min(xs) < 215 and 330 < max(xs) <= 360, xs
+    # The check's page: the same young chart, and 30 days beside it.
+    assert "response time, last 5 min (first seen 2 min ago)" in check_page
+    assert "<span>30 days ago</span>" in check_page
+    assert page.count('<svg class="chart"') == 1
+
+
+async def test_an_old_checks_chart_still_spans_24_hours(tmp_path: Path) -> None:
+    (dom,) = await _render_fleet(tmp_path, ["/"])
+    card = dom.split('data-check="dc1/redis-sessions"')[1].split('<div class="check')[0]
+    assert "response time, last 24 h · latest hour: p50 " in card
+    assert "first seen" not in card
+    assert '<div class="axis"><span>24 h ago</span><span>now</span></div>' in card
+
+
+async def test_a_young_check_denser_than_its_chart_reads_gets_the_24_hour_chart(
+    tmp_path: Path,
+) -> None:
+    from agent.central.page import MAX_CHART_OBSERVATIONS
+
+    clock = Clock()
+    async with running_central(fleet_config(tmp_path), wall_clock=clock) as (central, client):
+        headers, body = signed(Messages("dc1").heartbeat([check_item("dense", "up")]))
+        assert central.ingest.handle(headers, body).status == 200
+        clock.now = BASE_TIME + 1000.0
+        # More observations in its first 20 minutes than a chart reads.
+        spacing = 1000.0 / (MAX_CHART_OBSERVATIONS + 10)
+        with central.storage.transaction():
+            for index in range(MAX_CHART_OBSERVATIONS + 10):
+                central.history.store.add_observation("dc1", "dense", BASE_TIME + index * spacing,
+                                                      "up", 0.5, "open")
+        page = (await client.get("/")).text
+    card = page.split('data-check="dc1/dense"')[1]
+    assert "response time, last 24 h" in card and "first seen" not in card

@@ -51,6 +51,11 @@ DEFAULT_INCIDENT_RETENTION_S: Final = 365 * 86400.0
 DEFAULT_INTERVAL_S: Final = 30.0
 DEFAULT_GRACE_S: Final = 60.0
 DEFAULT_FLAP_WINDOW_S: Final = 3600.0
+# How long a parent's alert waits for the checks that depend on it to report down,
+# so that it names the alerts it holds (Alertmanager's group_wait, for one parent).
+# Longer than ten minutes would keep a real outage from a human too long.
+DEFAULT_DEPENDENCY_WAIT_S: Final = 30.0
+MAX_DEPENDENCY_WAIT_S: Final = 600.0
 DEFAULT_FLAP_THRESHOLD: Final = 3
 DEFAULT_RETRY_INITIAL_S: Final = 10.0
 DEFAULT_RETRY_MAX_S: Final = 600.0
@@ -160,6 +165,8 @@ class CentralConfig:
         grace_s: default slack after an agent's interval before it counts as silent.
         alert_on_degraded: whether ``degraded`` opens an incident like ``down``.
         flap_window_s: the window of the flapping rule.
+        dependency_wait_s: how long the alert of a check that others depend on waits
+            for them (0: it goes out at once).
         flap_threshold: incidents of one check within the window before it is flapping.
         retry_initial_s: the most a failed channel delivery waits before its first retry.
         retry_max_s: cap of the doubling retry delay.
@@ -195,6 +202,7 @@ class CentralConfig:
     grace_s: float = DEFAULT_GRACE_S
     alert_on_degraded: bool = False
     flap_window_s: float = DEFAULT_FLAP_WINDOW_S
+    dependency_wait_s: float = DEFAULT_DEPENDENCY_WAIT_S
     flap_threshold: int = DEFAULT_FLAP_THRESHOLD
     retry_initial_s: float = DEFAULT_RETRY_INITIAL_S
     retry_max_s: float = DEFAULT_RETRY_MAX_S
@@ -471,6 +479,11 @@ def load(path: Path) -> CentralConfig:
     on_degraded = alerts.boolean("alert_on_degraded", False)
     flap_window = alerts.duration("flap_window", DEFAULT_FLAP_WINDOW_S)
     flap_threshold = alerts.integer("flap_threshold", DEFAULT_FLAP_THRESHOLD, minimum=1)
+    dependency_wait = alerts.duration("dependency_wait", DEFAULT_DEPENDENCY_WAIT_S,
+                                      positive=False)
+    if dependency_wait > MAX_DEPENDENCY_WAIT_S:
+        raise alerts.error("dependency_wait", f"at most {MAX_DEPENDENCY_WAIT_S:g}s, "
+                           f"got {dependency_wait:g}s")
     retry_initial = alerts.duration("retry_initial", DEFAULT_RETRY_INITIAL_S)
     retry_max = alerts.duration("retry_max", DEFAULT_RETRY_MAX_S)
     delivery_lease = alerts.duration("delivery_lease", DEFAULT_DELIVERY_LEASE_S)
@@ -537,6 +550,7 @@ def load(path: Path) -> CentralConfig:
         grace_s=grace,
         alert_on_degraded=on_degraded,
         flap_window_s=flap_window,
+        dependency_wait_s=dependency_wait,
         flap_threshold=flap_threshold,
         retry_initial_s=retry_initial,
         retry_max_s=retry_max,

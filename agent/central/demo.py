@@ -4,7 +4,8 @@ The receiver's config comes from ``central.example.toml`` (a fresh Ed25519 key,
 alerts to a webhook this process prints, a flap rule the demo's cadence stays
 under). The agent's config is the demo's own: only checks whose targets this
 process provides -- ``demo-service``, a port it opens and closes every
-``--toggle-every`` seconds, ``demo-database``, a TCP listener that stays up, one
+``--toggle-every`` seconds, ``demo-database``, a TCP listener that stays up,
+``demo-gateway`` and ``demo-app`` (``depends_on = ["demo-gateway"]``), one
 ``dns``, ``udp`` and ``ntp`` check against loopback services it answers itself,
 and an ``icmp`` check of 127.0.0.1 where the host allows ICMP sockets. So every
 red row on the page is one the demo made red on purpose.
@@ -12,8 +13,11 @@ red row on the page is one the demo made red on purpose.
 Each run starts from a clean state (``--keep-state`` keeps the last one). Early
 on, a maintenance window (``heartwire maintenance start``) covers
 ``demo-service`` while it goes down: the alert is held, and goes out when the
-window ends. It prints one short line per event (a check changing state, an
-alert, a window starting or ending). Ctrl-C stops everything.
+window ends. Then the gateway and the app behind it stop together: the
+gateway alerts, the app's alert is held while its parent is down, and goes out
+when the gateway is back and the app is not yet. It prints one short line per
+event (a check changing state, an alert, a window starting or ending). Ctrl-C
+stops everything.
 
     python -m agent.central.demo [--state-dir .state/demo] [--port 8470] [--keep-state]
 """
@@ -47,14 +51,23 @@ from agent.common.signing import Ed25519SigningKey
 REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "example-agent"
 TOGGLED = "demo-service"
+# A parent and a child: the demo stops both listeners at once.
+PARENT = "demo-gateway"
+CHILD = "demo-app"
 _LISTENING = re.compile(r"listening on (https?://\S+)")
 _ROUTINE = re.compile(r"\S+ \S+ (INFO|WARNING) ")
-# A line a newcomer reads at a glance on an 80-to-100-column terminal.
-MAX_LINE_CHARS = 100
+# A line a newcomer reads at a glance on a 120-column terminal (a parent's alert
+# naming the app it holds is 118).
+MAX_LINE_CHARS = 120
 # The flap rule of the demo's receiver: the toggled check goes down once per two
 # --toggle-every periods, fewer than flap_threshold times within flap_window at
 # the default cadence, so each outage alerts on its own as it would in production.
 FLAP_WINDOW = "2m"
+# The demo's gateway alert waits this long for the app behind it (the default is
+# 30 s): its alert then names the app it holds, and the demo stays short.
+DEPENDENCY_WAIT = "8s"
+# "; path to 127.0.0.1: reached in 1 hop", as an alert's summary carries it.
+_WITHOUT_PATH = re.compile(r"; path to [^;]*")
 FLAP_THRESHOLD = 5
 
 
@@ -86,8 +99,9 @@ def say(text: str) -> None:
 
 
 @contextmanager
-def alert_printer() -> Iterator[str]:
-    """A local webhook that prints each alert; yields its URL."""
+def alert_printer(received: list[str] | None = None) -> Iterator[str]:
+    """A local webhook that prints each alert (and appends its text to ``received``);
+    yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -95,8 +109,12 @@ def alert_printer() -> Iterator[str]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            with suppress(ValueError, KeyError):
-                say(f"webhook: {json.loads(body)['text']}")
+            with suppress(ValueError, KeyError, TypeError):
+                text = str(json.loads(body)["text"])
+                # The path trace is on the page; the console line keeps what matters.
+                say(f"webhook: {_WITHOUT_PATH.sub('', text)}")
+                if received is not None:
+                    received.append(text)
             self.send_response(204)
             self.end_headers()
 
@@ -244,7 +262,8 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dic
     central["agents"] = {AGENT_ID: {"keys": [key.public_key().to_text()], "grace": "20s"}}
     central["channels"] = {"demo-webhook": {"kind": "webhook", "url": alert_url}}
     central["alerts"] = {**central.get("alerts", {}), "retry_initial": "2s",
-                         "flap_window": FLAP_WINDOW, "flap_threshold": FLAP_THRESHOLD}
+                         "flap_window": FLAP_WINDOW, "flap_threshold": FLAP_THRESHOLD,
+                         "dependency_wait": DEPENDENCY_WAIT}
     central.pop("maintenance", None)
     central_file = state / "central" / "central.toml"
     central_file.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +276,10 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dic
         name: {**common, "port": port, "failures_before_down": 1}
         for name, port in tcp_ports.items()
     }
+    if PARENT in checks and CHILD in checks:
+        # The app confirms an outage with a second failure, so its down reaches the
+        # receiver after its gateway's: the gateway that went down first holds it.
+        checks[CHILD].update(depends_on=[PARENT], failures_before_down=2)
     checks.update(_datagram_checks(datagram_ports or {}))
     agent: dict[str, Any] = {
         "agent": {"id": AGENT_ID},
@@ -365,7 +388,11 @@ def timeline(toggle_every: float, maintenance_for: float) -> Iterator[tuple[floa
     resolve); a maintenance window is asked for halfway through the next up
     phase, and the check goes down under it (``held-down``: once the receiver
     shows the window), staying down until ``T/2`` after the window has ended,
-    so the held alert goes out then; after that it goes down and up every ``T``.
+    so the held alert goes out then. ``T/2`` later the gateway and the app
+    behind it stop (``parent-down``); ``T`` later, once the receiver shows the
+    app held by its parent, the gateway comes back (``parent-up``), and the app
+    once its own alert went out, at least ``T/2`` later (``child-up``). After that
+    ``demo-service`` goes down and up every ``T``.
     """
     period = toggle_every
     yield period, "down"
@@ -373,13 +400,16 @@ def timeline(toggle_every: float, maintenance_for: float) -> Iterator[tuple[floa
     yield period / 2, "maintenance"
     yield period / 2, "held-down"
     yield maintenance_for + period / 2, "up"
+    yield period / 2, "parent-down"
+    yield period, "parent-up"
+    yield period / 2, "child-up"
     while True:
         yield period, "down"
         yield period, "up"
 
 
-# How long a held-down step waits for the receiver to show the window: the agent
-# sends the maintenance message within its outbox tick (5 s).
+# How long a step waits for what it follows (the receiver showing the window, the
+# child held, the child's alert): the agent sends within its outbox tick (5 s).
 WINDOW_WAIT_S = 20.0
 
 
@@ -389,14 +419,20 @@ class Watcher:
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
         self.seen: dict[str, tuple[str, bool]] = {}
+        self.held_by: dict[str, str | None] = {}
         self.heartbeat = False
 
     def in_maintenance(self, name: str) -> bool:
         """Whether the receiver last showed check ``name`` in a maintenance window."""
         return self.seen.get(name, ("unknown", False))[1]
 
+    def is_held(self, name: str) -> bool:
+        """Whether the receiver last showed check ``name`` held by a parent that is down."""
+        return self.held_by.get(name) is not None
+
     def look(self) -> None:
-        """One line per check that changed status or went in or out of maintenance."""
+        """One line per check that changed status, went in or out of maintenance, or
+        whose alerts a parent started or stopped holding."""
         if not self.heartbeat:
             agents = self.client.get("/api/v1/agents").json()["agents"]
             if any(a["id"] == AGENT_ID and a.get("last_heartbeat") for a in agents):
@@ -408,12 +444,18 @@ class Watcher:
             self.seen[name] = now
             if before is None:
                 before = ("unknown", False)
+            held_before, held = self.held_by.get(name), row.get("held_by")
+            self.held_by[name] = held
             if before[1] != now[1]:
                 say(f"maintenance window {'started' if now[1] else 'ended'} for {name}")
+            why = f" (parent {held} is down: its alert waits)" if held else ""
             if before[0] == "unknown" != now[0]:
-                say(f"{name}: {now[0]}")  # its first result
+                say(f"{name}: {now[0]}{why}")  # its first result
             elif before[0] != now[0]:
-                say(f"{name}: {before[0]} -> {now[0]}")
+                say(f"{name}: {before[0]} -> {now[0]}{why}")
+            elif held != held_before:
+                say(f"{name}: {now[0]}{why}" if held else
+                    f"{name}: still {now[0]}, its parent is back: its alert goes out")
 
 
 def start_maintenance(agent_file: Path, state: Path, seconds: float) -> None:
@@ -451,15 +493,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = Ed25519SigningKey.generate()
     write_private_file(state / "agent.key", key.to_text(), overwrite=True)
 
-    service = Service()
-    service.open()
-    database = Service()  # plays the database: it stays up
-    database.open()
-    tcp_ports = {TOGGLED: service.port, "demo-database": database.port}
+    services = {name: Service() for name in (TOGGLED, "demo-database", PARENT, CHILD)}
+    for listener in services.values():  # demo-database stays up
+        listener.open()
+    tcp_ports = {name: listener.port for name, listener in services.items()}
     datagrams = DatagramServices()
     processes: list[subprocess.Popen[str]] = []
     try:
-        with alert_printer() as alert_url:
+        alerts: list[str] = []
+        with alert_printer(alerts) as alert_url:
             central_file, agent_file = write_configs(state, "http://unset", alert_url,
                                                      tcp_ports, key, datagrams.ports)
             found: list[str] = []
@@ -479,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"status page: {base}/ (response-time charts fill as results arrive)")
             say(f"{TOGGLED} goes down and up every {args.toggle_every:g} s; Ctrl-C stops")
             try:
-                run_demo(args, service, agent_file, state, base)
+                run_demo(args, services, agent_file, state, base, alerts)
             finally:  # before the webhook goes: an alert in flight is not an error
                 for process in reversed(processes):
                     stop(process)
@@ -488,20 +530,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for process in reversed(processes):
             stop(process)
-        service.close()
-        database.close()
+        for listener in services.values():
+            listener.close()
         datagrams.close()
     return 0
 
 
-def run_demo(args: argparse.Namespace, service: Service, agent_file: Path, state: Path,
-             base: str) -> None:
-    """Follows the :func:`timeline` until ``--duration`` ends, saying what changes."""
-    actions: dict[str, Callable[[], None]] = {
-        "down": service.close,
-        "held-down": service.close,
-        "up": service.open,
-        "maintenance": lambda: start_maintenance(agent_file, state, args.maintenance_for),
+def run_demo(args: argparse.Namespace, services: dict[str, Service], agent_file: Path,
+             state: Path, base: str, alerts: list[str]) -> None:
+    """Follows the :func:`timeline` until ``--duration`` ends, saying what changes.
+
+    Args:
+        args: the command line.
+        services: the demo's TCP listeners, by check name.
+        agent_file: the agent's config file.
+        state: the demo's state directory.
+        base: the receiver's base URL.
+        alerts: the alert texts the webhook received so far (appended to as they come).
+    """
+    toggled, parent, child = services[TOGGLED], services[PARENT], services[CHILD]
+
+    def parent_down() -> None:
+        parent.close()
+        child.close()
+
+    actions: dict[str, tuple[Callable[[], None], str]] = {
+        "down": (toggled.close, f"{TOGGLED} stopped listening"),
+        "held-down": (toggled.close, f"{TOGGLED} stopped listening"),
+        "up": (toggled.open, f"{TOGGLED} is listening"),
+        "maintenance": (lambda: start_maintenance(agent_file, state, args.maintenance_for), ""),
+        "parent-down": (parent_down, f"{PARENT} and {CHILD} (depends_on {PARENT}) stopped "
+                                     "listening"),
+        "parent-up": (parent.open, f"{PARENT} is listening; {CHILD} not yet"),
+        "child-up": (child.open, f"{CHILD} is listening"),
     }
     began = time.monotonic()
     steps = timeline(args.toggle_every, args.maintenance_for)
@@ -509,17 +570,27 @@ def run_demo(args: argparse.Namespace, service: Service, agent_file: Path, state
     due = began + delay
     with httpx.Client(base_url=base, timeout=5) as client:
         watcher = Watcher(client)
+        # What a step waits for (at most WINDOW_WAIT_S past its time): the state the
+        # previous step set out to show, so a slow host still shows every event.
+        ready: dict[str, Callable[[], bool]] = {
+            "held-down": lambda: watcher.in_maintenance(TOGGLED),
+            "parent-up": lambda: watcher.is_held(CHILD) and any(
+                f"check {PARENT} is" in text and text.startswith("ALERT") for text in alerts),
+            "child-up": lambda: any(f"check {CHILD} is" in text and text.startswith("ALERT")
+                                    for text in alerts),
+        }
         while not args.duration or time.monotonic() - began < args.duration:
             time.sleep(0.5)
             with suppress(httpx.HTTPError, ValueError, KeyError):
                 watcher.look()
             now = time.monotonic()
-            if now < due or (action == "held-down" and not watcher.in_maintenance(TOGGLED)
-                             and now < due + WINDOW_WAIT_S):
+            waiting = action in ready and not ready[action]() and now < due + WINDOW_WAIT_S
+            if now < due or waiting:
                 continue
-            actions[action]()
-            if action != "maintenance":
-                say(f"{TOGGLED} {'is' if action == 'up' else 'stopped'} listening")
+            act, words = actions[action]
+            act()
+            if words:
+                say(words)
             delay, action = next(steps)
             due = now + delay
 

@@ -9,6 +9,9 @@ Two sources of parents, the same effect:
   check of the agent depends on those checks of other agents (an uplink, a VPN
   gateway), and so does the agent's silence.
 
+A parent's own alert waits ``[alerts] dependency_wait`` (30 s) for its children to
+report down, so that it names them (:meth:`Dependencies.waits_for_children`).
+
 A parent is down while it has an open ``check_down`` incident; a parent agent that
 is silent holds too (a silent agent is already the implicit parent of its own
 checks: they show ``unknown``). A held incident is recorded and shown with
@@ -103,6 +106,22 @@ class Dependencies:
         """Whether a parent holds the alerts of ``check`` of ``agent`` (the shape of
         ``Incidents.holds``)."""
         return self.held_by(agent, check) is not None
+
+    def waits_for_children(self, agent: str, check: str, now: float) -> bool:
+        """Whether the alert of ``check`` of ``agent``, a parent, still waits for the
+        checks that depend on it (``[alerts] dependency_wait`` from its outage's start).
+
+        The checks behind a parent report their own outages seconds after it (each on
+        its own schedule, often confirmed over two runs): a parent's alert sent at once
+        would name none of them. Waiting a little, as Alertmanager's ``group_wait``
+        does, lets the alert say what it holds, and a parent back within the wait
+        pages no one.
+        """
+        wait = self.config.dependency_wait_s
+        if not check or wait <= 0 or not any(names for _, names in self._children(agent, check)):
+            return False
+        outage = self.storage.open_incident_for(_CHECK_DOWN, agent, check)
+        return outage is None or now < outage.opened_at + wait
 
     def children_held(self, agent: str, check: str) -> list[str]:
         """What this parent holds as it goes down, as ``agent/check`` (``agent`` for a

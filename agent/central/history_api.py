@@ -146,6 +146,40 @@ def rolled_up(history: History, agent: str, check: str, since: float, until: flo
     return points
 
 
+def binned(history: History, agent: str, check: str, since: float, until: float,
+           step_s: int, limit: int) -> list[RolledUp] | None:
+    """One check's raw observations from ``since`` to ``until`` summarised per
+    ``step_s`` (steps counted from ``since``), as hourly rollups are; steps without
+    observations are left out.
+
+    p50 and p95 are exact (nearest rank) here: the observations are at hand.
+
+    Returns:
+        The steps, or None when the range holds more than ``limit`` observations
+        (what was read would end before ``until``).
+    """
+    rows = history.store.latencies(agent, check, since, until, limit + 1)
+    if len(rows) > limit:
+        return None
+    by_step: dict[int, list[tuple[float | None, bool]]] = {}
+    for at, latency, down in rows:
+        start = int(since + (at - since) // step_s * step_s)
+        by_step.setdefault(start, []).append((latency, down))
+    points = []
+    for start, observed in sorted(by_step.items()):
+        latencies = sorted(latency for latency, _ in observed if latency is not None)
+        low = high = p50 = p95 = mean = None
+        if latencies:
+            low, high = latencies[0], latencies[-1]
+            # Nearest rank: exact, where an hour's rollup can only estimate.
+            p50, p95 = (latencies[max(1, math.ceil(q * len(latencies))) - 1]
+                        for q in (0.5, 0.95))
+            mean = round(sum(latencies) / len(latencies), 3)
+        points.append(RolledUp(start, len(observed), sum(down for _, down in observed), low,
+                               p50, p95, high, mean))
+    return points
+
+
 def _rolled_up_json(point: RolledUp) -> dict[str, Any]:
     return {
         "at": rfc3339(point.start), "count": point.count, "failures": point.failures,

@@ -252,6 +252,18 @@ class HistoryStore:
         )
         return [Observation(*row) for row in rows]
 
+    def latencies(
+        self, agent: str, check: str, since: float, until: float, limit: int
+    ) -> list[tuple[float, float | None, bool]]:
+        """``(at, latency_ms, down)`` of one check's observations in ``[since, until]``,
+        oldest first, at most ``limit``: what a chart needs, without the reasons."""
+        rows = self._db.execute(
+            "SELECT at, latency_ms, status = 'down' FROM observations WHERE agent = ?"
+            " AND check_name = ? AND at >= ? AND at <= ? ORDER BY at LIMIT ?",
+            (agent, check, since, until, limit),
+        )
+        return [(float(at), latency, bool(down)) for at, latency, down in rows]
+
     def rollups(self, agent: str, check: str, since_hour: int, until_hour: int) -> list[Rollup]:
         """The hourly rows of one check with ``since_hour <= hour < until_hour``, oldest first."""
         rows = self._db.execute(

@@ -48,6 +48,7 @@ CHECK_FLAPPING = "check_flapping"
 AGENT_UNREACHABLE = "agent_unreachable"
 # A parent's alert names at most this many of the alerts it holds.
 MAX_NAMED_CHILDREN = 10
+HOLDS_SEPARATOR = "; holds the alerts of "
 
 log = get_logger("central.incidents")
 
@@ -92,7 +93,8 @@ class Incidents:
             return summary
         more = f" and {len(children) - MAX_NAMED_CHILDREN} more" \
             if len(children) > MAX_NAMED_CHILDREN else ""
-        return f"{summary}; holds the alerts of {', '.join(children[:MAX_NAMED_CHILDREN])}{more}"
+        named = ", ".join(children[:MAX_NAMED_CHILDREN])
+        return f"{summary}{HOLDS_SEPARATOR}{named}{more}"
 
     def _notify(self, incident: Incident, event: str, now: float) -> None:
         level = logging.WARNING if event == TRIGGER else logging.INFO
@@ -256,7 +258,12 @@ class Incidents:
                     continue  # held by the flapping rule, not by maintenance or a parent
                 if self.holds(incident.agent, incident.check, now):
                     continue
-                if self.storage.mark_notified(incident.id):  # one receiver of several wins
+                # A parent's alert names what it holds by now (see dependency_wait).
+                summary = self._naming_children(
+                    incident.agent, incident.check,
+                    incident.summary.split(HOLDS_SEPARATOR, 1)[0])
+                # One receiver of several wins.
+                if self.storage.mark_notified(incident.id, summary):
                     self._notify(self.storage.incident(incident.id), TRIGGER, now)
                     released += 1
         return released

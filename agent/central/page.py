@@ -4,9 +4,16 @@ Plain HTML and inline SVG in one response, no JavaScript, refreshed by a meta ta
 What a person needs first comes first: one line with the overall state ("All
 systems operational", "3 of 14 checks down, 1 agent silent"), then the open
 incidents with how long they have lasted, then the checks by ``group``, each with
-a status badge, a response-time chart of the last 24 hours (hourly p50 and p95
-from the rollups) and 90 daily uptime bars. Times read "3 min ago", the exact
-time in the ``title``.
+a status badge, a response-time chart and 90 daily uptime bars. Times read "3 min
+ago", the exact time in the ``title``.
+
+The response-time chart spans the last 24 hours (hourly p50 and p95 from the
+rollups), or less for a check first seen more recently: the shortest of
+``CHART_SPANS_S`` that covers its life so far, so a check a few minutes old fills
+its chart instead of a sliver at the right edge. Spans up to ``RAW_CHART_SPAN_S``
+are drawn from the raw observations in ``CHART_BINS`` steps (at most
+``MAX_CHART_OBSERVATIONS`` read; more, and the chart spans 24 h of rollups). The
+axis under the chart says the span.
 
 Bounded whatever the fleet: the overall line counts every check with one
 grouped query; at most ``PAGE_CHECKS`` checks are drawn (those not up first) and
@@ -26,7 +33,7 @@ from urllib.parse import quote
 from agent.central.config import CentralConfig
 from agent.central.dependencies import Dependencies
 from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to, parse_time
-from agent.central.history_api import rolled_up
+from agent.central.history_api import RolledUp, binned, rolled_up
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance, Window
 from agent.central.services import NO_SERVICES, Judgement, Services, held_because, service_order
@@ -43,6 +50,13 @@ RECENT_INCIDENTS: Final = 10
 BAR_DAYS: Final = 90
 REFRESH_S: Final = 30
 UNGROUPED: Final = "Ungrouped"
+# The spans a response-time chart may have; a check's is the shortest covering its life.
+CHART_SPANS_S: Final = (5 * 60, 15 * 60, 30 * 60, HOUR, 6 * HOUR, 12 * HOUR, DAY)
+# Spans up to an hour come from raw observations: at most 3,600 of them at the 1 s
+# minimum interval, read for at most PAGE_CHECKS charts.
+RAW_CHART_SPAN_S: Final = HOUR
+CHART_BINS: Final = 60
+MAX_CHART_OBSERVATIONS: Final = 4000
 STATUS_WORDS: Final = {"agent_silent": "silent", "check_down": "down",
                        "check_flapping": "flapping", "service_down": "down",
                        "agent_unreachable": "unreachable"}
@@ -282,25 +296,62 @@ class StatusPage:
                          f"{_e(text)} <small>{_e(window)}</small></span>")
         return "".join(spans)
 
-    def _chart(self, agent: str, check: str, now: float, hours: int, step_s: int) -> str:
-        start = floor_to(now, HOUR) - (hours - 1) * HOUR
+    def _recent_chart(self, agent: str, check: str, now: float) -> str:
+        """The response-time chart of a check's last 24 hours, or of its life so far
+        when it is younger (see the module docstring)."""
+        state = self.history.store.uptime_state(agent, check) if self.history.enabled else None
+        age_s = DAY if state is None else now - state.first_seen
+        span_s = next((span for span in CHART_SPANS_S if span >= age_s), DAY)
+        first_seen = None if span_s == DAY or state is None else state.first_seen
+        if span_s <= RAW_CHART_SPAN_S:
+            step_s = span_s // CHART_BINS
+            start = floor_to(now, step_s) - (CHART_BINS - 1) * step_s
+            points = binned(self.history, agent, check, start, now, step_s,
+                            MAX_CHART_OBSERVATIONS)
+            if points is not None:
+                return self._chart_figure(points, start, span_s, step_s, now, first_seen,
+                                          join_empty=True)
+            span_s, first_seen = DAY, None  # more than a chart reads: 24 h of rollups
+        return self._chart(agent, check, now, span_s, HOUR, first_seen)
+
+    def _chart(self, agent: str, check: str, now: float, span_s: int, step_s: int,
+               first_seen: float | None = None) -> str:
+        """A response-time chart of ``span_s`` up to now from the hourly rollups, one
+        point per ``step_s`` (an hour or a day)."""
+        start = floor_to(now, HOUR) - (span_s // HOUR - 1) * HOUR
         points = rolled_up(self.history, agent, check, start, now, step_s)
+        return self._chart_figure(points, start, span_s, step_s, now, first_seen)
+
+    def _chart_figure(self, points: Sequence[RolledUp], start: int, span_s: int, step_s: int,
+                      now: float, first_seen: float | None, join_empty: bool = False) -> str:
+        """The chart of ``points`` (one per ``step_s`` from ``start``), its caption and
+        its axis.
+
+        The lines break where a step was measured without a latency (down), and where
+        nothing was measured unless ``join_empty``: a step of seconds may be shorter
+        than the check's interval (or its agent's heartbeats), an hour is not.
+        """
         by_start = {point.start: point for point in points}
         series = []
-        for moment in range(start, floor_to(now, HOUR) + 1, step_s):
+        for moment in range(start, floor_to(now, step_s) + 1, step_s):
             point = by_start.get(moment)
-            series.append((moment + step_s / 2, point.p50 if point else None,
-                           point.p95 if point else None))
+            if point is not None or not join_empty:
+                series.append((moment + step_s / 2, point.p50 if point else None,
+                               point.p95 if point else None))
         measured = [point for point in points if point.p50 is not None]
-        label = f"response time, last {duration_words(hours * HOUR)}"
+        span = duration_words(span_s)
+        label = f"response time, last {span}"
         caption = label
+        if first_seen is not None:
+            caption += f" (first seen {words_ago(now - first_seen)})"
         if measured:
             latest = measured[-1]
-            caption += (f" · latest {'hour' if step_s == HOUR else 'day'}: p50 "
-                        f"{milliseconds(latest.p50 or 0)}, p95 {milliseconds(latest.p95 or 0)}")
-        chart = latency_chart(series, start, start + hours * HOUR, label)
-        return f'<figure class="latency">{chart}<figcaption>{_e(caption)}</figcaption></figure>'
-
+            step = {HOUR: "hour", DAY: "day"}.get(step_s, duration_words(step_s))
+            caption += (f" · latest {step}: p50 {milliseconds(latest.p50 or 0)}, "
+                        f"p95 {milliseconds(latest.p95 or 0)}")
+        chart = latency_chart(series, start, start + span_s, label)
+        return (f'<figure class="latency">{chart}<div class="axis"><span>{_e(span)} ago</span>'
+                f"<span>now</span></div><figcaption>{_e(caption)}</figcaption></figure>")
 
     def _bars(self, agent: str, check: str, now: float) -> str:
         days = self.history.daily_uptime(agent, check, now, BAR_DAYS)
@@ -381,7 +432,7 @@ class StatusPage:
             f'<span class="latency">{_e(latency)}</span>'
             f'<span class="uptimes">{self._uptime_spans(uptime, ("24h", "30d"))}</span></div>'
             + (f'<div class="reason">{_e(why)}</div>' if why else "")
-            + f'<div class="viz">{self._chart(row.agent, row.name, now, 24, HOUR)}'
+            + f'<div class="viz">{self._recent_chart(row.agent, row.name, now)}'
             f"{self._bars(row.agent, row.name, now)}</div></div>"
         )
 
@@ -451,8 +502,8 @@ class StatusPage:
             "</td></tr></tbody></table></section>"
         )
         parts.append('<section id="charts"><h2>Response time and uptime</h2><div class="viz">'
-                     f"{self._chart(agent, check, now, 24, HOUR)}"
-                     f"{self._chart(agent, check, now, 30 * 24, int(DAY))}"
+                     f"{self._recent_chart(agent, check, now)}"
+                     f"{self._chart(agent, check, now, 30 * DAY, DAY)}"
                      f"{self._bars(agent, check, now)}</div></section>")
         incidents = self.storage.incidents_of(agent, check, CHECK_PAGE_INCIDENTS)
         parts.append(f'<section id="incidents"><h2>Incidents ({len(incidents)})</h2>')
@@ -536,6 +587,7 @@ STYLE: Final = (
     ".p50{stroke:#1d4ed8;fill:#1d4ed8}.p95{stroke:#93c5fd;fill:#93c5fd}"
     "svg.chart{background:#f3f4f6;border-radius:.25rem}"
     "svg.chart text{font-size:11px;fill:#9ca3af}"
+    ".axis{display:flex;justify-content:space-between;font-size:.7rem;color:#6b7280}"
     "rect.good{fill:#16a34a}rect.fair{fill:#84cc16}rect.poor{fill:#f59e0b}"
     "rect.bad{fill:#dc2626}rect.none{fill:#e5e7eb}"
     "table{border-collapse:collapse;width:100%;background:#fff}"

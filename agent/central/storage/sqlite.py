@@ -683,14 +683,20 @@ class Storage:
         ).fetchone()
         return None if row is None else self.incident(int(row[0]))
 
-    def mark_notified(self, incident_id: int) -> bool:
+    def mark_notified(self, incident_id: int, summary: str | None = None) -> bool:
         """Records that an incident's trigger goes to the channels after all.
+
+        Args:
+            incident_id: the incident.
+            summary: its summary as it goes out (a parent's names what it held by
+                then), or None to keep the one it was opened with.
 
         Returns:
             True for the one caller that changed it (that caller sends the trigger).
         """
         changed = self._db.execute(
-            "UPDATE incidents SET notified = 1 WHERE id = ? AND notified = 0", (incident_id,))
+            "UPDATE incidents SET notified = 1, summary = COALESCE(?, summary)"
+            " WHERE id = ? AND notified = 0", (summary, incident_id))
         return changed.rowcount > 0
 
     def incident(self, incident_id: int) -> Incident:

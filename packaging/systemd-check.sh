@@ -286,6 +286,10 @@ until_ok "ci-agent alive at the receiver" 30 alive
 
 step "the sandbox breaks no probe kind and no signing: one check of each kind"
 in_ct install -d -m 0755 /etc/heartwire/probe-tls
+# The test listeners make their TLS certificate with cryptography, which the
+# packages themselves do not depend on.
+in_ct apt-get install -y -qq --no-install-recommends python3-cryptography > "$work/apt.log" 2>&1 \
+    || { tail -n 30 "$work/apt.log" >&2; fail "apt-get install python3-cryptography failed"; }
 in_ct systemd-run --quiet --unit=ci-listeners python3 /srv/packaging/systemd-test/listeners.py /etc/heartwire/probe-tls
 until_ok "the listeners" 20 in_ct test -s /etc/heartwire/probe-tls/cert.pem
 in_ct install -m 0644 /srv/packaging/systemd-test/probes.toml /etc/heartwire/conf.d/60-probes.toml

@@ -87,6 +87,7 @@ def existing(directory: Path = RUNTIME_DIR) -> Runtime:
     Raises:
         FileNotFoundError: there is none.
     """
+    directory = directory.absolute()  # the commands run from other directories
     python = directory / "venv" / "bin" / "python"
     heartwire = python.with_name("heartwire")
     if not heartwire.exists():

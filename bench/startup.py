@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import peak_rss_kib
 from bench.runtime import Runtime, existing, prepare
 
 RUNS = 15
@@ -128,7 +128,9 @@ def measure(runtime: Runtime, runs: int = RUNS) -> dict[str, float]:
         "cpu_ratio": statistics.median(a.cpu_s / max(1e-6, b.cpu_s) for a, b in pairs),
         "check_peak_mib": statistics.median(a.peak_mib for a, _ in pairs),
         "trio_peak_mib": statistics.median(b.peak_mib for _, b in pairs),
-        "floor_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Its own image's peak (VmHWM), which the children share until exec; its
+        # ru_maxrss would be the peak of whatever process started it.
+        "floor_mib": peak_rss_kib() / 1024,
     }
 
 

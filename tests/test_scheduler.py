@@ -13,7 +13,9 @@ from agent.schedule.scheduler import (
     MAX_INITIAL_OFFSET_S,
     MAX_START_GRID_S,
     MIN_START_GRID_S,
+    MIN_START_SLOTS,
     Scheduler,
+    first_run_grid_s,
     start_grid_s,
 )
 from tests.fakes import OPEN, REFUSED, ScriptedProbe, make_check
@@ -64,7 +66,7 @@ def _first_run_slots(starts: list[tuple[float, str]]) -> dict[float, int]:
 
 
 @pytest.mark.parametrize(("checks", "interval_s", "grid_s"), [
-    (500, 60.0, MAX_START_GRID_S),  # 8 checks/s: the coarsest grid
+    (500, 60.0, 0.5),  # 8 checks/s: 1 s, made finer for 20 slots over the 10 s
     (2000, 10.0, 0.25),  # 200 checks/s: 50 checks a slot
 ])
 async def test_first_runs_are_spread_by_a_random_offset_in_slots_that_share_a_wakeup(
@@ -94,6 +96,30 @@ def test_the_start_grid_gathers_a_slot_of_checks_per_wakeup_within_bounds() -> N
     assert grid(20_000, 1.0) == MIN_START_GRID_S  # never finer: the checks' spread
     assert grid(10, 60.0) == MAX_START_GRID_S  # a small agent: at most once a second
     assert grid(0, 10.0) == MAX_START_GRID_S
+
+
+async def test_few_checks_with_a_short_interval_still_spread_over_their_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 20 checks a second is far from a slot's worth, but all of them in one slot
+    # would hit their targets at the same instant every second (a small listen
+    # backlog drops such a burst: false timeouts). A check's first run lands in one
+    # of at least MIN_START_SLOTS slots of its own offset range.
+    probe = ScriptedProbe()
+    checks = [make_check(f"c{n}", interval_s=1.0, timeout_s=0.5) for n in range(20)]
+    scheduler = make_scheduler(checks, probe, [])
+    await run_for(scheduler, 0.999)
+    per_slot = _first_run_slots(probe.starts)
+    assert sum(per_slot.values()) == 20
+    assert all(round(at / (1.0 / MIN_START_SLOTS), 6).is_integer() for at in per_slot)
+    assert len(per_slot) >= 10 and max(per_slot.values()) <= 4
+
+
+def test_a_check_whose_offset_range_is_short_gets_a_finer_grid_that_divides_the_coarse_one(
+) -> None:
+    assert first_run_grid_s(0.5, 10.0) == 0.5
+    assert first_run_grid_s(0.5, 2.0) == pytest.approx(0.1)  # 0.5 / 5: its slots are shared
+    assert first_run_grid_s(1.0, 60.0) == 0.5  # the offset range is 10 s at most
 
 
 async def test_a_reload_sets_the_grid_for_the_checks_it_adds(

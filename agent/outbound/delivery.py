@@ -199,10 +199,10 @@ class SystemTrustContext(ssl.SSLContext):
 
     The same trust as ``ssl.create_default_context()`` (certificate and host name
     verified), with the certifi bundle only on a system that has no CAs. Parsing
-    the trust store costs about 1.7 MiB of RSS, and a destination over plain http
-    never makes a handshake: so it is read when the first TLS connection is set
-    up (every one, in httpx and trio, goes through ``wrap_bio`` or ``wrap_socket``),
-    never after one.
+    the trust store costs 1 to 1.7 MiB of RSS (measured: in the daemon, and alone),
+    and a destination over plain http never makes a handshake: so it is read when
+    the first TLS connection is set up (every one, in httpx and trio, goes through
+    ``wrap_bio`` or ``wrap_socket``), never after one.
     """
 
     _trust_loaded = False

@@ -5,7 +5,8 @@
   those in one slot share a wakeup of the process), then every
   ``interval`` measured start-to-start: a slow run does not push the schedule.
   The grid holds about ``CHECKS_PER_START_SLOT`` checks a slot: 50 ms at 1,000
-  checks a second, 0.5 s at 100, once a second at most for a small agent.
+  checks a second, 0.5 s at 100, once a second at most for a small agent, and a
+  check's first run still has at least ``MIN_START_SLOTS`` slots to land in.
 * A :class:`~agent.schedule._slots.Slots` limit bounds how many probes (and so sockets) are open.
 * When a run is still in progress at its next due time, that run is skipped and
   counted, never stacked.
@@ -45,6 +46,10 @@ MAX_INITIAL_OFFSET_S = 10.0
 CHECKS_PER_START_SLOT = 50
 MIN_START_GRID_S = 0.05
 MAX_START_GRID_S = 1.0
+# A check's first run lands in one of at least this many slots of its offset range:
+# checks that would not fill a slot are not started all at once against their
+# targets (a small listen backlog drops such a burst, and that reads as timeouts).
+MIN_START_SLOTS = 20
 # How long past its own timeout a probe may run before the scheduler stops it;
 # probes honour their timeout, this only guards against a probe that does not.
 PROBE_OVERRUN_GRACE_S = 1.0
@@ -88,6 +93,18 @@ def start_grid_s(checks: Iterable[CheckConfig]) -> float:
     if checks_per_s <= 0:
         return MAX_START_GRID_S
     return min(MAX_START_GRID_S, max(MIN_START_GRID_S, CHECKS_PER_START_SLOT / checks_per_s))
+
+
+def first_run_grid_s(grid_s: float, interval_s: float) -> float:
+    """The grid of one check's first run: ``grid_s``, or finer for a short offset range.
+
+    The finer grid divides ``grid_s`` evenly, so its slots still include (and share
+    the wakeups of) the coarse grid's.
+    """
+    finest_s = min(interval_s, MAX_INITIAL_OFFSET_S) / MIN_START_SLOTS
+    if grid_s <= finest_s:
+        return grid_s
+    return grid_s / math.ceil(grid_s / finest_s)
 
 
 async def run_probe(check: CheckConfig, probes: Mapping[str, ProbeKind] = PROBES) -> Observation:
@@ -223,7 +240,8 @@ class Scheduler:
         # themselves are spread at random.
         offset = self._rng.uniform(0.0, min(check.interval_s, MAX_INITIAL_OFFSET_S))
         since_origin = trio.current_time() + offset - self._grid_origin
-        first_due = self._grid_origin + math.floor(since_origin / self._grid_s) * self._grid_s
+        grid_s = first_run_grid_s(self._grid_s, check.interval_s)
+        first_due = self._grid_origin + math.floor(since_origin / grid_s) * grid_s
         self._nursery.start_soon(self._run_schedule, task, first_due)
 
     async def _run_schedule(self, task: _CheckTask, due: float) -> None:

@@ -102,9 +102,8 @@ async def test_few_checks_with_a_short_interval_still_spread_over_their_interval
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # 20 checks a second is far from a slot's worth, but all of them in one slot
-    # would hit their targets at the same instant every second (a small listen
-    # backlog drops such a burst: false timeouts). A check's first run lands in one
-    # of at least MIN_START_SLOTS slots of its own offset range.
+    # would hit their targets at the same instant every second. A check's first
+    # run lands in one of at least MIN_START_SLOTS slots of its own offset range.
     probe = ScriptedProbe()
     checks = [make_check(f"c{n}", interval_s=1.0, timeout_s=0.5) for n in range(20)]
     scheduler = make_scheduler(checks, probe, [])

@@ -47,8 +47,8 @@ CHECKS_PER_START_SLOT = 50
 MIN_START_GRID_S = 0.05
 MAX_START_GRID_S = 1.0
 # A check's first run lands in one of at least this many slots of its offset range:
-# checks that would not fill a slot are not started all at once against their
-# targets (a small listen backlog drops such a burst, and that reads as timeouts).
+# checks that would not fill a slot are still spread, as the random offset is for,
+# rather than all started at the same instant of every interval.
 MIN_START_SLOTS = 20
 # How long past its own timeout a probe may run before the scheduler stops it;
 # probes honour their timeout, this only guards against a probe that does not.

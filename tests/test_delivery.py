@@ -553,6 +553,18 @@ def test_the_system_trust_store_is_read_at_the_first_handshake_not_before(
     assert context.cert_store_stats()["x509_ca"] == 1  # read once
 
 
+def test_the_lazily_trusting_context_is_as_strict_as_the_default_one() -> None:
+    """Reading the trust store late changes nothing else: the options, verification
+    flags, minimum version and checks are those of ssl.create_default_context() on
+    this Python (3.13 adds strict X.509 flags there, say)."""
+    lazy = delivery.ssl_context(_native("main", "https://127.0.0.1:9/in"))
+    default = ssl.create_default_context()
+    assert (lazy.options, lazy.verify_flags, lazy.verify_mode, lazy.check_hostname,
+            lazy.minimum_version, lazy.maximum_version) == (
+        default.options, default.verify_flags, default.verify_mode, default.check_hostname,
+        default.minimum_version, default.maximum_version)
+
+
 async def test_without_ca_file_tls_is_verified_against_the_system_trust_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

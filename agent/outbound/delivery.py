@@ -49,6 +49,7 @@ import inspect
 import logging
 import random
 import ssl
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -195,6 +196,9 @@ def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
         else:
             # PROTOCOL_TLS_CLIENT: certificates required, host names checked.
             context = SystemTrustContext(ssl.PROTOCOL_TLS_CLIENT)
+            if sys.version_info >= (3, 13):
+                # As create_default_context() sets them from Python 3.13 on.
+                context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
         if destination.client_cert is not None:
             key = f"destinations.{destination.name}.client_cert"
             check_private(destination.client_key or destination.client_cert)

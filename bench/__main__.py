@@ -32,6 +32,7 @@ from bench.common import (
     start_worker,
 )
 from bench.profile import py_spy
+from bench.runtime import RUNTIME_DIR, installed
 from bench.same_load import peers_at_same_load, profile_at_1000
 from bench.scale import one_agent_at_scale
 from bench.startup import report as startup_report
@@ -42,6 +43,8 @@ APT_PACKAGES = {
     "/usr/lib/nagios/plugins/check_tcp": "monitoring-plugins-basic",
 }
 SECTIONS = ("throughput", "peers", "profile", "scale", "footprint", "startup", "latency")
+# The sections that run heartwire from a runtime-only install (bench/runtime.py).
+RUNTIME_SECTIONS = ("peers", "profile", "scale", "footprint", "startup")
 OFFERED_LOADS = [4_000, 6_000, 8_000, 9_000, 10_000, 11_000, 12_000, 13_000, 14_000, 16_000]
 
 
@@ -137,6 +140,11 @@ def main() -> int:
         print(line, flush=True)
 
     started = datetime.datetime.now(datetime.UTC)
+    # Made before the first section, so that its install's CPU is in no measured window.
+    runtime = (installed().describe()
+               if any(wanted(section) for section in RUNTIME_SECTIONS) else None)
+    if runtime is not None:
+        print(f"- {runtime}", flush=True)
     load = os.getloadavg()
     busy_start = _busy_jiffies()
     with open_netns(f"hwbench{os.getpid()}") as netns, open_listeners(netns, dns=True) as numeric:
@@ -194,7 +202,8 @@ def main() -> int:
                       "seconds": 60.0 if not args.quick else 10.0}
             timer = start_worker(netns, "bench.footprint", {"mode": "timer", **window})
             foot = run_worker(netns, "bench.footprint", {
-                "targets": numeric, "checks": 1000, "interval_s": 10.0, **window})
+                "targets": numeric, "checks": 1000, "interval_s": 10.0, **window},
+                runtime=installed())
             floor = finish_worker(timer, "bench.footprint")
             share = foot["cpu_s"] / foot["wall_s"]
             say(f"- runs in the window: {foot['completed']:,} ({foot['ok']:,} open)")
@@ -214,7 +223,8 @@ def main() -> int:
         say("## One-shot start-up (`heartwire check`, the Nagios-plugin use)")
         say()
         # In a process of its own: a child's peak RSS counts its parent's copy.
-        measured = subprocess.run([sys.executable, "-m", "bench.startup", "--json"], cwd=REPO,
+        measured = subprocess.run([sys.executable, "-m", "bench.startup", "--json",
+                                   "--runtime", str(RUNTIME_DIR)], cwd=REPO,
                                   capture_output=True, text=True, check=True, timeout=600)
         for line in startup_report(json.loads(measured.stdout)):
             say(line)
@@ -272,8 +282,11 @@ def main() -> int:
         "picked per destination, so 16 destinations multiply the ephemeral ports), with "
         "ip_local_port_range 1024-65535 and tcp_tw_reuse=1 inside the namespace only, so "
         "TIME_WAIT never exhausts ports; `done/s` counts results through the real Scheduler",
-        "",
     ]
+    if runtime is not None:
+        header.append(f"- install, for the sections {', '.join(RUNTIME_SECTIONS)}: {runtime}; "
+                      "the other sections run in the development venv")
+    header.append("")
     if args.write:
         Path(REPO / args.write).write_text("\n".join(header + out) + "\n")
     return 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.outbound.delivery import Deliverer
+    from bench.runtime import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -174,12 +175,19 @@ def open_receiver(netns: str | None, address: str = "127.0.0.1") -> Iterator[Rec
         _close_by_stdin(process)
 
 
-def start_worker(netns: str | None, module: str, options: dict[str, Any]) -> subprocess.Popen[str]:
-    """Starts ``python -m module --options JSON`` in the namespace."""
-    args = [PYTHON, "-m", module, "--options", json.dumps(options)]
+def start_worker(
+    netns: str | None, module: str, options: dict[str, Any], *, runtime: Runtime | None = None,
+) -> subprocess.Popen[str]:
+    """Starts ``python -m module --options JSON`` in the namespace.
+
+    With ``runtime``, the worker runs in that runtime-only install of heartwire
+    (see :mod:`bench.runtime`) instead of this process's venv.
+    """
+    command = runtime.worker_command(module) if runtime is not None else [PYTHON, "-m", module]
+    env = runtime.worker_env() if runtime is not None else None
     return subprocess.Popen(
-        in_netns(netns, args), cwd=REPO, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        in_netns(netns, [*command, "--options", json.dumps(options)]), cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
 
 
@@ -227,9 +235,11 @@ def wait_for_window(
     raise RuntimeError(f"{module} ended without starting its measured window")
 
 
-def run_worker(netns: str, module: str, options: dict[str, Any]) -> dict[str, Any]:
+def run_worker(
+    netns: str, module: str, options: dict[str, Any], *, runtime: Runtime | None = None,
+) -> dict[str, Any]:
     """Runs a worker (see :func:`start_worker`) to the end; returns its JSON line."""
-    return finish_worker(start_worker(netns, module, options), module)
+    return finish_worker(start_worker(netns, module, options, runtime=runtime), module)
 
 
 def worker_options() -> dict[str, Any]:
@@ -261,13 +271,27 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def rss_kib() -> int:
-    """This process's resident set size now, in KiB (from /proc)."""
-    with open("/proc/self/status") as status:
+def _status_kib(field: str, pid: int | None) -> int:
+    with open(f"/proc/{'self' if pid is None else pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib() -> int:
+    """This process's resident set size now, in KiB (from /proc)."""
+    return _status_kib("VmRSS:", None)
+
+
+def peak_rss_kib(pid: int | None = None) -> int:
+    """The peak resident set size of this process (or ``pid``) since its exec, in KiB.
+
+    ``VmHWM``, not ``getrusage``'s ``ru_maxrss``: the latter keeps the peak of the
+    process image that exec replaced, and a worker started by a forking parent
+    would carry the parent's peak in its own figure.
+    """
+    return _status_kib("VmHWM:", pid)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -5,13 +5,15 @@ destination), loaded by the same :class:`~agent.service.daemon.Daemon` that ``he
 run`` builds, with its logging set up the same way: scheduler, trackers, result
 logging, reporting, outbox and delivery all run, as they do for a user.
 
-The benchmark writes the config beforehand (:func:`write_config`), so that making
-it costs the agent no memory. ``--options`` JSON keys: ``config`` and ``state_dir``
-(paths), ``warmup_s``, ``seconds`` and optionally ``cpu`` (pin the process to that
-one CPU). Prints one JSON line: runs, skips and CPU seconds of the measured window,
-peak RSS, the RSS once the daemon was built (config loaded, before any check),
-scheduling lag percentiles, how many checks were up at the end, and how long the
-start's state changes took to deliver (the window starts after them).
+The worker runs in a runtime-only install of heartwire (:mod:`bench.runtime`), as
+a user's ``pip install`` has it. The benchmark writes the config beforehand
+(:func:`write_config`), so that making it costs the agent no memory. ``--options``
+JSON keys: ``config`` and ``state_dir`` (paths), ``warmup_s``, ``seconds`` and
+optionally ``cpu`` (pin the process to that one CPU). Prints one JSON line: runs,
+skips and CPU seconds of the measured window, peak RSS, the RSS once the daemon was
+built (config loaded, before any check), scheduling lag percentiles, how many checks
+were up at the end, and how long the start's state changes took to deliver (the
+window starts after them).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import resource
 import subprocess
 import tempfile
 import time
@@ -27,22 +28,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 import trio
 
 from agent.common import logs
-from agent.common.keyfiles import write_private_file
-from agent.common.signing import Ed25519SigningKey
 from agent.model import Status
 from agent.service.daemon import Daemon
 from bench.common import (
     WINDOW_STARTED,
     cpu_seconds,
+    peak_rss_kib,
     percentile,
     rss_kib,
     start_worker,
     worker_options,
 )
+from bench.runtime import installed
 
 
 def write_config(
@@ -62,6 +62,13 @@ def write_config(
     Returns:
         The config's path.
     """
+    # Imported here: the worker process, which measures the daemon's memory, does
+    # not write configs, and `heartwire run` imports none of these.
+    import tomli_w
+
+    from agent.common.keyfiles import write_private_file
+    from agent.common.signing import Ed25519SigningKey
+
     key_file = directory / "agent.key"
     write_private_file(key_file, Ed25519SigningKey.generate().to_text(), overwrite=True)
     document = {
@@ -98,7 +105,7 @@ def started_daemon(
                                    "warmup_s": warmup_s, "seconds": seconds}
         if cpu is not None:
             options["cpu"] = cpu
-        worker = start_worker(netns, "bench.daemon_run", options)
+        worker = start_worker(netns, "bench.daemon_run", options, runtime=installed())
         try:
             yield worker
         finally:
@@ -169,7 +176,7 @@ async def measure(daemon: Daemon, options: dict[str, Any]) -> dict[str, Any]:
         "up": up,
         "wall_s": wall,
         "cpu_s": cpu,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_kib() / 1024,
         "built_rss_mib": built_rss_kib / 1024,
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,

@@ -10,7 +10,6 @@ imported: the baseline), and scheduling lag percentiles.
 from __future__ import annotations
 
 import json
-import resource
 from typing import Any
 
 import trio
@@ -18,7 +17,7 @@ import trio
 from agent.config.loader import CheckConfig
 from agent.model import Outcome, Result, StateChange
 from agent.schedule.scheduler import Scheduler
-from bench.common import cpu_seconds, percentile, rss_kib, worker_options
+from bench.common import cpu_seconds, peak_rss_kib, percentile, rss_kib, worker_options
 
 
 async def footprint(options: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +56,7 @@ async def footprint(options: dict[str, Any]) -> dict[str, Any]:
         "ok": end["ok"] - start["ok"],
         "cpu_s": cpu,
         "wall_s": options["seconds"],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_kib() / 1024,
         "baseline_rss_mib": baseline_rss_kib / 1024,
         "lag_p50_ms": percentile(lags, 0.5) * 1000,
         "lag_p99_ms": percentile(lags, 0.99) * 1000,

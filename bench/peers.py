@@ -21,7 +21,7 @@ from typing import Any
 import h11
 import trio
 
-from bench.common import children_cpu_seconds, process_cpu_seconds
+from bench.common import children_cpu_seconds, peak_rss_kib, process_cpu_seconds
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 CHECK_TCP = "/usr/lib/nagios/plugins/check_tcp"
@@ -142,18 +142,11 @@ async def _drive_blackbox(pid: int, options: dict[str, Any]) -> dict[str, Any]:
             nursery.start_soon(scrape, scraper)
     wall = trio.current_time() - start
     cpu = process_cpu_seconds(pid) - cpu_start
-    peak_rss_kib = _peak_rss_kib(pid)
+    peak_mib = peak_rss_kib(pid) / 1024
     for scraper in scrapers:
         await scraper.stream.aclose()
     return {"completed": counts["completed"], "ok": counts["ok"], "late": counts["late"],
-            "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_rss_kib / 1024}
-
-
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+            "wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_mib}
 
 
 def check_tcp(options: dict[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,14 @@ parent's: so this runs in a small process of its own (``python -m bench.startup`
 as ``python -m bench`` starts it), whose own peak is printed as the floor under
 which no figure here can go.
 
+Both run from a runtime-only install of heartwire (:mod:`bench.runtime`), as a
+user's ``pip install heartwire`` has it, not from the development venv.
+
 Bytecode is compiled once into a private cache (``PYTHONPYCACHEPREFIX``) for both
 commands, as an installed package ships it: a source checkout run with
 PYTHONDONTWRITEBYTECODE would otherwise recompile the agent on every start.
 
-    python -m bench.startup [--runs N] [--json]
+    python -m bench.startup [--runs N] [--json] [--runtime DIR]
 """
 
 from __future__ import annotations
@@ -22,11 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import REPO
+from bench.common import peak_rss_kib
+from bench.runtime import Runtime, existing, prepare
 
 RUNS = 15
 WARMUP = 2
@@ -51,10 +53,10 @@ class ProcessRun:
     returncode: int
 
 
-def run_once(command: Sequence[str], env: dict[str, str]) -> ProcessRun:
+def run_once(command: Sequence[str], env: dict[str, str], cwd: Path) -> ProcessRun:
     """Runs ``command`` to its end; its figures from the kernel's accounting of it."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
@@ -88,27 +90,33 @@ def _accepting_listener() -> Iterator[int]:
         server.close()
 
 
-def measure(runs: int = RUNS) -> dict[str, float]:
-    """Median figures of both commands and of their pairwise ratios."""
-    python = sys.executable
-    script = Path(python).with_name("heartwire")
-    heartwire_command = [str(script)] if script.exists() else [python, "-m", "agent"]
+def measure(runtime: Runtime, runs: int = RUNS) -> dict[str, float]:
+    """Median figures of both commands and of their pairwise ratios.
+
+    Both run from ``runtime``, a runtime-only install (:mod:`bench.runtime`), in a
+    scratch directory, so that neither finds the source tree on its path.
+    """
+    python = str(runtime.python)
+    heartwire_command = [str(runtime.heartwire)]
     with tempfile.TemporaryDirectory(prefix="hw-startup-") as scratch, \
             _accepting_listener() as port:
         config = Path(scratch) / "agent.toml"
         config.write_text(f'[checks.web]\nhost = "127.0.0.1"\nport = {port}\n')
         config.chmod(0o600)
         env = {key: value for key, value in os.environ.items()
-               if key not in ("PYTHONDONTWRITEBYTECODE", "JOURNAL_STREAM")}
+               if key not in ("PYTHONDONTWRITEBYTECODE", "JOURNAL_STREAM", "PYTHONPATH",
+                              "VIRTUAL_ENV")}
         env["PYTHONPYCACHEPREFIX"] = str(Path(scratch) / "pycache")
         check = [*heartwire_command, "check", "--config", str(config)]
         trio_only = [python, "-c", "import trio"]
+        where = Path(scratch)
         for _ in range(WARMUP):
-            first = run_once(check, env)
-            run_once(trio_only, env)
+            first = run_once(check, env, where)
+            run_once(trio_only, env, where)
         if first.returncode != 0:
             raise RuntimeError(f"heartwire check exited {first.returncode}")
-        pairs = [(run_once(check, env), run_once(trio_only, env)) for _ in range(runs)]
+        pairs = [(run_once(check, env, where), run_once(trio_only, env, where))
+                 for _ in range(runs)]
 
     return {
         "runs": runs,
@@ -120,7 +128,9 @@ def measure(runs: int = RUNS) -> dict[str, float]:
         "cpu_ratio": statistics.median(a.cpu_s / max(1e-6, b.cpu_s) for a, b in pairs),
         "check_peak_mib": statistics.median(a.peak_mib for a, _ in pairs),
         "trio_peak_mib": statistics.median(b.peak_mib for _, b in pairs),
-        "floor_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Its own image's peak (VmHWM), which the children share until exec; its
+        # ru_maxrss would be the peak of whatever process started it.
+        "floor_mib": peak_rss_kib() / 1024,
     }
 
 
@@ -143,9 +153,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.startup")
     parser.add_argument("--runs", type=int, default=RUNS, help="pairs counted")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--runtime", type=Path, metavar="DIR",
+                        help="a runtime-only install bench.runtime made (default: make one)")
     args = parser.parse_args()
-    figures = measure(args.runs)
-    print(json.dumps(figures) if args.json else "\n".join(report(figures)))
+    runtime = existing(args.runtime) if args.runtime else prepare()
+    figures = measure(runtime, args.runs)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print("\n".join([f"- {runtime.describe()}", *report(figures)]))
 
 
 if __name__ == "__main__":

@@ -295,6 +295,10 @@ until_ok "ci-agent alive at the receiver" 30 alive
 step "the sandbox breaks no probe kind and no signing: one check of each kind"
 probe_kinds="tcp ssh smtp redis postgres mysql amqp mongodb kafka expect tls http udp dns ntp icmp"
 in_ct install -d -m 0755 /etc/heartwire/probe-tls
+# The test listeners make their TLS certificate with cryptography, which the
+# packages themselves do not depend on.
+in_ct apt-get install -y -qq --no-install-recommends python3-cryptography > "$work/apt.log" 2>&1 \
+    || { tail -n 30 "$work/apt.log" >&2; fail "apt-get install python3-cryptography failed"; }
 in_ct systemd-run --quiet --unit=ci-listeners python3 /srv/packaging/systemd-test/listeners.py /etc/heartwire/probe-tls
 until_ok "the listeners" 20 in_ct test -s /etc/heartwire/probe-tls/cert.pem
 echo "0 2147483647" > /proc/sys/net/ipv4/ping_group_range

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 # What debian/control and dh_python3 make the packages depend on.
-runtime=(python3-trio python3-httpx python3-tomli-w python3-cryptography python3-dnspython
+runtime=(python3-trio python3-httpx python3-tomli-w python3-nacl python3-dnspython
          python3-systemd python3-hypercorn)
 apt-get install -y -qq --no-install-recommends python3-venv "${runtime[@]}" >/dev/null
 
@@ -25,7 +25,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-
 
 "$venv/bin/python" - <<'PY'
 import importlib, sys
-for name in ("trio", "httpx", "httpcore", "hypercorn", "cryptography", "dns", "tomli_w", "systemd"):
+for name in ("trio", "httpx", "httpcore", "hypercorn", "nacl", "dns", "tomli_w", "systemd"):
     module = importlib.import_module(name)
     if not module.__file__.startswith("/usr/lib/python3/dist-packages/"):
         sys.exit(f"{name} comes from {module.__file__}, not from Debian's python3-* package")

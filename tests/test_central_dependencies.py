@@ -103,7 +103,7 @@ async def test_an_agent_depends_on_another_agents_check(
     async with watching(_gateway_config(tmp_path), hook) as central:
         send(central, gw.heartbeat([check_item("vpn", "down")]))
         send(central, dc1.heartbeat([check_item("db", "down")]))
-        await trio.sleep(2)
+        await trio.sleep(35)  # the gateway's alert waits dependency_wait for dc1's
         assert _events(hook) == [("incident.trigger", "vpn")]
         db = next(row for row in central.views.checks() if row["agent"] == "dc1")
         assert db["held_by"] == "gw/vpn"
@@ -219,6 +219,8 @@ async def test_a_parent_back_within_its_wait_pages_no_one(
         await trio.sleep(10)
         send(central, _beat(messages, "up", "down"))
         await trio.sleep(5)
+        assert hook.received == []  # the child's own alert waits as well
+        await trio.sleep(20)
         assert _events(hook) == [("incident.trigger", "db")]
 
 
@@ -241,3 +243,24 @@ async def test_a_check_nothing_depends_on_alerts_without_waiting(
         send(central, Messages().heartbeat([check_item("uplink", "down")]))
         await trio.sleep(0.5)
         assert _events(hook) == [("incident.trigger", "uplink")]
+
+
+async def test_a_child_down_just_before_its_parent_is_held_by_it(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The child's outage reaches the receiver first (its check ran first): its alert
+    waits too, so the parent that reports down within the wait holds it."""
+    hook = Hook()
+    messages = Messages()
+    async with watching(_config(tmp_path, grace_s=3600.0), hook) as central:
+        send(central, _beat(messages, "up", "down"))
+        await trio.sleep(10)
+        assert hook.received == []
+        send(central, _beat(messages, "down", "down"))
+        await trio.sleep(60)
+        sent = _summaries(hook)
+        assert [(event, check) for event, check, _ in sent] == [("incident.trigger", "uplink")]
+        assert sent[0][2].endswith("; holds the alerts of dc1/db")
+        send(central, _beat(messages, "up", "down"))
+        await trio.sleep(5)
+        assert _events(hook)[1:] == [("incident.resolve", "uplink"), ("incident.trigger", "db")]

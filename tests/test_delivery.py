@@ -8,6 +8,7 @@ import itertools
 import json
 import random
 import re
+import ssl
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,8 @@ from agent.outbound.delivery import Deliverer
 from agent.outbound.messages import HEARTBEAT, STATE_CHANGE
 from agent.outbound.sinks import Answer, Sink, make_sink
 from agent.outbound.spool import AsyncOutbox, OutboxMessage, open_outbox
+from tests import certs
+from tests.certs import make_pki
 from tests.hostile.broken_http import CATALOGUE, BrokenDestination, start_broken_destination
 from tests.netutil import refused_reason
 from tests.receiver import Recorded, free_port, running_receiver
@@ -532,3 +535,68 @@ async def test_each_request_carries_the_destinations_timeouts(tmp_path: Path) ->
         nursery.cancel_scope.cancel()
     await outbox.aclose()
     assert seen == [{"connect": 0.5, "read": 0.5, "write": 0.5, "pool": 0.5}]
+
+
+def test_the_system_trust_store_is_read_at_the_first_handshake_not_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A destination over plain http never makes a TLS handshake: parsing the CA
+    # bundle (about 1.7 MiB of RSS) would be for nothing.
+    pki = make_pki(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))  # the system's CAs, here
+    context = delivery.ssl_context(_native("main", "http://127.0.0.1:9/in"))
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+    context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="127.0.0.1")
+    assert context.cert_store_stats()["x509_ca"] == 1
+    context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="127.0.0.1")
+    assert context.cert_store_stats()["x509_ca"] == 1  # read once
+
+
+def test_the_lazily_trusting_context_is_as_strict_as_the_default_one() -> None:
+    """Reading the trust store late changes nothing else: the options, verification
+    flags, minimum version and checks are those of ssl.create_default_context() on
+    this Python (3.13 adds strict X.509 flags there, say)."""
+    lazy = delivery.ssl_context(_native("main", "https://127.0.0.1:9/in"))
+    default = ssl.create_default_context()
+    assert (lazy.options, lazy.verify_flags, lazy.verify_mode, lazy.check_hostname,
+            lazy.minimum_version, lazy.maximum_version) == (
+        default.options, default.verify_flags, default.verify_mode, default.check_hostname,
+        default.minimum_version, default.maximum_version)
+
+
+async def test_without_ca_file_tls_is_verified_against_the_system_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "trusted").mkdir()
+    (tmp_path / "unknown").mkdir()
+    trusted, unknown = make_pki(tmp_path / "trusted"), make_pki(tmp_path / "unknown")
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted.ca_file))
+
+    def server_context(pki: certs.TestPki) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(pki.cert_file, pki.key_file)
+        return context
+
+    with running_receiver(tls=server_context(trusted)) as good, \
+            running_receiver(tls=server_context(unknown)) as forged:
+        destination = _native("main", good.url + "/in")
+        async with delivery.open_client(destination, WebhookAuth([KEY])) as client:
+            answer = await delivery.read_answer(
+                client, httpx.Request("POST", destination.url, content=b"{}"))
+        assert answer.status == 200
+        destination = _native("main", forged.url + "/in")
+        async with delivery.open_client(destination, WebhookAuth([KEY])) as client:
+            with pytest.raises(delivery.NoAnswer) as refused:
+                await delivery.read_answer(
+                    client, httpx.Request("POST", destination.url, content=b"{}"))
+        assert len(good.snapshot()) == 1 and forged.snapshot() == []
+        causes: list[BaseException] = []
+        cause: BaseException | None = refused.value
+        while cause is not None and len(causes) < 10:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        assert any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes), causes

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 60
 
 # Libraries a TCP check without destinations never needs.
-HEAVY_PACKAGES = ("httpx", "httpcore", "cryptography", "dns", "hypercorn", "systemd",
+HEAVY_PACKAGES = ("httpx", "httpcore", "cryptography", "nacl", "dns", "hypercorn", "systemd",
                   "sqlite3")
 # The agent's own code such a run never needs: the receiver and the journal handler.
 UNUSED_AGENT_MODULES = ("agent.central", "agent.service.systemd")
@@ -113,5 +113,20 @@ def test_an_agent_without_destinations_loads_no_http_client_nor_outbox(
         "assert daemon.reporting is None", tcp_config)
     assert "agent.service.daemon" in modules
     heavy = sorted(name for name in modules
-                   if name.split(".")[0] in ("httpx", "httpcore", "cryptography", "sqlite3"))
+                   if name.split(".")[0] in ("httpx", "httpcore", "cryptography", "nacl",
+                                              "sqlite3"))
     assert heavy == []
+
+
+def test_ed25519_keys_sign_and_verify_without_cryptography(tmp_path: Path) -> None:
+    # cryptography maps its whole Rust extension (about 7 MiB of RSS) for one
+    # signature scheme; the agent and the receiver sign and verify through
+    # libsodium (PyNaCl) instead.
+    modules, printed = _modules_after(
+        "from agent.common import signing\n"
+        "key = signing.read_signing_key(signing.Ed25519SigningKey.generate().to_text())\n"
+        "headers = signing.sign_headers('msg_1', 1767225600, b'{}', [key])\n"
+        "public = signing.read_verify_key(key.public_key().to_text())\n"
+        "print(signing.verify(headers, b'{}', [public], now=1767225600).msg_id)", tmp_path)
+    assert printed.strip() == "msg_1"
+    assert sorted(name for name in modules if name.split(".")[0] == "cryptography") == []

@@ -8,7 +8,16 @@ import trio
 import trio.testing
 
 from agent.model import Result, StateChange, Status
-from agent.schedule.scheduler import MAX_INITIAL_OFFSET_S, START_GRID_S, Scheduler
+from agent.schedule.scheduler import (
+    CHECKS_PER_START_SLOT,
+    MAX_INITIAL_OFFSET_S,
+    MAX_START_GRID_S,
+    MIN_START_GRID_S,
+    MIN_START_SLOTS,
+    Scheduler,
+    first_run_grid_s,
+    start_grid_s,
+)
 from tests.fakes import OPEN, REFUSED, ScriptedProbe, make_check
 
 Recorded = list[tuple[Result, StateChange | None]]
@@ -49,24 +58,87 @@ async def test_interval_is_start_to_start_even_when_runs_are_slow(
     assert scheduler.stats.runs == len(recorded) and scheduler.stats.skipped == 0
 
 
-async def test_first_runs_are_spread_by_a_random_offset(
+def _first_run_slots(starts: list[tuple[float, str]]) -> dict[float, int]:
+    per_slot: dict[float, int] = {}
+    for at, _ in starts:
+        per_slot[round(at, 6)] = per_slot.get(round(at, 6), 0) + 1
+    return per_slot
+
+
+@pytest.mark.parametrize(("checks", "interval_s", "grid_s"), [
+    (500, 60.0, 0.5),  # 8 checks/s: 1 s, made finer for 20 slots over the 10 s
+    (2000, 10.0, 0.25),  # 200 checks/s: 50 checks a slot
+])
+async def test_first_runs_are_spread_by_a_random_offset_in_slots_that_share_a_wakeup(
+    autojump_clock: trio.testing.MockClock, checks: int, interval_s: float, grid_s: float,
+) -> None:
+    probe = ScriptedProbe()
+    configs = [make_check(f"c{n}", interval_s=interval_s, timeout_s=5.0) for n in range(checks)]
+    scheduler = make_scheduler(configs, probe, [])
+    await run_for(scheduler, MAX_INITIAL_OFFSET_S)
+    firsts = sorted(at for at, _ in probe.starts)
+    assert len(firsts) == checks
+    assert all(0 <= at < MAX_INITIAL_OFFSET_S for at in firsts)
+    # The slots are spread over the whole offset range, and each holds about the
+    # checks one wakeup of the process is meant to start.
+    per_slot = _first_run_slots(probe.starts)
+    assert all(round(at / grid_s, 6).is_integer() for at in per_slot)
+    assert len(per_slot) == round(MAX_INITIAL_OFFSET_S / grid_s)
+    assert max(per_slot.values()) <= 2 * CHECKS_PER_START_SLOT
+
+
+def test_the_start_grid_gathers_a_slot_of_checks_per_wakeup_within_bounds() -> None:
+    def grid(checks: int, interval_s: float) -> float:
+        return start_grid_s([make_check(f"c{n}", interval_s=interval_s) for n in range(checks)])
+
+    assert grid(1000, 1.0) == MIN_START_GRID_S  # 1,000 checks/s: 50 ms, 50 checks a slot
+    assert grid(1000, 10.0) == pytest.approx(CHECKS_PER_START_SLOT / 100)  # 100/s
+    assert grid(20_000, 1.0) == MIN_START_GRID_S  # never finer: the checks' spread
+    assert grid(10, 60.0) == MAX_START_GRID_S  # a small agent: at most once a second
+    assert grid(0, 10.0) == MAX_START_GRID_S
+
+
+async def test_few_checks_with_a_short_interval_still_spread_over_their_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 20 checks a second is far from a slot's worth, but all of them in one slot
+    # would hit their targets at the same instant every second. A check's first
+    # run lands in one of at least MIN_START_SLOTS slots of its own offset range.
+    probe = ScriptedProbe()
+    checks = [make_check(f"c{n}", interval_s=1.0, timeout_s=0.5) for n in range(20)]
+    scheduler = make_scheduler(checks, probe, [])
+    await run_for(scheduler, 0.999)
+    per_slot = _first_run_slots(probe.starts)
+    assert sum(per_slot.values()) == 20
+    assert all(round(at / (1.0 / MIN_START_SLOTS), 6).is_integer() for at in per_slot)
+    assert len(per_slot) >= 10 and max(per_slot.values()) <= 4
+
+
+def test_a_check_whose_offset_range_is_short_gets_a_finer_grid_that_divides_the_coarse_one(
+) -> None:
+    assert first_run_grid_s(0.5, 10.0) == 0.5
+    assert first_run_grid_s(0.5, 2.0) == pytest.approx(0.1)  # 0.5 / 5: its slots are shared
+    assert first_run_grid_s(1.0, 60.0) == 0.5  # the offset range is 10 s at most
+
+
+async def test_a_reload_sets_the_grid_for_the_checks_it_adds(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     probe = ScriptedProbe()
-    checks = [make_check(f"c{n}", interval_s=60.0, timeout_s=5.0) for n in range(500)]
-    scheduler = make_scheduler(checks, probe, [])
-    await run_for(scheduler, MAX_INITIAL_OFFSET_S)
-    firsts = sorted(at for at, _ in probe.starts)
-    assert len(firsts) == 500
-    assert all(0 <= at < MAX_INITIAL_OFFSET_S for at in firsts)
-    # 500 checks over 10 s land in 50 ms slots (they share a wakeup): the slots are
-    # spread over the whole offset range and none holds more than a few checks.
-    per_slot: dict[float, int] = {}
-    for at in firsts:
-        per_slot[round(at, 6)] = per_slot.get(round(at, 6), 0) + 1
-    assert all(round(at / START_GRID_S, 6).is_integer() for at in per_slot)
-    assert len(per_slot) >= 150
-    assert max(per_slot.values()) <= 15
+    scheduler = make_scheduler([make_check("first", interval_s=60.0)], probe, [])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        await trio.sleep(1.0)  # on the grid: a due time already past would start at once
+        reloaded_at = trio.current_time()
+        scheduler.reload([make_check(f"c{n}", interval_s=1.0, timeout_s=0.5)
+                          for n in range(1000)])
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    # 1,000 checks a second: the 50 ms grid, about 50 checks a slot.
+    added = [(at, host) for at, host in probe.starts if at >= reloaded_at]
+    per_slot = _first_run_slots(added)
+    assert all(round(at / MIN_START_GRID_S, 6).is_integer() for at in per_slot)
+    assert len(per_slot) >= 15
 
 
 async def test_short_intervals_are_offset_within_one_interval(

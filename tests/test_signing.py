@@ -197,6 +197,29 @@ def test_verify_rejects_mutations_even_with_the_right_key() -> None:
             signing.verify(headers, body, [key.public_key()], now=NOW)
 
 
+@pytest.mark.parametrize("size", [0, 1, 63, 65, 200])
+def test_a_v1a_signature_of_the_wrong_length_is_no_match_not_an_error(size: int) -> None:
+    # A hostile sender controls the signature's length: it must fail to match like
+    # any forgery, and leave a valid signature beside it to verify.
+    key = signing.Ed25519SigningKey.generate()
+    good = signing.sign_headers("msg_1", NOW, BODY, [key])
+    wrong = "v1a," + base64.b64encode(bytes(size)).decode()
+    with pytest.raises(SignatureError, match="no signature matches"):
+        signing.verify({**good, "webhook-signature": wrong}, BODY, [key.public_key()], now=NOW)
+    both = {**good, "webhook-signature": f"{wrong} {good['webhook-signature']}"}
+    assert signing.verify(both, BODY, [key.public_key()], now=NOW).key == key.public_key()
+
+
+def test_a_public_key_that_is_not_a_curve_point_verifies_nothing() -> None:
+    # 32 bytes that decode as a key but are no valid point (or a low-order one):
+    # verifying with them is a non-match, never an exception.
+    key = signing.Ed25519SigningKey.generate()
+    headers = signing.sign_headers("msg_1", NOW, BODY, [key])
+    for raw in (bytes(32), b"\xff" * 32, bytes([1]) + bytes(31)):
+        with pytest.raises(SignatureError, match="no signature matches"):
+            signing.verify(headers, BODY, [signing.Ed25519VerifyKey(raw)], now=NOW)
+
+
 def test_a_shared_secret_does_not_verify_an_ed25519_signature() -> None:
     key = signing.Ed25519SigningKey.generate()
     headers = signing.sign_headers("msg_1", NOW, BODY, [key])

@@ -9,8 +9,9 @@ Two sources of parents, the same effect:
   check of the agent depends on those checks of other agents (an uplink, a VPN
   gateway), and so does the agent's silence.
 
-A parent's own alert waits ``[alerts] dependency_wait`` (30 s) for its children to
-report down, so that it names them (:meth:`Dependencies.waits_for_children`).
+The alert of a check tied by a dependency waits ``[alerts] dependency_wait`` (30 s):
+a parent's then names the children that reported down meanwhile, and a child's is
+held by a parent that went down meanwhile (:meth:`Dependencies.waits`).
 
 A parent is down while it has an open ``check_down`` incident; a parent agent that
 is silent holds too (a silent agent is already the implicit parent of its own
@@ -107,18 +108,25 @@ class Dependencies:
         ``Incidents.holds``)."""
         return self.held_by(agent, check) is not None
 
-    def waits_for_children(self, agent: str, check: str, now: float) -> bool:
-        """Whether the alert of ``check`` of ``agent``, a parent, still waits for the
-        checks that depend on it (``[alerts] dependency_wait`` from its outage's start).
+    def waits(self, agent: str, check: str, now: float) -> bool:
+        """Whether the alert of ``check`` of ``agent`` still waits for the checks it is
+        tied to (``[alerts] dependency_wait`` from its outage's start): a parent for
+        its children, a child for its parents.
 
-        The checks behind a parent report their own outages seconds after it (each on
-        its own schedule, often confirmed over two runs): a parent's alert sent at once
-        would name none of them. Waiting a little, as Alertmanager's ``group_wait``
-        does, lets the alert say what it holds, and a parent back within the wait
-        pages no one.
+        Checks tied by ``depends_on`` report their outages on their own schedules,
+        seconds apart (each often confirmed over two runs). A parent's alert sent at
+        once would name none of the alerts it then holds; a child's outage that
+        arrives just before its parent's would page. Waiting a little, as
+        Alertmanager's ``group_wait`` does, lets the parent's alert say what it holds,
+        lets a parent that goes down within the wait hold its child, and a check back
+        within the wait pages no one. Checks tied to nothing alert at once.
         """
         wait = self.config.dependency_wait_s
-        if not check or wait <= 0 or not any(names for _, names in self._children(agent, check)):
+        if not check or wait <= 0:
+            return False
+        tied = next(iter(self.parents(agent, check)), None) is not None or any(
+            names for _, names in self._children(agent, check))
+        if not tied:
             return False
         outage = self.storage.open_incident_for(_CHECK_DOWN, agent, check)
         return outage is None or now < outage.opened_at + wait

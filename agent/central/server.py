@@ -114,7 +114,7 @@ class Central:
         self.incidents.holds = lambda agent, check, now: (
             self.maintenance.holds(agent, check, now)
             or self.dependencies.holds(agent, check, now)
-            or self.dependencies.waits_for_children(agent, check, now)
+            or self.dependencies.waits(agent, check, now)
             or self.services.holds(agent, check, now))
         self.incidents.held_children = self.dependencies.children_held
         self.ingest.maintenance = self.maintenance

@@ -257,7 +257,7 @@ def load_signing_keys(destination: DestinationConfig) -> list[SigningKey]:
         ConfigError: naming the config file, the key path and what is wrong with
             the key (missing, readable by others with the chmod fix, malformed).
     """
-    from agent.common.signing import read_signing_key  # hmac, and for Ed25519 cryptography
+    from agent.common.signing import read_signing_key  # hmac, and for Ed25519 PyNaCl
 
     keys: list[SigningKey] = []
     for source in destination.signing_keys:

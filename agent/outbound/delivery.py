@@ -49,6 +49,7 @@ import inspect
 import logging
 import random
 import ssl
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -146,6 +147,39 @@ def judge(answer: Answer, sink: Sink, *, now: float) -> None:
     raise RetryableDeliveryError(message, retry_after_s=retry_after)
 
 
+class SystemTrustContext(ssl.SSLContext):
+    """A verifying client context that reads the system's CAs before its first handshake.
+
+    The same trust as ``ssl.create_default_context()`` (certificate and host name
+    verified), with the certifi bundle only on a system that has no CAs. Parsing
+    the trust store costs 1 to 1.7 MiB of RSS (measured: in the daemon, and alone),
+    and a destination over plain http never makes a handshake: so it is read when
+    the first TLS connection is set up (every one, in httpx and trio, goes through
+    ``wrap_bio`` or ``wrap_socket``), never after one.
+    """
+
+    _trust_loaded = False
+
+    def _load_trust(self) -> None:
+        if self._trust_loaded:
+            return
+        self._trust_loaded = True
+        # The system's trust store, where operators add their internal CAs.
+        self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if not self.cert_store_stats()["x509_ca"]:
+            self.load_verify_locations(cafile=certifi.where())
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        """``SSLContext.wrap_bio``, once the trust store is read."""
+        self._load_trust()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        """``SSLContext.wrap_socket``, once the trust store is read."""
+        self._load_trust()
+        return super().wrap_socket(*args, **kwargs)
+
+
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
     """Verification always on: the destination's CA file or the system's CAs; mTLS.
 
@@ -155,14 +189,16 @@ def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
     """
     key = f"destinations.{destination.name}.ca_file"
     try:
+        context: ssl.SSLContext
         if destination.ca_file is not None:
+            # Read now, so that a file that cannot be used is a config error.
             context = ssl.create_default_context(cafile=str(destination.ca_file))
         else:
-            # The system's trust store, where operators add their internal CAs; the
-            # certifi bundle only on a system that has none.
-            context = ssl.create_default_context()
-            if not context.cert_store_stats()["x509_ca"]:
-                context.load_verify_locations(cafile=certifi.where())
+            # PROTOCOL_TLS_CLIENT: certificates required, host names checked.
+            context = SystemTrustContext(ssl.PROTOCOL_TLS_CLIENT)
+            if sys.version_info >= (3, 13):
+                # As create_default_context() sets them from Python 3.13 on.
+                context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
         if destination.client_cert is not None:
             key = f"destinations.{destination.name}.client_cert"
             check_private(destination.client_key or destination.client_cert)

@@ -1,9 +1,12 @@
 """When each check runs: its own interval, a global concurrency limit, live reload.
 
-* Each check runs in its own task, first after a small random offset on a 50 ms grid
+* Each check runs in its own task, first after a small random offset on a grid
   (so hundreds of checks with the same interval do not all fire at once, while
   those in one slot share a wakeup of the process), then every
   ``interval`` measured start-to-start: a slow run does not push the schedule.
+  The grid holds about ``CHECKS_PER_START_SLOT`` checks a slot: 50 ms at 1,000
+  checks a second, 0.5 s at 100, once a second at most for a small agent, and a
+  check's first run still has at least ``MIN_START_SLOTS`` slots to land in.
 * A :class:`~agent.schedule._slots.Slots` limit bounds how many probes (and so sockets) are open.
 * When a run is still in progress at its next due time, that run is skipped and
   counted, never stacked.
@@ -38,8 +41,15 @@ if TYPE_CHECKING:
 
 # Upper bound of the random offset before a check's first run.
 MAX_INITIAL_OFFSET_S = 10.0
-# First runs fall on multiples of this after the scheduler started (see _start).
-START_GRID_S = 0.05
+# First runs fall on multiples of a grid after the scheduler started (see _start),
+# sized so that a slot holds about this many checks (see start_grid_s).
+CHECKS_PER_START_SLOT = 50
+MIN_START_GRID_S = 0.05
+MAX_START_GRID_S = 1.0
+# A check's first run lands in one of at least this many slots of its offset range:
+# checks that would not fill a slot are still spread, as the random offset is for,
+# rather than all started at the same instant of every interval.
+MIN_START_SLOTS = 20
 # How long past its own timeout a probe may run before the scheduler stops it;
 # probes honour their timeout, this only guards against a probe that does not.
 PROBE_OVERRUN_GRACE_S = 1.0
@@ -66,6 +76,35 @@ class _CheckTask:
     tracker: CheckTracker
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     running: bool = False
+
+
+def start_grid_s(checks: Iterable[CheckConfig]) -> float:
+    """The grid first runs fall on: about ``CHECKS_PER_START_SLOT`` checks a slot.
+
+    A wakeup of the process costs more than a TCP check (on a VM, measured: half a
+    millisecond of CPU, where a check costs about 0.1 ms), and the wakeups come from
+    the grid, not from the number of checks: at 100 checks a second a 50 ms grid
+    woke the agent 20 times a second for 5 checks each, and that fixed part was
+    half its CPU. A grid sized to the rate keeps each wakeup's batch about the
+    same at every load (the batch at 1,000 checks a second on 50 ms), within
+    ``MIN_START_GRID_S`` (the spread of many checks) and ``MAX_START_GRID_S``.
+    """
+    checks_per_s = sum(1.0 / check.interval_s for check in checks)
+    if checks_per_s <= 0:
+        return MAX_START_GRID_S
+    return min(MAX_START_GRID_S, max(MIN_START_GRID_S, CHECKS_PER_START_SLOT / checks_per_s))
+
+
+def first_run_grid_s(grid_s: float, interval_s: float) -> float:
+    """The grid of one check's first run: ``grid_s``, or finer for a short offset range.
+
+    The finer grid divides ``grid_s`` evenly, so its slots still include (and share
+    the wakeups of) the coarse grid's.
+    """
+    finest_s = min(interval_s, MAX_INITIAL_OFFSET_S) / MIN_START_SLOTS
+    if grid_s <= finest_s:
+        return grid_s
+    return grid_s / math.ceil(grid_s / finest_s)
 
 
 async def run_probe(check: CheckConfig, probes: Mapping[str, ProbeKind] = PROBES) -> Observation:
@@ -152,6 +191,7 @@ class Scheduler:
         self._nursery: trio.Nursery | None = None
         self._wakeups = WakeupQueue()
         self._grid_origin = 0.0
+        self._grid_s = start_grid_s(self._checks)
         self.stats = SchedulerStats()
 
     @property
@@ -181,6 +221,7 @@ class Scheduler:
         if max_concurrent is not None:
             self._limiter.total = max_concurrent
         new_checks = {check.name: check for check in checks}
+        self._grid_s = start_grid_s(new_checks.values())
         for name, task in list(self._tasks.items()):
             if new_checks.get(name) != task.check:
                 task.cancel_scope.cancel()
@@ -194,13 +235,13 @@ class Scheduler:
         assert self._nursery is not None
         task = _CheckTask(check, tracker)
         self._tasks[check.name] = task
-        # Offsets fall on a grid so that checks share wakeups of the process: on a
-        # VM a wakeup costs more than a check, and at 1,000 checks every 10 s the
-        # grid cuts the agent's CPU by more than half. Within a 50 ms slot the
-        # checks start together; the slots themselves are spread at random.
+        # Offsets fall on a grid so that checks share wakeups of the process (see
+        # start_grid_s). Within a slot the checks start together; the slots
+        # themselves are spread at random.
         offset = self._rng.uniform(0.0, min(check.interval_s, MAX_INITIAL_OFFSET_S))
         since_origin = trio.current_time() + offset - self._grid_origin
-        first_due = self._grid_origin + math.floor(since_origin / START_GRID_S) * START_GRID_S
+        grid_s = first_run_grid_s(self._grid_s, check.interval_s)
+        first_due = self._grid_origin + math.floor(since_origin / grid_s) * grid_s
         self._nursery.start_soon(self._run_schedule, task, first_due)
 
     async def _run_schedule(self, task: _CheckTask, due: float) -> None:

@@ -20,7 +20,8 @@ $(BIN)/heartwire: pyproject.toml
 
 ## run: the receiver and an agent wired to it on loopback, with the demo's own checks and
 ## central.example.toml; a check goes down and up, a maintenance window holds an alert, a
-## gateway that is down holds the alert of the app behind it until it is back
+## gateway that is down holds the alert of the app behind it until it is back, two agents
+## judge a service by quorum (one seeing it down is shown, both: one alert)
 ## (starts from a clean .state/demo, which `python -m agent.central.demo --keep-state` keeps;
 ## Ctrl-C stops both)
 run: $(BIN)/heartwire

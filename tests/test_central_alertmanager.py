@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -13,12 +14,14 @@ import trio
 
 from agent.central import config as central_config
 from agent.central.channels.alertmanager import AlertmanagerChannel, AlertmanagerSettings
+from agent.central.config import AgentSettings
 from agent.central.server import Central
 from agent.common.timefmt import rfc3339
 from agent.errors import ConfigError
 from tests.alertmanager_fake import FakeAlertmanager, running_alertmanager
 from tests.central_fleet import Clock
 from tests.central_support import (
+    AGENT_KEY,
     BASE_TIME,
     Messages,
     check_item,
@@ -72,7 +75,7 @@ async def test_an_incident_fires_and_resolves_one_alertmanager_alert(tmp_path: P
     (trigger,), (resolve,) = fake.posts
     assert trigger["labels"] == {
         "alertname": "HeartwireCheckDown", "agent": "dc1", "check": "db", "group": "Databases",
-        "service": "10.0.0.5:5432", "severity": "critical", "incident": "1", "team": "storage"}
+        "target": "10.0.0.5:5432", "severity": "critical", "incident": "1", "team": "storage"}
     assert trigger["annotations"] == {"summary": "dc1: check db is down (refused)",
                                       "description": "ALERT: dc1: check db is down (refused)"}
     assert trigger["startsAt"] == rfc3339(BASE_TIME)
@@ -87,6 +90,38 @@ async def test_an_incident_fires_and_resolves_one_alertmanager_alert(tmp_path: P
     assert [alert["status"]["state"] for alert in firing] == ["active"]
     assert [alert["status"]["state"] for alert in resolved] == ["resolved"]
     assert fake.authorization == ["Bearer s3cret-token"] * 2
+
+
+async def test_a_service_alert_carries_the_service_label_and_names_no_single_agent(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    fleet = {name: Messages(name) for name in ("a", "b")}
+    with running_alertmanager(clock) as fake:
+        config = _config(tmp_path, fake)
+        agents = {name: AgentSettings(name, (AGENT_KEY.public_key(),)) for name in fleet}
+        config = replace(config, agents=MappingProxyType(agents))
+        async with running_central(config, wall_clock=clock) as (_, client):
+            for name, status in (("b", "up"), ("a", "down"), ("b", "down")):
+                headers, body = signed(fleet[name].heartbeat([check_item(
+                    "pg", status, service="orders-db", host="10.0.0.9", port=5432)],
+                    interval_s=3600), timestamp=clock.now)
+                assert (await client.post("/v1/ingest", content=body, headers=headers)
+                        ).is_success
+            await _wait_for(lambda: len(fake.posts) == 1, "the service's trigger")
+            clock.now += 60
+            headers, body = signed(fleet["a"].heartbeat([check_item(
+                "pg", "up", service="orders-db")], interval_s=3600), timestamp=clock.now)
+            assert (await client.post("/v1/ingest", content=body, headers=headers)).is_success
+            await _wait_for(lambda: len(fake.posts) == 2, "the service's resolve")
+    (trigger,), (resolve,) = fake.posts
+    assert trigger["labels"] == {
+        "alertname": "HeartwireServiceDown", "service": "orders-db", "severity": "critical",
+        "incident": "3", "team": "storage"}
+    assert trigger["annotations"]["summary"] == (
+        "service orders-db down: seen down by 2 of 2 agents: a/pg, b/pg")
+    assert trigger["generatorURL"] == "https://status.example/#services"
+    assert resolve["labels"] == trigger["labels"]
 
 
 async def test_firing_alerts_are_refreshed_until_they_resolve(tmp_path: Path) -> None:

@@ -206,7 +206,8 @@ async def test_the_webhook_is_signed_like_agent_messages_and_keeps_its_id_on_ret
         "type": "incident.trigger",
         "text": "ALERT: dc1: check db is down (refused)",
         "incident": {"id": 7, "kind": "check_down", "agent": "dc1", "check": "db",
-                     "status": "down", "summary": "dc1: check db is down (refused)",
+                     "service": None, "status": "down",
+                     "summary": "dc1: check db is down (refused)",
                      "opened_at": "2026-01-01T00:00:00.000Z", "resolved_at": None},
     }
 

@@ -196,3 +196,39 @@ def test_a_bad_agent_dependency_is_one_line(
     with pytest.raises(ConfigError) as caught:
         central_config.load(path)
     assert str(caught.value) == f"{path}: {where}: {fault}"
+
+
+def test_a_service_names_checks_of_registered_agents_and_a_quorum(tmp_path: Path) -> None:
+    loaded = central_config.load(_agents(tmp_path, (
+        '[services.orders-db]\nchecks = ["gw/pg", "dc1/pg", "gw/pg"]\nquorum = 2\n'
+        "[services.cache]\n")))
+    assert loaded.services["orders-db"].checks == (("gw", "pg"), ("dc1", "pg"))
+    assert loaded.services["orders-db"].quorum == 2
+    # A table of nothing: members come from the checks' service key, quorum by default.
+    assert loaded.services["cache"].checks == () and loaded.services["cache"].quorum is None
+
+
+@pytest.mark.parametrize(("text", "where", "fault"), [
+    ("[services.x]\nquorum = 0\n", "services.x.quorum", "must be between 1 and 1000, got 0"),
+    ("[services.x]\nquorum = 1001\n", "services.x.quorum",
+     "must be between 1 and 1000, got 1001"),
+    ('[services.x]\nquorum = "2"\n', "services.x.quorum", "expected an integer, got a string '2'"),
+    ("[services.x]\nquorum = true\n", "services.x.quorum",
+     "expected an integer, got a boolean True"),
+    ('[services.x]\nchecks = ["pg"]\n', "services.x.checks[0]",
+     'expected "<agent>/<check>", got \'pg\''),
+    ('[services.x]\nchecks = ["nobody/pg"]\n', "services.x.checks[0]",
+     "agent 'nobody' is not registered"),
+    ('[services.x]\nchecks = ["dc1/pg"]\nquorom = 2\n', "services.x.quorom",
+     "unknown key (did you mean 'quorum'?)"),
+    ('[services."bad name"]\n', "services.bad name",
+     "service name 'bad name' must be 1-64 letters, digits, '.', '_' or '-', starting with "
+     "a letter or digit"),
+    ('[services.x]\nchecks = [' + '"dc1/pg", ' * 100_000 + ']\n', "services.x.checks",
+     "at most 1000 checks, got 100000"),
+])
+def test_a_bad_service_is_one_line(tmp_path: Path, text: str, where: str, fault: str) -> None:
+    path = _agents(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        central_config.load(path)
+    assert str(caught.value) == f"{path}: {where}: {fault}"

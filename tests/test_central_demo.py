@@ -17,7 +17,8 @@ from agent.central.demo import MAX_LINE_CHARS
 DEMO_CHECKS = {"demo-service", "demo-database", "demo-gateway", "demo-app", "demo-dns",
                "demo-udp", "demo-ntp", "demo-ping"}
 # The checks the demo takes down on purpose.
-TAKEN_DOWN = {"demo-service", "demo-gateway", "demo-app"}
+TAKEN_DOWN = {"demo-service", "demo-gateway", "demo-app", "demo-database",
+              "edge-agent/demo-database"}
 _CHANGE = re.compile(r"^\[demo\] (\S+): (?:(\S+) -> )?(\S+)$")
 
 
@@ -49,7 +50,7 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
     unrelated.write_text("not the demo's")
 
     timed = run_demo(tmp_path, "--toggle-every", "3", "--maintenance-for", "8",
-                     "--duration", "42")
+                     "--duration", "50")
     lines = [line for _, line in timed]
     output = "\n".join(lines)
 
@@ -90,6 +91,22 @@ def test_the_demo_shows_a_check_going_down_and_up(tmp_path: Path) -> None:
                                         "is down"))
     assert gateway_alert < gateway_back and held < gateway_back < app_alert, after
     assert after.index("[demo] demo-app is listening") > app_alert
+    # Two agents check demo-database (service demo-db): the edge agent alone seeing it
+    # down is shown, not alerted; both seeing it down is one alert for the service.
+    assert "[demo] first heartbeat from edge-agent" in lines
+    cut = lines.index("[demo] edge-agent's path to demo-database is cut (demo-db: "
+                      "example-agent still sees it)")
+    both = lines.index("[demo] demo-database stopped listening: both agents see demo-db down")
+    assert "[demo] edge-agent/demo-database: up -> down (demo-db up from 1 of 2 agents)" in \
+        lines[cut:both]
+    assert "[demo] service demo-db: up -> degraded (1 of 2 agents see it down)" in lines[cut:both]
+    assert not [line for line in lines[cut:both] if "webhook:" in line]
+    alerts = [line for line in lines[both:] if "webhook:" in line and "demo-db" in line]
+    assert len(alerts) == 2, alerts
+    assert alerts[0].startswith("[demo] webhook: ALERT: service demo-db down: seen down by 2 of "
+                                "2 agents: edge-agent/demo-database, example-agent/demo")
+    assert alerts[1].startswith("[demo] webhook: RESOLVED after ")
+    assert "check demo-database is down" not in output
     # Only checks of services the demo provides; only the toggled one goes down.
     agent = tomllib.loads((tmp_path / "agent" / "agent.toml").read_text())
     assert set(agent["checks"]) <= DEMO_CHECKS

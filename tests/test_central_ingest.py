@@ -56,7 +56,7 @@ async def test_a_signed_heartbeat_is_stored_and_shown(central_config: ConfigFact
             # Nothing is known of a time span yet: seen once, at this very moment.
             "uptime": {"24h": None, "7d": None, "30d": None, "90d": None},
             "unknown": {"24h": None, "7d": None, "30d": None, "90d": None},
-            "maintenance": False, "held_by": None,
+            "maintenance": False, "held_by": None, "service": None, "held_because": None,
         }]
 
 

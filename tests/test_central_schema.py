@@ -86,6 +86,23 @@ def test_a_heartbeat_check_depends_on_at_most_sixteen_valid_names(
         validate(message)
 
 
+@pytest.mark.parametrize(("service", "fault"), [
+    ("s" * 10_000, r"data\.checks\[0\]\.service must be 1-64 letters"),
+    ("orders db", r"data\.checks\[0\]\.service must be 1-64 letters"),
+    (["orders-db"], r"data\.checks\[0\]\.service must be 1-64 letters"),
+    (7, r"data\.checks\[0\]\.service must be 1-64 letters"),
+])
+def test_a_heartbeat_check_names_at_most_one_valid_service(service: object, fault: str) -> None:
+    message = Messages().heartbeat([check_item("db", "up", service="orders-db")])
+    assert validate(message).reports[0].service == "orders-db"
+    message["data"]["checks"][0]["service"] = None
+    assert validate(message).reports[0].service is None
+    message["data"]["checks"][0]["service"] = service
+    with pytest.raises(InvalidMessage, match=fault) as caught:
+        validate(message)
+    assert len(str(caught.value)) < 200
+
+
 def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
     """One schema: messages built by agent.outbound.messages pass its validator, and a
     superseded heartbeat's counts read back as the counters that filled it."""
@@ -103,7 +120,7 @@ def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
     beat = messages.heartbeat_data(
         started_at=at, interval_s=30, runs=5, skipped=0, counts=counts, depth=Depth(),
         checks=[messages.CheckSnapshot("db", Status.DOWN, result, port=5432,
-                                       depends_on=("uplink", "vpn"))])
+                                       depends_on=("uplink", "vpn"), service="orders-db")])
     built = [
         messages.envelope(messages.HEARTBEAT, "msg_" + "a" * 32, 7, "web-1", at, beat),
         messages.envelope(messages.STATE_CHANGE, "msg_" + "b" * 32, 8, "web-1", at,
@@ -116,6 +133,7 @@ def test_what_the_agent_builds_is_what_the_receiver_accepts() -> None:
     assert kinds == ["heartbeat", "state_change", "results"]
     assert validate(parse_json(messages.encode(built[0]))).reports[0].depends_on == (
         "uplink", "vpn")
+    assert validate(parse_json(messages.encode(built[0]))).reports[0].service == "orders-db"
     assert messages.heartbeat_counts(beat) == counts
     test_beat = messages.heartbeat_data(started_at=at, interval_s=30, checks=[], runs=0,
                                         skipped=0, counts={}, depth=Depth(), test=True)

@@ -320,6 +320,25 @@ def test_a_dependency_cycle_is_named_in_order(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+def test_a_check_names_the_service_it_checks(tmp_path: Path) -> None:
+    text = CHECKS.replace('port = 2\n', 'port = 2\nservice = "orders-db"\n')
+    checks = {check.name: check for check in load_text(tmp_path, text).checks}
+    assert checks["db"].service == "orders-db"
+    assert checks["uplink"].service is None
+
+
+@pytest.mark.parametrize(("value", "fault"), [
+    ('"' + "s" * 10_000 + '"', "service name must be 1-64 letters"),
+    ('"orders db"', "service name must be 1-64 letters"),
+    ('""', "service name must be 1-64 letters"),
+    ('["orders-db"]', "expected a string"),
+])
+def test_a_bad_service_name_is_one_short_line(tmp_path: Path, value: str, fault: str) -> None:
+    message = error_of(tmp_path, CHECKS + f"service = {value}\n")
+    assert message.startswith(f"{tmp_path / 'agent.toml'}: checks.db.service: {fault}")
+    assert "\n" not in message and len(message) < 300
+
+
 @pytest.mark.parametrize(("key", "value", "limit"), [
     ("group", "g" * 257, 256),
     ("host", "h" * 256, 255),

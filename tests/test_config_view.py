@@ -116,7 +116,8 @@ def test_show_json_has_every_default_and_where_each_check_is_from(
     assert shown["checks"][1] == {
         "name": "web", "host": "::1", "port": 443, "kind": "tcp", "interval_s": 10.0,
         "timeout_s": 2.0, "degraded_after_s": 0.25, "failures_before_down": 2, "family": "any",
-        "group": None, "tags": ["edge"], "depends_on": [], "options": {}, "source": str(dropin),
+        "group": None, "tags": ["edge"], "depends_on": [], "service": None, "options": {},
+        "source": str(dropin),
     }
 
 

@@ -177,10 +177,10 @@ def test_messages_have_exactly_the_fields_the_protocol_doc_lists() -> None:
     result = Result("db", Status.DOWN, Observation(Outcome.FAILED, Reason.REFUSED), 2, 1e9)
     beat = heartbeat_data(started_at=1e9, interval_s=30, checks=[
         CheckSnapshot("db", Status.DOWN, result, group="Databases", host="db1", port=5432,
-                      depends_on=("uplink",))],
+                      depends_on=("uplink",), service="orders-db")],
         runs=1, skipped=0, counts={}, depth=OutboxDepth(0, 0))
     assert set(beat) == set(schema["heartbeat"]["required"])
-    # Every documented field, the optional group/host/port/depends_on included.
+    # Every documented field, the optional group/host/port/depends_on/service included.
     assert set(beat["checks"][0]) == set(
         schema["heartbeat"]["properties"]["checks"]["items"]["properties"])
     assert (beat["checks"][0]["group"], beat["checks"][0]["port"]) == ("Databases", 5432)
@@ -397,13 +397,14 @@ def test_plain_http_to_this_machines_loopback_is_not_warned_about(
     assert "plain http" not in caplog.text
 
 
-async def test_heartbeats_carry_each_checks_depends_on_from_the_config(
+async def test_heartbeats_carry_each_checks_depends_on_and_service_from_the_config(
     autojump_clock: trio.testing.MockClock
 ) -> None:
     loaded = config.parse([("agent.toml", {
         "agent": {"id": "agent-1"},
         "checks": {"uplink": {"host": "127.0.0.1", "port": 1},
-                   "db": {"host": "127.0.0.1", "port": 5432, "depends_on": ["uplink"]}},
+                   "db": {"host": "127.0.0.1", "port": 5432, "depends_on": ["uplink"],
+                          "service": "orders-db"}},
     })])
     scheduler = Scheduler(loaded.checks, max_concurrent=1, on_result=lambda r, c: None)
     async with trio.open_nursery() as nursery:
@@ -413,3 +414,5 @@ async def test_heartbeats_carry_each_checks_depends_on_from_the_config(
         nursery.cancel_scope.cancel()
     assert {entry["name"]: entry.get("depends_on") for entry in entries} == {
         "uplink": None, "db": ["uplink"]}
+    assert {entry["name"]: entry.get("service") for entry in entries} == {
+        "uplink": None, "db": "orders-db"}

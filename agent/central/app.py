@@ -6,6 +6,7 @@ GET   ``/``                  the status page (HTML)
 GET   ``/api/v1/agents``     agents as JSON
 GET   ``/api/v1/checks``     checks as JSON (paged), silent agents' checks as ``unknown``
 GET   ``/api/v1/incidents``  open incidents as JSON
+GET   ``/api/v1/services``   services judged by a quorum of agents, with each member
 GET   ``/healthz``           ``ok`` while the receiver runs (always public)
 GET   ...                    check pages, history, ``/metrics``, maintenance (routes.py)
 ====  =====================  =====================================================
@@ -231,6 +232,8 @@ class App:
         elif path == "/api/v1/incidents":
             rows = await self.workers.read(self.views.open_incidents)
             await _json(send, 200, {"incidents": rows})
+        elif path == "/api/v1/services":
+            await _json(send, 200, await self.workers.read(self.views.services_list, now))
         elif self.routes is not None and (
             page := await self.workers.read(self.routes.get, path,
                                             scope.get("query_string", b""), now)

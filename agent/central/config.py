@@ -23,7 +23,7 @@ from agent.central.storage.base import DEFAULT_POOL_SIZE
 from agent.common.dependency_graph import MAX_DEPENDS_ON, find_cycle
 from agent.common.keyfiles import read_secret, read_sources
 from agent.common.loopback import is_loopback_host
-from agent.common.names import NAME_RULE, is_valid_name
+from agent.common.names import NAME_RULE, is_valid_name, shown_name
 from agent.common.signing import VerifyKey, read_verify_key
 from agent.common.tables import Table, read_toml
 from agent.errors import ConfigError, HeartwireError
@@ -64,7 +64,9 @@ DEFAULT_ROLLUP_RETENTION_S: Final = 400 * 86400.0
 # A receiver sending an alert holds it this long; killed meanwhile, another
 # receiver sends it after that. Longer than a send may take (dispatch.py).
 DEFAULT_DELIVERY_LEASE_S: Final = 120.0
-
+# The most members a [services.<name>] table names, and the largest quorum: a
+# service is a handful of vantage points, never a fleet.
+MAX_SERVICE_MEMBERS: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,24 @@ class AgentSettings:
     keys: tuple[VerifyKey, ...]
     grace_s: float | None = None
     depends_on: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """One ``[services.<name>]`` table.
+
+    Attributes:
+        name: the service's name, the one checks give as ``service``.
+        checks: ``(agent, check)`` members named here, in addition to the checks whose
+            heartbeat entry carries ``service = name``.
+        quorum: how many reporting members must see it down; None: more than half.
+        source: the file the service is defined in.
+    """
+
+    name: str
+    checks: tuple[tuple[str, str], ...] = ()
+    quorum: int | None = None
     source: str = ""
 
 
@@ -156,6 +176,8 @@ class CentralConfig:
         files: the files read, in order.
         history: what is kept of observations and for how long.
         maintenance: the weekly maintenance windows.
+        services: the services judged by a quorum of agents, by name (those named
+            only by their checks' ``service`` key are not here).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -192,6 +214,9 @@ class CentralConfig:
     files: tuple[str, ...] = ()
     history: HistorySettings = HistorySettings()
     maintenance: tuple[WeeklyWindow, ...] = ()
+    services: Mapping[str, ServiceSettings] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def grace_for(self, agent: str) -> float:
         """The grace period of one agent (its own, or the default)."""
@@ -312,23 +337,58 @@ def read_agent(table: Table, agent_id: str) -> AgentSettings:
     return settings
 
 
-def _read_depends_on(table: Table, agent_id: str) -> tuple[tuple[str, str], ...]:
-    """``depends_on = ["<agent>/<check>", ...]``: checks of other agents."""
-    written = table.string_list("depends_on")
-    if len(written) > MAX_DEPENDS_ON:
-        raise table.error("depends_on", f"at most {MAX_DEPENDS_ON} checks, got {len(written)}")
+def _read_check_pairs(table: Table, key: str, most: int) -> list[tuple[str, str]]:
+    """``key = ["<agent>/<check>", ...]``, at most ``most`` of them, duplicates dropped."""
+    written = table.string_list(key)
+    if len(written) > most:
+        raise table.error(key, f"at most {most} checks, got {len(written)}")
     pairs: list[tuple[str, str]] = []
     for index, text in enumerate(written):
         agent, _, check = text.partition("/")
         if not is_valid_name(agent) or not is_valid_name(check):
-            raise table.error(f"depends_on[{index}]",
-                              f"expected \"<agent>/<check>\", got {text!r}")
+            raise table.error(f"{key}[{index}]",
+                              f"expected \"<agent>/<check>\", got {shown_name(text)}")
+        pairs.append((agent, check))
+    return list(dict.fromkeys(pairs))
+
+
+def _read_depends_on(table: Table, agent_id: str) -> tuple[tuple[str, str], ...]:
+    """``depends_on = ["<agent>/<check>", ...]``: checks of other agents."""
+    pairs = _read_check_pairs(table, "depends_on", MAX_DEPENDS_ON)
+    for index, (agent, _) in enumerate(pairs):
         if agent == agent_id:
             raise table.error(f"depends_on[{index}]",
                               f"agent {agent_id!r} cannot depend on itself (its checks "
                               "say depends_on in the agent's own config)")
-        pairs.append((agent, check))
-    return tuple(dict.fromkeys(pairs))
+    return tuple(pairs)
+
+
+def read_services(top: Table) -> dict[str, ServiceSettings]:
+    """The ``[services.<name>]`` tables: ``checks`` (``"<agent>/<check>"``) and ``quorum``."""
+    services_table = top.table("services")
+    services: dict[str, ServiceSettings] = {}
+    for name in services_table:
+        table = services_table.table(name)
+        if not is_valid_name(name):
+            raise table.error(None, f"service name {shown_name(name)} {NAME_RULE}")
+        quorum = (table.integer("quorum", minimum=1, maximum=MAX_SERVICE_MEMBERS)
+                  if table.has("quorum") else None)
+        table.mark_read("quorum")
+        checks = tuple(_read_check_pairs(table, "checks", MAX_SERVICE_MEMBERS))
+        table.finish()
+        services[name] = ServiceSettings(name, checks, quorum, table.file)
+    services_table.finish()
+    return services
+
+
+def _check_service_members(services: Mapping[str, ServiceSettings],
+                           agents: Mapping[str, AgentSettings]) -> None:
+    """Every member a services table names is a check of a registered agent."""
+    for service in services.values():
+        for index, (agent, _) in enumerate(service.checks):
+            if agent not in agents:
+                raise ConfigError(service.source, f"services.{service.name}.checks[{index}]",
+                                  f"agent {agent!r} is not registered")
 
 
 def _check_agent_dependencies(agents: dict[str, AgentSettings]) -> None:
@@ -436,6 +496,7 @@ def load(path: Path) -> CentralConfig:
 
     history = read_history(top.table("history"))
     maintenance = read_weekly(top.table("maintenance"))
+    services = read_services(top)
 
     agents: dict[str, AgentSettings] = {}
     _read_agents(top, agents)
@@ -460,6 +521,7 @@ def load(path: Path) -> CentralConfig:
             files.append(str(dropin))
 
     _check_agent_dependencies(agents)
+    _check_service_members(services, agents)
     for window in maintenance:
         if window.agent not in agents:
             raise ConfigError(file, f"maintenance.{window.name}.agent",
@@ -498,6 +560,7 @@ def load(path: Path) -> CentralConfig:
         files=tuple(files),
         history=history,
         maintenance=maintenance,
+        services=MappingProxyType(services),
     )
 
 

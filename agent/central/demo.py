@@ -4,18 +4,23 @@ The receiver's config comes from ``central.example.toml`` (a fresh Ed25519 key,
 alerts to a webhook this process prints, a flap rule the demo's cadence stays
 under). The agent's config is the demo's own: only checks whose targets this
 process provides -- ``demo-service``, a port it opens and closes every
-``--toggle-every`` seconds, ``demo-database``, a TCP listener that stays up,
-``demo-gateway`` and ``demo-app`` (``depends_on = ["demo-gateway"]``), one
+``--toggle-every`` seconds, ``demo-database``, a TCP listener (``service =
+"demo-db"``), ``demo-gateway`` and ``demo-app`` (``depends_on = ["demo-gateway"]``), one
 ``dns``, ``udp`` and ``ntp`` check against loopback services it answers itself,
 and an ``icmp`` check of 127.0.0.1 where the host allows ICMP sockets. So every
-red row on the page is one the demo made red on purpose.
+red row on the page is one the demo made red on purpose. A second agent,
+``edge-agent``, checks ``demo-database`` too, through a port of its own (its
+network path), so the receiver judges the service ``demo-db`` by a quorum of two.
 
 Each run starts from a clean state (``--keep-state`` keeps the last one). Early
 on, a maintenance window (``heartwire maintenance start``) covers
 ``demo-service`` while it goes down: the alert is held, and goes out when the
 window ends. Then the gateway and the app behind it stop together: the
 gateway alerts, the app's alert is held while its parent is down, and goes out
-when the gateway is back and the app is not yet. It prints one short line per
+when the gateway is back and the app is not yet. Then the edge agent's path
+breaks: it alone sees ``demo-db`` down, which is shown, not alerted; then the
+database stops and both see it down: one alert for the service, not one per
+agent. It prints one short line per
 event (a check changing state, an alert, a window starting or ending). Ctrl-C
 stops everything.
 
@@ -54,6 +59,12 @@ TOGGLED = "demo-service"
 # A parent and a child: the demo stops both listeners at once.
 PARENT = "demo-gateway"
 CHILD = "demo-app"
+# A second agent checks demo-database too, through its own port (its network path),
+# so the receiver judges the service "demo-db" by a quorum of the two.
+EDGE_ID = "edge-agent"
+DATABASE = "demo-database"
+SERVICE = "demo-db"
+EDGE_PATH = "edge-path"
 _LISTENING = re.compile(r"listening on (https?://\S+)")
 _ROUTINE = re.compile(r"\S+ \S+ (INFO|WARNING) ")
 # A line a newcomer reads at a glance on a 120-column terminal (a parent's alert
@@ -242,7 +253,8 @@ def _ntp_answer(data: bytes) -> bytes | None:
 
 def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dict[str, int],
                   key: Ed25519SigningKey,
-                  datagram_ports: dict[str, int] | None = None) -> tuple[Path, Path]:
+                  datagram_ports: dict[str, int] | None = None,
+                  edge_key: Ed25519SigningKey | None = None) -> tuple[Path, Path]:
     """The central and agent configs of the demo.
 
     Args:
@@ -253,6 +265,8 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dic
         tcp_ports: the port of each TCP check the demo provides, by check name.
         key: the agent's signing key (its public half is registered at the receiver).
         datagram_ports: the ports of :class:`DatagramServices`, by service.
+        edge_key: the second agent's key; with it (and an ``edge-path`` port), the
+            second agent's config goes in :func:`edge_config` and its key is registered.
 
     Returns:
         The central and the agent config file.
@@ -260,6 +274,9 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dic
     with (REPO / "central.example.toml").open("rb") as handle:
         central: dict[str, Any] = tomllib.load(handle)
     central["agents"] = {AGENT_ID: {"keys": [key.public_key().to_text()], "grace": "20s"}}
+    edge = edge_key is not None and EDGE_PATH in tcp_ports
+    if edge_key is not None and edge:
+        central["agents"][EDGE_ID] = {"keys": [edge_key.public_key().to_text()], "grace": "20s"}
     central["channels"] = {"demo-webhook": {"kind": "webhook", "url": alert_url}}
     central["alerts"] = {**central.get("alerts", {}), "retry_initial": "2s",
                          "flap_window": FLAP_WINDOW, "flap_threshold": FLAP_THRESHOLD,
@@ -274,8 +291,10 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dic
     common = {"host": "127.0.0.1", "group": "Demo", "interval": "2s", "timeout": "1s"}
     checks: dict[str, dict[str, Any]] = {
         name: {**common, "port": port, "failures_before_down": 1}
-        for name, port in tcp_ports.items()
+        for name, port in tcp_ports.items() if name != EDGE_PATH
     }
+    if edge and DATABASE in checks:
+        checks[DATABASE]["service"] = SERVICE
     if PARENT in checks and CHILD in checks:
         # The app confirms an outage with a second failure, so its down reaches the
         # receiver after its gateway's: the gateway that went down first holds it.
@@ -293,7 +312,23 @@ def write_configs(state: Path, receiver_url: str, alert_url: str, tcp_ports: dic
     agent_file = state / "agent" / "agent.toml"
     agent_file.parent.mkdir(parents=True, exist_ok=True)
     agent_file.write_text(tomli_w.dumps(agent))
+    if edge:
+        # The second agent: one check, the same database and service, its own path.
+        edge_agent = {
+            **agent, "agent": {"id": EDGE_ID},
+            "checks": {DATABASE: {**common, "port": tcp_ports[EDGE_PATH],
+                                  "failures_before_down": 1, "service": SERVICE}},
+            "destinations": {"central": {**agent["destinations"]["central"],
+                                         "signing_key_file": str(state / f"{EDGE_ID}.key")}},
+        }
+        edge_config(state).parent.mkdir(parents=True, exist_ok=True)
+        edge_config(state).write_text(tomli_w.dumps(edge_agent))
     return central_file, agent_file
+
+
+def edge_config(state: Path) -> Path:
+    """The second agent's config file (its state directory is the file's folder)."""
+    return state / EDGE_ID / "agent.toml"
 
 
 def _datagram_checks(ports: dict[str, int]) -> dict[str, dict[str, Any]]:
@@ -358,7 +393,8 @@ def clean_state(state: Path, keep: bool) -> bool:
     Returns:
         False when ``state`` holds a ``central`` or ``agent`` folder the demo did not make.
     """
-    own = [state / "central", state / "agent", state / "agent.key"]
+    own = [state / "central", state / "agent", state / "agent.key", state / EDGE_ID,
+           state / f"{EDGE_ID}.key"]
     if keep:
         say(f"keeping the state of earlier runs in {_short(state)}")
         return True
@@ -391,8 +427,12 @@ def timeline(toggle_every: float, maintenance_for: float) -> Iterator[tuple[floa
     so the held alert goes out then. ``T/2`` later the gateway and the app
     behind it stop (``parent-down``); ``T`` later, once the receiver shows the
     app held by its parent, the gateway comes back (``parent-up``), and the app
-    once its own alert went out, at least ``T/2`` later (``child-up``). After that
-    ``demo-service`` goes down and up every ``T``.
+    once its own alert went out, at least ``T/2`` later (``child-up``). ``T/2``
+    later the second agent's path to the database breaks (``path-down``): it alone
+    sees ``demo-db`` down, shown and not alerted; ``T`` later the database itself
+    stops (``database-down``): both agents see it down, one alert for the service;
+    ``T`` later it comes back with the path (``database-up``), one resolve. After
+    that ``demo-service`` goes down and up every ``T``.
     """
     period = toggle_every
     yield period, "down"
@@ -403,6 +443,9 @@ def timeline(toggle_every: float, maintenance_for: float) -> Iterator[tuple[floa
     yield period / 2, "parent-down"
     yield period, "parent-up"
     yield period / 2, "child-up"
+    yield period / 2, "path-down"
+    yield period, "database-down"
+    yield period, "database-up"
     while True:
         yield period, "down"
         yield period, "up"
@@ -420,7 +463,9 @@ class Watcher:
         self.client = client
         self.seen: dict[str, tuple[str, bool]] = {}
         self.held_by: dict[str, str | None] = {}
-        self.heartbeat = False
+        self.held_because: dict[str, str | None] = {}
+        self.heartbeats: set[str] = set()
+        self.services: dict[str, str] = {}
 
     def in_maintenance(self, name: str) -> bool:
         """Whether the receiver last showed check ``name`` in a maintenance window."""
@@ -433,22 +478,34 @@ class Watcher:
     def look(self) -> None:
         """One line per check that changed status, went in or out of maintenance, or
         whose alerts a parent started or stopped holding."""
-        if not self.heartbeat:
-            agents = self.client.get("/api/v1/agents").json()["agents"]
-            if any(a["id"] == AGENT_ID and a.get("last_heartbeat") for a in agents):
-                self.heartbeat = True
-                say(f"first heartbeat from {AGENT_ID}")
+        if not {AGENT_ID, EDGE_ID} <= self.heartbeats:
+            for agent in self.client.get("/api/v1/agents").json()["agents"]:
+                if agent.get("last_heartbeat") and agent["id"] not in self.heartbeats:
+                    self.heartbeats.add(agent["id"])
+                    say(f"first heartbeat from {agent['id']}")
+        for service in self.client.get("/api/v1/services").json()["services"]:
+            before_status = self.services.get(service["name"], "unknown")
+            self.services[service["name"]] = service["status"]
+            if before_status != service["status"]:
+                agents = "agent sees" if service["reporting"] == 1 else "agents see"
+                say(f"service {service['name']}: {before_status} -> {service['status']} "
+                    f"({service['down']} of {service['reporting']} {agents} it down)")
         for row in self.client.get("/api/v1/checks").json()["checks"]:
-            name, now = row["name"], (row["status"], bool(row.get("maintenance")))
+            # The second agent's checks are named with their agent: the names repeat.
+            name = row["name"] if row["agent"] == AGENT_ID else f"{row['agent']}/{row['name']}"
+            now = (row["status"], bool(row.get("maintenance")))
             before = self.seen.get(name)
             self.seen[name] = now
             if before is None:
                 before = ("unknown", False)
             held_before, held = self.held_by.get(name), row.get("held_by")
             self.held_by[name] = held
+            self.held_because[name] = because = row.get("held_because")
             if before[1] != now[1]:
                 say(f"maintenance window {'started' if now[1] else 'ended'} for {name}")
             why = f" (parent {held} is down: its alert waits)" if held else ""
+            if because and not held:  # its service's alert speaks for it
+                why = f" ({because})"
             if before[0] == "unknown" != now[0]:
                 say(f"{name}: {now[0]}{why}")  # its first result
             elif before[0] != now[0]:
@@ -492,9 +549,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     key = Ed25519SigningKey.generate()
     write_private_file(state / "agent.key", key.to_text(), overwrite=True)
+    edge_key = Ed25519SigningKey.generate()
+    write_private_file(state / f"{EDGE_ID}.key", edge_key.to_text(), overwrite=True)
 
-    services = {name: Service() for name in (TOGGLED, "demo-database", PARENT, CHILD)}
-    for listener in services.values():  # demo-database stays up
+    services = {name: Service() for name in (TOGGLED, DATABASE, PARENT, CHILD, EDGE_PATH)}
+    for listener in services.values():
         listener.open()
     tcp_ports = {name: listener.port for name, listener in services.items()}
     datagrams = DatagramServices()
@@ -503,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         alerts: list[str] = []
         with alert_printer(alerts) as alert_url:
             central_file, agent_file = write_configs(state, "http://unset", alert_url,
-                                                     tcp_ports, key, datagrams.ports)
+                                                     tcp_ports, key, datagrams.ports, edge_key)
             found: list[str] = []
             processes.append(start(["central", "--config", str(central_file),
                                     "--listen", f"127.0.0.1:{args.port}",
@@ -515,9 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say("the receiver did not start; see its log above")
                 return 1
             base = found[0]
-            write_configs(state, base, alert_url, tcp_ports, key, datagrams.ports)
+            write_configs(state, base, alert_url, tcp_ports, key, datagrams.ports, edge_key)
             processes.append(start(["run", "--config", str(agent_file),
                                     "--state-dir", str(state / "agent")]))
+            processes.append(start(["run", "--config", str(edge_config(state)),
+                                    "--state-dir", str(edge_config(state).parent)]))
             say(f"status page: {base}/ (response-time charts fill as results arrive)")
             say(f"{TOGGLED} goes down and up every {args.toggle_every:g} s; Ctrl-C stops")
             try:
@@ -549,6 +610,11 @@ def run_demo(args: argparse.Namespace, services: dict[str, Service], agent_file:
         alerts: the alert texts the webhook received so far (appended to as they come).
     """
     toggled, parent, child = services[TOGGLED], services[PARENT], services[CHILD]
+    database, path = services[DATABASE], services[EDGE_PATH]
+
+    def database_up() -> None:
+        database.open()
+        path.open()
 
     def parent_down() -> None:
         parent.close()
@@ -563,6 +629,11 @@ def run_demo(args: argparse.Namespace, services: dict[str, Service], agent_file:
                                      "listening"),
         "parent-up": (parent.open, f"{PARENT} is listening; {CHILD} not yet"),
         "child-up": (child.open, f"{CHILD} is listening"),
+        "path-down": (path.close, f"{EDGE_ID}'s path to {DATABASE} is cut ({SERVICE}: "
+                                  f"{AGENT_ID} still sees it)"),
+        "database-down": (database.close, f"{DATABASE} stopped listening: both agents see "
+                                          f"{SERVICE} down"),
+        "database-up": (database_up, f"{DATABASE} and {EDGE_ID}'s path are back"),
     }
     began = time.monotonic()
     steps = timeline(args.toggle_every, args.maintenance_for)
@@ -578,6 +649,9 @@ def run_demo(args: argparse.Namespace, services: dict[str, Service], agent_file:
                 f"check {PARENT} is" in text and text.startswith("ALERT") for text in alerts),
             "child-up": lambda: any(f"check {CHILD} is" in text and text.startswith("ALERT")
                                     for text in alerts),
+            "database-down": lambda: watcher.services.get(SERVICE) == "degraded",
+            "database-up": lambda: any(text.startswith(f"ALERT: service {SERVICE} down")
+                                       for text in alerts),
         }
         while not args.duration or time.monotonic() - began < args.duration:
             time.sleep(0.5)

@@ -18,12 +18,21 @@ is silent holds too (a silent agent is already the implicit parent of its own
 checks: they show ``unknown``). A held incident is recorded and shown with
 ``held_by`` but not sent; the incidents module sends it once nothing holds it any
 more (``Incidents.release_held``), and its resolve only when its trigger was sent.
+
+Services (services.py) use the same hold: a check that belongs to a service alerts
+through its service, so its own incident is held for as long as it is a member.
+When the service goes down, the member incidents it held are not released one by
+one (the service's alert names them); they stay held after it recovers (a member
+still down is a single vantage point) and are released only when the check stops
+being a member. A member held by a parent, or in maintenance, does not count
+towards its service's quorum.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from agent.central.config import CentralConfig
 from agent.central.storage import Storage
@@ -31,6 +40,29 @@ from agent.central.storage import Storage
 # The kinds named here as strings: incidents.py imports this module.
 _CHECK_DOWN = "check_down"
 _AGENT_SILENT = "agent_silent"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCheck:
+    """One check as its agent's latest heartbeat lists it: what the receiver's rules
+    about it need (its parents, the service it checks)."""
+
+    name: str
+    depends_on: tuple[object, ...] = ()
+    service: str | None = None
+
+
+def listed_checks(text: str) -> list[ListedCheck]:
+    """The checks of a stored heartbeat ``data`` (JSON the receiver validated)."""
+    heartbeat = json.loads(text)
+    entries = heartbeat.get("checks") if isinstance(heartbeat, dict) else None
+    listed = []
+    for entry in entries or ():
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            service = entry.get("service")
+            listed.append(ListedCheck(entry["name"], tuple(entry.get("depends_on") or ()),
+                                      service if isinstance(service, str) else None))
+    return listed
 
 
 class Dependencies:
@@ -47,7 +79,7 @@ class Dependencies:
         # Per agent: its latest heartbeat's JSON and the (check, depends_on) pairs read
         # from it. A heartbeat may list 10,000 checks: parsed again only when it changed,
         # not at every sweep that asks whether a held incident may go out.
-        self._read: dict[str, tuple[str, list[tuple[str, list[object]]]]] = {}
+        self._read: dict[str, tuple[str, list[ListedCheck]]] = {}
 
     def parents(self, agent: str, check: str) -> Iterator[tuple[str, str]]:
         """The ``(agent, check)`` pairs ``check`` of ``agent`` depends on ("" : its silence)."""
@@ -125,20 +157,20 @@ class Dependencies:
 
     def _listed(self, agent: str) -> Iterator[tuple[str, list[object]]]:
         """The checks an agent's latest heartbeat lists, with their ``depends_on``."""
+        return ((entry.name, list(entry.depends_on)) for entry in self.listed(agent))
+
+    def listed(self, agent: str) -> list[ListedCheck]:
+        """The checks an agent's latest heartbeat lists (empty before its first)."""
         text = self.storage.last_heartbeat_json(agent)
         if text is None:
-            return iter(())
+            return []
         cached = self._read.get(agent)
         if cached is None or cached[0] != text:
-            heartbeat = json.loads(text)
-            entries = heartbeat.get("checks") if isinstance(heartbeat, dict) else None
-            listed = [(entry["name"], list(entry.get("depends_on") or ()))
-                      for entry in entries or ()
-                      if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
+            listed = listed_checks(text)
             if agent in self.config.agents:  # bounded by the registered agents
                 self._read[agent] = (text, listed)
-            return iter(listed)
-        return iter(cached[1])
+            return listed
+        return cached[1]
 
     def _alerting(self, status: str) -> bool:
         return status == "down" or (status == "degraded" and self.config.alert_on_degraded)

@@ -11,13 +11,22 @@ Three kinds of incident, at most one open per subject:
 * ``check_down``: a check reports ``down`` (or ``degraded`` with
   ``alert_on_degraded``); it resolves when the check reports ``up`` (or
   ``degraded`` when that does not alert). ``unknown`` changes nothing.
-* ``check_flapping``, the flapping rule: when a check opens more than
+* ``check_flapping``, the flapping rule (for services and agents that cannot reach
+  their targets too, see :func:`outage_kind`): when a check opens more than
   ``flap_threshold`` ``check_down`` incidents within ``flap_window``, one
   ``check_flapping`` incident is triggered instead of the next one, and from then
   on that check's ``check_down`` incidents are recorded (alert history, status
   page) but not sent. The flapping incident resolves once no ``check_down``
   incident has opened for a whole ``flap_window``; if the check is down at that
   moment, its open ``check_down`` incident is sent then (it is a real outage now).
+
+Two more kinds come from quorum across agents (services.py):
+
+* ``service_down`` (subject: agent "", check the service's name; the constant lives
+  in channels/base.py, which shapes its JSON): at least a
+  quorum of the agents that report a service see it down;
+* ``agent_unreachable`` (subject: the agent): one agent sees every one of its
+  service checks down (two at least) while the other agents see those services up.
 
 Every trigger and resolve that is sent goes into the durable notification queue,
 one row per channel (see dispatch.py), in the same transaction as the incident.
@@ -28,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from agent.central.channels.base import RESOLVE, TRIGGER
+from agent.central.channels.base import RESOLVE, SERVICE_DOWN, TRIGGER
 from agent.central.config import CentralConfig
 from agent.central.storage import Incident, Storage
 from agent.common.logs import get_logger
@@ -36,6 +45,7 @@ from agent.common.logs import get_logger
 AGENT_SILENT = "agent_silent"
 CHECK_DOWN = "check_down"
 CHECK_FLAPPING = "check_flapping"
+AGENT_UNREACHABLE = "agent_unreachable"
 # A parent's alert names at most this many of the alerts it holds.
 MAX_NAMED_CHILDREN = 10
 HOLDS_SEPARATOR = "; holds the alerts of "
@@ -112,9 +122,22 @@ class Incidents:
         if self._alerting(status):
             self._open_check_incident(agent, check, status, reason, now, path)
         else:
-            resolved = self.storage.resolve_incident(CHECK_DOWN, agent, check, now)
-            if resolved is not None and resolved.notified:
-                self._notify(resolved, RESOLVE, now)
+            self.close(CHECK_DOWN, agent, check, now)
+
+    def open(self, kind: str, agent: str, check: str, status: str, summary: str,
+             now: float) -> None:
+        """Opens an outage of ``kind`` (``service_down``, ``agent_unreachable``) unless one
+        is open for the subject, under the flapping rule like a check's; sent unless
+        something holds it (``holds``: then ``release_held`` sends it later)."""
+        if self.storage.open_incident_for(kind, agent, check) is None:
+            self._open_outage(kind, agent, check, status, summary, now)
+
+    def close(self, kind: str, agent: str, check: str, now: float) -> None:
+        """Resolves the open incident of ``kind`` for the subject, if any; its resolve
+        is sent when its trigger was (a resolve is never suppressed)."""
+        resolved = self.storage.resolve_incident(kind, agent, check, now)
+        if resolved is not None and resolved.notified:
+            self._notify(resolved, RESOLVE, now)
 
     def _open_check_incident(
         self, agent: str, check: str, status: str, reason: str | None, now: float,
@@ -122,17 +145,22 @@ class Incidents:
     ) -> None:
         if self.storage.open_incident_for(CHECK_DOWN, agent, check) is not None:
             return
-        window_start = now - self.config.flap_window_s
-        recent = self.storage.incidents_opened_since(CHECK_DOWN, agent, check, window_start)
-        flapping = self.storage.open_incident_for(CHECK_FLAPPING, agent, check)
-        held = self.holds(agent, check, now)
-        starts_flapping = flapping is None and recent >= self.config.flap_threshold and not held
         because = f" ({reason})" if reason else ""
         route = f"; {path}" if path else ""
         summary = self._naming_children(
             agent, check, f"{agent}: check {check} is {status}{because}{route}")
+        self._open_outage(CHECK_DOWN, agent, check, status, summary, now)
+
+    def _open_outage(self, kind: str, agent: str, check: str, status: str, summary: str,
+                     now: float) -> None:
+        """Opens an outage incident, or (past the flapping threshold) its flapping one."""
+        window_start = now - self.config.flap_window_s
+        recent = self.storage.incidents_opened_since(kind, agent, check, window_start)
+        flapping = self.storage.open_incident_for(CHECK_FLAPPING, agent, check)
+        held = self.holds(agent, check, now)
+        starts_flapping = flapping is None and recent >= self.config.flap_threshold and not held
         incident = self.storage.open_incident(
-            CHECK_DOWN, agent, check, status, summary, now,
+            kind, agent, check, status, summary, now,
             notified=flapping is None and not starts_flapping and not held,
         )
         if incident is None:
@@ -140,7 +168,7 @@ class Incidents:
         if starts_flapping:
             flap = self.storage.open_incident(
                 CHECK_FLAPPING, agent, check, "flapping",
-                f"{agent}: check {check} is flapping ({recent + 1} outages within "
+                f"{_subject(agent, check)} is flapping ({recent + 1} outages within "
                 f"{_words(self.config.flap_window_s)}); further changes are summarised",
                 now,
             )
@@ -153,9 +181,7 @@ class Incidents:
 
     def heartbeat(self, agent: str, now: float) -> None:
         """An agent is alive: resolves its dead man's switch incident."""
-        resolved = self.storage.resolve_incident(AGENT_SILENT, agent, "", now)
-        if resolved is not None and resolved.notified:
-            self._notify(resolved, RESOLVE, now)
+        self.close(AGENT_SILENT, agent, "", now)
 
     def deadline(self, agent: str, last_heartbeat_at: float, interval_s: float | None) -> float:
         """When an agent that last sent a heartbeat at ``last_heartbeat_at`` turns silent."""
@@ -194,7 +220,8 @@ class Incidents:
             for flap in self.storage.open_incidents():
                 if flap.kind != CHECK_FLAPPING:
                     continue
-                last = self.storage.last_opened_at(CHECK_DOWN, flap.agent, flap.check) or 0.0
+                last = self.storage.last_opened_at(
+                    outage_kind(flap.agent, flap.check), flap.agent, flap.check) or 0.0
                 quiet_at = last + self.config.flap_window_s
                 if now >= quiet_at:
                     self._end_flapping(flap, now)
@@ -206,7 +233,8 @@ class Incidents:
         resolved = self.storage.resolve_incident(CHECK_FLAPPING, flap.agent, flap.check, now)
         if resolved is not None:
             self._notify(resolved, RESOLVE, now)
-        down = self.storage.open_incident_for(CHECK_DOWN, flap.agent, flap.check)
+        down = self.storage.open_incident_for(outage_kind(flap.agent, flap.check), flap.agent,
+                                              flap.check)
         # Of receivers ending the same flapping period, the one that marks it sends it
         # (a maintenance window holds it: released when the window ends).
         if down is not None and not down.notified and \
@@ -214,8 +242,8 @@ class Incidents:
             self._notify(self.storage.incident(down.id), TRIGGER, now)
 
     def release_held(self, now: float) -> int:
-        """Sends the incidents a maintenance window or a parent that is down held, once
-        nothing holds them any more
+        """Sends the incidents a maintenance window, a parent that is down or a service
+        (their check is a member: services.py) held, once nothing holds them any more
         (those still open: a resolved one is never sent). Returns how many."""
         released = 0
         waiting = [incident for incident in self.storage.open_incidents()
@@ -224,8 +252,9 @@ class Incidents:
             return 0
         with self.storage.transaction():
             for incident in waiting:
-                if incident.kind == CHECK_DOWN and self.storage.open_incident_for(
-                        CHECK_FLAPPING, incident.agent, incident.check) is not None:
+                if incident.kind == outage_kind(incident.agent, incident.check) and \
+                        self.storage.open_incident_for(
+                            CHECK_FLAPPING, incident.agent, incident.check) is not None:
                     continue  # held by the flapping rule, not by maintenance or a parent
                 if self.holds(incident.agent, incident.check, now):
                     continue
@@ -245,6 +274,20 @@ class Incidents:
         if last_heartbeat_at is None:
             return False
         return now >= self.deadline(agent, last_heartbeat_at, interval_s)
+
+
+def outage_kind(agent: str, check: str) -> str:
+    """The kind of outage a subject has (and its flapping incident summarises): a
+    service's ("", name), an agent's own ("agent", "") or a check's."""
+    if not agent:
+        return SERVICE_DOWN
+    return CHECK_DOWN if check else AGENT_UNREACHABLE
+
+
+def _subject(agent: str, check: str) -> str:
+    if not agent:
+        return f"service {check}"
+    return f"{agent}: check {check}" if check else f"agent {agent} (cannot reach its targets)"
 
 
 def _words(seconds: float) -> str:

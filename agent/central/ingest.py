@@ -34,6 +34,7 @@ from agent.central.config import CentralConfig
 from agent.central.history import History
 from agent.central.incidents import Incidents
 from agent.central.maintenance import AGENT, Maintenance
+from agent.central.services import Services
 from agent.central.storage import STORAGE_ERRORS, CheckRow, DuplicateMessage, Storage
 from agent.common.logs import get_logger
 from agent.common.names import is_valid_name
@@ -111,6 +112,7 @@ class Ingest:
         self.wall_clock = wall_clock
         self.history: History | None = None
         self.maintenance: Maintenance | None = None  # applies maintenance messages
+        self.services: Services | None = None  # judges services by a quorum of agents
 
     def handle(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> Answer:
         """Answers one ingest request (headers with lower-case names, the raw body).
@@ -207,15 +209,22 @@ class Ingest:
                 if message.interval_s is not None:
                     self.storage.record_heartbeat(agent, now, message.interval_s, message.data)
                     self.incidents.heartbeat(agent, now)
+                if self.services is not None:
+                    # Membership as of now (a heartbeat here or at another receiver may
+                    # have named services), read once for this message's alerts.
+                    self.services.forget()
                 stored = self.storage.checks_named(
                     agent, [report.name for report in message.reports])
-                applied = []
+                applied, changed = [], []
                 for report in message.reports:
                     # A name twice in one message compares with what the first stored.
-                    row = self._save_check(agent, report, stored.get(report.name), msg_id, now)
+                    before = stored.get(report.name)
+                    row = self._save_check(agent, report, before, msg_id, now)
                     if row is not None:
                         stored[report.name] = row
                         applied.append(report)
+                        if before is None or before.status != row.status:
+                            changed.append(report)
                 # Every state is saved before any alert, and checks without parents go
                 # first: a parent that went down in the same heartbeat holds its
                 # children's alerts and names them (a stable sort keeps the order of a
@@ -223,6 +232,10 @@ class Ingest:
                 for report in sorted(applied, key=lambda report: bool(report.depends_on)):
                     self.incidents.check_status(agent, report.name, report.status,
                                                 report.reason, now, path=report.path)
+                # A member's new status may change its service now; the rest (silence,
+                # windows) the watcher's next sweep sees within a second.
+                if self.services is not None and self.services.touches(agent, changed):
+                    self.services.evaluate(now)
                 if message.maintenance is not None:
                     self._apply_maintenance(message, now)
         except DuplicateMessage:

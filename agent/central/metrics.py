@@ -10,6 +10,10 @@ Per check (labels ``agent``, ``check``, ``group``):
 * ``heartwire_check_uptime_ratio{window="24h"|"7d"|"30d"|"90d"}``: uptime as a
   ratio, time-weighted (history.py; absent while nothing is known).
 
+Per service (label ``service``; services.py): ``heartwire_service_up``, 1 while the
+service is ``up`` or ``degraded`` (fewer than a quorum see it down), else 0 (down, or
+``unknown`` while no member reports).
+
 Per agent: ``heartwire_agent_last_heartbeat_timestamp_seconds`` and
 ``heartwire_agent_silent``. The receiver's own: ``heartwire_messages_total{outcome}``
 (``stored``, ``duplicate`` or the refusal's error code) and the
@@ -122,6 +126,14 @@ class Metrics:
         family("heartwire_check_uptime_ratio", "gauge",
                "Time-weighted uptime of the window (up and degraded over known time).",
                uptime_samples)
+
+        services = self.views.services_list(now)["services"]
+        family("heartwire_service_up", "gauge",
+               "1 while fewer than a quorum of the agents reporting the service see it down "
+               "(up or degraded), else 0.",
+               (("", {"service": service["name"]},
+                 1.0 if service["status"] in ("up", "degraded") else 0.0)
+                for service in services))
 
         agents = self.views.storage.agents()
         family("heartwire_agent_last_heartbeat_timestamp_seconds", "gauge",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Final
 from urllib.parse import quote
@@ -36,6 +36,7 @@ from agent.central.history import DAY, HOUR, WINDOWS, History, Uptime, floor_to,
 from agent.central.history_api import RolledUp, binned, rolled_up
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance, Window
+from agent.central.services import NO_SERVICES, Judgement, Services, held_because, service_order
 from agent.central.storage import AgentRow, CheckRow, Incident, Storage
 from agent.central.svg import latency_chart, milliseconds, uptime_bars, uptime_class
 from agent.common.timefmt import rfc3339
@@ -57,7 +58,10 @@ RAW_CHART_SPAN_S: Final = HOUR
 CHART_BINS: Final = 60
 MAX_CHART_OBSERVATIONS: Final = 4000
 STATUS_WORDS: Final = {"agent_silent": "silent", "check_down": "down",
-                       "check_flapping": "flapping"}
+                       "check_flapping": "flapping", "service_down": "down",
+                       "agent_unreachable": "unreachable"}
+PAGE_SERVICES: Final = 50
+PAGE_MEMBERS: Final = 20
 
 
 def _e(value: object) -> str:
@@ -109,7 +113,8 @@ def check_url(agent: str, check: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """What the line on top says, counted over every check."""
+    """What the line on top says: every check counted, and the services a quorum of
+    agents sees down named first (they are what paged)."""
 
     checks: int
     down: int
@@ -117,6 +122,7 @@ class Summary:
     unknown: int
     silent_agents: int
     maintenance: int = 0
+    services_down: tuple[str, ...] = ()  # the services a quorum sees down, by name
 
     @property
     def state(self) -> str:
@@ -124,7 +130,7 @@ class Summary:
         the line's colour."""
         if self.checks == 0:
             return "none"
-        if self.down or self.silent_agents:
+        if self.down or self.silent_agents or self.services_down:
             return "down"
         if self.degraded or self.unknown:
             return "degraded"
@@ -135,6 +141,11 @@ class Summary:
         if self.checks == 0:
             return "No checks have reported yet"
         parts = []
+        if self.services_down:  # what paged first: a quorum of agents agree
+            names = self.services_down
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3
+                                            else "")
+            parts.append(f"{'service' if len(names) == 1 else 'services'} {shown} down")
         if self.down:
             parts.append(f"{self.down} of {self.checks} checks down")
         if self.degraded:
@@ -174,6 +185,7 @@ class StatusPage:
         self.wall_clock = wall_clock
         self.maintenance: Maintenance | None = None  # set by the receiver
         self.dependencies: Dependencies | None = None  # set by the receiver
+        self.services: Services | None = None  # set by the receiver
 
     def _windows(self, now: float) -> list[Window]:
         return self.maintenance.windows(now) if self.maintenance is not None else []
@@ -217,7 +229,10 @@ class StatusPage:
         agents = self.storage.agents()
         silent = self._silent(agents, now)
         windows = self._windows(now)
-        summary = self.summary(silent, windows)
+        judgement = self.services.judge(now) if self.services is not None else NO_SERVICES
+        summary = replace(self.summary(silent, windows), services_down=tuple(
+            sorted(name for name, state in judgement.services.items()
+                   if state.status == "down")))
         parts = _head("heartwire status", now)
         parts.append(f'<header><h1>heartwire status</h1><p id="overall" class="overall '
                      f'{summary.state}">{_e(summary.line())}</p>'
@@ -226,11 +241,13 @@ class StatusPage:
         parts.extend(self._incidents(now))
         if windows:
             parts.extend(self._maintenance(windows, now))
+        if judgement.services:
+            parts.extend(self._services(judgement))
         rows = self.storage.checks_worst_first(sorted(silent), PAGE_CHECKS)
         rows.sort(key=lambda row: (row.group is None, row.group or "", row.agent, row.name))
         for group, members in groupby(rows, key=lambda row: row.group or UNGROUPED):
             parts.append(f'<section class="group"><h2>{_e(group)}</h2>')
-            parts.extend(self._check_card(row, row.agent in silent, now, windows)
+            parts.extend(self._check_card(row, row.agent in silent, now, windows, judgement)
                          for row in members)
             parts.append("</section>")
         if not rows:
@@ -352,6 +369,37 @@ class StatusPage:
         parts.append("</ul></section>")
         return parts
 
+    def _services(self, judgement: Judgement) -> list[str]:
+        """Each service with its status and, beside it, what each member's agent sees."""
+        states = sorted(judgement.services.values(), key=service_order)
+        parts = [f'<section id="services"><h2>Services ({len(states)})</h2>']
+        for state in states[:PAGE_SERVICES]:
+            counted = len(state.counted)
+            rule = (f"down when {state.quorum} of {counted} reporting see it down"
+                    if counted else "no member reports")
+            parts.append(
+                f'<div class="service check {_e(state.status)}" data-service="{_e(state.name)}">'
+                f'<div class="head">{badge(state.status)} <span class="name">{_e(state.name)}'
+                f'</span><span class="agent">{_e(rule)}</span></div><ul class="members">')
+            for member in state.members[:PAGE_MEMBERS]:
+                note = f" ({member.note})" if member.note else ""
+                parts.append(
+                    f'<li class="member">{badge(member.status)} <a href="'
+                    f'{_e(check_url(member.agent, member.check))}">{_e(member.name)}</a>'
+                    f'<span class="agent">{_e(note)}</span></li>')
+            parts.append("</ul>")
+            if len(state.members) > PAGE_MEMBERS:
+                parts.append(f'<p class="more">{PAGE_MEMBERS} of {len(state.members)} members '
+                             'shown; <a href="/api/v1/services">/api/v1/services</a> lists '
+                             "more.</p>")
+            parts.append("</div>")
+        if len(states) > PAGE_SERVICES:
+            parts.append(f'<p class="more">{PAGE_SERVICES} of {len(states)} services shown '
+                         '(worst first); <a href="/api/v1/services">/api/v1/services</a> has '
+                         "them all.</p>")
+        parts.append("</section>")
+        return parts
+
     def _held_by(self, row: CheckRow) -> str | None:
         """The parent that is down and holds this check's alerts (down rows only)."""
         if self.dependencies is None or row.status not in ("down", "degraded"):
@@ -359,16 +407,18 @@ class StatusPage:
         return self.dependencies.held_by(row.agent, row.name)
 
     def _check_card(self, row: CheckRow, agent_silent: bool, now: float,
-                    windows: Sequence[Window] = ()) -> str:
+                    windows: Sequence[Window] = (),
+                    judgement: Judgement | None = None) -> str:
         status = "unknown" if agent_silent else row.status
         window = next((window for window in windows if window.covers(row.agent, row.name)), None)
         target = f"{row.host}:{row.port}" if row.host else ""
         latency = "" if row.latency_ms is None else milliseconds(row.latency_ms)
         uptime = self.history.uptime(row.agent, row.name, now)
         why = "agent silent" if agent_silent else (row.reason if status != "up" else "")
-        held_by = None if agent_silent else self._held_by(row)
-        if held_by is not None:
-            why = f"{status} (parent {held_by} is down): {row.reason or ''}"
+        because = None if agent_silent else held_because(
+            row, self._held_by(row), judgement or NO_SERVICES)
+        if because is not None:
+            why = f"{status} ({because}): {row.reason or ''}"
         if window is not None:
             ends = duration_words(window.ends_at - now)
             why = f"maintenance for {ends} more: {window.reason} (reports {status})"
@@ -425,9 +475,10 @@ class StatusPage:
         window = next((window for window in self._windows(now)
                        if window.covers(agent, check)), None)
         reason = "agent silent" if agent_silent else (row.reason or "")
-        held_by = None if agent_silent else self._held_by(row)
-        if held_by is not None:
-            reason = f"{status} (parent {held_by} is down): {row.reason or ''}"
+        judgement = self.services.judge(now) if self.services is not None else NO_SERVICES
+        because = None if agent_silent else held_because(row, self._held_by(row), judgement)
+        if because is not None:
+            reason = f"{status} ({because}): {row.reason or ''}"
         if window is not None:
             reason = (f"maintenance for {duration_words(window.ends_at - now)} more: "
                       f"{window.reason} (reports {status})")
@@ -477,9 +528,12 @@ def _incident_item(incident: Incident, now: float) -> str:
                 f"{_e(duration_words(incident.resolved_at - incident.opened_at))}</span>, "
                 f"resolved {time_ago(incident.resolved_at, now)}")
         status_badge = badge("resolved")
+    # Held by a maintenance window, a parent or its service: shown, not paged.
+    held = (' <span class="held">recorded, not sent</span>'
+            if incident.resolved_at is None and not incident.notified else "")
     return (f'<li class="incident {_e(incident.kind)}">{status_badge} '
             f'<span class="summary">{_e(incident.summary)}</span> '
-            f'<span class="when">{span}</span></li>')
+            f'<span class="when">{span}</span>{held}</li>')
 
 
 def _head(title: str, now: float) -> list[str]:
@@ -502,11 +556,13 @@ STYLE: Final = (
     "margin:.6rem 0;color:#fff}"
     ".overall.up{background:#15803d}.overall.down{background:#b91c1c}"
     ".overall.degraded{background:#b45309}.overall.none{background:#6b7280}"
-    ".generated,.when,.more,.none,.agent,.target,figcaption,.never{color:#6b7280;"
+    ".generated,.when,.more,.none,.agent,.target,.held,figcaption,.never{color:#6b7280;"
     "font-size:.85rem}"
     ".badge{display:inline-block;min-width:4.2em;text-align:center;padding:.1rem .45rem;"
     "border-radius:999px;font-size:.8rem;font-weight:600;color:#fff;background:#6b7280}"
     ".badge.up,.badge.alive{background:#15803d}.badge.down,.badge.silent{background:#b91c1c}"
+    ".badge.unreachable{background:#b91c1c}"
+    ".members{display:flex;flex-wrap:wrap;gap:.3rem 1rem;margin:.35rem 0 0}"
     ".badge.degraded,.badge.flapping{background:#b45309}.badge.resolved{background:#4b5563}"
     ".badge.never-reported,.badge.unknown{background:#9ca3af}"
     ".badge.maintenance{background:#6d28d9}.overall.maintenance{background:#6d28d9}"

@@ -38,6 +38,7 @@ from agent.central.maintenance import Maintenance, MaintenanceStore
 from agent.central.metrics import Metrics, ReceiverCounters
 from agent.central.page import StatusPage
 from agent.central.routes import Routes
+from agent.central.services import Services
 from agent.central.storage import STORAGE_ERRORS, open_storage
 from agent.central.views import Views
 from agent.common.logs import get_logger
@@ -108,12 +109,16 @@ class Central:
         self.ingest = Ingest(config, self.storage, self.incidents, wall_clock)
         self.maintenance = Maintenance(config.maintenance, MaintenanceStore(self.storage))
         self.dependencies = Dependencies(self.storage, config)
+        self.services = Services(self.storage, config, self.incidents, self.dependencies,
+                                 self.maintenance)
         self.incidents.holds = lambda agent, check, now: (
             self.maintenance.holds(agent, check, now)
             or self.dependencies.holds(agent, check, now)
-            or self.dependencies.waits(agent, check, now))
+            or self.dependencies.waits(agent, check, now)
+            or self.services.holds(agent, check, now))
         self.incidents.held_children = self.dependencies.children_held
         self.ingest.maintenance = self.maintenance
+        self.ingest.services = self.services
         self.history = History(config, self.storage, wall_clock)
         self.history.maintenance = self.maintenance
         self.ingest.history = self.history
@@ -128,7 +133,12 @@ class Central:
         self.page = StatusPage(config, self.reader, self.incidents, self.read_history,
                                wall_clock)
         self.page.maintenance = self.read_maintenance
-        self.views.dependencies = self.page.dependencies = Dependencies(self.reader, config)
+        self.read_dependencies = Dependencies(self.reader, config)
+        self.views.dependencies = self.page.dependencies = self.read_dependencies
+        self.read_services = Services(self.reader, config, self.incidents,
+                                      self.read_dependencies, self.read_maintenance,
+                                      says_bounds=False)
+        self.views.services = self.page.services = self.read_services
         self.views.page = self.page
         self.app = App(
             self.ingest, self.views, config.max_body_bytes, wall_clock=wall_clock,
@@ -143,6 +153,7 @@ class Central:
                 # A one-row read on the read side's connection (SQLite serialises a
                 # connection's use across threads), never on the writer's mid-transaction.
                 channel.check_of = self.reader.check
+                channel.service_of = self.read_services.service_of_check
                 channel.wall_clock = wall_clock
         self.app.routes = Routes(self.reader, self.read_history, self.page,
                                  Metrics(self.views, self.counters, wall_clock))
@@ -173,6 +184,9 @@ class Central:
         self.maintenance.weekly = new.maintenance
         self.read_maintenance.weekly = new.maintenance
         self.page.config = new
+        self.services.config = self.read_services.config = new
+        self.services.forget()
+        self.dependencies.config = self.read_dependencies.config = new
         self.app.read_tokens = new.read_tokens
 
     def reload(self) -> bool:
@@ -196,6 +210,7 @@ class Central:
                 on the event loop and sweeps in a worker thread).
         """
         now = self.wall_clock() if now is None else now
+        self.services.forget()  # members read once per sweep, as they are now
         next_due = self.incidents.sweep(now)
         # Each receiver looks hourly; of several on one database, the first to
         # claim the hour prunes.
@@ -207,6 +222,9 @@ class Central:
                              ", ".join(f"{count} {table}" for table, count in pruned.items()))
             self._last_prune = now
         self.history.tick(now)
+        with self.storage.transaction():
+            # Silences and maintenance windows change who counts for a service.
+            self.services.evaluate(now)
         self.incidents.release_held(now)
         return next_due
 

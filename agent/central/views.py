@@ -23,6 +23,14 @@ from agent.central.history_store import MAX_AMONG
 from agent.central.incidents import Incidents
 from agent.central.maintenance import Maintenance
 from agent.central.page import StatusPage
+from agent.central.services import (
+    NO_SERVICES,
+    Judgement,
+    Services,
+    held_because,
+    service_order,
+    state_json,
+)
 from agent.central.storage import CheckRow, Storage
 from agent.common.timefmt import rfc3339
 
@@ -49,6 +57,7 @@ class Views:
         self.page: StatusPage | None = None  # the page with history (page.py)
         self.maintenance: Maintenance | None = None
         self.dependencies: Dependencies | None = None  # held_by: the parent that is down
+        self.services: Services | None = None  # services judged by a quorum of agents
 
     def agents(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every registered or reporting agent, by id (as of ``now``, default the clock)."""
@@ -105,6 +114,7 @@ class Views:
             else:
                 uptimes = self.history.uptimes(now)
         windows = self.maintenance.windows(now) if self.maintenance is not None else []
+        judgement = self._judgement(rows, now)
         return [
             {
                 "agent": row.agent,
@@ -120,9 +130,29 @@ class Views:
                 **uptime_fields(uptimes.get((row.agent, row.name))),
                 "maintenance": any(window.covers(row.agent, row.name) for window in windows),
                 "held_by": None if row.agent in silent else self._held_by(row),
+                "service": _first(judgement.services_of.get((row.agent, row.name))),
+                "held_because": None if row.agent in silent else held_because(
+                    row, self._held_by(row), judgement),
             }
             for row in rows
         ]
+
+    def _judgement(self, rows: list[CheckRow], now: float) -> Judgement:
+        """The services' states, when any row is a member (else an empty judgement)."""
+        if self.services is None:
+            return NO_SERVICES
+        judgement = self.services.judge(now)
+        if not any((row.agent, row.name) in judgement.services_of for row in rows):
+            return NO_SERVICES
+        return judgement
+
+    def services_list(self, now: float | None = None) -> dict[str, Any]:
+        """``/api/v1/services``: every service (at most MAX_SERVICES), worst first."""
+        now = self.wall_clock() if now is None else now
+        if self.services is None:
+            return {"services": []}
+        states = sorted(self.services.judge(now).services.values(), key=service_order)
+        return {"services": [state_json(state) for state in states]}
 
     def _held_by(self, row: CheckRow) -> str | None:
         """The parent that is down and holds this check's alerts (down rows only)."""
@@ -148,6 +178,10 @@ class Views:
         if self.page is None:
             raise RuntimeError("the status page needs its StatusPage (set Views.page)")
         return self.page.render(now)
+
+
+def _first(names: tuple[str, ...] | None) -> str | None:
+    return names[0] if names else None
 
 
 def uptime_fields(uptime: Uptime | None) -> dict[str, object]:

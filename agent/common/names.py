@@ -28,6 +28,14 @@ def is_valid_name(name: str) -> bool:
     return _NAME.fullmatch(name) is not None
 
 
+def shown_name(text: str) -> str:
+    """A name as an error message quotes it: whole when it could be valid, else its start
+    and length (a 10,000-character value must not make a 10,000-character line)."""
+    if len(text) <= 64:
+        return repr(text)
+    return f"{text[:24]!r}... ({len(text)} characters)"
+
+
 def is_uuid(text: str) -> bool:
     """Whether ``text`` is a UUID in its 8-4-4-4-12 hexadecimal form (any case)."""
     return _UUID.fullmatch(text) is not None

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from agent.checks import PROBES
 from agent.common.dependency_graph import MAX_DEPENDS_ON, find_cycle
-from agent.common.names import MAX_HOST_CHARS, MAX_LABEL_CHARS, NAME_RULE, is_valid_name
+from agent.common.names import (
+    MAX_HOST_CHARS,
+    MAX_LABEL_CHARS,
+    NAME_RULE,
+    is_valid_name,
+    shown_name,
+)
 from agent.common.tables import Table, format_duration, read_toml
 from agent.config.destinations import (
     CentralSettings,
@@ -74,6 +80,8 @@ class CheckConfig:
         tags: free-form labels.
         depends_on: the checks of this agent it depends on: while one is down, a
             receiver holds this check's alerts.
+        service: the service this check checks (``"orders-db"``), shared with other
+            agents' checks of it: a receiver judges the service by a quorum of them.
         options: the kind's own settings.
         source: the file the check is defined in.
     """
@@ -90,6 +98,7 @@ class CheckConfig:
     group: str | None = None
     tags: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
+    service: str | None = None
     options: Mapping[str, object] = field(default_factory=dict)
     source: str = ""
 
@@ -341,6 +350,7 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         raise table.error("depends_on", f"at most {MAX_DEPENDS_ON} checks, got {len(depends_on)}")
     if name in depends_on:
         raise table.error("depends_on", f"check {name!r} cannot depend on itself")
+    service = _read_service(table)
     options = PROBES[kind_name].read_options(table)
     table.finish()
     return CheckConfig(
@@ -356,9 +366,21 @@ def _read_check(table: Table, defaults: CheckDefaults) -> CheckConfig:
         group=group,
         tags=tags,
         depends_on=tuple(dict.fromkeys(depends_on)),
+        service=service,
         options=options,
         source=table.file,
     )
+
+
+def _read_service(table: Table) -> str | None:
+    """A check's optional ``service``: a name like a check's (it goes into heartbeats)."""
+    if not table.has("service"):
+        table.mark_read("service")
+        return None
+    service = table.string("service")
+    if not is_valid_name(service):
+        raise table.error("service", f"service name {NAME_RULE}, got {shown_name(service)}")
+    return service
 
 
 def _check_dependencies(checks: tuple[CheckConfig, ...], tables: list[Table]) -> None:

@@ -33,6 +33,7 @@ check names                           1-128 characters
 ``detail``                            at most 4,096 characters
 times (``timestamp``, ``at``, ...)    RFC 3339 with a UTC offset (``Z`` or ``+01:00``)
 ``checks``, ``results``               at most ``max_checks`` entries (configurable)
+a heartbeat check's ``service``       absent, ``null`` or 1-64 letters, digits, ``._-``
 a maintenance ``data``                ``action`` start/end; ``duration_s`` 0 < x <= 7 days;
                                       at most 100 ``checks`` (agent check names);
                                       ``reason`` at most 200 characters
@@ -195,6 +196,8 @@ class CheckReport:
     path: str | None = None
     # The agent's checks this one depends on (a heartbeat's ``depends_on``).
     depends_on: tuple[str, ...] = ()
+    # The service it checks with other agents' checks (a heartbeat's ``service``).
+    service: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +345,7 @@ def _heartbeat_check(item: object, where: str) -> CheckReport:
         host=fields.string("host", MAX_HOST_CHARS, nullable=True, required=False),
         port=fields.port("port"),
         depends_on=_depends_on(fields),
+        service=_service(fields),
     )
 
 
@@ -354,6 +358,16 @@ def _depends_on(fields: _Fields) -> tuple[str, ...]:
         if not isinstance(name, str) or not is_valid_name(name):
             raise InvalidMessage(f"{fields.where}.depends_on[{index}] {NAME_RULE}")
     return tuple(dict.fromkeys(names))
+
+
+def _service(fields: _Fields) -> str | None:
+    """A heartbeat check's optional ``service``: absent, null or one valid name."""
+    service = fields.mapping.get("service")
+    if service is None:
+        return None
+    if not isinstance(service, str) or not is_valid_name(service):
+        raise InvalidMessage(f"{fields.where}.service {NAME_RULE}")
+    return service
 
 
 def _observation(item: object, where: str) -> CheckReport:
@@ -559,9 +573,12 @@ class CheckSnapshot:
     port: int | None = None
     # The checks of this agent it depends on (config ``depends_on``).
     depends_on: tuple[str, ...] = ()
+    # The service this check checks, shared with other agents' checks (config ``service``).
+    service: str | None = None
 
     def data(self) -> dict[str, Any]:
-        """The heartbeat's entry for this check (``depends_on`` only when it has any)."""
+        """The heartbeat's entry for this check (``depends_on`` and ``service`` only when
+        it has them)."""
         last = self.last
         entry: dict[str, Any] = {
             "name": self.name,
@@ -575,6 +592,8 @@ class CheckSnapshot:
         }
         if self.depends_on:
             entry["depends_on"] = list(self.depends_on)
+        if self.service is not None:
+            entry["service"] = self.service
         return entry
 
 

@@ -54,7 +54,8 @@ def scheduler_checks(scheduler: Scheduler) -> CheckSource:
                 CheckSnapshot(name, tracker.status, tracker.last_result,
                               group=tracker.check.group, host=tracker.check.host,
                               port=tracker.check.port or None,
-                              depends_on=tracker.check.depends_on)
+                              depends_on=tracker.check.depends_on,
+                              service=tracker.check.service)
                 for name, tracker in trackers[start:start + part_size]
             ]
 

@@ -4,10 +4,12 @@ The body is Alertmanager's ``postableAlerts`` (api/v2/openapi.yaml): a JSON arra
 of ``{"labels": {...}, "annotations": {...}, "startsAt", "endsAt", "generatorURL"}``.
 Labels identify an alert, so every post of one incident carries the same ones:
 ``alertname`` (``HeartwireCheckDown``, ``HeartwireAgentSilent``,
-``HeartwireCheckFlapping``), ``agent``, ``check`` (checks only), ``group`` and
-``service`` (when the check has them: its ``group`` and its ``host:port``
-target), ``severity``, and ``incident`` (the number, so two outages of one check are
-two alerts), plus any fixed ``labels`` of the config. Annotations carry the
+``HeartwireCheckFlapping``, ``HeartwireServiceDown``, ``HeartwireAgentUnreachable``),
+``agent`` (not on a service's alert: several agents saw it), ``check`` (checks
+only), ``group`` and ``target`` (when the check has them: its ``group`` and its
+``host:port``), ``service`` (a service's alert, or a check that belongs to a
+service: services.py), ``severity``, and ``incident`` (the number, so two outages
+of one check are two alerts), plus any fixed ``labels`` of the config. Annotations carry the
 summary and the alert text. Alertmanager answers 200 with an empty body, 400 with
 a string for a body it refuses (permanent) and 5xx (retried).
 
@@ -36,6 +38,7 @@ from agent.central.channels.base import (
     alert_text,
     optional_channel_secret,
     post_json,
+    service_of_incident,
 )
 from agent.central.storage import CheckRow, Incident, Notification
 from agent.common.logs import get_logger
@@ -51,10 +54,12 @@ DEFAULT_RESEND_S: Final = 60.0
 ENDS_AFTER_RESENDS: Final = 4
 MAX_ALERTS_PER_POST: Final = 500
 ALERT_NAMES: Final = {"agent_silent": "HeartwireAgentSilent", "check_down": "HeartwireCheckDown",
-                      "check_flapping": "HeartwireCheckFlapping"}
+                      "check_flapping": "HeartwireCheckFlapping",
+                      "service_down": "HeartwireServiceDown",
+                      "agent_unreachable": "HeartwireAgentUnreachable"}
 LABEL_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-RESERVED_LABELS: Final = ("alertname", "agent", "check", "group", "service", "severity",
-                          "incident")
+RESERVED_LABELS: Final = ("alertname", "agent", "check", "group", "service", "target",
+                          "severity", "incident")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,27 +111,33 @@ class AlertmanagerChannel(HttpChannel[AlertmanagerSettings]):
     """Fires and resolves one Alertmanager alert per incident.
 
     ``check_of`` (set by the receiver) finds a check's stored row, for the
-    ``group`` and ``service`` labels.
+    ``group`` and ``target`` labels; ``service_of`` the service a check belongs to.
     """
 
     def __init__(self, settings: AlertmanagerSettings, client: httpx.AsyncClient) -> None:
         super().__init__(settings, client)
         self.check_of: Callable[[str, str], CheckRow | None] = lambda agent, check: None
+        self.service_of: Callable[[str, str], str | None] = lambda agent, check: None
         self.wall_clock: Callable[[], float] = trio.current_time  # replaced by the receiver
         self._lock = trio.Lock()
 
     def alert(self, incident: Incident, event: str, now: float) -> dict[str, object]:
         """One incident as a ``postableAlert``."""
+        service = service_of_incident(incident)
         labels = {"alertname": ALERT_NAMES.get(incident.kind, "Heartwire"),
-                  "agent": incident.agent, "severity": self.settings.severity,
+                  **({"service": service} if service else {"agent": incident.agent}),
+                  "severity": self.settings.severity,
                   "incident": str(incident.id), **dict(self.settings.labels)}
-        if incident.check:
+        if incident.check and service is None:
             labels["check"] = incident.check
             row = self.check_of(incident.agent, incident.check)
             if row is not None and row.group:
                 labels["group"] = row.group
             if row is not None and row.host:
-                labels["service"] = f"{row.host}:{row.port}" if row.port else row.host
+                labels["target"] = f"{row.host}:{row.port}" if row.port else row.host
+            member_of = self.service_of(incident.agent, incident.check)
+            if member_of is not None:
+                labels["service"] = member_of
         if event == TRIGGER or incident.resolved_at is None:
             ends = now + ENDS_AFTER_RESENDS * self.settings.resend_every_s
         else:
@@ -140,6 +151,8 @@ class AlertmanagerChannel(HttpChannel[AlertmanagerSettings]):
         }
         if self.settings.external_url:
             path = f"/checks/{incident.agent}/{incident.check}" if incident.check else "/"
+            if service is not None:
+                path = "/#services"
             alert["generatorURL"] = self.settings.external_url + path
         return alert
 

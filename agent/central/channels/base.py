@@ -112,19 +112,33 @@ def alert_text(incident: Incident, event: str) -> str:
     return f"ALERT: {incident.summary}"
 
 
+# A service's incidents (down, flapping) have no agent: their subject is ("", name).
+SERVICE_DOWN: Final = "service_down"
+
+
+def service_of_incident(incident: Incident) -> str | None:
+    """The service an incident is about (``service_down`` or its flapping), else None."""
+    return incident.check if not incident.agent and incident.check else None
+
+
 def dedup_key(incident: Incident) -> str:
     """A key that names one incident, stable from its trigger to its resolve."""
     subject = f"{incident.agent}/{incident.check}" if incident.check else incident.agent
+    if service_of_incident(incident) is not None:
+        subject = f"service/{incident.check}"
     return f"heartwire/{incident.kind}/{subject}/{incident.id}"
 
 
 def incident_json(incident: Incident) -> dict[str, object]:
-    """The incident as JSON (generic webhook body, API)."""
+    """The incident as JSON (generic webhook body, API): a service's incident has
+    ``service`` set and neither ``agent`` nor ``check``."""
+    service = service_of_incident(incident)
     return {
         "id": incident.id,
         "kind": incident.kind,
-        "agent": incident.agent,
-        "check": incident.check or None,
+        "agent": incident.agent or None,
+        "check": None if service else incident.check or None,
+        "service": service,
         "status": incident.status,
         "summary": incident.summary,
         "opened_at": rfc3339(incident.opened_at),

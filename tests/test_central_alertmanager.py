@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -135,13 +136,24 @@ async def test_firing_alerts_are_refreshed_until_they_resolve(tmp_path: Path) ->
             # Past resolve_timeout without a refresh, Alertmanager would call it resolved.
             clock.now += 300
             expired = fake.listing()
+            read_in: list[int] = []
+            check_of = channel.check_of
+
+            def recording_check_of(agent: str, check: str) -> object:
+                read_in.append(threading.get_ident())
+                return check_of(agent, check)
+
+            channel.check_of = recording_check_of  # type: ignore[assignment]
             refreshed = await channel.refresh(central.storage.open_incidents)
+            channel.check_of = check_of
             active = fake.listing()
             await _report(client, messages, clock, "up")
             await _wait_for(lambda: len(fake.posts) == 3, "the resolve")
             after_resolve = await channel.refresh(central.storage.open_incidents)
     assert [alert["status"]["state"] for alert in expired] == ["resolved"]
     assert refreshed == 1 and fake.posts[1][0]["endsAt"] == rfc3339(BASE_TIME + 300 + 240)
+    # A refresh reads the store in the receiver's reader thread, never on the loop.
+    assert read_in and threading.get_ident() not in read_in
     assert [alert["status"]["state"] for alert in active] == ["active"]
     assert after_resolve == 0 and len(fake.posts) == 3
 

@@ -153,6 +153,7 @@ class Central:
                 # A one-row read on the read side's connection (SQLite serialises a
                 # connection's use across threads), never on the writer's mid-transaction.
                 channel.check_of = self.reader.check
+                channel.run_read = self.workers.read
                 channel.service_of = self.read_services.service_of_check
                 channel.wall_clock = wall_clock
         self.app.routes = Routes(self.reader, self.read_history, self.page,

@@ -24,9 +24,9 @@ a refresh from crossing a resolve: the open incidents are read inside it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import httpx
 import trio
@@ -119,6 +119,10 @@ class AlertmanagerChannel(HttpChannel[AlertmanagerSettings]):
         self.check_of: Callable[[str, str], CheckRow | None] = lambda agent, check: None
         self.service_of: Callable[[str, str], str | None] = lambda agent, check: None
         self.wall_clock: Callable[[], float] = trio.current_time  # replaced by the receiver
+        # Runs a batch of store reads: the receiver's reader thread, so that a refresh
+        # of thousands of firing alerts (a read and a row per alert) does not hold
+        # the event loop; in place by default.
+        self.run_read: Callable[..., Awaitable[Any]] = _in_place
         self._lock = trio.Lock()
 
     def alert(self, incident: Incident, event: str, now: float) -> dict[str, object]:
@@ -175,12 +179,20 @@ class AlertmanagerChannel(HttpChannel[AlertmanagerSettings]):
             ChannelError: Alertmanager did not take them (the next refresh tries again).
         """
         async with self._lock:
-            firing = [incident for incident in open_incidents() if incident.notified]
             now = self.wall_clock()
-            for start in range(0, len(firing), MAX_ALERTS_PER_POST):
-                await self._post([self.alert(incident, TRIGGER, now)
-                                  for incident in firing[start:start + MAX_ALERTS_PER_POST]])
-            return len(firing)
+            batches = await self.run_read(self._firing_batches, open_incidents, now)
+            for batch in batches:
+                await self._post(batch)
+            return sum(len(batch) for batch in batches)
+
+    def _firing_batches(self, open_incidents: Callable[[], list[Incident]],
+                        now: float) -> list[list[dict[str, object]]]:
+        """The open, notified incidents as firing alerts, in posts of at most
+        MAX_ALERTS_PER_POST (store reads: run by ``run_read``)."""
+        firing = [incident for incident in open_incidents() if incident.notified]
+        return [[self.alert(incident, TRIGGER, now)
+                 for incident in firing[start:start + MAX_ALERTS_PER_POST]]
+                for start in range(0, len(firing), MAX_ALERTS_PER_POST)]
 
 
 async def refresh_forever(
@@ -215,3 +227,8 @@ async def refresh_forever(
     async with trio.open_nursery() as nursery:
         for channel in channels:
             nursery.start_soon(one, channel)
+
+
+async def _in_place(function: Callable[..., Any], *args: Any) -> Any:
+    """Runs ``function(*args)`` on the event loop (a channel outside a receiver)."""
+    return function(*args)

@@ -124,12 +124,13 @@ class Dependencies:
         wait = self.config.dependency_wait_s
         if not check or wait <= 0:
             return False
-        tied = next(iter(self.parents(agent, check)), None) is not None or any(
-            names for _, names in self._children(agent, check))
-        if not tied:
-            return False
+        # One indexed read first: the sweep asks this of every held incident every
+        # second, and past its wait an outage needs no scan of the heartbeat's checks.
         outage = self.storage.open_incident_for(_CHECK_DOWN, agent, check)
-        return outage is None or now < outage.opened_at + wait
+        if outage is not None and now >= outage.opened_at + wait:
+            return False
+        return next(iter(self.parents(agent, check)), None) is not None or any(
+            names for _, names in self._children(agent, check))
 
     def children_held(self, agent: str, check: str) -> list[str]:
         """What this parent holds as it goes down, as ``agent/check`` (``agent`` for a

@@ -258,10 +258,12 @@ class Incidents:
                     continue  # held by the flapping rule, not by maintenance or a parent
                 if self.holds(incident.agent, incident.check, now):
                     continue
-                # A parent's alert names what it holds by now (see dependency_wait).
+                # A parent's alert names what it holds by now (see dependency_wait):
+                # the kinds whose summary named children when they opened.
                 summary = self._naming_children(
                     incident.agent, incident.check,
-                    incident.summary.split(HOLDS_SEPARATOR, 1)[0])
+                    incident.summary.split(HOLDS_SEPARATOR, 1)[0],
+                ) if incident.kind in (CHECK_DOWN, AGENT_SILENT) else None
                 # One receiver of several wins.
                 if self.storage.mark_notified(incident.id, summary):
                     self._notify(self.storage.incident(incident.id), TRIGGER, now)
